@@ -1,0 +1,249 @@
+//! The alert: what an analyst receives. JSON Lines, one alert per line; field names are part
+//! of the product's interface (see README "Alert format").
+
+use crate::time::Nanos;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    UnfamiliarOriginVolume,
+    UnfamiliarOriginsAggregate,
+    VolumeAnomaly,
+    NewOrigin,
+}
+
+impl Rule {
+    pub const ALL: [Rule; 4] = [
+        Rule::UnfamiliarOriginVolume,
+        Rule::UnfamiliarOriginsAggregate,
+        Rule::VolumeAnomaly,
+        Rule::NewOrigin,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::UnfamiliarOriginVolume => "unfamiliar_origin_volume",
+            Rule::UnfamiliarOriginsAggregate => "unfamiliar_origins_aggregate",
+            Rule::VolumeAnomaly => "volume_anomaly",
+            Rule::NewOrigin => "new_origin",
+        }
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub const ALL: [Severity; 5] = [
+        Severity::Info,
+        Severity::Low,
+        Severity::Medium,
+        Severity::High,
+        Severity::Critical,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An origin as shown to a person: an address and the network it stands for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginRef {
+    /// The address (for a prefix origin, the one that read the most).
+    pub ip: String,
+    /// The origin itself: `203.0.113.0/24`, `2001:db8:4:12::/64`, or `/32`, `/128` at ip
+    /// granularity.
+    pub prefix: String,
+    /// Bytes attributed to this origin (in lists only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_bytes: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    pub start: String,
+    pub end: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    /// Origins this key has used long enough to be familiar.
+    pub known_origins: u64,
+    /// Average bytes per active hour over the key's history.
+    pub typical_hourly_bytes: u64,
+    /// Typical daily peak of the key's sliding-window volume (0 without history).
+    pub typical_peak_bytes: u64,
+    /// Event time since the key was first seen, in days.
+    pub days_of_history: f64,
+    /// volume_anomaly only: one-sided p-value of the observed volume under the key's history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_value: Option<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameCount {
+    pub name: String,
+    pub count: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceOut {
+    pub request_count: u64,
+    pub top_operations: Vec<NameCount>,
+    pub top_collections: Vec<NameCount>,
+    pub top_user_agents: Vec<NameCount>,
+    pub activity_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_first_seen: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub id: String,
+    pub rule: Rule,
+    pub severity: Severity,
+    pub account: String,
+    pub credential: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<OriginRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origins: Option<Vec<OriginRef>>,
+    pub trigger_event_time: String,
+    pub window: Window,
+    pub observed_bytes: u64,
+    pub threshold_bytes: u64,
+    /// 0 for the first alert of a condition; 1, 2, ... when the bytes reached a further power
+    /// of `escalation_factor` times the threshold.
+    pub escalation_level: u8,
+    pub baseline: Baseline,
+    pub evidence: EvidenceOut,
+    pub summary: String,
+}
+
+/// The stable alert id: a hash of what identifies the condition, so the same input always
+/// yields the same ids and a sink can drop one it already delivered.
+pub fn alert_id(
+    rule: Rule,
+    account: &str,
+    credential: &str,
+    origin: &str,
+    since: Nanos,
+    level: u8,
+    epoch: u32,
+) -> String {
+    let mut h = Sha256::new();
+    for part in [rule.as_str(), account, credential, origin] {
+        h.update(part.as_bytes());
+        h.update([0x1f]);
+    }
+    h.update(since.to_be_bytes());
+    h.update([level]);
+    h.update(epoch.to_be_bytes());
+    let d = h.finalize();
+    d[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_stable_and_distinct() {
+        let a = alert_id(
+            Rule::UnfamiliarOriginVolume,
+            "contoso",
+            "key:primarymasterkey",
+            "203.0.113.0/24",
+            5,
+            0,
+            0,
+        );
+        assert_eq!(
+            a,
+            alert_id(
+                Rule::UnfamiliarOriginVolume,
+                "contoso",
+                "key:primarymasterkey",
+                "203.0.113.0/24",
+                5,
+                0,
+                0
+            )
+        );
+        assert_eq!(a.len(), 32);
+        assert_ne!(
+            a,
+            alert_id(
+                Rule::UnfamiliarOriginVolume,
+                "contoso",
+                "key:primarymasterkey",
+                "203.0.113.0/24",
+                5,
+                1,
+                0
+            )
+        );
+        assert_ne!(
+            a,
+            alert_id(
+                Rule::UnfamiliarOriginVolume,
+                "contoso",
+                "key:primarymasterkey",
+                "203.0.113.0/24",
+                5,
+                0,
+                1
+            )
+        );
+        assert_ne!(
+            a,
+            alert_id(
+                Rule::VolumeAnomaly,
+                "contoso",
+                "key:primarymasterkey",
+                "203.0.113.0/24",
+                5,
+                0,
+                0
+            )
+        );
+    }
+
+    #[test]
+    fn severities_order() {
+        assert!(Severity::Critical > Severity::High && Severity::Medium > Severity::Info);
+        assert_eq!(
+            serde_json::to_string(&Rule::UnfamiliarOriginsAggregate).unwrap(),
+            "\"unfamiliar_origins_aggregate\""
+        );
+    }
+}

@@ -1,0 +1,340 @@
+//! Configuration: the TOML file, its defaults, and validation with helpful messages.
+//!
+//! Every field has a doc comment; `exfilwatch config defaults` prints [`DEFAULTS_TOML`], which
+//! a test keeps equal to `Config::default()`. Unknown keys are rejected with the nearest valid
+//! name.
+
+use crate::units::{ByteSize, Span};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// How a client IP becomes an origin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OriginGranularity {
+    /// The exact address.
+    Ip,
+    /// The network prefix (`ipv4_prefix`, `ipv6_prefix`).
+    Prefix,
+}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub detect: DetectConfig,
+    pub input: InputConfig,
+}
+
+/// `[detect]`: the rules and their thresholds. All times are event time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectConfig {
+    /// "prefix" (default) or "ip": what counts as one origin.
+    pub origin_granularity: OriginGranularity,
+    /// IPv4 prefix length of an origin at prefix granularity.
+    pub ipv4_prefix: u8,
+    /// IPv6 prefix length of an origin at prefix granularity.
+    pub ipv6_prefix: u8,
+    /// An origin stays unfamiliar to a key for this long after its first successful request.
+    pub familiar_after: Span,
+    /// An origin (or key) unused for this long is forgotten; also the span of volume history.
+    pub history_window: Span,
+    /// An account raises no alert until it has been observed this long.
+    pub learning_period: Span,
+    /// Bytes read from unfamiliar origins that make an alert.
+    pub unfamiliar_bytes: ByteSize,
+    /// Sliding window of the `unfamiliar_origins_aggregate` rule.
+    pub aggregate_window: Span,
+    /// `critical` once bytes reach this multiple of the threshold; escalations at each power.
+    pub escalation_factor: u64,
+    /// A read-write master key passing the threshold within this span of the origin's first
+    /// request is `critical`.
+    pub critical_fast_window: Span,
+    /// Enables `volume_anomaly`.
+    pub volume_anomaly: bool,
+    /// Sliding window over which a key's read volume is measured.
+    pub volume_window: Span,
+    /// `volume_anomaly` never fires below this many bytes in the window.
+    pub volume_min_bytes: ByteSize,
+    /// ... nor below this multiple of the highest daily peak in the key's history.
+    pub volume_min_ratio: f64,
+    /// One-sided p-value under the key's own peak distribution (Student's t on log bytes).
+    pub volume_p_value: f64,
+    /// Days of history (with reads) a key needs before `volume_anomaly` can judge it.
+    pub volume_min_history_days: u32,
+    /// Floor on the spread of log daily peaks, so a very regular key is not over-sensitive.
+    pub volume_min_log_spread: f64,
+    /// Enables `new_origin` (severity info): first use of an origin by a key.
+    pub new_origin: bool,
+    /// One alert per (rule, key, origin) until this much event time has passed.
+    pub realert: Span,
+    /// Records this much older than the newest of their account are still ordered exactly.
+    pub max_out_of_order: Span,
+    /// Origins remembered per key; the least recently seen are evicted beyond it.
+    pub max_origins_per_key: usize,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        const H: i64 = crate::time::HOUR;
+        DetectConfig {
+            origin_granularity: OriginGranularity::Prefix,
+            ipv4_prefix: 24,
+            ipv6_prefix: 64,
+            familiar_after: Span(24 * H),
+            history_window: Span(30 * 24 * H),
+            learning_period: Span(7 * 24 * H),
+            unfamiliar_bytes: ByteSize(1 << 30),
+            aggregate_window: Span(H),
+            escalation_factor: 10,
+            critical_fast_window: Span(H),
+            volume_anomaly: true,
+            volume_window: Span(H),
+            volume_min_bytes: ByteSize(1 << 30),
+            volume_min_ratio: 2.0,
+            volume_p_value: 0.001,
+            volume_min_history_days: 3,
+            volume_min_log_spread: 0.3,
+            new_origin: false,
+            realert: Span(24 * H),
+            max_out_of_order: Span(10 * crate::time::MINUTE),
+            max_origins_per_key: 10_000,
+        }
+    }
+}
+
+/// `[input]`: how records are read.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InputConfig {
+    /// Stop with an error at the first malformed record instead of setting it aside.
+    pub strict: bool,
+    /// File (JSON Lines) that receives malformed records with their reason and location;
+    /// empty for none.
+    pub dead_letter: String,
+    /// A multi-line JSON document (a pre-2018 blob) larger than this is set aside.
+    pub max_document_bytes: ByteSize,
+}
+
+impl Default for InputConfig {
+    fn default() -> Self {
+        InputConfig {
+            strict: false,
+            dead_letter: String::new(),
+            max_document_bytes: ByteSize(512 << 20),
+        }
+    }
+}
+
+/// The commented default configuration, as printed by `exfilwatch config defaults`.
+pub const DEFAULTS_TOML: &str = include_str!("config_defaults.toml");
+
+impl DetectConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        let pos = |name: &str, v: i64| {
+            if v > 0 {
+                Ok(())
+            } else {
+                Err(format!("detect.{name} must be positive"))
+            }
+        };
+        pos("familiar_after", self.familiar_after.0)?;
+        pos("history_window", self.history_window.0)?;
+        pos("aggregate_window", self.aggregate_window.0)?;
+        pos("volume_window", self.volume_window.0)?;
+        pos("realert", self.realert.0)?;
+        if self.learning_period.0 < 0 || self.max_out_of_order.0 < 0 {
+            return Err(
+                "detect.learning_period and detect.max_out_of_order cannot be negative".into(),
+            );
+        }
+        if self.ipv4_prefix > 32 || self.ipv6_prefix > 128 {
+            return Err(
+                "detect.ipv4_prefix is at most 32 and detect.ipv6_prefix at most 128".into(),
+            );
+        }
+        if self.unfamiliar_bytes.0 == 0 {
+            return Err("detect.unfamiliar_bytes must be positive".into());
+        }
+        if self.escalation_factor < 2 {
+            return Err("detect.escalation_factor must be at least 2".into());
+        }
+        if !(self.volume_p_value > 0.0 && self.volume_p_value < 0.5) {
+            return Err("detect.volume_p_value must be in (0, 0.5)".into());
+        }
+        if self.volume_min_history_days < 2 {
+            return Err("detect.volume_min_history_days must be at least 2".into());
+        }
+        if !(self.volume_min_ratio >= 1.0) || !(self.volume_min_log_spread > 0.0) {
+            return Err(
+                "detect.volume_min_ratio must be >= 1 and detect.volume_min_log_spread > 0".into(),
+            );
+        }
+        if self.max_origins_per_key < 1 {
+            return Err("detect.max_origins_per_key must be at least 1".into());
+        }
+        if self.history_window.0 < self.familiar_after.0 {
+            return Err("detect.history_window must be at least detect.familiar_after".into());
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Parses and validates TOML text; `origin` names the source in messages.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: origin.to_string(),
+            message,
+        };
+        let value: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| invalid(e.message().to_string()))?;
+        check_keys(
+            &value,
+            &toml::Table::try_from(Config::default()).map_err(|e| invalid(e.to_string()))?,
+            "",
+        )
+        .map_err(invalid)?;
+        let cfg: Config = toml::Value::Table(value)
+            .try_into()
+            .map_err(|e: toml::de::Error| invalid(e.message().to_string()))?;
+        cfg.detect.validate().map_err(invalid)?;
+        Ok(cfg)
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml(&text, &path.display().to_string())
+    }
+}
+
+/// Rejects keys the defaults do not have, naming the closest valid one.
+fn check_keys(given: &toml::Table, known: &toml::Table, prefix: &str) -> Result<(), String> {
+    for (k, v) in given {
+        let full = format!("{prefix}{k}");
+        match known.get(k) {
+            None => {
+                let best = known
+                    .keys()
+                    .map(|c| (edit_distance(k, c), c))
+                    .min()
+                    .filter(|(d, c)| *d <= (c.len() / 2).max(2));
+                return Err(match best {
+                    Some((_, c)) => format!("unknown key `{full}`; did you mean `{prefix}{c}`?"),
+                    None => format!(
+                        "unknown key `{full}`; valid keys here: {}",
+                        known
+                            .keys()
+                            .map(String::as_str)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
+            }
+            Some(toml::Value::Table(kt)) => {
+                if let toml::Value::Table(gt) = v {
+                    check_keys(gt, kt, &format!("{full}."))?;
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push(
+                (prev[j] + usize::from(ca != *cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printed_defaults_are_the_defaults() {
+        let parsed = Config::from_toml(DEFAULTS_TOML, "defaults").unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn every_default_key_is_documented() {
+        let table = toml::Table::try_from(Config::default()).unwrap();
+        for (section, v) in &table {
+            for key in v.as_table().unwrap().keys() {
+                assert!(
+                    DEFAULTS_TOML.contains(&format!("\n{key} = ")),
+                    "{section}.{key} missing from defaults"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_key_names_the_nearest() {
+        let err = Config::from_toml("[detect]\nfamilar_after = \"12h\"\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "unknown key `detect.familar_after`; did you mean `detect.familiar_after`?"
+            ),
+            "{err}"
+        );
+        let err = Config::from_toml("[detekt]\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("did you mean `detect`"), "{err}");
+    }
+
+    #[test]
+    fn human_units_and_validation() {
+        let c = Config::from_toml(
+            "[detect]\nunfamiliar_bytes = \"500MiB\"\nrealert = \"1h30m\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.detect.unfamiliar_bytes.0, 500 << 20);
+        assert_eq!(c.detect.realert.0, 90 * crate::time::MINUTE);
+        let err = Config::from_toml("[detect]\nrealert = \"soon\"\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a duration"), "{err}");
+        let err = Config::from_toml("[detect]\nipv4_prefix = 40\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ipv4_prefix"), "{err}");
+        let err = Config::from_toml("[detect]\norigin_granularity = \"asn\"\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown variant"), "{err}");
+    }
+}

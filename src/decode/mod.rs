@@ -1,0 +1,528 @@
+//! Decode: bytes of one unit (a JSON line, a Kafka message, a whole pre-2018 blob) into
+//! normalized [`Event`]s, skipped categories and malformed records.
+//!
+//! **Architecture invariant:** decoding never fails as a whole. Every record yields exactly one
+//! [`Decoded`] item; a unit that is not JSON yields one `Malformed` item. Nothing here does I/O.
+
+mod raw;
+
+pub use raw::{Num, RawRecord, Text};
+
+use crate::time::{parse_timestamp, Nanos};
+use std::borrow::Cow;
+use std::fmt;
+use std::net::IpAddr;
+
+/// Diagnostic log categories. Only the request categories feed the detector; the others are
+/// counted and skipped. The set is closed so that it can label a metric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Category {
+    DataPlaneRequests,
+    MongoRequests,
+    CassandraRequests,
+    GremlinRequests,
+    TableApiRequests,
+    QueryRuntimeStatistics,
+    PartitionKeyStatistics,
+    PartitionKeyRUConsumption,
+    ControlPlaneRequests,
+    Other,
+}
+
+impl Category {
+    pub const ALL: [Category; 10] = [
+        Category::DataPlaneRequests,
+        Category::MongoRequests,
+        Category::CassandraRequests,
+        Category::GremlinRequests,
+        Category::TableApiRequests,
+        Category::QueryRuntimeStatistics,
+        Category::PartitionKeyStatistics,
+        Category::PartitionKeyRUConsumption,
+        Category::ControlPlaneRequests,
+        Category::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::DataPlaneRequests => "DataPlaneRequests",
+            Category::MongoRequests => "MongoRequests",
+            Category::CassandraRequests => "CassandraRequests",
+            Category::GremlinRequests => "GremlinRequests",
+            Category::TableApiRequests => "TableApiRequests",
+            Category::QueryRuntimeStatistics => "QueryRuntimeStatistics",
+            Category::PartitionKeyStatistics => "PartitionKeyStatistics",
+            Category::PartitionKeyRUConsumption => "PartitionKeyRUConsumption",
+            Category::ControlPlaneRequests => "ControlPlaneRequests",
+            Category::Other => "Other",
+        }
+    }
+
+    /// From a `category` value or a table name (`CDBMongoRequests`), case-insensitively.
+    pub fn from_name(name: &str) -> Category {
+        let n = name.trim();
+        let n = match n.get(..3) {
+            Some(p) if n.len() > 3 && p.eq_ignore_ascii_case("cdb") => &n[3..],
+            _ => n,
+        };
+        Category::ALL[..9]
+            .iter()
+            .copied()
+            .find(|c| c.as_str().eq_ignore_ascii_case(n))
+            .unwrap_or(Category::Other)
+    }
+
+    /// Whether records of this category are requests that move data (and feed the detector).
+    pub fn is_request(self) -> bool {
+        matches!(
+            self,
+            Category::DataPlaneRequests
+                | Category::MongoRequests
+                | Category::CassandraRequests
+                | Category::GremlinRequests
+                | Category::TableApiRequests
+        )
+    }
+}
+
+impl fmt::Display for Category {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a record was set aside. A closed set: it labels a metric and keys the once-per-reason log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Malformed {
+    /// Not JSON, or JSON cut short.
+    InvalidJson,
+    /// JSON, but not an object (or an envelope whose `records` is not an array).
+    NotAnObject,
+    MissingTime,
+    BadTime,
+    BadIp,
+    /// A request or response length that is negative or not a number.
+    BadLength,
+    BadStatus,
+    /// Neither `resourceId` nor `AccountName`.
+    MissingAccount,
+    /// A unit larger than the configured maximum.
+    TooLarge,
+}
+
+impl Malformed {
+    pub const ALL: [Malformed; 9] = [
+        Malformed::InvalidJson,
+        Malformed::NotAnObject,
+        Malformed::MissingTime,
+        Malformed::BadTime,
+        Malformed::BadIp,
+        Malformed::BadLength,
+        Malformed::BadStatus,
+        Malformed::MissingAccount,
+        Malformed::TooLarge,
+    ];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Malformed::InvalidJson => "invalid_json",
+            Malformed::NotAnObject => "not_an_object",
+            Malformed::MissingTime => "missing_time",
+            Malformed::BadTime => "bad_time",
+            Malformed::BadIp => "bad_ip",
+            Malformed::BadLength => "bad_length",
+            Malformed::BadStatus => "bad_status",
+            Malformed::MissingAccount => "missing_account",
+            Malformed::TooLarge => "too_large",
+        }
+    }
+}
+
+impl fmt::Display for Malformed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// The kind of identity a request was authorized with, most specific first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CredentialKind {
+    Aad,
+    Token,
+    Key,
+    Unknown,
+}
+
+/// The identity a baseline belongs to (with the account). Canonical text form, relied on by
+/// tests and other tools: `aad:<principal>`, `token:<permission or user rid>`,
+/// `key:<class>` (lowercased), or `unknown`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credential<'a> {
+    pub kind: CredentialKind,
+    pub id: Cow<'a, str>,
+}
+
+impl Credential<'_> {
+    /// Whether this is a read-write account master key (the ChaosDB case).
+    pub fn is_read_write_master_key(&self) -> bool {
+        self.kind == CredentialKind::Key
+            && matches!(&*self.id, "primarymasterkey" | "secondarymasterkey")
+    }
+}
+
+impl fmt::Display for Credential<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            CredentialKind::Aad => write!(f, "aad:{}", self.id),
+            CredentialKind::Token => write!(f, "token:{}", self.id),
+            CredentialKind::Key => write!(f, "key:{}", self.id),
+            CredentialKind::Unknown => f.write_str("unknown"),
+        }
+    }
+}
+
+/// Key and token classes of the SDK's `AuthorizationTokenType`, lowercased: matching them
+/// avoids an allocation per record for the common case.
+const KEY_CLASSES: [&str; 12] = [
+    "primarymasterkey",
+    "primaryreadonlymasterkey",
+    "secondarymasterkey",
+    "secondaryreadonlymasterkey",
+    "systemreadonly",
+    "systemreadwrite",
+    "systemall",
+    "resourcetoken",
+    "computegatewaykey",
+    "aadtoken",
+    "compoundtoken",
+    "sastoken",
+];
+
+/// `s` lowercased, borrowed when it already is.
+pub fn lowercase(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+fn key_class(s: &str) -> Cow<'static, str> {
+    // The documentation spells `PrimaryReadOnlyMasterKey`, the SDK `PrimaryReadonlyMasterKey`.
+    match KEY_CLASSES.iter().find(|k| k.eq_ignore_ascii_case(s)) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(s.to_ascii_lowercase()),
+    }
+}
+
+/// A request, normalized. Strings borrow from the input where possible.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event<'a> {
+    pub time: Nanos,
+    pub category: Category,
+    /// Last segment of `resourceId` (or `AccountName`), lowercased.
+    pub account: Cow<'a, str>,
+    pub credential: Credential<'a>,
+    /// `None` when the record names no caller (some API categories do not).
+    pub client_ip: Option<IpAddr>,
+    pub operation: Cow<'a, str>,
+    /// HTTP status; 0 when the record carries none.
+    pub status: u16,
+    /// 2xx or 304 (or, without a status, an `errorCode` of 0 or none at all).
+    pub success: bool,
+    /// Bytes sent to the client; 0 for failed requests, which move no data.
+    pub response_bytes: u64,
+    pub request_bytes: u64,
+    pub request_charge: f64,
+    pub user_agent: Cow<'a, str>,
+    pub database: Cow<'a, str>,
+    pub collection: Cow<'a, str>,
+    pub activity_id: Cow<'a, str>,
+}
+
+/// What one record decoded to.
+#[derive(Debug)]
+pub enum Decoded<'a> {
+    Event(Event<'a>),
+    /// A record of a category the detector does not use.
+    Skipped(Category),
+    /// Set aside; `index` is the record's position in an envelope (None for the unit itself).
+    Malformed {
+        reason: Malformed,
+        index: Option<usize>,
+    },
+}
+
+/// Decodes one unit (one JSON value: a record or an envelope) and calls `emit` once per record.
+pub fn decode_unit<'a>(unit: &'a [u8], mut emit: impl FnMut(Decoded<'a>)) {
+    match serde_json::from_slice::<raw::Lenient<'a>>(unit) {
+        Err(_) => emit(Decoded::Malformed {
+            reason: Malformed::InvalidJson,
+            index: None,
+        }),
+        Ok(raw::Lenient(None)) => emit(Decoded::Malformed {
+            reason: Malformed::NotAnObject,
+            index: None,
+        }),
+        Ok(raw::Lenient(Some(rec))) => match rec.records {
+            Some(raw::Records(Some(records))) => {
+                for (i, r) in records.into_iter().enumerate() {
+                    match r.0 {
+                        Some(r) => emit(normalize(r, Some(i))),
+                        None => emit(Decoded::Malformed {
+                            reason: Malformed::NotAnObject,
+                            index: Some(i),
+                        }),
+                    }
+                }
+            }
+            Some(raw::Records(None)) => emit(Decoded::Malformed {
+                reason: Malformed::NotAnObject,
+                index: None,
+            }),
+            None => emit(normalize(rec, None)),
+        },
+    }
+}
+
+/// The raw text of record `index` of an envelope unit (or the unit itself), for dead letters.
+pub fn raw_record_text(unit: &[u8], index: Option<usize>) -> Cow<'_, str> {
+    #[derive(serde::Deserialize)]
+    struct Env<'a> {
+        #[serde(borrow)]
+        records: Vec<&'a serde_json::value::RawValue>,
+    }
+    if let Some(i) = index {
+        if let Ok(env) = serde_json::from_slice::<Env>(unit) {
+            if let Some(r) = env.records.get(i) {
+                return Cow::Borrowed(r.get());
+            }
+        }
+    }
+    String::from_utf8_lossy(unit)
+}
+
+/// Looks a field up in `properties` first, then at the top level.
+macro_rules! field {
+    ($rec:expr, $props:expr, $f:ident) => {
+        match $props.and_then(|p| p.$f.non_empty()) {
+            Some(v) => Some(v),
+            None => $rec.$f.non_empty(),
+        }
+    };
+}
+
+macro_rules! num {
+    ($rec:expr, $props:expr, $f:ident) => {
+        match $props.map(|p| p.$f) {
+            Some(n) if n != Num::Absent => n,
+            _ => $rec.$f,
+        }
+    };
+}
+
+fn cow_field<'a>(
+    rec: &RawRecord<'a>,
+    props: Option<&RawRecord<'a>>,
+    pick: impl for<'r> Fn(&'r RawRecord<'a>) -> &'r Text<'a>,
+) -> Cow<'a, str> {
+    let take = |t: &Text<'a>| -> Option<Cow<'a, str>> {
+        match &t.0 {
+            Some(c) if !c.trim().is_empty() => Some(match c {
+                Cow::Borrowed(b) => Cow::Borrowed(b.trim()),
+                Cow::Owned(o) => Cow::Owned(o.trim().to_owned()),
+            }),
+            _ => None,
+        }
+    };
+    props
+        .and_then(|p| take(pick(p)))
+        .or_else(|| take(pick(rec)))
+        .unwrap_or(Cow::Borrowed(""))
+}
+
+/// Parses a client address: v4, v6, v4-mapped v6 (as v4), with or without a port.
+pub fn parse_ip(s: &str) -> Option<IpAddr> {
+    let s = s.trim();
+    let ip = if let Ok(ip) = s.parse::<IpAddr>() {
+        ip
+    } else if let Some(rest) = s.strip_prefix('[') {
+        // [v6]:port
+        rest.split(']').next()?.parse().ok()?
+    } else if let Some((host, port)) = s.rsplit_once(':') {
+        // v4:port (a v6 address has more than one colon and parsed above)
+        if host.contains(':') || port.parse::<u16>().is_err() {
+            return None;
+        }
+        host.parse().ok()?
+    } else {
+        return None;
+    };
+    Some(match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    })
+}
+
+fn account_of<'a>(rec: &RawRecord<'a>, props: Option<&RawRecord<'a>>) -> Option<Cow<'a, str>> {
+    let lower = |c: &Cow<'a, str>| -> Cow<'a, str> {
+        match c {
+            Cow::Borrowed(b) => lowercase(b),
+            Cow::Owned(o) => Cow::Owned(o.to_ascii_lowercase()),
+        }
+    };
+    let seg = |c: &Cow<'a, str>| -> Option<Cow<'a, str>> {
+        let t = c.trim().trim_end_matches('/');
+        let last = t.rsplit('/').next().unwrap_or(t).trim();
+        if last.is_empty() {
+            return None;
+        }
+        Some(match c {
+            Cow::Borrowed(b) => {
+                let start = last.as_ptr() as usize - b.as_ptr() as usize;
+                lowercase(&b[start..start + last.len()])
+            }
+            Cow::Owned(_) => Cow::Owned(last.to_ascii_lowercase()),
+        })
+    };
+    for t in [&rec.resource_id, &rec.account_name] {
+        if let Some(c) = &t.0 {
+            if let Some(a) = seg(c) {
+                return Some(a);
+            }
+        }
+    }
+    if let Some(p) = props {
+        if let Some(c) = &p.account_name.0 {
+            if !c.trim().is_empty() {
+                return Some(lower(c));
+            }
+        }
+    }
+    None
+}
+
+fn credential_of<'a>(rec: &RawRecord<'a>, props: Option<&RawRecord<'a>>) -> Credential<'a> {
+    let pick = |f: for<'r> fn(&'r RawRecord<'a>) -> &'r Text<'a>| cow_field(rec, props, f);
+    let aad = pick(|r| &r.aad_principal_id);
+    if !aad.is_empty() {
+        let id = match aad {
+            Cow::Borrowed(b) => lowercase(b),
+            Cow::Owned(o) => Cow::Owned(o.to_ascii_lowercase()),
+        };
+        return Credential {
+            kind: CredentialKind::Aad,
+            id,
+        };
+    }
+    let perm = pick(|r| &r.resource_token_permission_id);
+    if !perm.is_empty() {
+        return Credential {
+            kind: CredentialKind::Token,
+            id: perm,
+        };
+    }
+    let user = pick(|r| &r.resource_token_user_rid);
+    if !user.is_empty() {
+        return Credential {
+            kind: CredentialKind::Token,
+            id: user,
+        };
+    }
+    let class = field!(rec, props, key_type).or_else(|| field!(rec, props, auth_token_type));
+    match class {
+        Some(c) => Credential {
+            kind: CredentialKind::Key,
+            id: key_class(c),
+        },
+        None => Credential {
+            kind: CredentialKind::Unknown,
+            id: Cow::Borrowed(""),
+        },
+    }
+}
+
+fn category_of(rec: &RawRecord<'_>, props: Option<&RawRecord<'_>>) -> Category {
+    if let Some(c) = rec.category.non_empty() {
+        return Category::from_name(c);
+    }
+    if let Some(t) = rec.table.non_empty() {
+        if !t.eq_ignore_ascii_case("AzureDiagnostics") {
+            return Category::from_name(t);
+        }
+    }
+    // A re-published record stripped of its category: a request if it names a caller.
+    if field!(rec, props, client_ip).is_some() {
+        Category::DataPlaneRequests
+    } else {
+        Category::Other
+    }
+}
+
+fn normalize<'a>(rec: RawRecord<'a>, index: Option<usize>) -> Decoded<'a> {
+    let bad = |reason| Decoded::Malformed { reason, index };
+    let props: Option<&RawRecord<'a>> = rec.properties.as_deref().and_then(|l| l.0.as_ref());
+    let category = category_of(&rec, props);
+    if !category.is_request() {
+        return Decoded::Skipped(category);
+    }
+    let time = match rec
+        .time
+        .non_empty()
+        .or_else(|| props.and_then(|p| p.time.non_empty()))
+    {
+        None => return bad(Malformed::MissingTime),
+        Some(t) => match parse_timestamp(t) {
+            Some(t) => t,
+            None => return bad(Malformed::BadTime),
+        },
+    };
+    let Some(account) = account_of(&rec, props) else {
+        return bad(Malformed::MissingAccount);
+    };
+    let client_ip = match field!(rec, props, client_ip) {
+        None => None,
+        Some(s) => match parse_ip(s) {
+            Some(ip) => Some(ip),
+            None => return bad(Malformed::BadIp),
+        },
+    };
+    let (Ok(response), Ok(request)) = (
+        num!(rec, props, response_length).count(),
+        num!(rec, props, request_length).count(),
+    ) else {
+        return bad(Malformed::BadLength);
+    };
+    let status = match num!(rec, props, status_code).count() {
+        Ok(Some(s)) if s <= 999 => s as u16,
+        Ok(None) => 0,
+        _ => return bad(Malformed::BadStatus),
+    };
+    let success = if status != 0 {
+        (200..300).contains(&status) || status == 304
+    } else {
+        matches!(num!(rec, props, error_code), Num::Absent | Num::Int(0))
+    };
+    let credential = credential_of(&rec, props);
+    let pick = |f: for<'r> fn(&'r RawRecord<'a>) -> &'r Text<'a>| cow_field(&rec, props, f);
+    Decoded::Event(Event {
+        time,
+        category,
+        account,
+        credential,
+        client_ip,
+        operation: pick(|r| &r.operation_name),
+        status,
+        success,
+        response_bytes: if success { response.unwrap_or(0) } else { 0 },
+        request_bytes: request.unwrap_or(0),
+        request_charge: num!(rec, props, request_charge).as_f64().unwrap_or(0.0),
+        user_agent: pick(|r| &r.user_agent),
+        database: pick(|r| &r.database),
+        collection: pick(|r| &r.collection),
+        activity_id: pick(|r| &r.activity_id),
+    })
+}
+
+#[cfg(test)]
+mod tests;

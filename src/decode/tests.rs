@@ -1,0 +1,332 @@
+use super::*;
+use crate::time::format_rfc3339;
+
+fn one(line: &str) -> Decoded<'_> {
+    let mut items = Vec::new();
+    decode_unit(line.as_bytes(), |d| items.push(d));
+    assert_eq!(items.len(), 1, "{items:?}");
+    items.pop().unwrap()
+}
+
+fn event(line: &str) -> Event<'_> {
+    match one(line) {
+        Decoded::Event(e) => e,
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+fn reason(line: &str) -> Malformed {
+    match one(line) {
+        Decoded::Malformed { reason, .. } => reason,
+        other => panic!("expected malformed, got {other:?}"),
+    }
+}
+
+/// Microsoft's documented sample, verbatim.
+const MS_SAMPLE: &str = r#"{ "time": "2019-04-23T23:12:52.3814846Z", "resourceId": "/SUBSCRIPTIONS/<your_subscription_ID>/RESOURCEGROUPS/<your_resource_group>/PROVIDERS/MICROSOFT.DOCUMENTDB/DATABASEACCOUNTS/<your_database_account>", "category": "DataPlaneRequests", "operationName": "ReadFeed", "properties": {"activityId": "66a0c647-af38-4b8d-a92a-c48a805d6460","requestResourceType": "Database","requestResourceId": "","collectionRid": "","statusCode": "200","duration": "0","userAgent": "Microsoft.Azure.Documents.Common/2.2.0.0","clientIpAddress": "10.0.0.24","requestCharge": "1.000000","requestLength": "0","responseLength": "372", "resourceTokenPermissionId": "perm-prescriber-app","resourceTokenPermissionMode": "all", "resourceTokenUserRid": "","region": "East US","partitionId": "062abe3e-de63-4aa5-b9de-4a77119c59f8","keyType": "PrimaryReadOnlyMasterKey","databaseName": "","collectionName": ""}}"#;
+
+#[test]
+fn microsoft_sample_record() {
+    let e = event(MS_SAMPLE);
+    assert_eq!(format_rfc3339(e.time), "2019-04-23T23:12:52.3814846Z");
+    assert_eq!(e.account, "<your_database_account>");
+    assert_eq!(e.credential.to_string(), "token:perm-prescriber-app");
+    assert_eq!(e.client_ip, Some("10.0.0.24".parse().unwrap()));
+    assert_eq!(
+        (e.status, e.success, e.response_bytes, e.request_bytes),
+        (200, true, 372, 0)
+    );
+    assert_eq!(e.request_charge, 1.0);
+    assert_eq!(e.operation, "ReadFeed");
+    assert_eq!(e.user_agent, "Microsoft.Azure.Documents.Common/2.2.0.0");
+    assert_eq!(e.activity_id, "66a0c647-af38-4b8d-a92a-c48a805d6460");
+    assert_eq!(e.category, Category::DataPlaneRequests);
+}
+
+fn legacy(props: &str) -> String {
+    format!(
+        r#"{{"time":"2021-08-17T02:13:05.1234567Z","resourceId":"/SUBSCRIPTIONS/X/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.DOCUMENTDB/DATABASEACCOUNTS/CONTOSO","category":"DataPlaneRequests","operationName":"Query","properties":{{{props}}}}}"#
+    )
+}
+
+#[test]
+fn numbers_as_strings_or_numbers() {
+    let a = legacy(
+        r#""clientIpAddress":"203.0.113.77","statusCode":"200","responseLength":"4194304","requestLength":"12","keyType":"PrimaryMasterKey""#,
+    );
+    let b = legacy(
+        r#""clientIpAddress":"203.0.113.77","statusCode":200,"responseLength":4194304,"requestLength":12.0,"keyType":"PrimaryMasterKey""#,
+    );
+    let (ea, eb) = (event(&a), event(&b));
+    assert_eq!(ea, eb);
+    assert_eq!(ea.account, "contoso");
+    assert_eq!(ea.response_bytes, 4_194_304);
+    assert_eq!(ea.credential.to_string(), "key:primarymasterkey");
+    assert!(ea.credential.is_read_write_master_key());
+}
+
+#[test]
+fn credential_precedence_and_case() {
+    let aad = legacy(
+        r#""aadPrincipalId":"3F2504E0-4F89-11D3-9A0C-0305E82C3301","keyType":"PrimaryMasterKey","resourceTokenPermissionId":"p""#,
+    );
+    assert_eq!(
+        event(&aad).credential.to_string(),
+        "aad:3f2504e0-4f89-11d3-9a0c-0305e82c3301"
+    );
+    let user = legacy(r#""resourceTokenUserRid":"dbs/x/users/y","keyType":"PrimaryMasterKey""#);
+    assert_eq!(event(&user).credential.to_string(), "token:dbs/x/users/y");
+    let ro = legacy(r#""keyType":"PrimaryReadonlyMasterKey""#);
+    assert_eq!(
+        event(&ro).credential.to_string(),
+        "key:primaryreadonlymasterkey"
+    );
+    let gw = legacy(r#""keyType":"","authTokenType":"SecondaryMasterKey""#);
+    assert_eq!(event(&gw).credential.to_string(), "key:secondarymasterkey");
+    let odd = legacy(r#""keyType":"FutureKeyClass""#);
+    assert_eq!(event(&odd).credential.to_string(), "key:futurekeyclass");
+    let none = legacy(r#""clientIpAddress":"10.0.0.1""#);
+    assert_eq!(event(&none).credential.to_string(), "unknown");
+}
+
+#[test]
+fn envelope_of_records_with_one_bad() {
+    let line = format!(
+        r#"{{"records": [{}, 42, {}]}}"#,
+        legacy(r#""responseLength":"10""#),
+        legacy(r#""responseLength":"-5""#)
+    );
+    let mut items = Vec::new();
+    decode_unit(line.as_bytes(), |d| items.push(d));
+    assert_eq!(items.len(), 3);
+    assert!(matches!(items[0], Decoded::Event(_)));
+    assert!(matches!(
+        items[1],
+        Decoded::Malformed {
+            reason: Malformed::NotAnObject,
+            index: Some(1)
+        }
+    ));
+    assert!(matches!(
+        items[2],
+        Decoded::Malformed {
+            reason: Malformed::BadLength,
+            index: Some(2)
+        }
+    ));
+    assert_eq!(raw_record_text(line.as_bytes(), Some(1)), "42");
+}
+
+#[test]
+fn resource_specific_table_row() {
+    let row = r#"{"TimeGenerated":"2021-08-12T10:00:00.0000000Z","AccountName":"Fabrikam-Prod","OperationName":"Query","ClientIpAddress":"2001:db8:4:12::a","KeyType":"","AuthTokenType":"ResourceToken","ResourceTokenPermissionId":"perm-prescriber-app","DatabaseName":"rx","CollectionName":"orders","UserAgent":"app/1.0","ActivityId":"a","DurationMs":3.0,"RequestCharge":2.5,"RequestLength":0,"ResponseLength":2048.0,"StatusCode":200,"_ResourceId":"/subscriptions/x/resourcegroups/rg/providers/microsoft.documentdb/databaseaccounts/fabrikam-prod","Type":"CDBDataPlaneRequests"}"#;
+    let e = event(row);
+    assert_eq!(e.account, "fabrikam-prod");
+    assert_eq!(e.category, Category::DataPlaneRequests);
+    assert_eq!(e.credential.to_string(), "token:perm-prescriber-app");
+    assert_eq!(e.client_ip, Some("2001:db8:4:12::a".parse().unwrap()));
+    assert_eq!((e.response_bytes, e.request_charge), (2048, 2.5));
+    assert_eq!(e.collection, "orders");
+}
+
+#[test]
+fn mongo_request_with_address_and_authorization_token_type() {
+    let line = r#"{"time": "2019-04-10T15:10:46Z", "resourceId": "/SUBSCRIPTIONS/X/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.DOCUMENTDB/DATABASEACCOUNTS/NORTHWIND", "category": "MongoRequests", "operationName": "find", "properties": {"activityId": "823cae64-0000-0000-0000-000000000000","opCode": "MongoOpCode_OP_QUERY","errorCode": "0","duration": "0","requestCharge": "0.000000","databaseName": "admin","collectionName": "$cmd","retryCount": "0","address":"40.112.5.9:51234","authorizationTokenType":"PrimaryMasterKey","responseLength":"900"}}"#;
+    let e = event(line);
+    assert_eq!(e.category, Category::MongoRequests);
+    assert_eq!(e.client_ip, Some("40.112.5.9".parse().unwrap()));
+    assert_eq!(e.credential.to_string(), "key:primarymasterkey");
+    assert!(e.success);
+    assert_eq!(e.response_bytes, 900);
+    // The documented Mongo sample has no address at all: an event without a client IP.
+    let bare = r#"{"time": "2019-04-10T15:10:46.7820998Z", "resourceId": "/X/DATABASEACCOUNTS/N", "category": "MongoRequests", "operationName": "ping", "properties": {"activityId": "823cae64-0000-0000-0000-000000000000","opCode": "MongoOpCode_OP_QUERY","errorCode": "0","duration": "0","requestCharge": "0.000000","databaseName": "admin","collectionName": "$cmd","retryCount": "0"}}"#;
+    assert_eq!(event(bare).client_ip, None);
+    let failed = bare.replace(r#""errorCode": "0""#, r#""errorCode": "13""#);
+    assert!(!event(&failed).success);
+}
+
+#[test]
+fn form_of_2017() {
+    let line = r#"{"time": "Fri, 23 Jun 2017 19:29:50.266 GMT", "resourceId": "adatum", "category": "DataPlaneRequests", "operationName": "Read", "properties": {"activityId": "x", "resourceType": "Document", "documentResourceId": "y", "statusCode": "200", "clientIpAddress": "20.42.0.7", "keyType": "PrimaryMasterKey", "responseLength": "10"}}"#;
+    let e = event(line);
+    assert_eq!(e.account, "adatum");
+    assert_eq!(format_rfc3339(e.time), "2017-06-23T19:29:50.266Z");
+}
+
+#[test]
+fn other_categories_are_skipped_not_errors() {
+    for (cat, want) in [
+        ("QueryRuntimeStatistics", Category::QueryRuntimeStatistics),
+        ("PartitionKeyStatistics", Category::PartitionKeyStatistics),
+        (
+            "PartitionKeyRUConsumption",
+            Category::PartitionKeyRUConsumption,
+        ),
+        ("ControlPlaneRequests", Category::ControlPlaneRequests),
+        ("SomethingNew", Category::Other),
+    ] {
+        let line = format!(
+            r#"{{"time":"2021-08-17T02:13:05Z","resourceId":"a","category":"{cat}","properties":{{"querytext":"SELECT 1"}}}}"#
+        );
+        assert!(
+            matches!(one(&line), Decoded::Skipped(c) if c == want),
+            "{cat}"
+        );
+    }
+    let row = r#"{"TimeGenerated":"2021-08-17T02:13:05Z","Type":"CDBQueryRuntimeStatistics"}"#;
+    assert!(matches!(
+        one(row),
+        Decoded::Skipped(Category::QueryRuntimeStatistics)
+    ));
+}
+
+#[test]
+fn failed_requests_move_no_bytes() {
+    let l = legacy(r#""statusCode":"429","responseLength":"350""#);
+    let e = event(&l);
+    assert!(!e.success);
+    assert_eq!(e.response_bytes, 0);
+    let l = legacy(r#""statusCode":"304","responseLength":"350""#);
+    let e = event(&l);
+    assert!(e.success);
+}
+
+#[test]
+fn ip_forms() {
+    assert_eq!(
+        parse_ip("::ffff:198.51.100.23"),
+        Some("198.51.100.23".parse().unwrap())
+    );
+    assert_eq!(
+        parse_ip("[2001:db8::1]:443"),
+        Some("2001:db8::1".parse().unwrap())
+    );
+    assert_eq!(
+        parse_ip(" 10.0.0.1:8080 "),
+        Some("10.0.0.1".parse().unwrap())
+    );
+    assert_eq!(parse_ip("999.1.2.3"), None);
+    assert_eq!(parse_ip("10.0.0.1:99999"), None);
+}
+
+#[test]
+fn every_bad_input_has_its_reason() {
+    assert_eq!(
+        reason("<html>502 Bad Gateway</html>"),
+        Malformed::InvalidJson
+    );
+    assert_eq!(
+        reason(r#"{"time":"2021-08-17T02:13:05Z","resourceId":"a","catego"#),
+        Malformed::InvalidJson
+    );
+    assert_eq!(reason("[1,2]"), Malformed::NotAnObject);
+    assert_eq!(reason(r#"{"records": "nope"}"#), Malformed::NotAnObject);
+    assert_eq!(
+        reason(&legacy(r#""clientIpAddress":"999.1.2.3""#)),
+        Malformed::BadIp
+    );
+    assert_eq!(
+        reason(&legacy(r#""responseLength":"-5""#)),
+        Malformed::BadLength
+    );
+    assert_eq!(
+        reason(&legacy(r#""responseLength":"abc""#)),
+        Malformed::BadLength
+    );
+    assert_eq!(
+        reason(&legacy(r#""requestLength":-1"#)),
+        Malformed::BadLength
+    );
+    assert_eq!(
+        reason(&legacy(r#""statusCode":"OK""#)),
+        Malformed::BadStatus
+    );
+    let no_time = r#"{"resourceId":"a","category":"DataPlaneRequests","properties":{}}"#;
+    assert_eq!(reason(no_time), Malformed::MissingTime);
+    let bad_time =
+        r#"{"time":"yesterday","resourceId":"a","category":"DataPlaneRequests","properties":{}}"#;
+    assert_eq!(reason(bad_time), Malformed::BadTime);
+    let no_account =
+        r#"{"time":"2021-08-17T02:13:05Z","category":"DataPlaneRequests","properties":{}}"#;
+    assert_eq!(reason(no_account), Malformed::MissingAccount);
+}
+
+#[test]
+fn wrong_types_in_fields_do_not_fail_the_record() {
+    let l = legacy(
+        r#""userAgent":{"nested":true},"databaseName":["x"],"clientIpAddress":"10.0.0.1","responseLength":"1""#,
+    );
+    let e = event(&l);
+    assert_eq!(e.user_agent, "");
+    assert_eq!(e.response_bytes, 1);
+}
+
+#[test]
+fn escaped_strings_are_decoded() {
+    let l = legacy(r#""userAgent":"a\"b\u00e9","clientIpAddress":"10.0.0.1""#);
+    let e = event(&l);
+    assert_eq!(e.user_agent, "a\"bé");
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut n = 0;
+            decode_unit(&bytes, |_| n += 1);
+            prop_assert!(n >= 1);
+        }
+
+        #[test]
+        fn arbitrary_json_never_panics(v in arb_json()) {
+            let text = serde_json::to_vec(&v).unwrap();
+            let mut n = 0;
+            decode_unit(&text, |_| n += 1);
+            // One item per record; an envelope with an empty array has none.
+            let empty_envelope = v.get("records").and_then(|r| r.as_array()).is_some_and(|a| a.is_empty());
+            prop_assert!(n >= 1 || empty_envelope);
+            let wrapped = serde_json::to_vec(&serde_json::json!({"records": [v.clone(), {"properties": v}]})).unwrap();
+            decode_unit(&wrapped, |_| {});
+        }
+    }
+
+    fn arb_json() -> impl Strategy<Value = serde_json::Value> {
+        let keys = prop_oneof![
+            Just("time".to_string()),
+            Just("resourceId".to_string()),
+            Just("category".to_string()),
+            Just("properties".to_string()),
+            Just("records".to_string()),
+            Just("clientIpAddress".to_string()),
+            Just("responseLength".to_string()),
+            Just("statusCode".to_string()),
+            Just("keyType".to_string()),
+            Just("TimeGenerated".to_string()),
+            Just("AccountName".to_string()),
+            "[a-zA-Z]{1,8}",
+        ];
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::Bool),
+            any::<i64>().prop_map(|i| serde_json::json!(i)),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| serde_json::json!(f)),
+            ".{0,20}".prop_map(serde_json::Value::String),
+            Just(serde_json::json!("2021-08-17T02:13:05Z")),
+            Just(serde_json::json!("DataPlaneRequests")),
+            Just(serde_json::json!("::ffff:1.2.3.4")),
+        ];
+        leaf.prop_recursive(4, 64, 8, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::Array),
+                proptest::collection::btree_map(keys.clone(), inner, 0..8)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+}

@@ -1,0 +1,232 @@
+//! What an alert shows an analyst: counts of operations, collections, user agents and
+//! addresses, and the first activity ids, gathered while an origin is new (or, for the
+//! key-level rules, over the current window). Small and bounded: a handful of slots each.
+
+use super::intern::{Interner, Sym};
+use crate::alert::NameCount;
+use crate::time::Nanos;
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
+const SLOTS: usize = 12;
+const ACTIVITY_IDS: usize = 5;
+const TOP: usize = 5;
+
+/// Counts for at most [`SLOTS`] distinct values; the rest are summed in `other`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Counts<K> {
+    slots: Vec<(K, u64)>,
+    other: u64,
+}
+
+impl<K: Copy + PartialEq + Ord> Counts<K> {
+    pub fn add(&mut self, k: K, n: u64) {
+        if let Some(slot) = self.slots.iter_mut().find(|(s, _)| *s == k) {
+            slot.1 += n;
+        } else if self.slots.len() < SLOTS {
+            self.slots.push((k, n));
+        } else {
+            self.other += n;
+        }
+    }
+
+    pub fn merge(&mut self, o: &Counts<K>) {
+        for &(k, n) in &o.slots {
+            self.add(k, n);
+        }
+        self.other += o.other;
+    }
+
+    /// The largest counts first, ties by value, at most `n`.
+    pub fn top(&self, n: usize) -> Vec<(K, u64)> {
+        let mut v = self.slots.clone();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v.truncate(n);
+        v
+    }
+
+    pub fn distinct(&self) -> usize {
+        self.slots.len()
+    }
+}
+
+/// A compact, ordered form of an IP address for counting.
+pub fn ip_bits(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(a) => (0xffffu128 << 32) | u32::from(a) as u128,
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+pub fn ip_from_bits(b: u128) -> IpAddr {
+    let v6 = std::net::Ipv6Addr::from(b);
+    v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Evidence {
+    pub requests: u64,
+    pub bytes: u64,
+    pub first_time: Nanos,
+    pub operations: Counts<Sym>,
+    /// (database, collection) packed as `db << 32 | coll`.
+    pub collections: Counts<u64>,
+    pub user_agents: Counts<Sym>,
+    /// Bytes per address.
+    pub addresses: Counts<u128>,
+    pub activity_ids: Vec<u128>,
+}
+
+/// The parts of one request that evidence keeps.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample {
+    pub time: Nanos,
+    pub ip: Option<u128>,
+    pub bytes: u64,
+    pub op: Sym,
+    pub ua: Sym,
+    pub db: Sym,
+    pub coll: Sym,
+    pub activity: u128,
+}
+
+impl Evidence {
+    pub fn add(&mut self, s: &Sample) {
+        if self.requests == 0 || s.time < self.first_time {
+            self.first_time = s.time;
+        }
+        self.requests += 1;
+        self.bytes += s.bytes;
+        self.operations.add(s.op, 1);
+        self.collections
+            .add(((s.db as u64) << 32) | s.coll as u64, 1);
+        self.user_agents.add(s.ua, 1);
+        if let Some(ip) = s.ip {
+            self.addresses.add(ip, s.bytes);
+        }
+        if s.activity != 0 && self.activity_ids.len() < ACTIVITY_IDS {
+            self.activity_ids.push(s.activity);
+        }
+    }
+
+    pub fn merge(&mut self, o: &Evidence) {
+        if self.requests == 0 || (o.requests > 0 && o.first_time < self.first_time) {
+            self.first_time = o.first_time;
+        }
+        self.requests += o.requests;
+        self.bytes += o.bytes;
+        self.operations.merge(&o.operations);
+        self.collections.merge(&o.collections);
+        self.user_agents.merge(&o.user_agents);
+        self.addresses.merge(&o.addresses);
+        for &a in &o.activity_ids {
+            if self.activity_ids.len() < ACTIVITY_IDS {
+                self.activity_ids.push(a);
+            }
+        }
+    }
+
+    pub fn top_operations(&self, syms: &Interner) -> Vec<NameCount> {
+        named(self.operations.top(TOP), |s| syms.name(s).to_string())
+    }
+
+    pub fn top_collections(&self, syms: &Interner) -> Vec<NameCount> {
+        named(self.collections.top(TOP), |k| {
+            let (db, coll) = (syms.name((k >> 32) as Sym), syms.name(k as Sym));
+            match (db.is_empty(), coll.is_empty()) {
+                (true, true) => String::new(),
+                (false, true) => db.to_string(),
+                (true, false) => coll.to_string(),
+                _ => format!("{db}/{coll}"),
+            }
+        })
+    }
+
+    pub fn top_user_agents(&self, syms: &Interner) -> Vec<NameCount> {
+        named(self.user_agents.top(TOP), |s| syms.name(s).to_string())
+    }
+
+    /// Addresses by bytes read.
+    pub fn top_addresses(&self, n: usize) -> Vec<(IpAddr, u64)> {
+        self.addresses
+            .top(n)
+            .into_iter()
+            .map(|(b, c)| (ip_from_bits(b), c))
+            .collect()
+    }
+
+    pub fn activity_id_strings(&self) -> Vec<String> {
+        self.activity_ids.iter().map(|&a| format_guid(a)).collect()
+    }
+}
+
+fn named<K>(v: Vec<(K, u64)>, name: impl Fn(K) -> String) -> Vec<NameCount> {
+    v.into_iter()
+        .map(|(k, count)| NameCount {
+            name: name(k),
+            count,
+        })
+        .collect()
+}
+
+/// A GUID as 128 bits (0 when the text is not a GUID).
+pub fn parse_guid(s: &str) -> u128 {
+    let mut v: u128 = 0;
+    let mut n = 0;
+    for c in s.bytes() {
+        if c == b'-' || c == b'{' || c == b'}' {
+            continue;
+        }
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'A'..=b'F' => c - b'A' + 10,
+            _ => return 0,
+        };
+        v = (v << 4) | d as u128;
+        n += 1;
+        if n > 32 {
+            return 0;
+        }
+    }
+    if n == 32 {
+        v
+    } else {
+        0
+    }
+}
+
+pub fn format_guid(v: u128) -> String {
+    let h = format!("{v:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guid_round_trip() {
+        let g = "66a0c647-af38-4b8d-a92a-c48a805d6460";
+        assert_eq!(format_guid(parse_guid(g)), g);
+        assert_eq!(parse_guid("not-a-guid"), 0);
+    }
+
+    #[test]
+    fn counts_keep_the_largest() {
+        let mut c = Counts::<u32>::default();
+        for i in 0..20u32 {
+            c.add(i, i as u64);
+        }
+        c.add(3, 100);
+        let top = c.top(2);
+        assert_eq!(top, vec![(3, 103), (11, 11)]);
+    }
+}

@@ -1,0 +1,948 @@
+//! Detect: per-key baselines and the rules, as a sans-IO state machine.
+//!
+//! **Architecture invariant:** the detector does no I/O and reads no clock. Its output is a
+//! function of the sequence of events it was given (and of a restored snapshot), so replaying
+//! a file and streaming the same records give the same alerts, byte for byte.
+//!
+//! ## How it works
+//! - Events are grouped by account (the account owns its keys, a key is
+//!   `(account, credential)`). Each account keeps a reorder queue: an event waits until the
+//!   account's newest event time is `max_out_of_order` past it, then it is processed in
+//!   event-time order. An event already older than that watermark is *late*: it is processed at
+//!   once (it still updates the baselines and can still trip the cumulative rules) and counted.
+//!   Tracking progress per account, not globally, keeps a replay of per-account archives
+//!   correct: the second account's records are not months late relative to the first.
+//! - Per key: origins (client IP prefix or exact IP) with first/last seen, bytes, requests,
+//!   dedup marks and, while new, evidence; a sliding sum of bytes from unfamiliar origins; a
+//!   sliding sum of all bytes; a day-by-day history of peaks from which the `volume_anomaly`
+//!   threshold is fitted once a day.
+//! - State is bounded: `max_origins_per_key` with least-recently-seen eviction, an hourly
+//!   sweep (per account, in event time) that forgets origins and keys idle for
+//!   `history_window`, and evidence only for origins that are still new.
+
+mod evidence;
+mod intern;
+mod volume;
+mod window;
+
+pub use evidence::{format_guid, ip_bits, parse_guid, Evidence};
+pub use intern::{Interner, Sym};
+pub use volume::{DaySummary, PeakModel, VolumeHistory};
+pub use window::SlidingSum;
+
+use crate::alert::{alert_id, Alert, Baseline, EvidenceOut, OriginRef, Rule, Severity, Window};
+use crate::config::{DetectConfig, OriginGranularity};
+use crate::decode::Event;
+use crate::time::{format_rfc3339, Nanos, DAY, HOUR, MINUTE};
+use crate::units::{human_bytes, human_span};
+use evidence::Sample;
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::fmt::Write;
+use std::net::IpAddr;
+
+/// An origin: the client address masked to the configured prefix, as 128 bits (IPv4 in its
+/// IPv4-mapped IPv6 form).
+pub type OriginKey = u128;
+
+/// Symbol capacity for evidence strings (operations, user agents, collections); past it they
+/// show as "(other)". Credentials are never folded.
+const SYMBOL_CAPACITY: usize = 1_000_000;
+
+/// An event as the detector keeps it while it waits in a reorder queue: owned and compact.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+struct Ev {
+    time: Nanos,
+    cred: Sym,
+    ip: Option<u128>,
+    bytes: u64,
+    op: Sym,
+    ua: Sym,
+    db: Sym,
+    coll: Sym,
+    activity: u128,
+}
+
+/// Dedup state of one condition: when it last alerted, how far it escalated, and how many
+/// times it re-alerted (part of the id, so a re-alert is a new alert).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+struct Mark {
+    at: Nanos,
+    /// Levels already alerted (0: none).
+    level: u8,
+    epoch: u32,
+    since: Nanos,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+struct OriginEntry {
+    first_seen: Nanos,
+    last_seen: Nanos,
+    bytes: u64,
+    requests: u32,
+    mark_level: u8,
+    mark_epoch: u16,
+    mark_at: Nanos,
+    /// Present while the origin is unfamiliar.
+    evidence: Option<Box<Evidence>>,
+}
+
+impl OriginEntry {
+    fn new(t: Nanos) -> Self {
+        OriginEntry {
+            first_seen: t,
+            last_seen: t,
+            bytes: 0,
+            requests: 0,
+            mark_level: 0,
+            mark_epoch: 0,
+            mark_at: 0,
+            evidence: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+struct KeyState {
+    first_seen: Nanos,
+    last_seen: Nanos,
+    origins: FxHashMap<OriginKey, OriginEntry>,
+    unfamiliar: SlidingSum,
+    volume: SlidingSum,
+    history: VolumeHistory,
+    /// Evidence of the current and the previous `volume_window` (for `volume_anomaly`).
+    window_evidence: Option<Box<(i64, Evidence, Evidence)>>,
+    aggregate_mark: Option<Mark>,
+    volume_mark: Option<Mark>,
+    aggregate_checked_minute: i64,
+}
+
+impl KeyState {
+    fn new(t: Nanos) -> Self {
+        KeyState {
+            first_seen: t,
+            last_seen: t,
+            origins: FxHashMap::default(),
+            unfamiliar: SlidingSum::default(),
+            volume: SlidingSum::default(),
+            history: VolumeHistory::default(),
+            window_evidence: None,
+            aggregate_mark: None,
+            volume_mark: None,
+            aggregate_checked_minute: i64::MIN,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+struct AccountState {
+    first_seen: Nanos,
+    last_seen: Nanos,
+    /// Newest event time seen: the account's event-time progress.
+    max_time: Nanos,
+    next_sweep: Nanos,
+    /// Events not yet processed, in time order (ties in arrival order).
+    queue: VecDeque<Ev>,
+    keys: FxHashMap<Sym, KeyState>,
+}
+
+/// Counters the detector keeps; the pipeline turns them into metrics.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct DetectorStats {
+    pub events: u64,
+    pub failed_requests: u64,
+    pub late_events: u64,
+    pub without_ip: u64,
+    pub keys_tracked: u64,
+    pub origins_tracked: u64,
+    pub origins_evicted: u64,
+    pub origins_expired: u64,
+    pub keys_expired: u64,
+    pub alerts_suppressed_learning: u64,
+}
+
+/// Everything but the accounts, so rules can borrow an account mutably beside it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Ctx {
+    cfg: DetectConfig,
+    syms: Interner,
+    stats: DetectorStats,
+}
+
+/// The detector. Feed it with [`Detector::ingest`], flush it with [`Detector::finish`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Detector {
+    ctx: Ctx,
+    accounts: FxHashMap<Box<str>, AccountState>,
+    #[serde(skip)]
+    scratch: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("detector snapshot is not valid: {0}")]
+    Invalid(#[from] serde_json::Error),
+}
+
+impl Detector {
+    pub fn new(cfg: DetectConfig) -> Self {
+        Detector {
+            ctx: Ctx {
+                cfg,
+                syms: Interner::new(SYMBOL_CAPACITY),
+                stats: DetectorStats::default(),
+            },
+            accounts: FxHashMap::default(),
+            scratch: String::new(),
+        }
+    }
+
+    pub fn config(&self) -> &DetectConfig {
+        &self.ctx.cfg
+    }
+
+    pub fn stats(&self) -> &DetectorStats {
+        &self.ctx.stats
+    }
+
+    /// The whole state, including events still waiting in reorder queues.
+    pub fn snapshot(&self) -> Result<Vec<u8>, SnapshotError> {
+        Ok(serde_json::to_vec(self)?)
+    }
+
+    pub fn restore(bytes: &[u8]) -> Result<Self, SnapshotError> {
+        Ok(serde_json::from_slice(bytes)?)
+    }
+
+    /// Takes one decoded request; alerts it causes (now or by releasing earlier events) are
+    /// appended to `out`.
+    pub fn ingest(&mut self, ev: &Event<'_>, out: &mut Vec<Alert>) {
+        let ctx = &mut self.ctx;
+        ctx.stats.events += 1;
+        if !ev.success {
+            // Failed requests move no data and prove nothing about an origin.
+            ctx.stats.failed_requests += 1;
+            return;
+        }
+        self.scratch.clear();
+        let _ = write!(self.scratch, "{}", ev.credential);
+        let e = Ev {
+            time: ev.time,
+            cred: ctx.syms.intern_always(&self.scratch),
+            ip: ev.client_ip.map(ip_bits),
+            bytes: ev.response_bytes,
+            op: ctx.syms.intern(&ev.operation),
+            ua: ctx.syms.intern(&ev.user_agent),
+            db: ctx.syms.intern(&ev.database),
+            coll: ctx.syms.intern(&ev.collection),
+            activity: parse_guid(&ev.activity_id),
+        };
+        if e.ip.is_none() {
+            ctx.stats.without_ip += 1;
+        }
+        let acct = match self.accounts.get_mut(&*ev.account) {
+            Some(a) => a,
+            None => self
+                .accounts
+                .entry(ev.account.as_ref().into())
+                .or_insert_with(|| AccountState {
+                    first_seen: e.time,
+                    last_seen: e.time,
+                    max_time: e.time,
+                    next_sweep: e.time + HOUR,
+                    queue: VecDeque::new(),
+                    keys: FxHashMap::default(),
+                }),
+        };
+        let (name, acct) = (&*ev.account, acct);
+        let watermark = acct.max_time - ctx.cfg.max_out_of_order.0;
+        if e.time < watermark {
+            ctx.stats.late_events += 1;
+            ctx.process(name, acct, &e, out);
+            return;
+        }
+        // Insert in time order; equal times keep arrival order.
+        match acct.queue.back() {
+            Some(b) if b.time > e.time => {
+                let i = acct.queue.partition_point(|q| q.time <= e.time);
+                acct.queue.insert(i, e);
+            }
+            _ => acct.queue.push_back(e),
+        }
+        if ev.time > acct.max_time {
+            acct.max_time = ev.time;
+            let watermark = acct.max_time - ctx.cfg.max_out_of_order.0;
+            while acct.queue.front().is_some_and(|q| q.time < watermark) {
+                if let Some(q) = acct.queue.pop_front() {
+                    ctx.process(name, acct, &q, out);
+                }
+            }
+        }
+    }
+
+    /// Processes every event still waiting (end of input), account by account in name order.
+    pub fn finish(&mut self, out: &mut Vec<Alert>) {
+        let mut names: Vec<Box<str>> = self.accounts.keys().cloned().collect();
+        names.sort();
+        for name in names {
+            if let Some(acct) = self.accounts.get_mut(&name) {
+                while let Some(q) = acct.queue.pop_front() {
+                    self.ctx.process(&name, acct, &q, out);
+                }
+            }
+        }
+    }
+
+    /// Bytes the state holds per (key, origin), estimated from the structures' sizes.
+    pub fn approx_bytes_per_origin() -> usize {
+        // hashbrown: key + value + 1 control byte, at most 7/8 full.
+        (std::mem::size_of::<OriginKey>() + std::mem::size_of::<OriginEntry>() + 1) * 8 / 7
+    }
+}
+
+impl Ctx {
+    fn origin_of(&self, ip: u128) -> OriginKey {
+        if self.cfg.origin_granularity == OriginGranularity::Ip {
+            return ip;
+        }
+        let is_v4 = ip >> 32 == 0xffff;
+        let len = if is_v4 {
+            96 + self.cfg.ipv4_prefix as u32
+        } else {
+            self.cfg.ipv6_prefix as u32
+        };
+        if len >= 128 {
+            ip
+        } else if len == 0 {
+            0
+        } else {
+            ip & !(u128::MAX >> len)
+        }
+    }
+
+    fn origin_text(&self, origin: OriginKey) -> String {
+        let ip = evidence::ip_from_bits(origin);
+        let len = match (self.cfg.origin_granularity, ip) {
+            (OriginGranularity::Ip, IpAddr::V4(_)) => 32,
+            (OriginGranularity::Ip, IpAddr::V6(_)) => 128,
+            (OriginGranularity::Prefix, IpAddr::V4(_)) => self.cfg.ipv4_prefix,
+            (OriginGranularity::Prefix, IpAddr::V6(_)) => self.cfg.ipv6_prefix,
+        };
+        format!("{ip}/{len}")
+    }
+
+    fn process(&mut self, account: &str, acct: &mut AccountState, e: &Ev, out: &mut Vec<Alert>) {
+        let t = e.time;
+        let forget = self.cfg.history_window.0;
+        if t - acct.last_seen > forget {
+            // Idle longer than the history window: everything known about it is stale.
+            self.stats.keys_tracked -= acct.keys.len() as u64;
+            self.stats.origins_tracked -= acct
+                .keys
+                .values()
+                .map(|k| k.origins.len() as u64)
+                .sum::<u64>();
+            acct.keys.clear();
+            acct.first_seen = t;
+        }
+        acct.first_seen = acct.first_seen.min(t);
+        acct.last_seen = acct.last_seen.max(t);
+        if t >= acct.next_sweep {
+            self.sweep(acct, t);
+            acct.next_sweep = t + HOUR;
+        }
+        let cfg = &self.cfg;
+        let learning = t < acct.first_seen + cfg.learning_period.0;
+
+        let key = acct.keys.entry(e.cred).or_insert_with(|| {
+            self.stats.keys_tracked += 1;
+            KeyState::new(t)
+        });
+        key.first_seen = key.first_seen.min(t);
+        key.last_seen = key.last_seen.max(t);
+        let sample = Sample {
+            time: t,
+            ip: e.ip,
+            bytes: e.bytes,
+            op: e.op,
+            ua: e.ua,
+            db: e.db,
+            coll: e.coll,
+            activity: e.activity,
+        };
+
+        // Volume of the key, from any origin.
+        key.volume.add(t, e.bytes, cfg.volume_window.0);
+        key.history.observe(t, e.bytes, key.volume.sum(), cfg);
+        if cfg.volume_anomaly && key.history.model().is_some() {
+            let bucket = t.div_euclid(cfg.volume_window.0);
+            let w = key.window_evidence.get_or_insert_with(|| {
+                Box::new((bucket, Evidence::default(), Evidence::default()))
+            });
+            if bucket > w.0 {
+                w.2 = if bucket == w.0 + 1 {
+                    std::mem::take(&mut w.1)
+                } else {
+                    Evidence::default()
+                };
+                w.1 = Evidence::default();
+                w.0 = bucket;
+            }
+            if bucket >= w.0 {
+                w.1.add(&sample);
+            }
+        } else {
+            key.window_evidence = None;
+        }
+
+        if let Some(ip) = e.ip {
+            let origin = self.origin_of(ip);
+            self.observe_origin(account, e.cred, key, origin, &sample, learning, out);
+        }
+        if self.cfg.volume_anomaly {
+            self.check_volume(account, e.cred, key, t, learning, out);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn observe_origin(
+        &mut self,
+        account: &str,
+        cred: Sym,
+        key: &mut KeyState,
+        origin: OriginKey,
+        s: &Sample,
+        learning: bool,
+        out: &mut Vec<Alert>,
+    ) {
+        let t = s.time;
+        let cfg = &self.cfg;
+        if !key.origins.contains_key(&origin) && key.origins.len() >= cfg.max_origins_per_key {
+            // Evict the least recently seen sixteenth at once: amortized O(log n) per insert.
+            let mut by_age: Vec<(Nanos, OriginKey)> =
+                key.origins.iter().map(|(k, v)| (v.last_seen, *k)).collect();
+            by_age.sort_unstable();
+            let n = (cfg.max_origins_per_key / 16).max(1).min(by_age.len());
+            for (_, k) in &by_age[..n] {
+                key.origins.remove(k);
+            }
+            self.stats.origins_evicted += n as u64;
+            self.stats.origins_tracked -= n as u64;
+        }
+        let mut is_new = false;
+        let entry = key.origins.entry(origin).or_insert_with(|| {
+            is_new = true;
+            OriginEntry::new(t)
+        });
+        if is_new {
+            self.stats.origins_tracked += 1;
+        } else if t - entry.last_seen > cfg.history_window.0 {
+            // Unused for the whole history window: forgotten, new again.
+            *entry = OriginEntry::new(t);
+            is_new = true;
+        }
+        entry.first_seen = entry.first_seen.min(t);
+        entry.last_seen = entry.last_seen.max(t);
+        entry.bytes += s.bytes;
+        entry.requests = entry.requests.saturating_add(1);
+        let unfamiliar = t < entry.first_seen + cfg.familiar_after.0;
+        if !unfamiliar {
+            entry.evidence = None;
+            return;
+        }
+        entry.evidence.get_or_insert_with(Default::default).add(s);
+        key.unfamiliar.add(t, s.bytes, cfg.aggregate_window.0);
+
+        if is_new && cfg.new_origin {
+            if learning {
+                self.stats.alerts_suppressed_learning += 1;
+            } else {
+                let a = self.new_origin_alert(account, cred, key, origin, t);
+                out.push(a);
+            }
+        }
+
+        // unfamiliar_origin_volume: cumulative bytes since the origin's first request.
+        let Some(entry) = key.origins.get_mut(&origin) else {
+            return;
+        };
+        let thr = cfg.unfamiliar_bytes.0;
+        if entry.mark_level > 0 && t - entry.mark_at >= cfg.realert.0 {
+            entry.mark_level = 0;
+            entry.mark_epoch = entry.mark_epoch.wrapping_add(1);
+        }
+        if let Some(level) =
+            reached_level(entry.bytes, thr, cfg.escalation_factor, entry.mark_level)
+        {
+            if learning {
+                self.stats.alerts_suppressed_learning += 1;
+            } else {
+                entry.mark_level = level + 1;
+                entry.mark_at = t;
+                let a = self.origin_volume_alert(account, cred, key, origin, t, level);
+                out.push(a);
+            }
+        }
+
+        // unfamiliar_origins_aggregate: all unfamiliar origins within the window.
+        let sum = key.unfamiliar.sum();
+        if sum < thr {
+            return;
+        }
+        if let Some(m) = &mut key.aggregate_mark {
+            if t - m.at >= cfg.realert.0 {
+                m.level = 0;
+                m.epoch += 1;
+            }
+        }
+        let done = key.aggregate_mark.map_or(0, |m| m.level);
+        let Some(level) = reached_level(sum, thr, cfg.escalation_factor, done) else {
+            return;
+        };
+        let minute = t.div_euclid(MINUTE);
+        if key.aggregate_checked_minute == minute {
+            return; // evaluated this minute already: bounded work per key
+        }
+        key.aggregate_checked_minute = minute;
+        let since = t - cfg.aggregate_window.0;
+        let mut contributing: Vec<(u64, OriginKey)> = key
+            .origins
+            .iter()
+            .filter(|(_, o)| o.last_seen > since && t < o.first_seen + cfg.familiar_after.0)
+            .map(|(k, o)| (o.bytes, *k))
+            .collect();
+        if contributing.len() < 2 || contributing.iter().any(|&(b, _)| b >= thr) {
+            return; // one origin explains it: unfamiliar_origin_volume covers that
+        }
+        if learning {
+            self.stats.alerts_suppressed_learning += 1;
+            return;
+        }
+        contributing.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mark = key.aggregate_mark.get_or_insert(Mark::default());
+        if mark.level == 0 {
+            mark.since = key.unfamiliar.start().unwrap_or(since);
+        }
+        mark.level = level + 1;
+        mark.at = t;
+        let m = *mark;
+        let a = self.aggregate_alert(account, cred, key, &contributing, t, level, m);
+        out.push(a);
+    }
+
+    fn check_volume(
+        &mut self,
+        account: &str,
+        cred: Sym,
+        key: &mut KeyState,
+        t: Nanos,
+        learning: bool,
+        out: &mut Vec<Alert>,
+    ) {
+        let Some(model) = key.history.model().copied() else {
+            return;
+        };
+        let cfg = &self.cfg;
+        if let Some(m) = &mut key.volume_mark {
+            if t - m.at >= cfg.realert.0 {
+                m.level = 0;
+                m.epoch += 1;
+            }
+        }
+        let done = key.volume_mark.map_or(0, |m| m.level);
+        let Some(level) = reached_level(
+            key.volume.sum(),
+            model.threshold,
+            cfg.escalation_factor,
+            done,
+        ) else {
+            return;
+        };
+        if learning {
+            self.stats.alerts_suppressed_learning += 1;
+            return;
+        }
+        let mark = key.volume_mark.get_or_insert(Mark::default());
+        if mark.level == 0 {
+            mark.since = key.volume.start().unwrap_or(t);
+        }
+        mark.level = level + 1;
+        mark.at = t;
+        let m = *mark;
+        let a = self.volume_alert(account, cred, key, &model, t, level, m);
+        out.push(a);
+    }
+
+    fn sweep(&mut self, acct: &mut AccountState, t: Nanos) {
+        let forget = self.cfg.history_window.0;
+        let familiar_after = self.cfg.familiar_after.0;
+        let stats = &mut self.stats;
+        acct.keys.retain(|_, k| {
+            if t - k.last_seen > forget {
+                stats.keys_expired += 1;
+                stats.keys_tracked -= 1;
+                stats.origins_tracked -= k.origins.len() as u64;
+                return false;
+            }
+            let before = k.origins.len();
+            k.origins.retain(|_, o| t - o.last_seen <= forget);
+            let gone = (before - k.origins.len()) as u64;
+            stats.origins_expired += gone;
+            stats.origins_tracked -= gone;
+            for o in k.origins.values_mut() {
+                if o.evidence.is_some() && t >= o.first_seen + familiar_after {
+                    o.evidence = None;
+                }
+            }
+            true
+        });
+    }
+
+    // ---- alert construction (cold path) ----
+
+    fn baseline(&self, key: &KeyState, t: Nanos, p_value: Option<f64>) -> Baseline {
+        let familiar_after = self.cfg.familiar_after.0;
+        Baseline {
+            known_origins: key
+                .origins
+                .values()
+                .filter(|o| t >= o.first_seen + familiar_after)
+                .count() as u64,
+            typical_hourly_bytes: key.history.typical_hourly(),
+            typical_peak_bytes: key.history.model().map_or(0, PeakModel::typical_peak),
+            days_of_history: ((t - key.first_seen) as f64 / DAY as f64 * 10.0).round() / 10.0,
+            p_value,
+        }
+    }
+
+    fn evidence_out(&self, ev: &Evidence, origin_first_seen: Option<Nanos>) -> EvidenceOut {
+        EvidenceOut {
+            request_count: ev.requests,
+            top_operations: ev.top_operations(&self.syms),
+            top_collections: ev.top_collections(&self.syms),
+            top_user_agents: ev.top_user_agents(&self.syms),
+            activity_ids: ev.activity_id_strings(),
+            origin_first_seen: origin_first_seen.map(format_rfc3339),
+        }
+    }
+
+    fn origin_ref(
+        &self,
+        origin: OriginKey,
+        ev: Option<&Evidence>,
+        bytes: Option<u64>,
+    ) -> OriginRef {
+        let ip = ev
+            .and_then(|e| e.top_addresses(1).first().map(|a| a.0))
+            .unwrap_or_else(|| evidence::ip_from_bits(origin));
+        OriginRef {
+            ip: ip.to_string(),
+            prefix: self.origin_text(origin),
+            observed_bytes: bytes,
+        }
+    }
+
+    fn usual(&self, b: &Baseline) -> String {
+        if b.typical_hourly_bytes == 0 {
+            format!("no volume history yet, {} known origins", b.known_origins)
+        } else {
+            format!(
+                "{}/h from {} origins",
+                human_bytes(b.typical_hourly_bytes),
+                b.known_origins
+            )
+        }
+    }
+
+    fn severity_for_origin(&self, cred: Sym, level: u8, t: Nanos, first_seen: Nanos) -> Severity {
+        let rw_master = {
+            let c = self.syms.name(cred);
+            c == "key:primarymasterkey" || c == "key:secondarymasterkey"
+        };
+        if level >= 1 || (rw_master && t - first_seen <= self.cfg.critical_fast_window.0) {
+            Severity::Critical
+        } else {
+            Severity::High
+        }
+    }
+
+    fn origin_volume_alert(
+        &self,
+        account: &str,
+        cred: Sym,
+        key: &KeyState,
+        origin: OriginKey,
+        t: Nanos,
+        level: u8,
+    ) -> Alert {
+        let credential = self.syms.name(cred).to_string();
+        let (first_seen, bytes, epoch, ev) = match key.origins.get(&origin) {
+            Some(o) => (o.first_seen, o.bytes, o.mark_epoch, o.evidence.as_deref()),
+            None => (t, 0, 0, None),
+        };
+        let origin_ref = self.origin_ref(origin, ev, None);
+        let baseline = self.baseline(key, t, None);
+        let addresses = ev.map_or(1, |e| e.addresses.distinct());
+        let from = if addresses > 1 {
+            format!(
+                "{} and {} other addresses in {}",
+                origin_ref.ip,
+                addresses - 1,
+                origin_ref.prefix
+            )
+        } else {
+            origin_ref.ip.clone()
+        };
+        let summary = format!(
+            "{credential} of account {account} read {} in {} from {from}, an origin this key never used (usual: {})",
+            human_bytes(bytes),
+            human_span(t - first_seen),
+            self.usual(&baseline)
+        );
+        let origin_text = origin_ref.prefix.clone();
+        Alert {
+            id: alert_id(
+                Rule::UnfamiliarOriginVolume,
+                account,
+                &credential,
+                &origin_text,
+                first_seen,
+                level,
+                epoch as u32,
+            ),
+            rule: Rule::UnfamiliarOriginVolume,
+            severity: self.severity_for_origin(cred, level, t, first_seen),
+            account: account.to_string(),
+            credential,
+            origin: Some(origin_ref),
+            origins: None,
+            trigger_event_time: format_rfc3339(t),
+            window: Window {
+                start: format_rfc3339(first_seen),
+                end: format_rfc3339(t),
+            },
+            observed_bytes: bytes,
+            threshold_bytes: self.cfg.unfamiliar_bytes.0,
+            escalation_level: level,
+            baseline,
+            evidence: self.evidence_out(ev.unwrap_or(&Evidence::default()), Some(first_seen)),
+            summary,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn aggregate_alert(
+        &self,
+        account: &str,
+        cred: Sym,
+        key: &KeyState,
+        contributing: &[(u64, OriginKey)],
+        t: Nanos,
+        level: u8,
+        m: Mark,
+    ) -> Alert {
+        let credential = self.syms.name(cred).to_string();
+        let mut merged = Evidence::default();
+        let mut origins = Vec::new();
+        for &(bytes, o) in contributing {
+            let ev = key.origins.get(&o).and_then(|e| e.evidence.as_deref());
+            if let Some(ev) = ev {
+                merged.merge(ev);
+            }
+            if origins.len() < 20 {
+                origins.push(self.origin_ref(o, ev, Some(bytes)));
+            }
+        }
+        let observed = key.unfamiliar.sum();
+        let baseline = self.baseline(key, t, None);
+        let summary = format!(
+            "{credential} of account {account} read {} in {} from {} origins it never used, none above {} alone (usual: {})",
+            human_bytes(observed),
+            human_span(t - m.since),
+            contributing.len(),
+            human_bytes(self.cfg.unfamiliar_bytes.0),
+            self.usual(&baseline)
+        );
+        Alert {
+            id: alert_id(
+                Rule::UnfamiliarOriginsAggregate,
+                account,
+                &credential,
+                "",
+                m.since,
+                level,
+                m.epoch,
+            ),
+            rule: Rule::UnfamiliarOriginsAggregate,
+            severity: if level >= 1 {
+                Severity::Critical
+            } else {
+                Severity::High
+            },
+            account: account.to_string(),
+            credential,
+            origin: None,
+            origins: Some(origins),
+            trigger_event_time: format_rfc3339(t),
+            window: Window {
+                start: format_rfc3339(m.since),
+                end: format_rfc3339(t),
+            },
+            observed_bytes: observed,
+            threshold_bytes: self.cfg.unfamiliar_bytes.0,
+            escalation_level: level,
+            baseline,
+            evidence: self.evidence_out(&merged, None),
+            summary,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn volume_alert(
+        &self,
+        account: &str,
+        cred: Sym,
+        key: &KeyState,
+        model: &PeakModel,
+        t: Nanos,
+        level: u8,
+        m: Mark,
+    ) -> Alert {
+        let credential = self.syms.name(cred).to_string();
+        let mut ev = Evidence::default();
+        if let Some(w) = &key.window_evidence {
+            ev.merge(&w.1);
+            ev.merge(&w.2);
+        }
+        let observed = key.volume.sum();
+        // Origins of the window by bytes, each shown by the address in it that read the most.
+        let mut by_origin: Vec<(OriginKey, u64, IpAddr)> = Vec::new();
+        for (ip, b) in ev.top_addresses(usize::MAX) {
+            let o = self.origin_of(ip_bits(ip));
+            match by_origin.iter_mut().find(|x| x.0 == o) {
+                Some(x) => x.1 += b,
+                None => by_origin.push((o, b, ip)),
+            }
+        }
+        by_origin.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let origins: Vec<OriginRef> = by_origin
+            .iter()
+            .take(10)
+            .map(|&(o, b, ip)| OriginRef {
+                ip: ip.to_string(),
+                prefix: self.origin_text(o),
+                observed_bytes: Some(b),
+            })
+            .collect();
+        let baseline = self.baseline(key, t, Some(model.p_value(observed)));
+        let ratio = observed as f64 / model.typical_peak().max(1) as f64;
+        let summary = format!(
+            "{credential} of account {account} read {} within {}, {:.0}x its typical daily peak of {} (usual: {})",
+            human_bytes(observed),
+            human_span(self.cfg.volume_window.0),
+            ratio,
+            human_bytes(model.typical_peak()),
+            self.usual(&baseline)
+        );
+        Alert {
+            id: alert_id(
+                Rule::VolumeAnomaly,
+                account,
+                &credential,
+                "",
+                m.since,
+                level,
+                m.epoch,
+            ),
+            rule: Rule::VolumeAnomaly,
+            severity: if level >= 1 {
+                Severity::High
+            } else {
+                Severity::Medium
+            },
+            account: account.to_string(),
+            credential,
+            origin: None,
+            origins: Some(origins),
+            trigger_event_time: format_rfc3339(t),
+            window: Window {
+                start: format_rfc3339(key.volume.start().unwrap_or(t)),
+                end: format_rfc3339(t),
+            },
+            observed_bytes: observed,
+            threshold_bytes: model.threshold,
+            escalation_level: level,
+            baseline,
+            evidence: self.evidence_out(&ev, None),
+            summary,
+        }
+    }
+
+    fn new_origin_alert(
+        &self,
+        account: &str,
+        cred: Sym,
+        key: &KeyState,
+        origin: OriginKey,
+        t: Nanos,
+    ) -> Alert {
+        let credential = self.syms.name(cred).to_string();
+        let ev = key.origins.get(&origin).and_then(|o| o.evidence.as_deref());
+        let origin_ref = self.origin_ref(origin, ev, None);
+        let epoch = key.origins.get(&origin).map_or(0, |o| o.mark_epoch);
+        let baseline = self.baseline(key, t, None);
+        let summary = format!(
+            "{credential} of account {account} made its first request from {} ({}) (usual: {})",
+            origin_ref.ip,
+            origin_ref.prefix,
+            self.usual(&baseline)
+        );
+        let origin_text = origin_ref.prefix.clone();
+        Alert {
+            id: alert_id(
+                Rule::NewOrigin,
+                account,
+                &credential,
+                &origin_text,
+                t,
+                0,
+                epoch as u32,
+            ),
+            rule: Rule::NewOrigin,
+            severity: Severity::Info,
+            account: account.to_string(),
+            credential,
+            origin: Some(origin_ref),
+            origins: None,
+            trigger_event_time: format_rfc3339(t),
+            window: Window {
+                start: format_rfc3339(t),
+                end: format_rfc3339(t),
+            },
+            observed_bytes: ev.map_or(0, |e| e.bytes),
+            threshold_bytes: 0,
+            escalation_level: 0,
+            baseline,
+            evidence: self.evidence_out(ev.unwrap_or(&Evidence::default()), Some(t)),
+            summary,
+        }
+    }
+}
+
+/// The highest escalation level (0 = threshold, 1 = factor x threshold, ...) that `value` has
+/// reached at or above `done`, if any.
+fn reached_level(value: u64, threshold: u64, factor: u64, done: u8) -> Option<u8> {
+    let level_threshold = |l: u8| threshold.saturating_mul(factor.saturating_pow(l as u32));
+    if value < level_threshold(done) {
+        return None;
+    }
+    let mut l = done;
+    while l < 8 && value >= level_threshold(l + 1) {
+        l += 1;
+    }
+    Some(l)
+}
+
+#[cfg(test)]
+mod tests;

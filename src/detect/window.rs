@@ -1,0 +1,85 @@
+//! A sum over a sliding window of event time, at one-minute resolution.
+
+use crate::time::{Nanos, MINUTE};
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+
+/// Bytes per minute for the minutes inside the window; the newest minute seen defines its end.
+/// Bounded by the window length in minutes; empty minutes take no space.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct SlidingSum {
+    buckets: VecDeque<(i64, u64)>,
+    sum: u64,
+}
+
+impl SlidingSum {
+    pub fn sum(&self) -> u64 {
+        self.sum
+    }
+
+    /// Start of the oldest minute still in the window.
+    pub fn start(&self) -> Option<Nanos> {
+        self.buckets.front().map(|&(m, _)| m * MINUTE)
+    }
+
+    /// Adds `bytes` at time `t` and slides the window (`window` long) to end at the newest
+    /// minute seen. A value older than the window is dropped; one inside it but out of order
+    /// lands in its own minute.
+    pub fn add(&mut self, t: Nanos, bytes: u64, window: Nanos) {
+        let m = t.div_euclid(MINUTE);
+        let span = (window / MINUTE).max(1);
+        let newest = self.buckets.back().map_or(m, |&(b, _)| b.max(m));
+        while let Some(&(b, v)) = self.buckets.front() {
+            if b > newest - span {
+                break;
+            }
+            self.sum -= v;
+            self.buckets.pop_front();
+        }
+        if bytes == 0 || m <= newest - span {
+            return;
+        }
+        self.sum += bytes;
+        match self.buckets.back_mut() {
+            Some(back) if back.0 == m => back.1 += bytes,
+            Some(back) if back.0 > m => {
+                let i = self.buckets.partition_point(|&(b, _)| b < m);
+                match self.buckets.get_mut(i) {
+                    Some(slot) if slot.0 == m => slot.1 += bytes,
+                    _ => self.buckets.insert(i, (m, bytes)),
+                }
+            }
+            _ => self.buckets.push_back((m, bytes)),
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.buckets.clear();
+        self.sum = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::HOUR;
+
+    #[test]
+    fn slides_and_drops_old_minutes() {
+        let mut s = SlidingSum::default();
+        s.add(0, 10, HOUR);
+        s.add(30 * MINUTE, 20, HOUR);
+        assert_eq!(s.sum(), 30);
+        s.add(59 * MINUTE + 59_000_000_000, 5, HOUR);
+        assert_eq!(s.sum(), 35);
+        s.add(60 * MINUTE, 1, HOUR); // minute 0 leaves the window
+        assert_eq!(s.sum(), 26);
+        s.add(30_000_000_000, 100, HOUR); // minute 0, older than the window: dropped
+        assert_eq!(s.sum(), 26);
+        s.add(45 * MINUTE, 4, HOUR); // out of order but inside
+        assert_eq!(s.sum(), 30);
+        assert_eq!(s.start(), Some(30 * MINUTE));
+        s.add(10 * HOUR, 0, HOUR);
+        assert_eq!(s.sum(), 0);
+    }
+}

@@ -1,0 +1,25 @@
+//! exfilwatch: catches data theft from Azure Cosmos DB in its diagnostic logs.
+//!
+//! # Layout
+//! The modules follow the data's path (see `ARCHITECTURE.md`):
+//! - [`sources`]: where records come from: files and directories (plain, gzip, multi-line
+//!   pre-2018 blobs) and stdin, framed into units of one JSON value.
+//! - [`decode`]: a unit's bytes into normalized [`decode::Event`]s; skipped categories and
+//!   malformed records are items too, never errors.
+//! - [`detect`]: the sans-IO detector: events in, [`alert::Alert`]s out, state snapshot/restore.
+//! - [`alert`]: the alert format and its stable ids.
+//! - [`sinks`]: where alerts and dead letters go (JSON Lines files, stdout).
+//! - [`replay`]: the pipeline that wires them for `exfilwatch replay`.
+//! - Beside them: [`config`] (the TOML file), [`telemetry`] (counters, metrics, once-per-kind
+//!   logging), [`time`] and [`units`].
+
+pub mod alert;
+pub mod config;
+pub mod decode;
+pub mod detect;
+pub mod replay;
+pub mod sinks;
+pub mod sources;
+pub mod telemetry;
+pub mod time;
+pub mod units;

@@ -1,0 +1,254 @@
+//! The `exfilwatch` command line: a thin layer over the library. Flags become validated
+//! options here; the library never sees a command line.
+//!
+//! Exit codes: 0 ok; 1 runtime error (unreadable input, bad config, --strict); 2 usage;
+//! 3 alerts of severity medium or higher with --fail-on-alert.
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use exfilwatch::config::{Config, DEFAULTS_TOML};
+use exfilwatch::detect::Detector;
+use exfilwatch::replay::{replay, ReplayError, ReplayOptions, ReplayReport};
+use exfilwatch::sinks::{AlertSink, JsonLinesSink};
+use exfilwatch::telemetry::Stats;
+use exfilwatch::time::parse_timestamp;
+use exfilwatch::units::human_bytes;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "exfilwatch",
+    version,
+    about = "Catches data theft from Azure Cosmos DB in its diagnostic logs."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replay archived diagnostic logs through the detector and print the alerts.
+    Replay(ReplayArgs),
+    /// Print or check the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// Files, directories (walked recursively) or `-` for stdin; gzip is read transparently.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Configuration file (TOML); `exfilwatch config defaults` prints every key.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Write alerts (JSON Lines) here instead of stdout.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// Only records at or after this event time (RFC 3339, e.g. 2021-08-01T00:00:00Z).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only records before this event time.
+    #[arg(long)]
+    until: Option<String>,
+    /// Write malformed records (reason, location, text) to this JSON Lines file.
+    #[arg(long)]
+    dead_letter: Option<PathBuf>,
+    /// Stop with exit code 1 at the first malformed record.
+    #[arg(long)]
+    strict: bool,
+    /// Exit with code 3 when any alert of severity medium or higher was raised.
+    #[arg(long)]
+    fail_on_alert: bool,
+    /// No summary on stderr at the end.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the full default configuration as commented TOML.
+    Defaults,
+    /// Validate a configuration file.
+    Check { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(ReplayError::Sink(s)) = e.downcast_ref::<ReplayError>() {
+                if s.is_broken_pipe() {
+                    return ExitCode::SUCCESS;
+                }
+            }
+            let mut msg = format!("error: {e}");
+            for cause in e.chain().skip(1) {
+                msg.push_str(&format!("\n  caused by: {cause}"));
+            }
+            eprintln!("{msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Config(ConfigCommand::Defaults) => {
+            print!("{DEFAULTS_TOML}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Check { file }) => {
+            Config::load(&file)?;
+            println!("{}: ok", file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay(args) => run_replay(args),
+    }
+}
+
+fn event_time(flag: &str, v: &Option<String>) -> Result<Option<i64>> {
+    v.as_deref()
+        .map(|s| {
+            parse_timestamp(s)
+                .with_context(|| format!("--{flag} `{s}` is not a time like 2021-08-01T00:00:00Z"))
+        })
+        .transpose()
+}
+
+fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
+    let mut cfg = match &args.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if args.strict {
+        cfg.input.strict = true;
+    }
+    let dead_letter = args.dead_letter.clone().or_else(|| {
+        (!cfg.input.dead_letter.is_empty()).then(|| PathBuf::from(&cfg.input.dead_letter))
+    });
+    let opts = ReplayOptions {
+        inputs: args.paths.clone(),
+        since: event_time("since", &args.since)?,
+        until: event_time("until", &args.until)?,
+        dead_letter,
+        strict: cfg.input.strict,
+        progress_every: std::io::stderr()
+            .is_terminal()
+            .then_some(Duration::from_millis(250)),
+    };
+    let mut detector = Detector::new(cfg.detect.clone());
+    let mut sink: Box<dyn AlertSink> = match &args.output {
+        Some(p) => {
+            let f = std::fs::File::create(p)
+                .with_context(|| format!("cannot create {}", p.display()))?;
+            Box::new(JsonLinesSink::new(
+                std::io::BufWriter::new(f),
+                p.display().to_string(),
+            ))
+        }
+        None => Box::new(JsonLinesSink::new(
+            std::io::BufWriter::new(std::io::stdout().lock()),
+            "stdout",
+        )),
+    };
+    let progress = |s: &Stats, elapsed: Duration| {
+        let secs = elapsed.as_secs_f64().max(1e-9);
+        let alerts: u64 = s.alerts.values().sum();
+        eprint!(
+            "\r\x1b[2K{} records ({:.0}/s), {} of logs, {} alerts",
+            s.records_total(),
+            s.records_total() as f64 / secs,
+            human_bytes(s.input_bytes),
+            alerts
+        );
+    };
+    let result = replay(&cfg, &opts, &mut detector, sink.as_mut(), progress);
+    if opts.progress_every.is_some() {
+        eprint!("\r\x1b[2K");
+    }
+    let report = result?;
+    if !args.quiet {
+        print_summary(&report);
+    }
+    if args.fail_on_alert && report.alerts_medium_or_higher > 0 {
+        return Ok(ExitCode::from(3));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_summary(r: &ReplayReport) {
+    let s = &r.stats;
+    let secs = r.elapsed.as_secs_f64().max(1e-9);
+    let mut out = String::new();
+    let total = s.records_total();
+    out.push_str(&format!(
+        "exfilwatch replay: {total} records in {:.2} s ({:.0} records/s, {}/s of logs)\n",
+        secs,
+        total as f64 / secs,
+        human_bytes((s.input_bytes as f64 / secs) as u64)
+    ));
+    let list = |m: Vec<(String, u64)>| {
+        if m.is_empty() {
+            "none".to_string()
+        } else {
+            m.iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    out.push_str(&format!(
+        "  records by category: {}\n",
+        list(s.records.iter().map(|(k, v)| (k.to_string(), *v)).collect())
+    ));
+    out.push_str(&format!(
+        "  skipped (other categories): {}\n",
+        list(s.skipped.iter().map(|(k, v)| (k.to_string(), *v)).collect())
+    ));
+    out.push_str(&format!(
+        "  malformed: {}\n",
+        list(
+            s.malformed
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect()
+        )
+    ));
+    let d = &s.detector;
+    out.push_str(&format!(
+        "  requests: {} ({} failed, {} late, {} without a client IP, {} outside --since/--until); data read by them: {}\n",
+        d.events,
+        d.failed_requests,
+        d.late_events,
+        d.without_ip,
+        s.out_of_range,
+        human_bytes(s.response_bytes)
+    ));
+    out.push_str(&format!(
+        "  state: {} keys, {} (key, origin) pairs; {} origins evicted, {} expired\n",
+        d.keys_tracked, d.origins_tracked, d.origins_evicted, d.origins_expired
+    ));
+    out.push_str(&format!(
+        "  alerts: {}\n",
+        list(
+            s.alerts
+                .iter()
+                .map(|((rule, sev), v)| (format!("{rule}/{sev}"), *v))
+                .collect()
+        )
+    ));
+    let _ = std::io::stderr().write_all(out.as_bytes());
+}

@@ -1,0 +1,454 @@
+//! Files, directories and stdin.
+//!
+//! - A directory is walked recursively, in path order. Files in the Azure Storage archive
+//!   layout (`.../y=YYYY/m=MM/d=DD/h=HH/m=00/PT1H.json`) that share everything before `/y=`
+//!   hold one account's (and category's) history hour by hour: they are chained into one
+//!   stream, read in path (= time) order. Every other file is a stream of its own.
+//! - Gzip is recognised by its magic bytes, whatever the file is called.
+//! - Framing: one JSON value per line (JSON Lines, since 2018), except that a line that
+//!   visibly opens a multi-line value (it ends with `{`, `[`, `,` or `:`) starts a multi-line
+//!   unit that runs until its brackets balance: the pretty-printed pre-2018 blob. If they never
+//!   balance (a truncated line that happened to end with a comma), the first line is given
+//!   back as a unit of its own, to be reported malformed, and the lines after it are read again
+//!   one by one: nothing after a bad line is lost.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot read {path}: {source}")]
+    Io { path: String, source: io::Error },
+    #[error("input {0} does not exist")]
+    Missing(String),
+}
+
+/// One sequential stream of input: stdin, or files read one after the other.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InputStream {
+    Stdin,
+    Files(Vec<PathBuf>),
+}
+
+impl InputStream {
+    pub fn describe(&self) -> String {
+        match self {
+            InputStream::Stdin => "-".into(),
+            InputStream::Files(f) if f.len() == 1 => f[0].display().to_string(),
+            InputStream::Files(f) => format!("{} (+{} files)", f[0].display(), f.len() - 1),
+        }
+    }
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), SourceError> {
+    let io_err = |source| SourceError::Io {
+        path: dir.display().to_string(),
+        source,
+    };
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io_err)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            walk(&p, out)?;
+        } else if p.is_file() && !is_ignored(&p) {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Files a directory walk leaves out: documentation and hidden files next to the logs.
+fn is_ignored(p: &Path) -> bool {
+    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    name.starts_with('.') || name.ends_with(".md") || name.ends_with(".txt")
+}
+
+/// The chain a file belongs to: the path before `/y=` in the archive layout.
+fn chain_key(p: &Path) -> Option<String> {
+    let s = p.to_string_lossy();
+    let i = s.find("/y=")?;
+    Some(s[..i].to_string())
+}
+
+/// Turns command-line inputs (files, directories, `-`) into streams, in a stable order.
+pub fn collect_streams(inputs: &[PathBuf]) -> Result<Vec<InputStream>, SourceError> {
+    let mut streams: Vec<InputStream> = Vec::new();
+    let mut chains: Vec<(String, usize)> = Vec::new();
+    for input in inputs {
+        if input.as_os_str() == "-" {
+            streams.push(InputStream::Stdin);
+            continue;
+        }
+        let mut files = Vec::new();
+        if input.is_dir() {
+            walk(input, &mut files)?;
+        } else if input.exists() {
+            files.push(input.clone());
+        } else {
+            return Err(SourceError::Missing(input.display().to_string()));
+        }
+        for f in files {
+            match chain_key(&f) {
+                Some(k) => match chains.iter().find(|(c, _)| *c == k) {
+                    Some(&(_, i)) => {
+                        if let InputStream::Files(v) = &mut streams[i] {
+                            v.push(f);
+                        }
+                    }
+                    None => {
+                        chains.push((k, streams.len()));
+                        streams.push(InputStream::Files(vec![f]));
+                    }
+                },
+                None => streams.push(InputStream::Files(vec![f])),
+            }
+        }
+    }
+    Ok(streams)
+}
+
+/// Opens a file, decompressing gzip (by magic bytes).
+pub fn open_file(path: &Path) -> io::Result<Box<dyn BufRead + Send>> {
+    let mut f = BufReader::with_capacity(1 << 20, File::open(path)?);
+    let magic = f.fill_buf()?;
+    if magic.starts_with(&[0x1f, 0x8b]) {
+        Ok(Box::new(BufReader::with_capacity(
+            1 << 20,
+            flate2::bufread::MultiGzDecoder::new(f),
+        )))
+    } else {
+        Ok(Box::new(f))
+    }
+}
+
+/// A unit: the bytes of one JSON value and where it started.
+pub struct Unit<'a> {
+    pub bytes: &'a [u8],
+    /// 1-based line number of the unit's first line.
+    pub line: u64,
+    /// The file it came from (`-` for stdin).
+    pub source: &'a str,
+    /// True when the unit exceeded the document size limit and was cut off.
+    pub too_large: bool,
+}
+
+/// Reads units from a stream of files (or stdin).
+pub struct UnitReader {
+    stream: InputStream,
+    next_file: usize,
+    reader: Option<Box<dyn BufRead + Send>>,
+    name: String,
+    line_no: u64,
+    line: Vec<u8>,
+    doc: Vec<u8>,
+    /// Lines to read again after a multi-line attempt failed: (line number, bytes).
+    pending: VecDeque<(u64, Vec<u8>)>,
+    max_document: usize,
+    /// Bytes consumed from the underlying files (after decompression).
+    pub bytes_read: u64,
+}
+
+impl UnitReader {
+    pub fn new(stream: InputStream, max_document: usize) -> Self {
+        UnitReader {
+            stream,
+            next_file: 0,
+            reader: None,
+            name: String::new(),
+            line_no: 0,
+            line: Vec::with_capacity(4096),
+            doc: Vec::new(),
+            pending: VecDeque::new(),
+            max_document,
+            bytes_read: 0,
+        }
+    }
+
+    /// The file being read now (for locations).
+    pub fn current_name(&self) -> &str {
+        &self.name
+    }
+
+    fn open_next(&mut self) -> Result<bool, SourceError> {
+        match &self.stream {
+            InputStream::Stdin => {
+                if self.next_file > 0 {
+                    return Ok(false);
+                }
+                self.next_file = 1;
+                self.name = "-".into();
+                self.reader = Some(Box::new(BufReader::with_capacity(1 << 20, io::stdin())));
+            }
+            InputStream::Files(files) => {
+                let Some(path) = files.get(self.next_file) else {
+                    return Ok(false);
+                };
+                self.next_file += 1;
+                self.name = path.display().to_string();
+                let r = open_file(path).map_err(|source| SourceError::Io {
+                    path: self.name.clone(),
+                    source,
+                })?;
+                self.reader = Some(r);
+            }
+        }
+        self.line_no = 0;
+        Ok(true)
+    }
+
+    /// Reads the next physical line into `self.line`; false at the end of the stream.
+    fn read_line(&mut self) -> Result<bool, SourceError> {
+        loop {
+            if self.reader.is_none() && !self.open_next()? {
+                return Ok(false);
+            }
+            self.line.clear();
+            let r = self
+                .reader
+                .as_mut()
+                .map_or(Ok(0), |r| r.read_until(b'\n', &mut self.line));
+            match r {
+                Ok(0) => {
+                    self.reader = None;
+                }
+                Ok(n) => {
+                    self.bytes_read += n as u64;
+                    self.line_no += 1;
+                    return Ok(true);
+                }
+                Err(source) => {
+                    return Err(SourceError::Io {
+                        path: self.name.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+    }
+
+    /// The next unit, or `None` at the end of the stream.
+    pub fn next_unit(&mut self) -> Result<Option<Unit<'_>>, SourceError> {
+        loop {
+            let (line_no, from_pending) = if let Some((n, l)) = self.pending.pop_front() {
+                self.line = l;
+                (n, true)
+            } else if self.read_line()? {
+                (self.line_no, false)
+            } else {
+                return Ok(None);
+            };
+            let trimmed = trim(&self.line);
+            if trimmed.is_empty() {
+                continue;
+            }
+            let opens = matches!(trimmed.last(), Some(b'{' | b'[' | b',' | b':'));
+            if !opens || from_pending {
+                let (s, e) = span(&self.line);
+                return Ok(Some(Unit {
+                    bytes: &self.line[s..e],
+                    line: line_no,
+                    source: &self.name,
+                    too_large: false,
+                }));
+            }
+            // A multi-line value: accumulate until brackets balance.
+            let mut scan = Depth::default();
+            scan.feed(&self.line);
+            self.doc.clear();
+            self.doc.extend_from_slice(&self.line);
+            // Lines after the first, as (line number, start, end) in `doc`.
+            let mut held: Vec<(u64, usize, usize)> = Vec::new();
+            let first = std::mem::take(&mut self.line);
+            let mut too_large = false;
+            while !scan.closed() {
+                if self.doc.len() > self.max_document {
+                    too_large = true;
+                    break;
+                }
+                let start = self.doc.len();
+                let n = if let Some((n, l)) = self.pending.pop_front() {
+                    self.doc.extend_from_slice(&l);
+                    n
+                } else if self.read_line()? {
+                    self.doc.extend_from_slice(&self.line);
+                    self.line_no
+                } else {
+                    break;
+                };
+                scan.feed(&self.doc[start..]);
+                held.push((n, start, self.doc.len()));
+            }
+            if scan.closed() && !too_large {
+                self.line = first;
+                return Ok(Some(Unit {
+                    bytes: &self.doc,
+                    line: line_no,
+                    source: &self.name,
+                    too_large: false,
+                }));
+            }
+            // Never balanced (or too large): give the first line back alone, reread the rest.
+            for &(n, s, e) in held.iter().rev() {
+                self.pending.push_front((n, self.doc[s..e].to_vec()));
+            }
+            self.line = first;
+            let (s, e) = span(&self.line);
+            return Ok(Some(Unit {
+                bytes: &self.line[s..e],
+                line: line_no,
+                source: &self.name,
+                too_large,
+            }));
+        }
+    }
+}
+
+fn span(b: &[u8]) -> (usize, usize) {
+    let s = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let e = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(s, |i| i + 1);
+    (s, e.max(s))
+}
+
+fn trim(b: &[u8]) -> &[u8] {
+    let (s, e) = span(b);
+    &b[s..e]
+}
+
+/// Bracket depth outside strings, across lines.
+#[derive(Default)]
+struct Depth {
+    depth: i64,
+    in_string: bool,
+    escaped: bool,
+    started: bool,
+}
+
+impl Depth {
+    fn feed(&mut self, b: &[u8]) {
+        for &c in b {
+            if self.in_string {
+                if self.escaped {
+                    self.escaped = false;
+                } else if c == b'\\' {
+                    self.escaped = true;
+                } else if c == b'"' {
+                    self.in_string = false;
+                }
+                continue;
+            }
+            match c {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => {
+                    self.depth += 1;
+                    self.started = true;
+                }
+                b'}' | b']' => self.depth -= 1,
+                _ => {}
+            }
+        }
+    }
+    fn closed(&self) -> bool {
+        self.started && self.depth <= 0 && !self.in_string
+    }
+}
+
+/// Reads all of a reader (for tests and small inputs).
+pub fn read_all(mut r: impl Read) -> io::Result<Vec<u8>> {
+    let mut v = Vec::new();
+    r.read_to_end(&mut v)?;
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn units_of(text: &str) -> Vec<(u64, String)> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.json");
+        std::fs::write(&p, text).unwrap();
+        let mut r = UnitReader::new(InputStream::Files(vec![p]), 1 << 20);
+        let mut out = Vec::new();
+        while let Some(u) = r.next_unit().unwrap() {
+            out.push((u.line, String::from_utf8_lossy(u.bytes).into_owned()));
+        }
+        out
+    }
+
+    #[test]
+    fn json_lines_and_blank_lines() {
+        let u = units_of("{\"a\":1}\n\n  {\"b\":2}  \n{\"c\":3}");
+        assert_eq!(
+            u,
+            vec![
+                (1, "{\"a\":1}".into()),
+                (3, "{\"b\":2}".into()),
+                (4, "{\"c\":3}".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn pretty_printed_document_is_one_unit() {
+        let doc = "{\n  \"records\": [\n    {\n      \"time\": \"x{\"\n    },\n    {}\n  ]\n}\n{\"after\":1}\n";
+        let u = units_of(doc);
+        assert_eq!(u.len(), 2);
+        assert_eq!(u[0].0, 1);
+        assert!(serde_json::from_str::<serde_json::Value>(&u[0].1).is_ok());
+        assert_eq!(u[1], (9, "{\"after\":1}".into()));
+    }
+
+    #[test]
+    fn unbalanced_opening_line_loses_nothing_after_it() {
+        let u = units_of("{\"time\": \"2021\",\n{\"a\":1}\n{\"b\":2}\n");
+        assert_eq!(
+            u,
+            vec![
+                (1, "{\"time\": \"2021\",".into()),
+                (2, "{\"a\":1}".into()),
+                (3, "{\"b\":2}".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn gzip_by_magic_and_archive_chains() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("c/resourceId=/X/DATABASEACCOUNTS/A");
+        for h in ["00", "01"] {
+            let d = base.join(format!("y=2021/m=08/d=01/h={h}/m=00"));
+            std::fs::create_dir_all(&d).unwrap();
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            gz.write_all(format!("{{\"h\":\"{h}\"}}\n").as_bytes())
+                .unwrap();
+            std::fs::write(d.join("PT1H.json"), gz.finish().unwrap()).unwrap();
+        }
+        std::fs::write(dir.path().join("other.json"), "{}\n").unwrap();
+        std::fs::write(dir.path().join("README.md"), "# not logs\n").unwrap();
+        let streams = collect_streams(&[dir.path().to_path_buf()]).unwrap();
+        assert_eq!(streams.len(), 2);
+        let InputStream::Files(chain) = &streams[0] else {
+            panic!()
+        };
+        assert_eq!(chain.len(), 2);
+        let mut r = UnitReader::new(streams[0].clone(), 1 << 20);
+        let mut seen = Vec::new();
+        while let Some(u) = r.next_unit().unwrap() {
+            seen.push(String::from_utf8_lossy(u.bytes).into_owned());
+        }
+        assert_eq!(seen, vec!["{\"h\":\"00\"}", "{\"h\":\"01\"}"]);
+        assert!(collect_streams(&[dir.path().join("nope")]).is_err());
+    }
+}
