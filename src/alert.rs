@@ -16,12 +16,8 @@ pub enum Rule {
 }
 
 impl Rule {
-    pub const ALL: [Rule; 4] = [
-        Rule::UnfamiliarOriginVolume,
-        Rule::UnfamiliarOriginsAggregate,
-        Rule::VolumeAnomaly,
-        Rule::NewOrigin,
-    ];
+    pub const ALL: [Rule; 4] =
+        [Rule::UnfamiliarOriginVolume, Rule::UnfamiliarOriginsAggregate, Rule::VolumeAnomaly, Rule::NewOrigin];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -50,13 +46,8 @@ pub enum Severity {
 }
 
 impl Severity {
-    pub const ALL: [Severity; 5] = [
-        Severity::Info,
-        Severity::Low,
-        Severity::Medium,
-        Severity::High,
-        Severity::Critical,
-    ];
+    pub const ALL: [Severity; 5] =
+        [Severity::Info, Severity::Low, Severity::Medium, Severity::High, Severity::Critical];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -178,64 +169,21 @@ mod tests {
 
     #[test]
     fn ids_are_stable_and_distinct() {
-        let a = alert_id(
-            Rule::UnfamiliarOriginVolume,
-            "contoso",
-            "key:primarymasterkey",
-            "203.0.113.0/24",
-            5,
-            0,
-            0,
-        );
+        let a = alert_id(Rule::UnfamiliarOriginVolume, "contoso", "key:primarymasterkey", "203.0.113.0/24", 5, 0, 0);
         assert_eq!(
             a,
-            alert_id(
-                Rule::UnfamiliarOriginVolume,
-                "contoso",
-                "key:primarymasterkey",
-                "203.0.113.0/24",
-                5,
-                0,
-                0
-            )
+            alert_id(Rule::UnfamiliarOriginVolume, "contoso", "key:primarymasterkey", "203.0.113.0/24", 5, 0, 0)
         );
         assert_eq!(a.len(), 32);
         assert_ne!(
             a,
-            alert_id(
-                Rule::UnfamiliarOriginVolume,
-                "contoso",
-                "key:primarymasterkey",
-                "203.0.113.0/24",
-                5,
-                1,
-                0
-            )
+            alert_id(Rule::UnfamiliarOriginVolume, "contoso", "key:primarymasterkey", "203.0.113.0/24", 5, 1, 0)
         );
         assert_ne!(
             a,
-            alert_id(
-                Rule::UnfamiliarOriginVolume,
-                "contoso",
-                "key:primarymasterkey",
-                "203.0.113.0/24",
-                5,
-                0,
-                1
-            )
+            alert_id(Rule::UnfamiliarOriginVolume, "contoso", "key:primarymasterkey", "203.0.113.0/24", 5, 0, 1)
         );
-        assert_ne!(
-            a,
-            alert_id(
-                Rule::VolumeAnomaly,
-                "contoso",
-                "key:primarymasterkey",
-                "203.0.113.0/24",
-                5,
-                0,
-                0
-            )
-        );
+        assert_ne!(a, alert_id(Rule::VolumeAnomaly, "contoso", "key:primarymasterkey", "203.0.113.0/24", 5, 0, 0));
     }
 
     #[test]

@@ -11,10 +11,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
 }
@@ -130,11 +127,7 @@ pub struct InputConfig {
 
 impl Default for InputConfig {
     fn default() -> Self {
-        InputConfig {
-            strict: false,
-            dead_letter: String::new(),
-            max_document_bytes: ByteSize(512 << 20),
-        }
+        InputConfig { strict: false, dead_letter: String::new(), max_document_bytes: ByteSize(512 << 20) }
     }
 }
 
@@ -156,14 +149,10 @@ impl DetectConfig {
         pos("volume_window", self.volume_window.0)?;
         pos("realert", self.realert.0)?;
         if self.learning_period.0 < 0 || self.max_out_of_order.0 < 0 {
-            return Err(
-                "detect.learning_period and detect.max_out_of_order cannot be negative".into(),
-            );
+            return Err("detect.learning_period and detect.max_out_of_order cannot be negative".into());
         }
         if self.ipv4_prefix > 32 || self.ipv6_prefix > 128 {
-            return Err(
-                "detect.ipv4_prefix is at most 32 and detect.ipv6_prefix at most 128".into(),
-            );
+            return Err("detect.ipv4_prefix is at most 32 and detect.ipv6_prefix at most 128".into());
         }
         if self.unfamiliar_bytes.0 == 0 {
             return Err("detect.unfamiliar_bytes must be positive".into());
@@ -178,9 +167,7 @@ impl DetectConfig {
             return Err("detect.volume_min_history_days must be at least 2".into());
         }
         if !(self.volume_min_ratio >= 1.0) || !(self.volume_min_log_spread > 0.0) {
-            return Err(
-                "detect.volume_min_ratio must be >= 1 and detect.volume_min_log_spread > 0".into(),
-            );
+            return Err("detect.volume_min_ratio must be >= 1 and detect.volume_min_log_spread > 0".into());
         }
         if self.max_origins_per_key < 1 {
             return Err("detect.max_origins_per_key must be at least 1".into());
@@ -195,31 +182,19 @@ impl DetectConfig {
 impl Config {
     /// Parses and validates TOML text; `origin` names the source in messages.
     pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid {
-            path: origin.to_string(),
-            message,
-        };
-        let value: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| invalid(e.message().to_string()))?;
-        check_keys(
-            &value,
-            &toml::Table::try_from(Config::default()).map_err(|e| invalid(e.to_string()))?,
-            "",
-        )
-        .map_err(invalid)?;
-        let cfg: Config = toml::Value::Table(value)
-            .try_into()
-            .map_err(|e: toml::de::Error| invalid(e.message().to_string()))?;
+        let invalid = |message: String| ConfigError::Invalid { path: origin.to_string(), message };
+        let value: toml::Table = text.parse().map_err(|e: toml::de::Error| invalid(e.message().to_string()))?;
+        check_keys(&value, &toml::Table::try_from(Config::default()).map_err(|e| invalid(e.to_string()))?, "")
+            .map_err(invalid)?;
+        let cfg: Config =
+            toml::Value::Table(value).try_into().map_err(|e: toml::de::Error| invalid(e.message().to_string()))?;
         cfg.detect.validate().map_err(invalid)?;
         Ok(cfg)
     }
 
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         Config::from_toml(&text, &path.display().to_string())
     }
 }
@@ -230,20 +205,13 @@ fn check_keys(given: &toml::Table, known: &toml::Table, prefix: &str) -> Result<
         let full = format!("{prefix}{k}");
         match known.get(k) {
             None => {
-                let best = known
-                    .keys()
-                    .map(|c| (edit_distance(k, c), c))
-                    .min()
-                    .filter(|(d, c)| *d <= (c.len() / 2).max(2));
+                let best =
+                    known.keys().map(|c| (edit_distance(k, c), c)).min().filter(|(d, c)| *d <= (c.len() / 2).max(2));
                 return Err(match best {
                     Some((_, c)) => format!("unknown key `{full}`; did you mean `{prefix}{c}`?"),
                     None => format!(
                         "unknown key `{full}`; valid keys here: {}",
-                        known
-                            .keys()
-                            .map(String::as_str)
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        known.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
                     ),
                 });
             }
@@ -264,11 +232,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur.push(
-                (prev[j] + usize::from(ca != *cb))
-                    .min(prev[j + 1] + 1)
-                    .min(cur[j] + 1),
-            );
+            cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
         }
         prev = cur;
     }
@@ -290,51 +254,29 @@ mod tests {
         let table = toml::Table::try_from(Config::default()).unwrap();
         for (section, v) in &table {
             for key in v.as_table().unwrap().keys() {
-                assert!(
-                    DEFAULTS_TOML.contains(&format!("\n{key} = ")),
-                    "{section}.{key} missing from defaults"
-                );
+                assert!(DEFAULTS_TOML.contains(&format!("\n{key} = ")), "{section}.{key} missing from defaults");
             }
         }
     }
 
     #[test]
     fn unknown_key_names_the_nearest() {
-        let err = Config::from_toml("[detect]\nfamilar_after = \"12h\"\n", "t.toml")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains(
-                "unknown key `detect.familar_after`; did you mean `detect.familiar_after`?"
-            ),
-            "{err}"
-        );
-        let err = Config::from_toml("[detekt]\n", "t.toml")
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_toml("[detect]\nfamilar_after = \"12h\"\n", "t.toml").unwrap_err().to_string();
+        assert!(err.contains("unknown key `detect.familar_after`; did you mean `detect.familiar_after`?"), "{err}");
+        let err = Config::from_toml("[detekt]\n", "t.toml").unwrap_err().to_string();
         assert!(err.contains("did you mean `detect`"), "{err}");
     }
 
     #[test]
     fn human_units_and_validation() {
-        let c = Config::from_toml(
-            "[detect]\nunfamiliar_bytes = \"500MiB\"\nrealert = \"1h30m\"\n",
-            "t",
-        )
-        .unwrap();
+        let c = Config::from_toml("[detect]\nunfamiliar_bytes = \"500MiB\"\nrealert = \"1h30m\"\n", "t").unwrap();
         assert_eq!(c.detect.unfamiliar_bytes.0, 500 << 20);
         assert_eq!(c.detect.realert.0, 90 * crate::time::MINUTE);
-        let err = Config::from_toml("[detect]\nrealert = \"soon\"\n", "t")
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_toml("[detect]\nrealert = \"soon\"\n", "t").unwrap_err().to_string();
         assert!(err.contains("not a duration"), "{err}");
-        let err = Config::from_toml("[detect]\nipv4_prefix = 40\n", "t")
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_toml("[detect]\nipv4_prefix = 40\n", "t").unwrap_err().to_string();
         assert!(err.contains("ipv4_prefix"), "{err}");
-        let err = Config::from_toml("[detect]\norigin_granularity = \"asn\"\n", "t")
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_toml("[detect]\norigin_granularity = \"asn\"\n", "t").unwrap_err().to_string();
         assert!(err.contains("unknown variant"), "{err}");
     }
 }

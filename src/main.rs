@@ -19,11 +19,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(
-    name = "exfilwatch",
-    version,
-    about = "Catches data theft from Azure Cosmos DB in its diagnostic logs."
-)]
+#[command(name = "exfilwatch", version, about = "Catches data theft from Azure Cosmos DB in its diagnostic logs.")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -121,10 +117,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 fn event_time(flag: &str, v: &Option<String>) -> Result<Option<i64>> {
     v.as_deref()
-        .map(|s| {
-            parse_timestamp(s)
-                .with_context(|| format!("--{flag} `{s}` is not a time like 2021-08-01T00:00:00Z"))
-        })
+        .map(|s| parse_timestamp(s).with_context(|| format!("--{flag} `{s}` is not a time like 2021-08-01T00:00:00Z")))
         .transpose()
 }
 
@@ -136,33 +129,25 @@ fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
     if args.strict {
         cfg.input.strict = true;
     }
-    let dead_letter = args.dead_letter.clone().or_else(|| {
-        (!cfg.input.dead_letter.is_empty()).then(|| PathBuf::from(&cfg.input.dead_letter))
-    });
+    let dead_letter = args
+        .dead_letter
+        .clone()
+        .or_else(|| (!cfg.input.dead_letter.is_empty()).then(|| PathBuf::from(&cfg.input.dead_letter)));
     let opts = ReplayOptions {
         inputs: args.paths.clone(),
         since: event_time("since", &args.since)?,
         until: event_time("until", &args.until)?,
         dead_letter,
         strict: cfg.input.strict,
-        progress_every: std::io::stderr()
-            .is_terminal()
-            .then_some(Duration::from_millis(250)),
+        progress_every: std::io::stderr().is_terminal().then_some(Duration::from_millis(250)),
     };
     let mut detector = Detector::new(cfg.detect.clone());
     let mut sink: Box<dyn AlertSink> = match &args.output {
         Some(p) => {
-            let f = std::fs::File::create(p)
-                .with_context(|| format!("cannot create {}", p.display()))?;
-            Box::new(JsonLinesSink::new(
-                std::io::BufWriter::new(f),
-                p.display().to_string(),
-            ))
+            let f = std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?;
+            Box::new(JsonLinesSink::new(std::io::BufWriter::new(f), p.display().to_string()))
         }
-        None => Box::new(JsonLinesSink::new(
-            std::io::BufWriter::new(std::io::stdout().lock()),
-            "stdout",
-        )),
+        None => Box::new(JsonLinesSink::new(std::io::BufWriter::new(std::io::stdout().lock()), "stdout")),
     };
     let progress = |s: &Stats, elapsed: Duration| {
         let secs = elapsed.as_secs_f64().max(1e-9);
@@ -204,10 +189,7 @@ fn print_summary(r: &ReplayReport) {
         if m.is_empty() {
             "none".to_string()
         } else {
-            m.iter()
-                .map(|(k, v)| format!("{k} {v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
         }
     };
     out.push_str(&format!(
@@ -218,15 +200,7 @@ fn print_summary(r: &ReplayReport) {
         "  skipped (other categories): {}\n",
         list(s.skipped.iter().map(|(k, v)| (k.to_string(), *v)).collect())
     ));
-    out.push_str(&format!(
-        "  malformed: {}\n",
-        list(
-            s.malformed
-                .iter()
-                .map(|(k, v)| (k.to_string(), *v))
-                .collect()
-        )
-    ));
+    out.push_str(&format!("  malformed: {}\n", list(s.malformed.iter().map(|(k, v)| (k.to_string(), *v)).collect())));
     let d = &s.detector;
     out.push_str(&format!(
         "  requests: {} ({} failed, {} late, {} without a client IP, {} outside --since/--until); data read by them: {}\n",
@@ -243,12 +217,7 @@ fn print_summary(r: &ReplayReport) {
     ));
     out.push_str(&format!(
         "  alerts: {}\n",
-        list(
-            s.alerts
-                .iter()
-                .map(|((rule, sev), v)| (format!("{rule}/{sev}"), *v))
-                .collect()
-        )
+        list(s.alerts.iter().map(|((rule, sev), v)| (format!("{rule}/{sev}"), *v)).collect())
     ));
     let _ = std::io::stderr().write_all(out.as_bytes());
 }

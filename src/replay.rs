@@ -61,10 +61,7 @@ pub fn replay(
     let started = Instant::now();
     let streams = collect_streams(&opts.inputs)?;
     let max_doc = usize::try_from(cfg.input.max_document_bytes.0).unwrap_or(usize::MAX);
-    let mut readers: Vec<UnitReader> = streams
-        .into_iter()
-        .map(|s| UnitReader::new(s, max_doc))
-        .collect();
+    let mut readers: Vec<UnitReader> = streams.into_iter().map(|s| UnitReader::new(s, max_doc)).collect();
     let mut dead = match &opts.dead_letter {
         Some(p) => Some(DeadLetterFile::create(p)?),
         None => None,
@@ -75,9 +72,7 @@ pub fn replay(
     let mut last_progress = Instant::now();
 
     // Min-heap of (event-time progress, stream index): read from the stream furthest behind.
-    let mut heap: BinaryHeap<Reverse<(Nanos, usize)>> = (0..readers.len())
-        .map(|i| Reverse((Nanos::MIN, i)))
-        .collect();
+    let mut heap: BinaryHeap<Reverse<(Nanos, usize)>> = (0..readers.len()).map(|i| Reverse((Nanos::MIN, i))).collect();
     while let Some(Reverse((progress_t, idx))) = heap.pop() {
         let before = readers[idx].bytes_read;
         let Some(unit) = readers[idx].next_unit()? else {
@@ -91,22 +86,14 @@ pub fn replay(
                 Some(i) => format!("{}:{}#{}", unit.source, unit.line, i),
                 None => format!("{}:{}", unit.source, unit.line),
             };
-            MalformedRecord {
-                reason,
-                location: &location,
-            }
-            .emit(stats);
+            MalformedRecord { reason, location: &location }.emit(stats);
             if let Some(d) = dead.as_mut() {
                 let text = if reason == Malformed::TooLarge {
                     String::from_utf8_lossy(&unit.bytes[..unit.bytes.len().min(4096)])
                 } else {
                     raw_record_text(unit.bytes, index)
                 };
-                if let Err(e) = d.write(&DeadLetter {
-                    reason: reason.code(),
-                    location: &location,
-                    record: &text,
-                }) {
+                if let Err(e) = d.write(&DeadLetter { reason: reason.code(), location: &location, record: &text }) {
                     dead_error.get_or_insert(e);
                 }
             }
@@ -120,9 +107,7 @@ pub fn replay(
             decode_unit(unit.bytes, |item| match item {
                 Decoded::Event(ev) => {
                     *stats.records.entry(ev.category).or_default() += 1;
-                    if opts.since.is_some_and(|s| ev.time < s)
-                        || opts.until.is_some_and(|u| ev.time >= u)
-                    {
+                    if opts.since.is_some_and(|s| ev.time < s) || opts.until.is_some_and(|u| ev.time >= u) {
                         stats.out_of_range += 1;
                         return;
                     }
@@ -176,10 +161,7 @@ fn deliver(
 ) -> Result<(), SinkError> {
     sink.emit(alerts)?;
     stats.count_alerts(alerts);
-    report.alerts_medium_or_higher += alerts
-        .iter()
-        .filter(|a| a.severity >= Severity::Medium)
-        .count() as u64;
+    report.alerts_medium_or_higher += alerts.iter().filter(|a| a.severity >= Severity::Medium).count() as u64;
     alerts.clear();
     Ok(())
 }

@@ -82,12 +82,11 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
-        let vec =
-            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
-                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-                registry.register(Box::new(c.clone()))?;
-                Ok(c)
-            };
+        let vec = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
         let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
             let c = IntCounter::new(name, help)?;
             registry.register(Box::new(c.clone()))?;
@@ -99,11 +98,7 @@ impl Metrics {
             Ok(g)
         };
         Ok(Metrics {
-            records: vec(
-                "exfilwatch_records_read_total",
-                "Log records read, by category.",
-                &["category"],
-            )?,
+            records: vec("exfilwatch_records_read_total", "Log records read, by category.", &["category"])?,
             skipped: vec(
                 "exfilwatch_records_skipped_total",
                 "Records of categories the detector does not use.",
@@ -118,31 +113,15 @@ impl Metrics {
                 "exfilwatch_records_late_total",
                 "Records older than max_out_of_order behind their account.",
             )?,
-            input_bytes: counter(
-                "exfilwatch_log_input_bytes_total",
-                "Bytes of log input read.",
-            )?,
+            input_bytes: counter("exfilwatch_log_input_bytes_total", "Bytes of log input read.")?,
             response_bytes: counter(
                 "exfilwatch_read_response_bytes_total",
                 "Bytes the logged requests read from Cosmos DB.",
             )?,
-            alerts: vec(
-                "exfilwatch_alerts_total",
-                "Alerts raised, by rule and severity.",
-                &["rule", "severity"],
-            )?,
-            keys: gauge(
-                "exfilwatch_keys_tracked",
-                "Baseline keys (account, credential) in state.",
-            )?,
-            origins: gauge(
-                "exfilwatch_key_origins_tracked",
-                "(key, origin) pairs in state.",
-            )?,
-            evictions: counter(
-                "exfilwatch_origin_evictions_total",
-                "Origins evicted by max_origins_per_key.",
-            )?,
+            alerts: vec("exfilwatch_alerts_total", "Alerts raised, by rule and severity.", &["rule", "severity"])?,
+            keys: gauge("exfilwatch_keys_tracked", "Baseline keys (account, credential) in state.")?,
+            origins: gauge("exfilwatch_key_origins_tracked", "(key, origin) pairs in state.")?,
+            evictions: counter("exfilwatch_origin_evictions_total", "Origins evicted by max_origins_per_key.")?,
             registry,
             published: Stats::default(),
         })
@@ -152,32 +131,23 @@ impl Metrics {
     pub fn publish(&mut self, s: &Stats) {
         let p = &self.published;
         for (c, n) in &s.records {
-            self.records
-                .with_label_values(&[c.as_str()])
-                .inc_by(n - p.records.get(c).copied().unwrap_or(0));
+            self.records.with_label_values(&[c.as_str()]).inc_by(n - p.records.get(c).copied().unwrap_or(0));
         }
         for (c, n) in &s.skipped {
-            self.skipped
-                .with_label_values(&[c.as_str()])
-                .inc_by(n - p.skipped.get(c).copied().unwrap_or(0));
+            self.skipped.with_label_values(&[c.as_str()]).inc_by(n - p.skipped.get(c).copied().unwrap_or(0));
         }
         for (r, n) in &s.malformed {
-            self.malformed
-                .with_label_values(&[r.code()])
-                .inc_by(n - p.malformed.get(r).copied().unwrap_or(0));
+            self.malformed.with_label_values(&[r.code()]).inc_by(n - p.malformed.get(r).copied().unwrap_or(0));
         }
         for ((rule, sev), n) in &s.alerts {
             self.alerts
                 .with_label_values(&[rule.as_str(), sev.as_str()])
                 .inc_by(n - p.alerts.get(&(*rule, *sev)).copied().unwrap_or(0));
         }
-        self.late
-            .inc_by(s.detector.late_events - p.detector.late_events);
+        self.late.inc_by(s.detector.late_events - p.detector.late_events);
         self.input_bytes.inc_by(s.input_bytes - p.input_bytes);
-        self.response_bytes
-            .inc_by(s.response_bytes - p.response_bytes);
-        self.evictions
-            .inc_by(s.detector.origins_evicted - p.detector.origins_evicted);
+        self.response_bytes.inc_by(s.response_bytes - p.response_bytes);
+        self.evictions.inc_by(s.detector.origins_evicted - p.detector.origins_evicted);
         self.keys.set(s.detector.keys_tracked as i64);
         self.origins.set(s.detector.origins_tracked as i64);
         self.published = s.clone();
@@ -206,13 +176,7 @@ mod tests {
         *s.records.entry(Category::DataPlaneRequests).or_default() += 2;
         m.publish(&s);
         let text = m.render();
-        assert!(
-            text.contains("exfilwatch_records_read_total{category=\"DataPlaneRequests\"} 7"),
-            "{text}"
-        );
-        assert!(
-            text.contains("exfilwatch_records_malformed_total{reason=\"bad_ip\"} 1"),
-            "{text}"
-        );
+        assert!(text.contains("exfilwatch_records_read_total{category=\"DataPlaneRequests\"} 7"), "{text}");
+        assert!(text.contains("exfilwatch_records_malformed_total{reason=\"bad_ip\"} 1"), "{text}");
     }
 }

@@ -88,8 +88,7 @@ impl Cursor<'_> {
 }
 
 fn assemble(y: i64, mo: u32, d: u32, h: u32, mi: u32, s: u32, frac: Nanos) -> Option<Nanos> {
-    if !(1..=12).contains(&mo) || d == 0 || d > days_in_month(y, mo) || h > 23 || mi > 59 || s > 60
-    {
+    if !(1..=12).contains(&mo) || d == 0 || d > days_in_month(y, mo) || h > 23 || mi > 59 || s > 60 {
         return None;
     }
     let secs = days_from_civil(y, mo, d) * 86_400 + (h * 3600 + mi * 60 + s.min(59)) as i64;
@@ -117,21 +116,13 @@ fn parse_rfc3339(b: &[u8]) -> Option<Nanos> {
     let d = c.digits(2)?;
     if !(c.eat(b'T') || c.eat(b't') || c.eat(b' ')) {
         // A bare date means midnight.
-        return if c.i == b.len() {
-            assemble(y, mo, d, 0, 0, 0, 0)
-        } else {
-            None
-        };
+        return if c.i == b.len() { assemble(y, mo, d, 0, 0, 0, 0) } else { None };
     }
     let h = c.digits(2)?;
     c.eat(b':').then_some(())?;
     let mi = c.digits(2)?;
     let s = if c.eat(b':') { c.digits(2)? } else { 0 };
-    let frac = if c.eat(b'.') || c.eat(b',') {
-        c.fraction()
-    } else {
-        0
-    };
+    let frac = if c.eat(b'.') || c.eat(b',') { c.fraction() } else { 0 };
     let offset_secs: i64 = match c.peek() {
         None => 0, // No zone: Log Analytics exports are UTC.
         Some(b'Z' | b'z') => {
@@ -168,13 +159,8 @@ fn parse_rfc1123(b: &[u8]) -> Option<Nanos> {
     let mut parts = rest.split_ascii_whitespace();
     let d: u32 = parts.next()?.parse().ok()?;
     let mon = parts.next()?;
-    const MONTHS: [&str; 12] = [
-        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
-    ];
-    let mo = MONTHS
-        .iter()
-        .position(|m| mon.get(..3).is_some_and(|p| p.eq_ignore_ascii_case(m)))? as u32
-        + 1;
+    const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+    let mo = MONTHS.iter().position(|m| mon.get(..3).is_some_and(|p| p.eq_ignore_ascii_case(m)))? as u32 + 1;
     let y: i64 = parts.next()?.parse().ok()?;
     let hms = parts.next()?.as_bytes();
     let mut c = Cursor { b: hms, i: 0 };
@@ -208,13 +194,7 @@ pub fn write_rfc3339(out: &mut String, t: Nanos) {
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    let _ = write!(
-        out,
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
-        sod / 3600,
-        sod / 60 % 60,
-        sod % 60
-    );
+    let _ = write!(out, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", sod / 3600, sod / 60 % 60, sod % 60);
     if nanos != 0 {
         let mut frac = format!("{nanos:09}");
         while frac.ends_with('0') {

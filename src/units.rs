@@ -14,29 +14,23 @@ pub struct Span(pub i64);
 
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '_'))
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '_')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let num: f64 = num
-        .replace('_', "")
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size like \"1GiB\""))?;
-    let mult: u64 =
-        match unit.trim().to_ascii_lowercase().as_str() {
-            "" | "b" => 1,
-            "k" | "kb" => 1_000,
-            "kib" => 1 << 10,
-            "m" | "mb" => 1_000_000,
-            "mib" => 1 << 20,
-            "g" | "gb" => 1_000_000_000,
-            "gib" => 1 << 30,
-            "t" | "tb" => 1_000_000_000_000,
-            "tib" => 1 << 40,
-            other => return Err(format!(
-                "unknown size unit `{other}` in `{s}` (use B, KB, KiB, MB, MiB, GB, GiB, TB, TiB)"
-            )),
-        };
+    let num: f64 = num.replace('_', "").parse().map_err(|_| format!("`{s}` is not a size like \"1GiB\""))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
+        other => {
+            return Err(format!("unknown size unit `{other}` in `{s}` (use B, KB, KiB, MB, MiB, GB, GiB, TB, TiB)"))
+        }
+    };
     let v = num * mult as f64;
     if !v.is_finite() || v < 0.0 || v > u64::MAX as f64 {
         return Err(format!("size `{s}` is out of range"));
@@ -52,19 +46,13 @@ pub fn parse_span(s: &str) -> Result<i64, String> {
     let mut total: i64 = 0;
     let mut rest = t;
     while !rest.is_empty() {
-        let n_end = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let n_end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
         if n_end == 0 {
             return Err(format!("`{s}` is not a duration like \"24h\" or \"1h30m\""));
         }
-        let n: i64 = rest[..n_end]
-            .parse()
-            .map_err(|_| format!("`{s}`: number too large"))?;
+        let n: i64 = rest[..n_end].parse().map_err(|_| format!("`{s}`: number too large"))?;
         rest = &rest[n_end..];
-        let u_end = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let u_end = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let unit = rest[..u_end].trim();
         rest = &rest[u_end..];
         let mult: i64 = match unit {
@@ -74,11 +62,7 @@ pub fn parse_span(s: &str) -> Result<i64, String> {
             "h" => 3_600_000_000_000,
             "d" => 86_400_000_000_000,
             "w" => 7 * 86_400_000_000_000,
-            other => {
-                return Err(format!(
-                    "unknown duration unit `{other}` in `{s}` (use ms, s, m, h, d, w)"
-                ))
-            }
+            other => return Err(format!("unknown duration unit `{other}` in `{s}` (use ms, s, m, h, d, w)")),
         };
         total = n
             .checked_mul(mult)
@@ -133,12 +117,7 @@ pub fn human_span(ns: i64) -> String {
 
 /// The config-file form of a size: the largest binary unit that divides it exactly.
 pub fn config_bytes(b: u64) -> String {
-    for (unit, m) in [
-        ("TiB", 1u64 << 40),
-        ("GiB", 1 << 30),
-        ("MiB", 1 << 20),
-        ("KiB", 1 << 10),
-    ] {
+    for (unit, m) in [("TiB", 1u64 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
         if b >= m && b % m == 0 {
             return format!("{}{unit}", b / m);
         }
@@ -148,12 +127,9 @@ pub fn config_bytes(b: u64) -> String {
 
 /// The config-file form of a duration: the largest unit that divides it exactly.
 pub fn config_span(ns: i64) -> String {
-    for (unit, m) in [
-        ("d", 86_400_000_000_000i64),
-        ("h", 3_600_000_000_000),
-        ("m", 60_000_000_000),
-        ("s", 1_000_000_000),
-    ] {
+    for (unit, m) in
+        [("d", 86_400_000_000_000i64), ("h", 3_600_000_000_000), ("m", 60_000_000_000), ("s", 1_000_000_000)]
+    {
         if ns >= m && ns % m == 0 {
             return format!("{}{unit}", ns / m);
         }
@@ -196,9 +172,7 @@ impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match NumOrText::deserialize(d)? {
             NumOrText::Num(n) => Ok(ByteSize(n)),
-            NumOrText::Text(t) => parse_size(&t)
-                .map(ByteSize)
-                .map_err(serde::de::Error::custom),
+            NumOrText::Text(t) => parse_size(&t).map(ByteSize).map_err(serde::de::Error::custom),
         }
     }
 }
@@ -206,9 +180,7 @@ impl<'de> Deserialize<'de> for ByteSize {
 impl<'de> Deserialize<'de> for Span {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match NumOrText::deserialize(d)? {
-            NumOrText::Num(_) => Err(serde::de::Error::custom(
-                "a duration needs a unit, e.g. \"24h\"",
-            )),
+            NumOrText::Num(_) => Err(serde::de::Error::custom("a duration needs a unit, e.g. \"24h\"")),
             NumOrText::Text(t) => parse_span(&t).map(Span).map_err(serde::de::Error::custom),
         }
     }

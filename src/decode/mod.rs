@@ -65,11 +65,7 @@ impl Category {
             Some(p) if n.len() > 3 && p.eq_ignore_ascii_case("cdb") => &n[3..],
             _ => n,
         };
-        Category::ALL[..9]
-            .iter()
-            .copied()
-            .find(|c| c.as_str().eq_ignore_ascii_case(n))
-            .unwrap_or(Category::Other)
+        Category::ALL[..9].iter().copied().find(|c| c.as_str().eq_ignore_ascii_case(n)).unwrap_or(Category::Other)
     }
 
     /// Whether records of this category are requests that move data (and feed the detector).
@@ -165,8 +161,7 @@ pub struct Credential<'a> {
 impl Credential<'_> {
     /// Whether this is a read-write account master key (the ChaosDB case).
     pub fn is_read_write_master_key(&self) -> bool {
-        self.kind == CredentialKind::Key
-            && matches!(&*self.id, "primarymasterkey" | "secondarymasterkey")
+        self.kind == CredentialKind::Key && matches!(&*self.id, "primarymasterkey" | "secondarymasterkey")
     }
 }
 
@@ -256,30 +251,18 @@ pub enum Decoded<'a> {
 /// Decodes one unit (one JSON value: a record or an envelope) and calls `emit` once per record.
 pub fn decode_unit<'a>(unit: &'a [u8], mut emit: impl FnMut(Decoded<'a>)) {
     match serde_json::from_slice::<raw::Lenient<'a>>(unit) {
-        Err(_) => emit(Decoded::Malformed {
-            reason: Malformed::InvalidJson,
-            index: None,
-        }),
-        Ok(raw::Lenient(None)) => emit(Decoded::Malformed {
-            reason: Malformed::NotAnObject,
-            index: None,
-        }),
+        Err(_) => emit(Decoded::Malformed { reason: Malformed::InvalidJson, index: None }),
+        Ok(raw::Lenient(None)) => emit(Decoded::Malformed { reason: Malformed::NotAnObject, index: None }),
         Ok(raw::Lenient(Some(rec))) => match rec.records {
             Some(raw::Records(Some(records))) => {
                 for (i, r) in records.into_iter().enumerate() {
                     match r.0 {
                         Some(r) => emit(normalize(r, Some(i))),
-                        None => emit(Decoded::Malformed {
-                            reason: Malformed::NotAnObject,
-                            index: Some(i),
-                        }),
+                        None => emit(Decoded::Malformed { reason: Malformed::NotAnObject, index: Some(i) }),
                     }
                 }
             }
-            Some(raw::Records(None)) => emit(Decoded::Malformed {
-                reason: Malformed::NotAnObject,
-                index: None,
-            }),
+            Some(raw::Records(None)) => emit(Decoded::Malformed { reason: Malformed::NotAnObject, index: None }),
             None => emit(normalize(rec, None)),
         },
     }
@@ -335,10 +318,7 @@ fn cow_field<'a>(
             _ => None,
         }
     };
-    props
-        .and_then(|p| take(pick(p)))
-        .or_else(|| take(pick(rec)))
-        .unwrap_or(Cow::Borrowed(""))
+    props.and_then(|p| take(pick(p))).or_else(|| take(pick(rec))).unwrap_or(Cow::Borrowed(""))
 }
 
 /// Parses a client address: v4, v6, v4-mapped v6 (as v4), with or without a port.
@@ -410,35 +390,20 @@ fn credential_of<'a>(rec: &RawRecord<'a>, props: Option<&RawRecord<'a>>) -> Cred
             Cow::Borrowed(b) => lowercase(b),
             Cow::Owned(o) => Cow::Owned(o.to_ascii_lowercase()),
         };
-        return Credential {
-            kind: CredentialKind::Aad,
-            id,
-        };
+        return Credential { kind: CredentialKind::Aad, id };
     }
     let perm = pick(|r| &r.resource_token_permission_id);
     if !perm.is_empty() {
-        return Credential {
-            kind: CredentialKind::Token,
-            id: perm,
-        };
+        return Credential { kind: CredentialKind::Token, id: perm };
     }
     let user = pick(|r| &r.resource_token_user_rid);
     if !user.is_empty() {
-        return Credential {
-            kind: CredentialKind::Token,
-            id: user,
-        };
+        return Credential { kind: CredentialKind::Token, id: user };
     }
     let class = field!(rec, props, key_type).or_else(|| field!(rec, props, auth_token_type));
     match class {
-        Some(c) => Credential {
-            kind: CredentialKind::Key,
-            id: key_class(c),
-        },
-        None => Credential {
-            kind: CredentialKind::Unknown,
-            id: Cow::Borrowed(""),
-        },
+        Some(c) => Credential { kind: CredentialKind::Key, id: key_class(c) },
+        None => Credential { kind: CredentialKind::Unknown, id: Cow::Borrowed("") },
     }
 }
 
@@ -466,11 +431,7 @@ fn normalize<'a>(rec: RawRecord<'a>, index: Option<usize>) -> Decoded<'a> {
     if !category.is_request() {
         return Decoded::Skipped(category);
     }
-    let time = match rec
-        .time
-        .non_empty()
-        .or_else(|| props.and_then(|p| p.time.non_empty()))
-    {
+    let time = match rec.time.non_empty().or_else(|| props.and_then(|p| p.time.non_empty())) {
         None => return bad(Malformed::MissingTime),
         Some(t) => match parse_timestamp(t) {
             Some(t) => t,
@@ -487,10 +448,9 @@ fn normalize<'a>(rec: RawRecord<'a>, index: Option<usize>) -> Decoded<'a> {
             None => return bad(Malformed::BadIp),
         },
     };
-    let (Ok(response), Ok(request)) = (
-        num!(rec, props, response_length).count(),
-        num!(rec, props, request_length).count(),
-    ) else {
+    let (Ok(response), Ok(request)) =
+        (num!(rec, props, response_length).count(), num!(rec, props, request_length).count())
+    else {
         return bad(Malformed::BadLength);
     };
     let status = match num!(rec, props, status_code).count() {

@@ -182,27 +182,11 @@ impl<'de> Deserialize<'de> for Num {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct RawRecord<'a> {
-    #[serde(
-        borrow,
-        alias = "TimeGenerated",
-        alias = "timeGenerated",
-        alias = "timestamp"
-    )]
+    #[serde(borrow, alias = "TimeGenerated", alias = "timeGenerated", alias = "timestamp")]
     pub time: Text<'a>,
-    #[serde(
-        borrow,
-        rename = "resourceId",
-        alias = "ResourceId",
-        alias = "_ResourceId",
-        alias = "resourceID"
-    )]
+    #[serde(borrow, rename = "resourceId", alias = "ResourceId", alias = "_ResourceId", alias = "resourceID")]
     pub resource_id: Text<'a>,
-    #[serde(
-        borrow,
-        rename = "accountName",
-        alias = "AccountName",
-        alias = "databaseAccountName"
-    )]
+    #[serde(borrow, rename = "accountName", alias = "AccountName", alias = "databaseAccountName")]
     pub account_name: Text<'a>,
     #[serde(borrow, alias = "Category")]
     pub category: Text<'a>,
@@ -254,20 +238,9 @@ pub struct RawRecord<'a> {
         alias = "resourceTokenPermissionId_s"
     )]
     pub resource_token_permission_id: Text<'a>,
-    #[serde(
-        borrow,
-        rename = "resourceTokenUserRid",
-        alias = "ResourceTokenUserRid",
-        alias = "resourceTokenUserRid_s"
-    )]
+    #[serde(borrow, rename = "resourceTokenUserRid", alias = "ResourceTokenUserRid", alias = "resourceTokenUserRid_s")]
     pub resource_token_user_rid: Text<'a>,
-    #[serde(
-        borrow,
-        rename = "databaseName",
-        alias = "DatabaseName",
-        alias = "databaseName_s",
-        alias = "databasename"
-    )]
+    #[serde(borrow, rename = "databaseName", alias = "DatabaseName", alias = "databaseName_s", alias = "databasename")]
     pub database: Text<'a>,
     #[serde(
         borrow,
@@ -277,43 +250,17 @@ pub struct RawRecord<'a> {
         alias = "collectionname"
     )]
     pub collection: Text<'a>,
-    #[serde(
-        borrow,
-        rename = "userAgent",
-        alias = "UserAgent",
-        alias = "userAgent_s"
-    )]
+    #[serde(borrow, rename = "userAgent", alias = "UserAgent", alias = "userAgent_s")]
     pub user_agent: Text<'a>,
-    #[serde(
-        borrow,
-        rename = "activityId",
-        alias = "ActivityId",
-        alias = "activityId_g",
-        alias = "activityId_s"
-    )]
+    #[serde(borrow, rename = "activityId", alias = "ActivityId", alias = "activityId_g", alias = "activityId_s")]
     pub activity_id: Text<'a>,
-    #[serde(
-        rename = "statusCode",
-        alias = "StatusCode",
-        alias = "statusCode_s",
-        alias = "statusCode_d"
-    )]
+    #[serde(rename = "statusCode", alias = "StatusCode", alias = "statusCode_s", alias = "statusCode_d")]
     pub status_code: Num,
     #[serde(rename = "errorCode", alias = "ErrorCode", alias = "errorCode_s")]
     pub error_code: Num,
-    #[serde(
-        rename = "requestCharge",
-        alias = "RequestCharge",
-        alias = "requestCharge_s",
-        alias = "requestCharge_d"
-    )]
+    #[serde(rename = "requestCharge", alias = "RequestCharge", alias = "requestCharge_s", alias = "requestCharge_d")]
     pub request_charge: Num,
-    #[serde(
-        rename = "requestLength",
-        alias = "RequestLength",
-        alias = "requestLength_s",
-        alias = "requestLength_d"
-    )]
+    #[serde(rename = "requestLength", alias = "RequestLength", alias = "requestLength_s", alias = "requestLength_d")]
     pub request_length: Num,
     #[serde(
         rename = "responseLength",
@@ -338,8 +285,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Lenient<'a> {
                 f.write_str("a record object")
             }
             fn visit_map<A: MapAccess<'de>>(self, m: A) -> Result<Self::Value, A::Error> {
-                RawRecord::deserialize(de::value::MapAccessDeserializer::new(m))
-                    .map(|r| Lenient(Some(r)))
+                RawRecord::deserialize(de::value::MapAccessDeserializer::new(m)).map(|r| Lenient(Some(r)))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Self::Value, A::Error> {
                 while s.next_element::<IgnoredAny>()?.is_some() {}

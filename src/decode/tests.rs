@@ -32,10 +32,7 @@ fn microsoft_sample_record() {
     assert_eq!(e.account, "<your_database_account>");
     assert_eq!(e.credential.to_string(), "token:perm-prescriber-app");
     assert_eq!(e.client_ip, Some("10.0.0.24".parse().unwrap()));
-    assert_eq!(
-        (e.status, e.success, e.response_bytes, e.request_bytes),
-        (200, true, 372, 0)
-    );
+    assert_eq!((e.status, e.success, e.response_bytes, e.request_bytes), (200, true, 372, 0));
     assert_eq!(e.request_charge, 1.0);
     assert_eq!(e.operation, "ReadFeed");
     assert_eq!(e.user_agent, "Microsoft.Azure.Documents.Common/2.2.0.0");
@@ -70,17 +67,11 @@ fn credential_precedence_and_case() {
     let aad = legacy(
         r#""aadPrincipalId":"3F2504E0-4F89-11D3-9A0C-0305E82C3301","keyType":"PrimaryMasterKey","resourceTokenPermissionId":"p""#,
     );
-    assert_eq!(
-        event(&aad).credential.to_string(),
-        "aad:3f2504e0-4f89-11d3-9a0c-0305e82c3301"
-    );
+    assert_eq!(event(&aad).credential.to_string(), "aad:3f2504e0-4f89-11d3-9a0c-0305e82c3301");
     let user = legacy(r#""resourceTokenUserRid":"dbs/x/users/y","keyType":"PrimaryMasterKey""#);
     assert_eq!(event(&user).credential.to_string(), "token:dbs/x/users/y");
     let ro = legacy(r#""keyType":"PrimaryReadonlyMasterKey""#);
-    assert_eq!(
-        event(&ro).credential.to_string(),
-        "key:primaryreadonlymasterkey"
-    );
+    assert_eq!(event(&ro).credential.to_string(), "key:primaryreadonlymasterkey");
     let gw = legacy(r#""keyType":"","authTokenType":"SecondaryMasterKey""#);
     assert_eq!(event(&gw).credential.to_string(), "key:secondarymasterkey");
     let odd = legacy(r#""keyType":"FutureKeyClass""#);
@@ -100,20 +91,8 @@ fn envelope_of_records_with_one_bad() {
     decode_unit(line.as_bytes(), |d| items.push(d));
     assert_eq!(items.len(), 3);
     assert!(matches!(items[0], Decoded::Event(_)));
-    assert!(matches!(
-        items[1],
-        Decoded::Malformed {
-            reason: Malformed::NotAnObject,
-            index: Some(1)
-        }
-    ));
-    assert!(matches!(
-        items[2],
-        Decoded::Malformed {
-            reason: Malformed::BadLength,
-            index: Some(2)
-        }
-    ));
+    assert!(matches!(items[1], Decoded::Malformed { reason: Malformed::NotAnObject, index: Some(1) }));
+    assert!(matches!(items[2], Decoded::Malformed { reason: Malformed::BadLength, index: Some(2) }));
     assert_eq!(raw_record_text(line.as_bytes(), Some(1)), "42");
 }
 
@@ -158,26 +137,17 @@ fn other_categories_are_skipped_not_errors() {
     for (cat, want) in [
         ("QueryRuntimeStatistics", Category::QueryRuntimeStatistics),
         ("PartitionKeyStatistics", Category::PartitionKeyStatistics),
-        (
-            "PartitionKeyRUConsumption",
-            Category::PartitionKeyRUConsumption,
-        ),
+        ("PartitionKeyRUConsumption", Category::PartitionKeyRUConsumption),
         ("ControlPlaneRequests", Category::ControlPlaneRequests),
         ("SomethingNew", Category::Other),
     ] {
         let line = format!(
             r#"{{"time":"2021-08-17T02:13:05Z","resourceId":"a","category":"{cat}","properties":{{"querytext":"SELECT 1"}}}}"#
         );
-        assert!(
-            matches!(one(&line), Decoded::Skipped(c) if c == want),
-            "{cat}"
-        );
+        assert!(matches!(one(&line), Decoded::Skipped(c) if c == want), "{cat}");
     }
     let row = r#"{"TimeGenerated":"2021-08-17T02:13:05Z","Type":"CDBQueryRuntimeStatistics"}"#;
-    assert!(matches!(
-        one(row),
-        Decoded::Skipped(Category::QueryRuntimeStatistics)
-    ));
+    assert!(matches!(one(row), Decoded::Skipped(Category::QueryRuntimeStatistics)));
 }
 
 #[test]
@@ -193,69 +163,36 @@ fn failed_requests_move_no_bytes() {
 
 #[test]
 fn ip_forms() {
-    assert_eq!(
-        parse_ip("::ffff:198.51.100.23"),
-        Some("198.51.100.23".parse().unwrap())
-    );
-    assert_eq!(
-        parse_ip("[2001:db8::1]:443"),
-        Some("2001:db8::1".parse().unwrap())
-    );
-    assert_eq!(
-        parse_ip(" 10.0.0.1:8080 "),
-        Some("10.0.0.1".parse().unwrap())
-    );
+    assert_eq!(parse_ip("::ffff:198.51.100.23"), Some("198.51.100.23".parse().unwrap()));
+    assert_eq!(parse_ip("[2001:db8::1]:443"), Some("2001:db8::1".parse().unwrap()));
+    assert_eq!(parse_ip(" 10.0.0.1:8080 "), Some("10.0.0.1".parse().unwrap()));
     assert_eq!(parse_ip("999.1.2.3"), None);
     assert_eq!(parse_ip("10.0.0.1:99999"), None);
 }
 
 #[test]
 fn every_bad_input_has_its_reason() {
-    assert_eq!(
-        reason("<html>502 Bad Gateway</html>"),
-        Malformed::InvalidJson
-    );
-    assert_eq!(
-        reason(r#"{"time":"2021-08-17T02:13:05Z","resourceId":"a","catego"#),
-        Malformed::InvalidJson
-    );
+    assert_eq!(reason("<html>502 Bad Gateway</html>"), Malformed::InvalidJson);
+    assert_eq!(reason(r#"{"time":"2021-08-17T02:13:05Z","resourceId":"a","catego"#), Malformed::InvalidJson);
     assert_eq!(reason("[1,2]"), Malformed::NotAnObject);
     assert_eq!(reason(r#"{"records": "nope"}"#), Malformed::NotAnObject);
-    assert_eq!(
-        reason(&legacy(r#""clientIpAddress":"999.1.2.3""#)),
-        Malformed::BadIp
-    );
-    assert_eq!(
-        reason(&legacy(r#""responseLength":"-5""#)),
-        Malformed::BadLength
-    );
-    assert_eq!(
-        reason(&legacy(r#""responseLength":"abc""#)),
-        Malformed::BadLength
-    );
-    assert_eq!(
-        reason(&legacy(r#""requestLength":-1"#)),
-        Malformed::BadLength
-    );
-    assert_eq!(
-        reason(&legacy(r#""statusCode":"OK""#)),
-        Malformed::BadStatus
-    );
+    assert_eq!(reason(&legacy(r#""clientIpAddress":"999.1.2.3""#)), Malformed::BadIp);
+    assert_eq!(reason(&legacy(r#""responseLength":"-5""#)), Malformed::BadLength);
+    assert_eq!(reason(&legacy(r#""responseLength":"abc""#)), Malformed::BadLength);
+    assert_eq!(reason(&legacy(r#""requestLength":-1"#)), Malformed::BadLength);
+    assert_eq!(reason(&legacy(r#""statusCode":"OK""#)), Malformed::BadStatus);
     let no_time = r#"{"resourceId":"a","category":"DataPlaneRequests","properties":{}}"#;
     assert_eq!(reason(no_time), Malformed::MissingTime);
-    let bad_time =
-        r#"{"time":"yesterday","resourceId":"a","category":"DataPlaneRequests","properties":{}}"#;
+    let bad_time = r#"{"time":"yesterday","resourceId":"a","category":"DataPlaneRequests","properties":{}}"#;
     assert_eq!(reason(bad_time), Malformed::BadTime);
-    let no_account =
-        r#"{"time":"2021-08-17T02:13:05Z","category":"DataPlaneRequests","properties":{}}"#;
+    let no_account = r#"{"time":"2021-08-17T02:13:05Z","category":"DataPlaneRequests","properties":{}}"#;
     assert_eq!(reason(no_account), Malformed::MissingAccount);
 }
 
 #[test]
 fn wrong_types_in_fields_do_not_fail_the_record() {
-    let l = legacy(
-        r#""userAgent":{"nested":true},"databaseName":["x"],"clientIpAddress":"10.0.0.1","responseLength":"1""#,
-    );
+    let l =
+        legacy(r#""userAgent":{"nested":true},"databaseName":["x"],"clientIpAddress":"10.0.0.1","responseLength":"1""#);
     let e = event(&l);
     assert_eq!(e.user_agent, "");
     assert_eq!(e.response_bytes, 1);
@@ -313,9 +250,7 @@ mod props {
             Just(serde_json::Value::Null),
             any::<bool>().prop_map(serde_json::Value::Bool),
             any::<i64>().prop_map(|i| serde_json::json!(i)),
-            any::<f64>()
-                .prop_filter("finite", |f| f.is_finite())
-                .prop_map(|f| serde_json::json!(f)),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| serde_json::json!(f)),
             ".{0,20}".prop_map(serde_json::Value::String),
             Just(serde_json::json!("2021-08-17T02:13:05Z")),
             Just(serde_json::json!("DataPlaneRequests")),

@@ -98,13 +98,12 @@ impl Evidence {
         self.requests += 1;
         self.bytes += s.bytes;
         self.operations.add(s.op, 1);
-        self.collections
-            .add(((s.db as u64) << 32) | s.coll as u64, 1);
+        self.collections.add(((s.db as u64) << 32) | s.coll as u64, 1);
         self.user_agents.add(s.ua, 1);
         if let Some(ip) = s.ip {
             self.addresses.add(ip, s.bytes);
         }
-        if s.activity != 0 && self.activity_ids.len() < ACTIVITY_IDS {
+        if s.activity != 0 && self.activity_ids.len() < ACTIVITY_IDS && !self.activity_ids.contains(&s.activity) {
             self.activity_ids.push(s.activity);
         }
     }
@@ -120,7 +119,7 @@ impl Evidence {
         self.user_agents.merge(&o.user_agents);
         self.addresses.merge(&o.addresses);
         for &a in &o.activity_ids {
-            if self.activity_ids.len() < ACTIVITY_IDS {
+            if self.activity_ids.len() < ACTIVITY_IDS && !self.activity_ids.contains(&a) {
                 self.activity_ids.push(a);
             }
         }
@@ -148,11 +147,7 @@ impl Evidence {
 
     /// Addresses by bytes read.
     pub fn top_addresses(&self, n: usize) -> Vec<(IpAddr, u64)> {
-        self.addresses
-            .top(n)
-            .into_iter()
-            .map(|(b, c)| (ip_from_bits(b), c))
-            .collect()
+        self.addresses.top(n).into_iter().map(|(b, c)| (ip_from_bits(b), c)).collect()
     }
 
     pub fn activity_id_strings(&self) -> Vec<String> {
@@ -161,12 +156,7 @@ impl Evidence {
 }
 
 fn named<K>(v: Vec<(K, u64)>, name: impl Fn(K) -> String) -> Vec<NameCount> {
-    v.into_iter()
-        .map(|(k, count)| NameCount {
-            name: name(k),
-            count,
-        })
-        .collect()
+    v.into_iter().map(|(k, count)| NameCount { name: name(k), count }).collect()
 }
 
 /// A GUID as 128 bits (0 when the text is not a GUID).
@@ -198,14 +188,7 @@ pub fn parse_guid(s: &str) -> u128 {
 
 pub fn format_guid(v: u128) -> String {
     let h = format!("{v:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
 #[cfg(test)]

@@ -18,11 +18,7 @@ pub struct Interner {
 
 impl Interner {
     pub fn new(capacity: usize) -> Self {
-        let mut i = Interner {
-            names: Vec::new(),
-            index: FxHashMap::default(),
-            capacity: capacity.max(2),
-        };
+        let mut i = Interner { names: Vec::new(), index: FxHashMap::default(), capacity: capacity.max(2) };
         i.insert(""); // symbol 0: the empty string
         i.insert("(other)");
         i
@@ -75,28 +71,15 @@ struct Stored {
 
 impl Serialize for Interner {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        Stored {
-            names: self.names.clone(),
-            capacity: self.capacity,
-        }
-        .serialize(s)
+        Stored { names: self.names.clone(), capacity: self.capacity }.serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for Interner {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let st = Stored::deserialize(d)?;
-        let index = st
-            .names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.clone(), i as Sym))
-            .collect();
-        Ok(Interner {
-            names: st.names,
-            index,
-            capacity: st.capacity,
-        })
+        let index = st.names.iter().enumerate().map(|(i, n)| (n.clone(), i as Sym)).collect();
+        Ok(Interner { names: st.names, index, capacity: st.capacity })
     }
 }
 

@@ -188,11 +188,7 @@ pub enum SnapshotError {
 impl Detector {
     pub fn new(cfg: DetectConfig) -> Self {
         Detector {
-            ctx: Ctx {
-                cfg,
-                syms: Interner::new(SYMBOL_CAPACITY),
-                stats: DetectorStats::default(),
-            },
+            ctx: Ctx { cfg, syms: Interner::new(SYMBOL_CAPACITY), stats: DetectorStats::default() },
             accounts: FxHashMap::default(),
             scratch: String::new(),
         }
@@ -243,17 +239,14 @@ impl Detector {
         }
         let acct = match self.accounts.get_mut(&*ev.account) {
             Some(a) => a,
-            None => self
-                .accounts
-                .entry(ev.account.as_ref().into())
-                .or_insert_with(|| AccountState {
-                    first_seen: e.time,
-                    last_seen: e.time,
-                    max_time: e.time,
-                    next_sweep: e.time + HOUR,
-                    queue: VecDeque::new(),
-                    keys: FxHashMap::default(),
-                }),
+            None => self.accounts.entry(ev.account.as_ref().into()).or_insert_with(|| AccountState {
+                first_seen: e.time,
+                last_seen: e.time,
+                max_time: e.time,
+                next_sweep: e.time + HOUR,
+                queue: VecDeque::new(),
+                keys: FxHashMap::default(),
+            }),
         };
         let (name, acct) = (&*ev.account, acct);
         let watermark = acct.max_time - ctx.cfg.max_out_of_order.0;
@@ -307,11 +300,7 @@ impl Ctx {
             return ip;
         }
         let is_v4 = ip >> 32 == 0xffff;
-        let len = if is_v4 {
-            96 + self.cfg.ipv4_prefix as u32
-        } else {
-            self.cfg.ipv6_prefix as u32
-        };
+        let len = if is_v4 { 96 + self.cfg.ipv4_prefix as u32 } else { self.cfg.ipv6_prefix as u32 };
         if len >= 128 {
             ip
         } else if len == 0 {
@@ -338,11 +327,7 @@ impl Ctx {
         if t - acct.last_seen > forget {
             // Idle longer than the history window: everything known about it is stale.
             self.stats.keys_tracked -= acct.keys.len() as u64;
-            self.stats.origins_tracked -= acct
-                .keys
-                .values()
-                .map(|k| k.origins.len() as u64)
-                .sum::<u64>();
+            self.stats.origins_tracked -= acct.keys.values().map(|k| k.origins.len() as u64).sum::<u64>();
             acct.keys.clear();
             acct.first_seen = t;
         }
@@ -377,15 +362,10 @@ impl Ctx {
         key.history.observe(t, e.bytes, key.volume.sum(), cfg);
         if cfg.volume_anomaly && key.history.model().is_some() {
             let bucket = t.div_euclid(cfg.volume_window.0);
-            let w = key.window_evidence.get_or_insert_with(|| {
-                Box::new((bucket, Evidence::default(), Evidence::default()))
-            });
+            let w =
+                key.window_evidence.get_or_insert_with(|| Box::new((bucket, Evidence::default(), Evidence::default())));
             if bucket > w.0 {
-                w.2 = if bucket == w.0 + 1 {
-                    std::mem::take(&mut w.1)
-                } else {
-                    Evidence::default()
-                };
+                w.2 = if bucket == w.0 + 1 { std::mem::take(&mut w.1) } else { Evidence::default() };
                 w.1 = Evidence::default();
                 w.0 = bucket;
             }
@@ -420,8 +400,7 @@ impl Ctx {
         let cfg = &self.cfg;
         if !key.origins.contains_key(&origin) && key.origins.len() >= cfg.max_origins_per_key {
             // Evict the least recently seen sixteenth at once: amortized O(log n) per insert.
-            let mut by_age: Vec<(Nanos, OriginKey)> =
-                key.origins.iter().map(|(k, v)| (v.last_seen, *k)).collect();
+            let mut by_age: Vec<(Nanos, OriginKey)> = key.origins.iter().map(|(k, v)| (v.last_seen, *k)).collect();
             by_age.sort_unstable();
             let n = (cfg.max_origins_per_key / 16).max(1).min(by_age.len());
             for (_, k) in &by_age[..n] {
@@ -472,9 +451,7 @@ impl Ctx {
             entry.mark_level = 0;
             entry.mark_epoch = entry.mark_epoch.wrapping_add(1);
         }
-        if let Some(level) =
-            reached_level(entry.bytes, thr, cfg.escalation_factor, entry.mark_level)
-        {
+        if let Some(level) = reached_level(entry.bytes, thr, cfg.escalation_factor, entry.mark_level) {
             if learning {
                 self.stats.alerts_suppressed_learning += 1;
             } else {
@@ -551,12 +528,7 @@ impl Ctx {
             }
         }
         let done = key.volume_mark.map_or(0, |m| m.level);
-        let Some(level) = reached_level(
-            key.volume.sum(),
-            model.threshold,
-            cfg.escalation_factor,
-            done,
-        ) else {
+        let Some(level) = reached_level(key.volume.sum(), model.threshold, cfg.escalation_factor, done) else {
             return;
         };
         if learning {
@@ -604,11 +576,7 @@ impl Ctx {
     fn baseline(&self, key: &KeyState, t: Nanos, p_value: Option<f64>) -> Baseline {
         let familiar_after = self.cfg.familiar_after.0;
         Baseline {
-            known_origins: key
-                .origins
-                .values()
-                .filter(|o| t >= o.first_seen + familiar_after)
-                .count() as u64,
+            known_origins: key.origins.values().filter(|o| t >= o.first_seen + familiar_after).count() as u64,
             typical_hourly_bytes: key.history.typical_hourly(),
             typical_peak_bytes: key.history.model().map_or(0, PeakModel::typical_peak),
             days_of_history: ((t - key.first_seen) as f64 / DAY as f64 * 10.0).round() / 10.0,
@@ -627,31 +595,17 @@ impl Ctx {
         }
     }
 
-    fn origin_ref(
-        &self,
-        origin: OriginKey,
-        ev: Option<&Evidence>,
-        bytes: Option<u64>,
-    ) -> OriginRef {
-        let ip = ev
-            .and_then(|e| e.top_addresses(1).first().map(|a| a.0))
-            .unwrap_or_else(|| evidence::ip_from_bits(origin));
-        OriginRef {
-            ip: ip.to_string(),
-            prefix: self.origin_text(origin),
-            observed_bytes: bytes,
-        }
+    fn origin_ref(&self, origin: OriginKey, ev: Option<&Evidence>, bytes: Option<u64>) -> OriginRef {
+        let ip =
+            ev.and_then(|e| e.top_addresses(1).first().map(|a| a.0)).unwrap_or_else(|| evidence::ip_from_bits(origin));
+        OriginRef { ip: ip.to_string(), prefix: self.origin_text(origin), observed_bytes: bytes }
     }
 
     fn usual(&self, b: &Baseline) -> String {
         if b.typical_hourly_bytes == 0 {
-            format!("no volume history yet, {} known origins", b.known_origins)
+            format!("no volume history yet, {}", plural(b.known_origins, "known origin"))
         } else {
-            format!(
-                "{}/h from {} origins",
-                human_bytes(b.typical_hourly_bytes),
-                b.known_origins
-            )
+            format!("{}/h from {}", human_bytes(b.typical_hourly_bytes), plural(b.known_origins, "origin"))
         }
     }
 
@@ -685,12 +639,7 @@ impl Ctx {
         let baseline = self.baseline(key, t, None);
         let addresses = ev.map_or(1, |e| e.addresses.distinct());
         let from = if addresses > 1 {
-            format!(
-                "{} and {} other addresses in {}",
-                origin_ref.ip,
-                addresses - 1,
-                origin_ref.prefix
-            )
+            format!("{} and {} other addresses in {}", origin_ref.ip, addresses - 1, origin_ref.prefix)
         } else {
             origin_ref.ip.clone()
         };
@@ -718,10 +667,7 @@ impl Ctx {
             origin: Some(origin_ref),
             origins: None,
             trigger_event_time: format_rfc3339(t),
-            window: Window {
-                start: format_rfc3339(first_seen),
-                end: format_rfc3339(t),
-            },
+            window: Window { start: format_rfc3339(first_seen), end: format_rfc3339(t) },
             observed_bytes: bytes,
             threshold_bytes: self.cfg.unfamiliar_bytes.0,
             escalation_level: level,
@@ -765,30 +711,15 @@ impl Ctx {
             self.usual(&baseline)
         );
         Alert {
-            id: alert_id(
-                Rule::UnfamiliarOriginsAggregate,
-                account,
-                &credential,
-                "",
-                m.since,
-                level,
-                m.epoch,
-            ),
+            id: alert_id(Rule::UnfamiliarOriginsAggregate, account, &credential, "", m.since, level, m.epoch),
             rule: Rule::UnfamiliarOriginsAggregate,
-            severity: if level >= 1 {
-                Severity::Critical
-            } else {
-                Severity::High
-            },
+            severity: if level >= 1 { Severity::Critical } else { Severity::High },
             account: account.to_string(),
             credential,
             origin: None,
             origins: Some(origins),
             trigger_event_time: format_rfc3339(t),
-            window: Window {
-                start: format_rfc3339(m.since),
-                end: format_rfc3339(t),
-            },
+            window: Window { start: format_rfc3339(m.since), end: format_rfc3339(t) },
             observed_bytes: observed,
             threshold_bytes: self.cfg.unfamiliar_bytes.0,
             escalation_level: level,
@@ -829,11 +760,7 @@ impl Ctx {
         let origins: Vec<OriginRef> = by_origin
             .iter()
             .take(10)
-            .map(|&(o, b, ip)| OriginRef {
-                ip: ip.to_string(),
-                prefix: self.origin_text(o),
-                observed_bytes: Some(b),
-            })
+            .map(|&(o, b, ip)| OriginRef { ip: ip.to_string(), prefix: self.origin_text(o), observed_bytes: Some(b) })
             .collect();
         let baseline = self.baseline(key, t, Some(model.p_value(observed)));
         let ratio = observed as f64 / model.typical_peak().max(1) as f64;
@@ -846,30 +773,15 @@ impl Ctx {
             self.usual(&baseline)
         );
         Alert {
-            id: alert_id(
-                Rule::VolumeAnomaly,
-                account,
-                &credential,
-                "",
-                m.since,
-                level,
-                m.epoch,
-            ),
+            id: alert_id(Rule::VolumeAnomaly, account, &credential, "", m.since, level, m.epoch),
             rule: Rule::VolumeAnomaly,
-            severity: if level >= 1 {
-                Severity::High
-            } else {
-                Severity::Medium
-            },
+            severity: if level >= 1 { Severity::High } else { Severity::Medium },
             account: account.to_string(),
             credential,
             origin: None,
             origins: Some(origins),
             trigger_event_time: format_rfc3339(t),
-            window: Window {
-                start: format_rfc3339(key.volume.start().unwrap_or(t)),
-                end: format_rfc3339(t),
-            },
+            window: Window { start: format_rfc3339(key.volume.start().unwrap_or(t)), end: format_rfc3339(t) },
             observed_bytes: observed,
             threshold_bytes: model.threshold,
             escalation_level: level,
@@ -879,14 +791,7 @@ impl Ctx {
         }
     }
 
-    fn new_origin_alert(
-        &self,
-        account: &str,
-        cred: Sym,
-        key: &KeyState,
-        origin: OriginKey,
-        t: Nanos,
-    ) -> Alert {
+    fn new_origin_alert(&self, account: &str, cred: Sym, key: &KeyState, origin: OriginKey, t: Nanos) -> Alert {
         let credential = self.syms.name(cred).to_string();
         let ev = key.origins.get(&origin).and_then(|o| o.evidence.as_deref());
         let origin_ref = self.origin_ref(origin, ev, None);
@@ -900,15 +805,7 @@ impl Ctx {
         );
         let origin_text = origin_ref.prefix.clone();
         Alert {
-            id: alert_id(
-                Rule::NewOrigin,
-                account,
-                &credential,
-                &origin_text,
-                t,
-                0,
-                epoch as u32,
-            ),
+            id: alert_id(Rule::NewOrigin, account, &credential, &origin_text, t, 0, epoch as u32),
             rule: Rule::NewOrigin,
             severity: Severity::Info,
             account: account.to_string(),
@@ -916,10 +813,7 @@ impl Ctx {
             origin: Some(origin_ref),
             origins: None,
             trigger_event_time: format_rfc3339(t),
-            window: Window {
-                start: format_rfc3339(t),
-                end: format_rfc3339(t),
-            },
+            window: Window { start: format_rfc3339(t), end: format_rfc3339(t) },
             observed_bytes: ev.map_or(0, |e| e.bytes),
             threshold_bytes: 0,
             escalation_level: 0,
@@ -927,6 +821,14 @@ impl Ctx {
             evidence: self.evidence_out(ev.unwrap_or(&Evidence::default()), Some(t)),
             summary,
         }
+    }
+}
+
+fn plural(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 

@@ -22,10 +22,7 @@ fn ev(t: Nanos, account: &str, cred: &str, ip: &str, bytes: u64) -> Event<'stati
         time: t,
         category: Category::DataPlaneRequests,
         account: Cow::Owned(account.into()),
-        credential: Credential {
-            kind,
-            id: Cow::Owned(id.into()),
-        },
+        credential: Credential { kind, id: Cow::Owned(id.into()) },
         client_ip: Some(ip.parse().unwrap()),
         operation: Cow::Borrowed("ReadFeed"),
         status: 200,
@@ -42,11 +39,7 @@ fn ev(t: Nanos, account: &str, cred: &str, ip: &str, bytes: u64) -> Event<'stati
 
 /// Defaults without the learning period and without volume_anomaly, to isolate origin rules.
 fn origin_cfg() -> DetectConfig {
-    DetectConfig {
-        learning_period: crate::units::Span(0),
-        volume_anomaly: false,
-        ..DetectConfig::default()
-    }
+    DetectConfig { learning_period: crate::units::Span(0), volume_anomaly: false, ..DetectConfig::default() }
 }
 
 fn run(cfg: DetectConfig, events: &[Event<'static>]) -> (Vec<Alert>, Detector) {
@@ -61,9 +54,7 @@ fn run(cfg: DetectConfig, events: &[Event<'static>]) -> (Vec<Alert>, Detector) {
 
 /// A key with one familiar origin, used steadily for two days.
 fn history(account: &str, cred: &str) -> Vec<Event<'static>> {
-    (0..48)
-        .map(|h| ev(t0() + h * HOUR, account, cred, "10.0.0.5", 10 * MIB))
-        .collect()
+    (0..48).map(|h| ev(t0() + h * HOUR, account, cred, "10.0.0.5", 10 * MIB)).collect()
 }
 
 #[test]
@@ -73,13 +64,7 @@ fn unfamiliar_origin_volume_just_below_and_just_above() {
     let start = t0() + 2 * DAY;
     // 1 GiB - 1 byte from a new origin in 4 requests over 4 hours: silent.
     for i in 0..4 {
-        evs.push(ev(
-            start + i * HOUR,
-            "contoso",
-            cred,
-            "203.0.113.77",
-            if i == 3 { GIB / 4 - 1 } else { GIB / 4 },
-        ));
+        evs.push(ev(start + i * HOUR, "contoso", cred, "203.0.113.77", if i == 3 { GIB / 4 - 1 } else { GIB / 4 }));
     }
     let (alerts, _) = run(origin_cfg(), &evs);
     assert!(alerts.is_empty(), "{alerts:?}");
@@ -110,30 +95,16 @@ fn fast_theft_with_master_key_is_critical_and_escalates_once_per_power() {
     let start = t0() + 2 * DAY;
     // 12 GiB in 4 MiB pages within 40 minutes.
     for i in 0..3072 {
-        evs.push(ev(
-            start + i * (40 * MINUTE / 3072),
-            "contoso",
-            cred,
-            "203.0.113.77",
-            4 * MIB,
-        ));
+        evs.push(ev(start + i * (40 * MINUTE / 3072), "contoso", cred, "203.0.113.77", 4 * MIB));
     }
     let (alerts, _) = run(origin_cfg(), &evs);
     assert_eq!(alerts.len(), 2, "{alerts:?}");
     assert_eq!(
-        (
-            alerts[0].severity,
-            alerts[0].escalation_level,
-            alerts[0].observed_bytes
-        ),
+        (alerts[0].severity, alerts[0].escalation_level, alerts[0].observed_bytes),
         (Severity::Critical, 0, GIB)
     );
     assert_eq!(
-        (
-            alerts[1].severity,
-            alerts[1].escalation_level,
-            alerts[1].observed_bytes
-        ),
+        (alerts[1].severity, alerts[1].escalation_level, alerts[1].observed_bytes),
         (Severity::Critical, 1, 10 * GIB)
     );
     assert_ne!(alerts[0].id, alerts[1].id);
@@ -145,13 +116,7 @@ fn slow_theft_over_a_day_is_caught() {
     let mut evs = history("contoso", cred);
     let start = t0() + 2 * DAY;
     for h in 0..20 {
-        evs.push(ev(
-            start + h * HOUR,
-            "contoso",
-            cred,
-            "198.51.100.9",
-            100 * MIB,
-        ));
+        evs.push(ev(start + h * HOUR, "contoso", cred, "198.51.100.9", 100 * MIB));
     }
     let (alerts, _) = run(origin_cfg(), &evs);
     assert_eq!(alerts.len(), 1);
@@ -178,13 +143,7 @@ fn aggregate_over_many_fresh_origins() {
     let mut evs = history("contoso", cred);
     let start = t0() + 2 * DAY;
     for i in 0..8u64 {
-        evs.push(ev(
-            start + i as i64 * 5 * MINUTE,
-            "contoso",
-            cred,
-            &format!("198.51.{i}.10"),
-            140 * MIB,
-        ));
+        evs.push(ev(start + i as i64 * 5 * MINUTE, "contoso", cred, &format!("198.51.{i}.10"), 140 * MIB));
     }
     let (alerts, _) = run(origin_cfg(), &evs);
     assert_eq!(alerts.len(), 1, "{alerts:?}");
@@ -192,11 +151,7 @@ fn aggregate_over_many_fresh_origins() {
     assert_eq!(a.rule, Rule::UnfamiliarOriginsAggregate);
     assert_eq!(a.origins.as_ref().unwrap().len(), 8);
     assert_eq!(a.observed_bytes, 8 * 140 * MIB);
-    assert!(
-        a.summary.contains("from 8 origins it never used"),
-        "{}",
-        a.summary
-    );
+    assert!(a.summary.contains("from 8 origins it never used"), "{}", a.summary);
     // 7 origins (980 MiB) stay below.
     let (alerts, _) = run(origin_cfg(), &evs[..evs.len() - 1]);
     assert!(alerts.is_empty());
@@ -208,39 +163,21 @@ fn aggregate_stays_quiet_when_one_origin_explains_it() {
     let mut evs = history("contoso", cred);
     let start = t0() + 2 * DAY;
     evs.push(ev(start, "contoso", cred, "198.51.1.10", 100 * MIB));
-    evs.push(ev(
-        start + MINUTE,
-        "contoso",
-        cred,
-        "198.51.2.10",
-        1100 * MIB,
-    ));
+    evs.push(ev(start + MINUTE, "contoso", cred, "198.51.2.10", 1100 * MIB));
     let (alerts, _) = run(origin_cfg(), &evs);
-    assert_eq!(
-        alerts.iter().map(|a| a.rule).collect::<Vec<_>>(),
-        vec![Rule::UnfamiliarOriginVolume]
-    );
+    assert_eq!(alerts.iter().map(|a| a.rule).collect::<Vec<_>>(), vec![Rule::UnfamiliarOriginVolume]);
 }
 
 #[test]
 fn learning_period_suppresses_then_allows() {
-    let cfg = DetectConfig {
-        volume_anomaly: false,
-        ..DetectConfig::default()
-    };
+    let cfg = DetectConfig { volume_anomaly: false, ..DetectConfig::default() };
     let cred = "key:primarymasterkey";
     let mut evs = history("contoso", cred);
     evs.push(ev(t0() + 3 * DAY, "contoso", cred, "203.0.113.77", 2 * GIB));
     let (alerts, d) = run(cfg.clone(), &evs);
     assert!(alerts.is_empty());
     assert!(d.stats().alerts_suppressed_learning >= 1);
-    evs.push(ev(
-        t0() + 7 * DAY + HOUR,
-        "contoso",
-        cred,
-        "198.51.100.1",
-        2 * GIB,
-    ));
+    evs.push(ev(t0() + 7 * DAY + HOUR, "contoso", cred, "198.51.100.1", 2 * GIB));
     let (alerts, _) = run(cfg, &evs);
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0].origin.as_ref().unwrap().ip, "198.51.100.1");
@@ -251,36 +188,14 @@ fn rhythm(account: &str, cred: &str, days: i64, growth: f64) -> Vec<Event<'stati
     rhythm_of(account, cred, days, growth, 40.0)
 }
 
-fn rhythm_of(
-    account: &str,
-    cred: &str,
-    days: i64,
-    growth: f64,
-    day_mib: f64,
-) -> Vec<Event<'static>> {
+fn rhythm_of(account: &str, cred: &str, days: i64, growth: f64, day_mib: f64) -> Vec<Event<'static>> {
     let mut v = Vec::new();
     for d in 0..days {
         for h in 0..24 {
-            let base = if (8..18).contains(&h) {
-                day_mib
-            } else {
-                day_mib / 20.0
-            };
+            let base = if (8..18).contains(&h) { day_mib } else { day_mib / 20.0 };
             let bytes = (base * growth.powi(d as i32) * MIB as f64) as u64;
-            v.push(ev(
-                t0() + d * DAY + h * HOUR + 17 * MINUTE,
-                account,
-                cred,
-                "10.1.1.4",
-                bytes / 2,
-            ));
-            v.push(ev(
-                t0() + d * DAY + h * HOUR + 47 * MINUTE,
-                account,
-                cred,
-                "10.1.1.5",
-                bytes / 2,
-            ));
+            v.push(ev(t0() + d * DAY + h * HOUR + 17 * MINUTE, account, cred, "10.1.1.4", bytes / 2));
+            v.push(ev(t0() + d * DAY + h * HOUR + 47 * MINUTE, account, cred, "10.1.1.5", bytes / 2));
         }
     }
     v
@@ -292,22 +207,13 @@ fn volume_anomaly_fires_on_a_one_off_25x_spike_from_a_familiar_origin() {
     let mut evs = rhythm("contoso", cred, 9, 1.0);
     // Day 9 at noon: 25x the usual 40 MiB/h, i.e. 1000 MiB... above 1 GiB needs more: 30x.
     for i in 0..30 {
-        evs.push(ev(
-            t0() + 9 * DAY + 12 * HOUR + i * MINUTE,
-            "contoso",
-            cred,
-            "10.1.1.4",
-            40 * MIB,
-        ));
+        evs.push(ev(t0() + 9 * DAY + 12 * HOUR + i * MINUTE, "contoso", cred, "10.1.1.4", 40 * MIB));
     }
     let cfg = DetectConfig::default();
     let (alerts, _) = run(cfg, &evs);
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     let a = &alerts[0];
-    assert_eq!(
-        (a.rule, a.severity),
-        (Rule::VolumeAnomaly, Severity::Medium)
-    );
+    assert_eq!((a.rule, a.severity), (Rule::VolumeAnomaly, Severity::Medium));
     assert!(a.observed_bytes >= GIB);
     assert!(a.baseline.p_value.unwrap() < 0.001);
     assert_eq!(a.origins.as_ref().unwrap()[0].prefix, "10.1.1.0/24");
@@ -331,13 +237,7 @@ fn volume_anomaly_is_silent_on_a_nightly_backup_and_on_organic_growth() {
     }
     evs.sort_by_key(|e| e.time);
     // 6% a day of growth for 20 days on another key, passing 1 GiB an hour.
-    evs.extend(rhythm_of(
-        "fabrikam",
-        "key:primarymasterkey",
-        20,
-        1.06,
-        400.0,
-    ));
+    evs.extend(rhythm_of("fabrikam", "key:primarymasterkey", 20, 1.06, 400.0));
     let (alerts, _) = run(cfg, &evs);
     assert!(alerts.is_empty(), "{alerts:?}");
 }
@@ -348,13 +248,7 @@ fn out_of_order_within_tolerance_gives_the_sorted_alerts() {
     let mut evs = history("contoso", cred);
     let start = t0() + 2 * DAY;
     for i in 0..600 {
-        evs.push(ev(
-            start + i * 4 * SECOND,
-            "contoso",
-            cred,
-            &format!("203.0.113.{}", 1 + i % 50),
-            4 * MIB,
-        ));
+        evs.push(ev(start + i * 4 * SECOND, "contoso", cred, &format!("203.0.113.{}", 1 + i % 50), 4 * MIB));
     }
     let (sorted, _) = run(origin_cfg(), &evs);
     assert!(!sorted.is_empty());
@@ -372,20 +266,8 @@ fn out_of_order_within_tolerance_gives_the_sorted_alerts() {
 fn records_beyond_tolerance_are_late_but_still_counted_in_baselines() {
     let cred = "key:primarymasterkey";
     let mut evs = history("contoso", cred);
-    evs.push(ev(
-        t0() + 3 * HOUR,
-        "contoso",
-        cred,
-        "203.0.113.5",
-        600 * MIB,
-    )); // 45 h late
-    evs.push(ev(
-        t0() + 48 * HOUR,
-        "contoso",
-        cred,
-        "203.0.113.6",
-        600 * MIB,
-    ));
+    evs.push(ev(t0() + 3 * HOUR, "contoso", cred, "203.0.113.5", 600 * MIB)); // 45 h late
+    evs.push(ev(t0() + 48 * HOUR, "contoso", cred, "203.0.113.6", 600 * MIB));
     let (alerts, d) = run(origin_cfg(), &evs);
     assert_eq!(d.stats().late_events, 1);
     // The late 600 MiB came first in time: the origin was familiar (24 h) by the second read.
@@ -404,20 +286,9 @@ fn event_time_progress_is_per_account() {
 
 #[test]
 fn origins_per_key_are_bounded_with_lru_eviction() {
-    let cfg = DetectConfig {
-        max_origins_per_key: 32,
-        ..origin_cfg()
-    };
+    let cfg = DetectConfig { max_origins_per_key: 32, ..origin_cfg() };
     let evs: Vec<_> = (0..200)
-        .map(|i| {
-            ev(
-                t0() + i * MINUTE,
-                "a",
-                "key:primarymasterkey",
-                &format!("10.{}.{}.1", i / 256, i % 256),
-                1,
-            )
-        })
+        .map(|i| ev(t0() + i * MINUTE, "a", "key:primarymasterkey", &format!("10.{}.{}.1", i / 256, i % 256), 1))
         .collect();
     let (_, d) = run(cfg, &evs);
     assert!(d.stats().origins_tracked <= 32, "{:?}", d.stats());
@@ -429,13 +300,7 @@ fn origins_per_key_are_bounded_with_lru_eviction() {
 fn idle_keys_expire() {
     let mut evs = history("a", "key:primarymasterkey");
     evs.push(ev(t0() + 40 * DAY, "a", "aad:someone", "10.9.9.9", 1));
-    evs.push(ev(
-        t0() + 40 * DAY + 2 * HOUR,
-        "a",
-        "aad:someone",
-        "10.9.9.9",
-        1,
-    ));
+    evs.push(ev(t0() + 40 * DAY + 2 * HOUR, "a", "aad:someone", "10.9.9.9", 1));
     let (_, d) = run(origin_cfg(), &evs);
     assert_eq!(d.stats().keys_tracked, 1);
     assert_eq!(d.stats().keys_expired, 0); // the whole account was idle: reset, not swept
@@ -444,54 +309,24 @@ fn idle_keys_expire() {
 #[test]
 fn ipv4_mapped_ipv6_is_the_same_origin() {
     let mut evs = history("a", "key:primarymasterkey");
-    evs.push(ev(
-        t0() + 2 * DAY,
-        "a",
-        "key:primarymasterkey",
-        "::ffff:10.0.0.77",
-        3 * GIB,
-    ));
+    evs.push(ev(t0() + 2 * DAY, "a", "key:primarymasterkey", "::ffff:10.0.0.77", 3 * GIB));
     let (alerts, _) = run(origin_cfg(), &evs);
-    assert!(
-        alerts.is_empty(),
-        "::ffff:10.0.0.77 is inside the familiar 10.0.0.0/24"
-    );
+    assert!(alerts.is_empty(), "::ffff:10.0.0.77 is inside the familiar 10.0.0.0/24");
 }
 
 #[test]
 fn new_origin_is_off_by_default_and_info_when_on() {
     let evs = history("a", "key:primarymasterkey");
     let mut more = evs.clone();
-    more.push(ev(
-        t0() + 2 * DAY,
-        "a",
-        "key:primarymasterkey",
-        "2001:db8:1:2::7",
-        10,
-    ));
-    more.push(ev(
-        t0() + 2 * DAY + 1,
-        "a",
-        "key:primarymasterkey",
-        "2001:db8:1:2::8",
-        10,
-    ));
+    more.push(ev(t0() + 2 * DAY, "a", "key:primarymasterkey", "2001:db8:1:2::7", 10));
+    more.push(ev(t0() + 2 * DAY + 1, "a", "key:primarymasterkey", "2001:db8:1:2::8", 10));
     let (alerts, _) = run(origin_cfg(), &more);
     assert!(alerts.is_empty());
-    let (alerts, _) = run(
-        DetectConfig {
-            new_origin: true,
-            ..origin_cfg()
-        },
-        &more,
-    );
+    let (alerts, _) = run(DetectConfig { new_origin: true, ..origin_cfg() }, &more);
     // The first event ever (10.0.0.5 at t0) is new too.
     assert_eq!(alerts.len(), 2, "{alerts:?}");
     assert_eq!(alerts[1].severity, Severity::Info);
-    assert_eq!(
-        alerts[1].origin.as_ref().unwrap().prefix,
-        "2001:db8:1:2::/64"
-    );
+    assert_eq!(alerts[1].origin.as_ref().unwrap().prefix, "2001:db8:1:2::/64");
 }
 
 #[test]
@@ -503,13 +338,7 @@ fn realert_after_the_interval_is_a_new_alert() {
     };
     let mut evs = history("a", "key:primaryreadonlymasterkey");
     for i in 0..5 {
-        evs.push(ev(
-            t0() + 2 * DAY + i * 30 * MINUTE,
-            "a",
-            "key:primaryreadonlymasterkey",
-            "203.0.113.1",
-            600 * MIB,
-        ));
+        evs.push(ev(t0() + 2 * DAY + i * 30 * MINUTE, "a", "key:primaryreadonlymasterkey", "203.0.113.1", 600 * MIB));
     }
     let (alerts, _) = run(cfg, &evs);
     // 1.2 GiB at 30 min; realert allowed from 1 h 30 min on: the 3rd hour's read fires again.
@@ -523,22 +352,13 @@ fn deterministic_and_snapshot_restore_equals_one_run() {
     let cred = "key:primarymasterkey";
     let mut evs = rhythm("contoso", cred, 9, 1.0);
     for i in 0..400 {
-        evs.push(ev(
-            t0() + 9 * DAY + 2 * HOUR + i * 5 * SECOND,
-            "contoso",
-            cred,
-            "203.0.113.77",
-            4 * MIB,
-        ));
+        evs.push(ev(t0() + 9 * DAY + 2 * HOUR + i * 5 * SECOND, "contoso", cred, "203.0.113.77", 4 * MIB));
     }
     let cfg = DetectConfig::default();
     let (a1, _) = run(cfg.clone(), &evs);
     let (a2, _) = run(cfg.clone(), &evs);
     assert!(!a1.is_empty());
-    assert_eq!(
-        serde_json::to_string(&a1).unwrap(),
-        serde_json::to_string(&a2).unwrap()
-    );
+    assert_eq!(serde_json::to_string(&a1).unwrap(), serde_json::to_string(&a2).unwrap());
 
     let mut d = Detector::new(cfg);
     let mut out = Vec::new();

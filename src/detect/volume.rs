@@ -42,7 +42,7 @@ impl PeakModel {
 
     /// The typical daily peak (geometric mean).
     pub fn typical_peak(&self) -> u64 {
-        self.mean_ln.exp() as u64
+        self.mean_ln.exp().round() as u64
     }
 }
 
@@ -61,9 +61,7 @@ impl VolumeHistory {
 
     /// Average bytes per active hour over the history (today excluded).
     pub fn typical_hourly(&self) -> u64 {
-        let (b, h) = self.days.iter().fold((0u64, 0u64), |(b, h), d| {
-            (b + d.total, h + d.active_hours as u64)
-        });
+        let (b, h) = self.days.iter().fold((0u64, 0u64), |(b, h), d| (b + d.total, h + d.active_hours as u64));
         if h == 0 {
             0
         } else {
@@ -93,22 +91,14 @@ impl VolumeHistory {
             _ => {
                 if let Some(done) = self.today.take() {
                     if done.total > 0 {
-                        self.days.push_back(DaySummary {
-                            active_hours: self.hours_today.count_ones() as u8,
-                            ..done
-                        });
+                        self.days.push_back(DaySummary { active_hours: self.hours_today.count_ones() as u8, ..done });
                     }
                 }
                 let oldest = day - cfg.history_window.0 / DAY;
                 while self.days.front().is_some_and(|d| d.day < oldest) {
                     self.days.pop_front();
                 }
-                self.today = Some(DaySummary {
-                    day,
-                    peak: 0,
-                    total: 0,
-                    active_hours: 0,
-                });
+                self.today = Some(DaySummary { day, peak: 0, total: 0, active_hours: 0 });
                 self.hours_today = 0;
                 self.model = fit(&self.days, cfg);
                 rolled = true;
@@ -127,11 +117,7 @@ impl VolumeHistory {
 
 /// Fits the peak model; `None` with fewer than `volume_min_history_days` days of reads.
 pub fn fit(days: &VecDeque<DaySummary>, cfg: &DetectConfig) -> Option<PeakModel> {
-    let logs: Vec<f64> = days
-        .iter()
-        .filter(|d| d.peak > 0)
-        .map(|d| (d.peak as f64).ln())
-        .collect();
+    let logs: Vec<f64> = days.iter().filter(|d| d.peak > 0).map(|d| (d.peak as f64).ln()).collect();
     let n = logs.len();
     if n < cfg.volume_min_history_days as usize || n < 2 {
         return None;
@@ -142,24 +128,16 @@ pub fn fit(days: &VecDeque<DaySummary>, cfg: &DetectConfig) -> Option<PeakModel>
     // Predictive spread for one more day: the sample spread, floored, widened by sqrt(1 + 1/n).
     let scale = var.sqrt().max(cfg.volume_min_log_spread) * (1.0 + 1.0 / nf).sqrt();
     let dof = nf - 1.0;
-    let t_crit = StudentsT::new(0.0, 1.0, dof)
-        .ok()?
-        .inverse_cdf(1.0 - cfg.volume_p_value);
+    let t_crit = StudentsT::new(0.0, 1.0, dof).ok()?.inverse_cdf(1.0 - cfg.volume_p_value);
     let max_peak = days.iter().map(|d| d.peak).max().unwrap_or(0);
     let statistical = (mean + t_crit * scale).exp();
-    let threshold = statistical
-        .max(cfg.volume_min_ratio * max_peak as f64)
-        .max(cfg.volume_min_bytes.0 as f64);
+    let threshold = statistical.max(cfg.volume_min_ratio * max_peak as f64).max(cfg.volume_min_bytes.0 as f64);
     Some(PeakModel {
         mean_ln: mean,
         scale_ln: scale,
         dof,
         max_peak,
-        threshold: if threshold >= u64::MAX as f64 {
-            u64::MAX
-        } else {
-            threshold.ceil() as u64
-        },
+        threshold: if threshold >= u64::MAX as f64 { u64::MAX } else { threshold.ceil() as u64 },
     })
 }
 
@@ -171,12 +149,7 @@ mod tests {
         peaks
             .iter()
             .enumerate()
-            .map(|(i, &p)| DaySummary {
-                day: i as i64,
-                peak: p,
-                total: p * 4,
-                active_hours: 10,
-            })
+            .map(|(i, &p)| DaySummary { day: i as i64, peak: p, total: p * 4, active_hours: 10 })
             .collect()
     }
 
@@ -194,15 +167,7 @@ mod tests {
         // A 5 GiB backup every night: the peaks are the backup, so another one is not extreme.
         let cfg = DetectConfig::default();
         let m = fit(
-            &days(&[
-                5 * GIB,
-                5 * GIB + 90 * MIB,
-                4 * GIB + 900 * MIB,
-                5 * GIB,
-                5 * GIB + 200 * MIB,
-                5 * GIB,
-                5 * GIB,
-            ]),
+            &days(&[5 * GIB, 5 * GIB + 90 * MIB, 4 * GIB + 900 * MIB, 5 * GIB, 5 * GIB + 200 * MIB, 5 * GIB, 5 * GIB]),
             &cfg,
         )
         .unwrap();
@@ -213,17 +178,11 @@ mod tests {
     fn one_off_25x_spike_is_extreme_and_growth_is_not() {
         let cfg = DetectConfig::default();
         // Peaks of ~120 MiB growing 3% a day.
-        let peaks: Vec<u64> = (0..9)
-            .map(|d| (120.0 * 1.03f64.powi(d) * MIB as f64) as u64)
-            .collect();
+        let peaks: Vec<u64> = (0..9).map(|d| (120.0 * 1.03f64.powi(d) * MIB as f64) as u64).collect();
         let m = fit(&days(&peaks), &cfg).unwrap();
         let next_day_growth = (peaks[8] as f64 * 1.03) as u64;
         assert!(next_day_growth < m.threshold);
-        assert!(
-            25 * 120 * MIB >= m.threshold,
-            "threshold {} MiB",
-            m.threshold / MIB
-        );
+        assert!(25 * 120 * MIB >= m.threshold, "threshold {} MiB", m.threshold / MIB);
         assert!(m.p_value(25 * 120 * MIB) < cfg.volume_p_value);
         assert!(m.p_value(next_day_growth) > 0.05);
     }

@@ -32,11 +32,7 @@ pub struct JsonLinesSink<W: Write> {
 
 impl<W: Write> JsonLinesSink<W> {
     pub fn new(out: W, target: impl Into<String>) -> Self {
-        JsonLinesSink {
-            out,
-            target: target.into(),
-            line: Vec::with_capacity(2048),
-        }
+        JsonLinesSink { out, target: target.into(), line: Vec::with_capacity(2048) }
     }
 
     pub fn into_inner(self) -> W {
@@ -48,26 +44,16 @@ impl<W: Write> AlertSink for JsonLinesSink<W> {
     fn emit(&mut self, alerts: &[Alert]) -> Result<(), SinkError> {
         for a in alerts {
             self.line.clear();
-            serde_json::to_writer(&mut self.line, a).map_err(|e| SinkError::Io {
-                target: self.target.clone(),
-                source: e.into(),
-            })?;
+            serde_json::to_writer(&mut self.line, a)
+                .map_err(|e| SinkError::Io { target: self.target.clone(), source: e.into() })?;
             self.line.push(b'\n');
-            self.out
-                .write_all(&self.line)
-                .map_err(|source| SinkError::Io {
-                    target: self.target.clone(),
-                    source,
-                })?;
+            self.out.write_all(&self.line).map_err(|source| SinkError::Io { target: self.target.clone(), source })?;
         }
         Ok(())
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
-        self.out.flush().map_err(|source| SinkError::Io {
-            target: self.target.clone(),
-            source,
-        })
+        self.out.flush().map_err(|source| SinkError::Io { target: self.target.clone(), source })
     }
 }
 
@@ -90,29 +76,17 @@ pub struct DeadLetterFile {
 impl DeadLetterFile {
     pub fn create(path: &std::path::Path) -> Result<Self, SinkError> {
         let target = path.display().to_string();
-        let f = std::fs::File::create(path).map_err(|source| SinkError::Io {
-            target: target.clone(),
-            source,
-        })?;
-        Ok(DeadLetterFile {
-            out: io::BufWriter::new(f),
-            target,
-        })
+        let f = std::fs::File::create(path).map_err(|source| SinkError::Io { target: target.clone(), source })?;
+        Ok(DeadLetterFile { out: io::BufWriter::new(f), target })
     }
 
     pub fn write(&mut self, d: &DeadLetter<'_>) -> Result<(), SinkError> {
-        let io_err = |source| SinkError::Io {
-            target: self.target.clone(),
-            source,
-        };
+        let io_err = |source| SinkError::Io { target: self.target.clone(), source };
         serde_json::to_writer(&mut self.out, d).map_err(|e| io_err(e.into()))?;
         self.out.write_all(b"\n").map_err(io_err)
     }
 
     pub fn flush(&mut self) -> Result<(), SinkError> {
-        self.out.flush().map_err(|source| SinkError::Io {
-            target: self.target.clone(),
-            source,
-        })
+        self.out.flush().map_err(|source| SinkError::Io { target: self.target.clone(), source })
     }
 }

@@ -43,14 +43,9 @@ impl InputStream {
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), SourceError> {
-    let io_err = |source| SourceError::Io {
-        path: dir.display().to_string(),
-        source,
-    };
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io_err)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
+    let io_err = |source| SourceError::Io { path: dir.display().to_string(), source };
+    let mut entries: Vec<PathBuf> =
+        std::fs::read_dir(dir).map_err(io_err)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
     entries.sort();
     for p in entries {
         if p.is_dir() {
@@ -117,10 +112,7 @@ pub fn open_file(path: &Path) -> io::Result<Box<dyn BufRead + Send>> {
     let mut f = BufReader::with_capacity(1 << 20, File::open(path)?);
     let magic = f.fill_buf()?;
     if magic.starts_with(&[0x1f, 0x8b]) {
-        Ok(Box::new(BufReader::with_capacity(
-            1 << 20,
-            flate2::bufread::MultiGzDecoder::new(f),
-        )))
+        Ok(Box::new(BufReader::with_capacity(1 << 20, flate2::bufread::MultiGzDecoder::new(f))))
     } else {
         Ok(Box::new(f))
     }
@@ -190,10 +182,7 @@ impl UnitReader {
                 };
                 self.next_file += 1;
                 self.name = path.display().to_string();
-                let r = open_file(path).map_err(|source| SourceError::Io {
-                    path: self.name.clone(),
-                    source,
-                })?;
+                let r = open_file(path).map_err(|source| SourceError::Io { path: self.name.clone(), source })?;
                 self.reader = Some(r);
             }
         }
@@ -208,10 +197,7 @@ impl UnitReader {
                 return Ok(false);
             }
             self.line.clear();
-            let r = self
-                .reader
-                .as_mut()
-                .map_or(Ok(0), |r| r.read_until(b'\n', &mut self.line));
+            let r = self.reader.as_mut().map_or(Ok(0), |r| r.read_until(b'\n', &mut self.line));
             match r {
                 Ok(0) => {
                     self.reader = None;
@@ -221,12 +207,7 @@ impl UnitReader {
                     self.line_no += 1;
                     return Ok(true);
                 }
-                Err(source) => {
-                    return Err(SourceError::Io {
-                        path: self.name.clone(),
-                        source,
-                    })
-                }
+                Err(source) => return Err(SourceError::Io { path: self.name.clone(), source }),
             }
         }
     }
@@ -249,12 +230,7 @@ impl UnitReader {
             let opens = matches!(trimmed.last(), Some(b'{' | b'[' | b',' | b':'));
             if !opens || from_pending {
                 let (s, e) = span(&self.line);
-                return Ok(Some(Unit {
-                    bytes: &self.line[s..e],
-                    line: line_no,
-                    source: &self.name,
-                    too_large: false,
-                }));
+                return Ok(Some(Unit { bytes: &self.line[s..e], line: line_no, source: &self.name, too_large: false }));
             }
             // A multi-line value: accumulate until brackets balance.
             let mut scan = Depth::default();
@@ -285,12 +261,7 @@ impl UnitReader {
             }
             if scan.closed() && !too_large {
                 self.line = first;
-                return Ok(Some(Unit {
-                    bytes: &self.doc,
-                    line: line_no,
-                    source: &self.name,
-                    too_large: false,
-                }));
+                return Ok(Some(Unit { bytes: &self.doc, line: line_no, source: &self.name, too_large: false }));
             }
             // Never balanced (or too large): give the first line back alone, reread the rest.
             for &(n, s, e) in held.iter().rev() {
@@ -298,25 +269,14 @@ impl UnitReader {
             }
             self.line = first;
             let (s, e) = span(&self.line);
-            return Ok(Some(Unit {
-                bytes: &self.line[s..e],
-                line: line_no,
-                source: &self.name,
-                too_large,
-            }));
+            return Ok(Some(Unit { bytes: &self.line[s..e], line: line_no, source: &self.name, too_large }));
         }
     }
 }
 
 fn span(b: &[u8]) -> (usize, usize) {
-    let s = b
-        .iter()
-        .position(|c| !c.is_ascii_whitespace())
-        .unwrap_or(b.len());
-    let e = b
-        .iter()
-        .rposition(|c| !c.is_ascii_whitespace())
-        .map_or(s, |i| i + 1);
+    let s = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
+    let e = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(s, |i| i + 1);
     (s, e.max(s))
 }
 
@@ -390,14 +350,7 @@ mod tests {
     #[test]
     fn json_lines_and_blank_lines() {
         let u = units_of("{\"a\":1}\n\n  {\"b\":2}  \n{\"c\":3}");
-        assert_eq!(
-            u,
-            vec![
-                (1, "{\"a\":1}".into()),
-                (3, "{\"b\":2}".into()),
-                (4, "{\"c\":3}".into())
-            ]
-        );
+        assert_eq!(u, vec![(1, "{\"a\":1}".into()), (3, "{\"b\":2}".into()), (4, "{\"c\":3}".into())]);
     }
 
     #[test]
@@ -413,14 +366,7 @@ mod tests {
     #[test]
     fn unbalanced_opening_line_loses_nothing_after_it() {
         let u = units_of("{\"time\": \"2021\",\n{\"a\":1}\n{\"b\":2}\n");
-        assert_eq!(
-            u,
-            vec![
-                (1, "{\"time\": \"2021\",".into()),
-                (2, "{\"a\":1}".into()),
-                (3, "{\"b\":2}".into())
-            ]
-        );
+        assert_eq!(u, vec![(1, "{\"time\": \"2021\",".into()), (2, "{\"a\":1}".into()), (3, "{\"b\":2}".into())]);
     }
 
     #[test]
@@ -431,17 +377,14 @@ mod tests {
             let d = base.join(format!("y=2021/m=08/d=01/h={h}/m=00"));
             std::fs::create_dir_all(&d).unwrap();
             let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-            gz.write_all(format!("{{\"h\":\"{h}\"}}\n").as_bytes())
-                .unwrap();
+            gz.write_all(format!("{{\"h\":\"{h}\"}}\n").as_bytes()).unwrap();
             std::fs::write(d.join("PT1H.json"), gz.finish().unwrap()).unwrap();
         }
         std::fs::write(dir.path().join("other.json"), "{}\n").unwrap();
         std::fs::write(dir.path().join("README.md"), "# not logs\n").unwrap();
         let streams = collect_streams(&[dir.path().to_path_buf()]).unwrap();
         assert_eq!(streams.len(), 2);
-        let InputStream::Files(chain) = &streams[0] else {
-            panic!()
-        };
+        let InputStream::Files(chain) = &streams[0] else { panic!() };
         assert_eq!(chain.len(), 2);
         let mut r = UnitReader::new(streams[0].clone(), 1 << 20);
         let mut seen = Vec::new();

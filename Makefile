@@ -1,0 +1,42 @@
+# exfilwatch: `make run` replays the shipped sample logs; `make test` runs every test.
+# One cargo profile (release) serves run, test and bench, so dependencies compile once.
+
+CARGO ?= cargo
+BIN := $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null | python3 -c 'import sys,json; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null || echo target)/release
+SAMPLE_LOGS := sample-logs
+
+.PHONY: run test build bench bench-criterion bench-pipeline sample-logs fmt lint clean
+
+build:
+	$(CARGO) build --release --locked
+
+## The main job on the embedded default: replay the sample logs, print alerts and the summary.
+run: build
+	$(BIN)/exfilwatch replay $(SAMPLE_LOGS)
+
+## Every test: unit, property, integration (golden alerts of the sample logs).
+test:
+	$(CARGO) test --release --locked
+
+## Benchmarks: criterion micro-benchmarks, then the whole pipeline (see BENCHMARKS.md).
+bench: bench-criterion bench-pipeline
+
+bench-criterion:
+	$(CARGO) bench --locked --bench decode --bench detect
+
+bench-pipeline:
+	bash bench/pipeline.sh
+
+## Regenerates sample-logs/ from the deterministic generator.
+sample-logs:
+	$(CARGO) run --release --locked --bin gen-logs -- sample --out $(SAMPLE_LOGS)
+
+fmt:
+	$(CARGO) fmt
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --release --locked --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,36 @@
+//! The decoder alone over files: the throughput limit of `exfilwatch replay`, used by the
+//! whole-pipeline benchmark (`make bench`). Reads and decodes every unit with the same source
+//! and decoder as replay, and does nothing with the events but count them.
+//!
+//! Usage: cargo run --release --example parse_only -- FILE...
+
+use exfilwatch::decode::{decode_unit, Decoded};
+use exfilwatch::sources::{collect_streams, UnitReader};
+use std::time::Instant;
+
+fn main() -> anyhow::Result<()> {
+    let paths: Vec<std::path::PathBuf> = std::env::args_os().skip(1).map(Into::into).collect();
+    anyhow::ensure!(!paths.is_empty(), "usage: parse_only FILE...");
+    let started = Instant::now();
+    let (mut events, mut other, mut bytes, mut response) = (0u64, 0u64, 0u64, 0u64);
+    for stream in collect_streams(&paths)? {
+        let mut r = UnitReader::new(stream, 512 << 20);
+        while let Some(unit) = r.next_unit()? {
+            decode_unit(unit.bytes, |d| match d {
+                Decoded::Event(e) => {
+                    events += 1;
+                    response += e.response_bytes;
+                }
+                _ => other += 1,
+            });
+        }
+        bytes += r.bytes_read;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{{\"records\": {}, \"events\": {events}, \"input_bytes\": {bytes}, \"seconds\": {secs:.3}, \"records_per_s\": {:.0}, \"response_bytes\": {response}}}",
+        events + other,
+        (events + other) as f64 / secs
+    );
+    Ok(())
+}
