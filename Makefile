@@ -2,7 +2,6 @@
 # One cargo profile (release) serves run, test and bench, so dependencies compile once.
 
 CARGO ?= cargo
-BIN := $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null | python3 -c 'import sys,json; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null || echo target)/release
 SAMPLE_LOGS := sample-logs
 
 .PHONY: run test build bench bench-criterion bench-pipeline sample-logs fmt lint clean
@@ -11,8 +10,8 @@ build:
 	$(CARGO) build --release --locked
 
 ## The main job on the embedded default: replay the sample logs, print alerts and the summary.
-run: build
-	$(BIN)/exfilwatch replay $(SAMPLE_LOGS)
+run:
+	$(CARGO) run --release --locked --quiet --bin exfilwatch -- replay $(SAMPLE_LOGS)
 
 ## Every test: unit, property, integration (golden alerts of the sample logs).
 test:
