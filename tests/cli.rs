@@ -1,0 +1,161 @@
+//! The `exfilwatch` binary end to end: exit codes, stdin, gzip, strict mode, dead letters,
+//! config commands. Inputs are written by the tests into temporary directories.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn exfilwatch() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_exfilwatch"))
+}
+
+const RID: &str = "/SUBSCRIPTIONS/X/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.DOCUMENTDB/DATABASEACCOUNTS/CONTOSO";
+
+fn record(day: u32, hour: u32, minute: u32, second: u32, ip: &str, bytes: u64) -> String {
+    format!(
+        r#"{{"time":"2021-08-{day:02}T{hour:02}:{minute:02}:{second:02}.1234567Z","resourceId":"{RID}","category":"DataPlaneRequests","operationName":"ReadFeed","properties":{{"activityId":"66a0c647-af38-4b8d-a92a-c48a805d6460","statusCode":"200","clientIpAddress":"{ip}","responseLength":"{bytes}","keyType":"PrimaryMasterKey","userAgent":"python-requests/2.25.1","databaseName":"shop","collectionName":"customers"}}}}"#
+    )
+}
+
+/// Eight days of a familiar origin, then 3 GiB from a new one in half an hour.
+fn theft_log() -> String {
+    let mut s = String::new();
+    for day in 1..=8 {
+        for hour in 0..24 {
+            s.push_str(&record(day, hour, 5, 0, "10.20.30.4", 20 << 20));
+            s.push('\n');
+        }
+    }
+    for i in 0..768 {
+        s.push_str(&record(9, 2, i / 30, (i % 30) * 2, "203.0.113.77", 4 << 20));
+        s.push('\n');
+    }
+    s
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn alerts(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn replay_finds_the_theft_and_fail_on_alert_exits_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "logs.json", &theft_log());
+    let out = exfilwatch().args(["replay", "--fail-on-alert"]).arg(&f).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let a = alerts(&out);
+    assert_eq!(a[0]["rule"], "unfamiliar_origin_volume");
+    assert_eq!(a[0]["severity"], "critical");
+    assert_eq!(a[0]["origin"]["ip"], "203.0.113.77");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("alerts: unfamiliar_origin_volume/critical 1"), "{stderr}");
+    // Without the flag: exit 0.
+    let out = exfilwatch().arg("replay").arg(&f).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn stdin_gzip_and_plain_file_give_the_same_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = theft_log();
+    let plain = write(dir.path(), "logs.json", &text);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(text.as_bytes()).unwrap();
+    let gzp = dir.path().join("logs.json.gz");
+    std::fs::write(&gzp, gz.finish().unwrap()).unwrap();
+
+    let a = exfilwatch().args(["replay", "-q"]).arg(&plain).output().unwrap();
+    let b = exfilwatch().args(["replay", "-q"]).arg(&gzp).output().unwrap();
+    let mut child =
+        exfilwatch().args(["replay", "-q", "-"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let c = child.wait_with_output().unwrap();
+    assert!(!a.stdout.is_empty());
+    assert_eq!(a.stdout, b.stdout);
+    assert_eq!(a.stdout, c.stdout);
+}
+
+#[test]
+fn malformed_records_are_set_aside_or_fatal_with_strict() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = theft_log();
+    text.insert_str(0, "<html>502 Bad Gateway</html>\n");
+    text.push_str(&record(9, 3, 0, 0, "999.1.2.3", 1));
+    text.push('\n');
+    let f = write(dir.path(), "logs.json", &text);
+    let dl = dir.path().join("dead.jsonl");
+    let out = exfilwatch().arg("replay").arg(&f).arg("--dead-letter").arg(&dl).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    // The bad lines cost nothing else: the same alerts as the clean log.
+    let clean = exfilwatch().arg("replay").arg(write(dir.path(), "clean.json", &theft_log())).output().unwrap();
+    assert_eq!(alerts(&out), alerts(&clean));
+    assert!(!alerts(&out).is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("malformed: invalid_json 1, bad_ip 1"), "{stderr}");
+    let dead: Vec<serde_json::Value> =
+        std::fs::read_to_string(&dl).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(dead.len(), 2);
+    assert_eq!(dead[0]["reason"], "invalid_json");
+    assert_eq!(dead[0]["location"], format!("{}:1", f.display()));
+    assert_eq!(dead[0]["record"], "<html>502 Bad Gateway</html>");
+    assert_eq!(dead[1]["reason"], "bad_ip");
+
+    let out = exfilwatch().args(["replay", "--strict"]).arg(&f).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("malformed record (invalid_json) at") && stderr.contains(":1 (--strict)"), "{stderr}");
+}
+
+#[test]
+fn since_and_until_select_event_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "logs.json", &theft_log());
+    let out = exfilwatch().args(["replay", "--until", "2021-08-09T00:00:00Z"]).arg(&f).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(alerts(&out).is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("768 outside --since/--until"), "{stderr}");
+    let out = exfilwatch().args(["replay", "--since", "not a time"]).arg(&f).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn usage_errors_exit_2_and_missing_input_exits_1() {
+    let out = exfilwatch().args(["replay", "--no-such-flag", "x"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = exfilwatch().args(["replay", "/nonexistent/logs"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+}
+
+#[test]
+fn config_defaults_round_trip_and_check_names_the_nearest_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = exfilwatch().args(["config", "defaults"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let defaults = write(dir.path(), "defaults.toml", &String::from_utf8_lossy(&out.stdout));
+    let out = exfilwatch().args(["config", "check"]).arg(&defaults).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let bad = write(dir.path(), "bad.toml", "[detect]\nunfamiliar_byte = \"2GiB\"\n");
+    let out = exfilwatch().args(["config", "check"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("did you mean `detect.unfamiliar_bytes`?"), "{stderr}");
+}
+
+#[test]
+fn a_config_file_changes_the_thresholds() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "logs.json", &theft_log());
+    let cfg = write(dir.path(), "c.toml", "[detect]\nunfamiliar_bytes = \"4GiB\"\nvolume_anomaly = false\n");
+    let out = exfilwatch().arg("replay").arg("--config").arg(&cfg).arg(&f).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(alerts(&out).is_empty(), "3 GiB is below a 4 GiB threshold");
+}
