@@ -108,11 +108,12 @@ pub fn collect_streams(inputs: &[PathBuf]) -> Result<Vec<InputStream>, SourceErr
 }
 
 /// Opens a file, decompressing gzip (by magic bytes).
-pub fn open_file(path: &Path) -> io::Result<Box<dyn BufRead + Send>> {
-    let mut f = BufReader::with_capacity(1 << 20, File::open(path)?);
+pub fn open_file(path: &Path) -> io::Result<Box<dyn Read + Send>> {
+    // The buffer lets us peek at the magic bytes; reads larger than it pass straight through.
+    let mut f = BufReader::with_capacity(256 << 10, File::open(path)?);
     let magic = f.fill_buf()?;
     if magic.starts_with(&[0x1f, 0x8b]) {
-        Ok(Box::new(BufReader::with_capacity(1 << 20, flate2::bufread::MultiGzDecoder::new(f))))
+        Ok(Box::new(flate2::bufread::MultiGzDecoder::new(f)))
     } else {
         Ok(Box::new(f))
     }
@@ -129,13 +130,23 @@ pub struct Unit<'a> {
     pub too_large: bool,
 }
 
+const BLOCK: usize = 4 << 20;
+
 /// Reads units from a stream of files (or stdin).
+///
+/// Lines are found in a large block buffer and handed out as slices of it: no copy per line.
 pub struct UnitReader {
     stream: InputStream,
     next_file: usize,
-    reader: Option<Box<dyn BufRead + Send>>,
+    reader: Option<Box<dyn Read + Send>>,
+    eof: bool,
     name: String,
     line_no: u64,
+    block: Vec<u8>,
+    pos: usize,
+    /// The current line (from `read_line`) as a range of `block`.
+    cur: (usize, usize),
+    /// A line served from `pending`.
     line: Vec<u8>,
     doc: Vec<u8>,
     /// Lines to read again after a multi-line attempt failed: (line number, bytes).
@@ -151,9 +162,13 @@ impl UnitReader {
             stream,
             next_file: 0,
             reader: None,
+            eof: false,
             name: String::new(),
             line_no: 0,
-            line: Vec::with_capacity(4096),
+            block: Vec::new(),
+            pos: 0,
+            cur: (0, 0),
+            line: Vec::new(),
             doc: Vec::new(),
             pending: VecDeque::new(),
             max_document,
@@ -174,7 +189,7 @@ impl UnitReader {
                 }
                 self.next_file = 1;
                 self.name = "-".into();
-                self.reader = Some(Box::new(BufReader::with_capacity(1 << 20, io::stdin())));
+                self.reader = Some(Box::new(io::stdin()));
             }
             InputStream::Files(files) => {
                 let Some(path) = files.get(self.next_file) else {
@@ -186,28 +201,67 @@ impl UnitReader {
                 self.reader = Some(r);
             }
         }
+        if self.block.capacity() < BLOCK {
+            self.block.reserve(BLOCK);
+        }
+        self.block.clear();
+        self.pos = 0;
+        self.eof = false;
         self.line_no = 0;
         Ok(true)
     }
 
-    /// Reads the next physical line into `self.line`; false at the end of the stream.
+    /// Finds the next physical line and sets `cur` to it; false at the end of the stream.
     fn read_line(&mut self) -> Result<bool, SourceError> {
         loop {
             if self.reader.is_none() && !self.open_next()? {
                 return Ok(false);
             }
-            self.line.clear();
-            let r = self.reader.as_mut().map_or(Ok(0), |r| r.read_until(b'\n', &mut self.line));
-            match r {
-                Ok(0) => {
-                    self.reader = None;
-                }
-                Ok(n) => {
-                    self.bytes_read += n as u64;
+            if let Some(i) = memchr::memchr(b'\n', &self.block[self.pos..]) {
+                self.cur = (self.pos, self.pos + i + 1);
+                self.pos += i + 1;
+                self.line_no += 1;
+                self.bytes_read += (i + 1) as u64;
+                return Ok(true);
+            }
+            if self.eof {
+                if self.pos < self.block.len() {
+                    self.cur = (self.pos, self.block.len());
+                    self.bytes_read += (self.block.len() - self.pos) as u64;
+                    self.pos = self.block.len();
                     self.line_no += 1;
                     return Ok(true);
                 }
-                Err(source) => return Err(SourceError::Io { path: self.name.clone(), source }),
+                self.reader = None;
+                continue;
+            }
+            // Keep the partial line, refill behind it (growing for a line longer than a block).
+            self.block.copy_within(self.pos.., 0);
+            self.block.truncate(self.block.len() - self.pos);
+            self.pos = 0;
+            let len = self.block.len();
+            if self.block.capacity() - len < BLOCK / 2 {
+                self.block.reserve(BLOCK.max(len));
+            }
+            self.block.resize(self.block.capacity(), 0);
+            let read = match self.reader.as_mut() {
+                Some(r) => loop {
+                    match r.read(&mut self.block[len..]) {
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        other => break other,
+                    }
+                },
+                None => Ok(0),
+            };
+            match read {
+                Ok(n) => {
+                    self.block.truncate(len + n);
+                    self.eof = n == 0;
+                }
+                Err(source) => {
+                    self.block.truncate(len);
+                    return Err(SourceError::Io { path: self.name.clone(), source });
+                }
             }
         }
     }
@@ -223,23 +277,25 @@ impl UnitReader {
             } else {
                 return Ok(None);
             };
-            let trimmed = trim(&self.line);
+            let line: &[u8] = if from_pending { &self.line } else { &self.block[self.cur.0..self.cur.1] };
+            let trimmed = trim(line);
             if trimmed.is_empty() {
                 continue;
             }
             let opens = matches!(trimmed.last(), Some(b'{' | b'[' | b',' | b':'));
             if !opens || from_pending {
-                let (s, e) = span(&self.line);
-                return Ok(Some(Unit { bytes: &self.line[s..e], line: line_no, source: &self.name, too_large: false }));
+                let (s, e) = span(line);
+                let bytes = if from_pending { &self.line[s..e] } else { &self.block[self.cur.0 + s..self.cur.0 + e] };
+                return Ok(Some(Unit { bytes, line: line_no, source: &self.name, too_large: false }));
             }
             // A multi-line value: accumulate until brackets balance.
             let mut scan = Depth::default();
-            scan.feed(&self.line);
+            scan.feed(line);
             self.doc.clear();
-            self.doc.extend_from_slice(&self.line);
+            self.doc.extend_from_slice(line);
+            let first_len = self.doc.len();
             // Lines after the first, as (line number, start, end) in `doc`.
             let mut held: Vec<(u64, usize, usize)> = Vec::new();
-            let first = std::mem::take(&mut self.line);
             let mut too_large = false;
             while !scan.closed() {
                 if self.doc.len() > self.max_document {
@@ -251,7 +307,7 @@ impl UnitReader {
                     self.doc.extend_from_slice(&l);
                     n
                 } else if self.read_line()? {
-                    self.doc.extend_from_slice(&self.line);
+                    self.doc.extend_from_slice(&self.block[self.cur.0..self.cur.1]);
                     self.line_no
                 } else {
                     break;
@@ -260,16 +316,14 @@ impl UnitReader {
                 held.push((n, start, self.doc.len()));
             }
             if scan.closed() && !too_large {
-                self.line = first;
                 return Ok(Some(Unit { bytes: &self.doc, line: line_no, source: &self.name, too_large: false }));
             }
             // Never balanced (or too large): give the first line back alone, reread the rest.
             for &(n, s, e) in held.iter().rev() {
                 self.pending.push_front((n, self.doc[s..e].to_vec()));
             }
-            self.line = first;
-            let (s, e) = span(&self.line);
-            return Ok(Some(Unit { bytes: &self.line[s..e], line: line_no, source: &self.name, too_large }));
+            let (s, e) = span(&self.doc[..first_len]);
+            return Ok(Some(Unit { bytes: &self.doc[s..e], line: line_no, source: &self.name, too_large }));
         }
     }
 }
