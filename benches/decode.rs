@@ -1,7 +1,7 @@
 //! Decode throughput per record shape (criterion). `make bench-criterion`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use exfilwatch::decode::{decode_unit, Decoded};
+use exfilwatch::decode::{Decoded, Decoder};
 
 const LEGACY: &str = r#"{ "time": "2021-08-17T02:13:05.1234567Z", "resourceId": "/SUBSCRIPTIONS/7E2F6B1C-0D5A-4C1E-9A57-3F0B8C9D2E41/RESOURCEGROUPS/RG-PROD/PROVIDERS/MICROSOFT.DOCUMENTDB/DATABASEACCOUNTS/CONTOSO", "category": "DataPlaneRequests", "operationName": "ReadFeed", "properties": {"activityId": "66a0c647-af38-4b8d-a92a-c48a805d6460","requestResourceType": "Document","requestResourceId": "/dbs/shop/colls/orders/docs","collectionRid": "Tq0tAK5fVkk=","statusCode": "200","duration": "12.453","userAgent": "Microsoft.Azure.Documents.Client/2.14.0 (Windows/10.0.17763 documentdb-netcore-sdk/2.14.0)","clientIpAddress": "10.20.30.4","requestCharge": "42.380000","requestLength": "0","responseLength": "4194304", "resourceTokenPermissionId": "","resourceTokenPermissionMode": "", "resourceTokenUserRid": "","region": "East US","partitionId": "062abe3e-de63-4aa5-b9de-4a77119c59f8","keyType": "PrimaryMasterKey","databaseName": "shop","collectionName": "orders","aadPrincipalId": "","aadAppliedRoleAssignmentId": "","connectionMode": "Direct"}}"#;
 
@@ -25,9 +25,10 @@ fn bench_shapes(c: &mut Criterion) {
         ("form_2017", OLD_2017),
     ];
     let mut g = c.benchmark_group("decode");
+    let mut decoder = Decoder::new();
     for (name, text) in shapes {
         let mut n = 0;
-        decode_unit(text.as_bytes(), |d| {
+        decoder.decode(text.as_bytes(), |d| {
             assert!(matches!(d, Decoded::Event(_)), "{name}: {d:?}");
             n += 1
         });
@@ -35,7 +36,7 @@ fn bench_shapes(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::from_parameter(name), text, |b, t| {
             b.iter(|| {
                 let mut bytes = 0u64;
-                decode_unit(std::hint::black_box(t.as_bytes()), |d| {
+                decoder.decode(std::hint::black_box(t.as_bytes()), |d| {
                     if let Decoded::Event(e) = d {
                         bytes += e.response_bytes;
                     }

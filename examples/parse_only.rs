@@ -4,7 +4,7 @@
 //!
 //! Usage: cargo run --release --example parse_only -- FILE...
 
-use exfilwatch::decode::{decode_unit, Decoded};
+use exfilwatch::decode::{Decoded, Decoder};
 use exfilwatch::sources::{collect_streams, UnitReader};
 use std::time::Instant;
 
@@ -13,10 +13,11 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(!paths.is_empty(), "usage: parse_only FILE...");
     let started = Instant::now();
     let (mut events, mut other, mut bytes, mut response) = (0u64, 0u64, 0u64, 0u64);
+    let mut decoder = Decoder::new();
     for stream in collect_streams(&paths)? {
         let mut r = UnitReader::new(stream, 512 << 20);
         while let Some(unit) = r.next_unit()? {
-            decode_unit(unit.bytes, |d| match d {
+            decoder.decode(unit.bytes, |d| match d {
                 Decoded::Event(e) => {
                     events += 1;
                     response += e.response_bytes;

@@ -9,7 +9,7 @@
 
 use crate::alert::{Alert, Severity};
 use crate::config::Config;
-use crate::decode::{decode_unit, raw_record_text, Decoded, Malformed};
+use crate::decode::{raw_record_text, Decoded, Decoder, Malformed};
 use crate::detect::Detector;
 use crate::sinks::{AlertSink, DeadLetter, DeadLetterFile, SinkError};
 use crate::sources::file::SourceError;
@@ -67,6 +67,7 @@ pub fn replay(
         None => None,
     };
     let mut stats = Stats::default();
+    let mut decoder = Decoder::new();
     let mut alerts: Vec<Alert> = Vec::new();
     let mut report = ReplayReport::default();
     let mut last_progress = Instant::now();
@@ -104,7 +105,7 @@ pub fn replay(
         if unit.too_large {
             on_malformed(Malformed::TooLarge, None, &mut stats);
         } else {
-            decode_unit(unit.bytes, |item| match item {
+            decoder.decode(unit.bytes, |item| match item {
                 Decoded::Event(ev) => {
                     *stats.records.entry(ev.category).or_default() += 1;
                     if opts.since.is_some_and(|s| ev.time < s) || opts.until.is_some_and(|u| ev.time >= u) {

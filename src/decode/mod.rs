@@ -248,23 +248,83 @@ pub enum Decoded<'a> {
     },
 }
 
-/// Decodes one unit (one JSON value: a record or an envelope) and calls `emit` once per record.
-pub fn decode_unit<'a>(unit: &'a [u8], mut emit: impl FnMut(Decoded<'a>)) {
-    match serde_json::from_slice::<raw::Lenient<'a>>(unit) {
-        Err(_) => emit(Decoded::Malformed { reason: Malformed::InvalidJson, index: None }),
-        Ok(raw::Lenient(None)) => emit(Decoded::Malformed { reason: Malformed::NotAnObject, index: None }),
-        Ok(raw::Lenient(Some(rec))) => match rec.records {
-            Some(raw::Records(Some(records))) => {
-                for (i, r) in records.into_iter().enumerate() {
-                    match r.0 {
-                        Some(r) => emit(normalize(r, Some(i))),
-                        None => emit(Decoded::Malformed { reason: Malformed::NotAnObject, index: Some(i) }),
-                    }
+/// Decodes units. Holds the buffers simd-json parses into, so that decoding allocates nothing
+/// per record once warm; events borrow from them until the next call.
+pub struct Decoder {
+    input: Vec<u8>,
+    buffers: simd_json::Buffers,
+    tape: Vec<simd_json::Node<'static>>,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder::new()
+    }
+}
+
+impl Decoder {
+    pub fn new() -> Self {
+        Decoder { input: Vec::with_capacity(8192), buffers: simd_json::Buffers::new(8192), tape: Vec::new() }
+    }
+
+    /// Decodes one unit (one JSON value: a record or an envelope) and calls `emit` once per
+    /// record.
+    pub fn decode<'s>(&'s mut self, unit: &[u8], mut emit: impl FnMut(Decoded<'s>)) {
+        let Decoder { input, buffers, tape: stored } = self;
+        input.clear();
+        input.extend_from_slice(unit);
+        // The stored tape is empty; `Tape::reset` gives its allocation back a new lifetime.
+        let mut t: simd_json::Tape<'s> = simd_json::Tape(std::mem::take(stored)).reset();
+        if simd_json::fill_tape(input.as_mut_slice(), buffers, &mut t).is_ok() {
+            walk_unit(&t.0, &mut emit);
+        } else {
+            emit(Decoded::Malformed { reason: Malformed::InvalidJson, index: None });
+        }
+        *stored = t.reset().0;
+    }
+}
+
+fn walk_unit<'a>(tape: &[simd_json::Node<'a>], emit: &mut impl FnMut(Decoded<'a>)) {
+    let mut top = RawRecord::default();
+    let nested = raw::read_object(tape, 0, &mut top);
+    if !matches!(tape.first(), Some(simd_json::Node::Object { .. })) {
+        emit(Decoded::Malformed { reason: Malformed::NotAnObject, index: None });
+        return;
+    }
+    match nested.records {
+        None => emit(record_at(tape, top, nested, None)),
+        Some(None) => emit(Decoded::Malformed { reason: Malformed::NotAnObject, index: None }),
+        Some(Some(at)) => {
+            let Some(simd_json::Node::Array { len, .. }) = tape.get(at) else { return };
+            let mut i = at + 1;
+            for index in 0..*len {
+                let Some(node) = tape.get(i) else { break };
+                if matches!(node, simd_json::Node::Object { .. }) {
+                    let mut rec = RawRecord::default();
+                    let inner = raw::read_object(tape, i, &mut rec);
+                    emit(record_at(tape, rec, inner, Some(index)));
+                } else {
+                    emit(Decoded::Malformed { reason: Malformed::NotAnObject, index: Some(index) });
                 }
+                i += raw::span(node);
             }
-            Some(raw::Records(None)) => emit(Decoded::Malformed { reason: Malformed::NotAnObject, index: None }),
-            None => emit(normalize(rec, None)),
-        },
+        }
+    }
+}
+
+fn record_at<'a>(
+    tape: &[simd_json::Node<'a>],
+    rec: RawRecord<'a>,
+    nested: raw::Nested,
+    index: Option<usize>,
+) -> Decoded<'a> {
+    match nested.properties {
+        Some(p) => {
+            let mut props = RawRecord::default();
+            raw::read_object(tape, p, &mut props);
+            normalize(&rec, Some(&props), index)
+        }
+        None => normalize(&rec, None, index),
     }
 }
 
@@ -424,10 +484,9 @@ fn category_of(rec: &RawRecord<'_>, props: Option<&RawRecord<'_>>) -> Category {
     }
 }
 
-fn normalize<'a>(rec: RawRecord<'a>, index: Option<usize>) -> Decoded<'a> {
+fn normalize<'a>(rec: &RawRecord<'a>, props: Option<&RawRecord<'a>>, index: Option<usize>) -> Decoded<'a> {
     let bad = |reason| Decoded::Malformed { reason, index };
-    let props: Option<&RawRecord<'a>> = rec.properties.as_deref().and_then(|l| l.0.as_ref());
-    let category = category_of(&rec, props);
+    let category = category_of(rec, props);
     if !category.is_request() {
         return Decoded::Skipped(category);
     }
@@ -438,7 +497,7 @@ fn normalize<'a>(rec: RawRecord<'a>, index: Option<usize>) -> Decoded<'a> {
             None => return bad(Malformed::BadTime),
         },
     };
-    let Some(account) = account_of(&rec, props) else {
+    let Some(account) = account_of(rec, props) else {
         return bad(Malformed::MissingAccount);
     };
     let client_ip = match field!(rec, props, client_ip) {
@@ -463,8 +522,8 @@ fn normalize<'a>(rec: RawRecord<'a>, index: Option<usize>) -> Decoded<'a> {
     } else {
         matches!(num!(rec, props, error_code), Num::Absent | Num::Int(0))
     };
-    let credential = credential_of(&rec, props);
-    let pick = |f: for<'r> fn(&'r RawRecord<'a>) -> &'r Text<'a>| cow_field(&rec, props, f);
+    let credential = credential_of(rec, props);
+    let pick = |f: for<'r> fn(&'r RawRecord<'a>) -> &'r Text<'a>| cow_field(rec, props, f);
     Decoded::Event(Event {
         time,
         category,

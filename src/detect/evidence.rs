@@ -8,30 +8,40 @@ use crate::time::Nanos;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
-const SLOTS: usize = 12;
+const SLOTS: usize = 6;
 const ACTIVITY_IDS: usize = 5;
 const TOP: usize = 5;
 
-/// Counts for at most [`SLOTS`] distinct values; the rest are summed in `other`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+/// Counts for at most [`SLOTS`] distinct values, inline (one allocation per evidence, not one
+/// per list); values past the slots are summed in `other`.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Counts<K> {
-    slots: Vec<(K, u64)>,
+    slots: [(K, u64); SLOTS],
+    len: u8,
     other: u64,
 }
 
-impl<K: Copy + PartialEq + Ord> Counts<K> {
+impl<K: Copy + Default> Default for Counts<K> {
+    fn default() -> Self {
+        Counts { slots: [(K::default(), 0); SLOTS], len: 0, other: 0 }
+    }
+}
+
+impl<K: Copy + PartialEq + Ord + Default> Counts<K> {
     pub fn add(&mut self, k: K, n: u64) {
-        if let Some(slot) = self.slots.iter_mut().find(|(s, _)| *s == k) {
+        let len = self.len as usize;
+        if let Some(slot) = self.slots[..len].iter_mut().find(|(s, _)| *s == k) {
             slot.1 += n;
-        } else if self.slots.len() < SLOTS {
-            self.slots.push((k, n));
+        } else if len < SLOTS {
+            self.slots[len] = (k, n);
+            self.len += 1;
         } else {
             self.other += n;
         }
     }
 
     pub fn merge(&mut self, o: &Counts<K>) {
-        for &(k, n) in &o.slots {
+        for &(k, n) in &o.slots[..o.len as usize] {
             self.add(k, n);
         }
         self.other += o.other;
@@ -39,14 +49,14 @@ impl<K: Copy + PartialEq + Ord> Counts<K> {
 
     /// The largest counts first, ties by value, at most `n`.
     pub fn top(&self, n: usize) -> Vec<(K, u64)> {
-        let mut v = self.slots.clone();
+        let mut v = self.slots[..self.len as usize].to_vec();
         v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         v.truncate(n);
         v
     }
 
     pub fn distinct(&self) -> usize {
-        self.slots.len()
+        self.len as usize
     }
 }
 
@@ -74,7 +84,8 @@ pub struct Evidence {
     pub user_agents: Counts<Sym>,
     /// Bytes per address.
     pub addresses: Counts<u128>,
-    pub activity_ids: Vec<u128>,
+    activity: [u128; ACTIVITY_IDS],
+    activity_len: u8,
 }
 
 /// The parts of one request that evidence keeps.
@@ -103,9 +114,7 @@ impl Evidence {
         if let Some(ip) = s.ip {
             self.addresses.add(ip, s.bytes);
         }
-        if s.activity != 0 && self.activity_ids.len() < ACTIVITY_IDS && !self.activity_ids.contains(&s.activity) {
-            self.activity_ids.push(s.activity);
-        }
+        self.add_activity(s.activity);
     }
 
     pub fn merge(&mut self, o: &Evidence) {
@@ -118,11 +127,21 @@ impl Evidence {
         self.collections.merge(&o.collections);
         self.user_agents.merge(&o.user_agents);
         self.addresses.merge(&o.addresses);
-        for &a in &o.activity_ids {
-            if self.activity_ids.len() < ACTIVITY_IDS && !self.activity_ids.contains(&a) {
-                self.activity_ids.push(a);
-            }
+        for &a in o.activity_ids() {
+            self.add_activity(a);
         }
+    }
+
+    fn add_activity(&mut self, a: u128) {
+        let n = self.activity_len as usize;
+        if a != 0 && n < ACTIVITY_IDS && !self.activity[..n].contains(&a) {
+            self.activity[n] = a;
+            self.activity_len += 1;
+        }
+    }
+
+    pub fn activity_ids(&self) -> &[u128] {
+        &self.activity[..self.activity_len as usize]
     }
 
     pub fn top_operations(&self, syms: &Interner) -> Vec<NameCount> {
@@ -151,7 +170,7 @@ impl Evidence {
     }
 
     pub fn activity_id_strings(&self) -> Vec<String> {
-        self.activity_ids.iter().map(|&a| format_guid(a)).collect()
+        self.activity_ids().iter().map(|&a| format_guid(a)).collect()
     }
 }
 
@@ -210,6 +229,7 @@ mod tests {
         }
         c.add(3, 100);
         let top = c.top(2);
-        assert_eq!(top, vec![(3, 103), (11, 11)]);
+        assert_eq!(top, vec![(3, 103), (5, 5)]);
+        assert_eq!(c.distinct(), SLOTS);
     }
 }

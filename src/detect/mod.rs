@@ -16,7 +16,7 @@
 //!   dedup marks and, while new, evidence; a sliding sum of bytes from unfamiliar origins; a
 //!   sliding sum of all bytes; a day-by-day history of peaks from which the `volume_anomaly`
 //!   threshold is fitted once a day.
-//! - State is bounded: `max_origins_per_key` with least-recently-seen eviction, an hourly
+//! - State is bounded: `max_origins_per_key` with least-recently-seen eviction, a daily
 //!   sweep (per account, in event time) that forgets origins and keys idle for
 //!   `history_window`, and evidence only for origins that are still new.
 
@@ -27,13 +27,13 @@ mod window;
 
 pub use evidence::{format_guid, ip_bits, parse_guid, Evidence};
 pub use intern::{Interner, Sym};
-pub use volume::{DaySummary, PeakModel, VolumeHistory};
+pub use volume::{DaySummary, PeakModel, TQuantiles, VolumeHistory};
 pub use window::SlidingSum;
 
 use crate::alert::{alert_id, Alert, Baseline, EvidenceOut, OriginRef, Rule, Severity, Window};
 use crate::config::{DetectConfig, OriginGranularity};
 use crate::decode::Event;
-use crate::time::{format_rfc3339, Nanos, DAY, HOUR, MINUTE};
+use crate::time::{format_rfc3339, Nanos, DAY, MINUTE};
 use crate::units::{human_bytes, human_span};
 use evidence::Sample;
 use rustc_hash::FxHashMap;
@@ -49,6 +49,9 @@ pub type OriginKey = u128;
 /// Symbol capacity for evidence strings (operations, user agents, collections); past it they
 /// show as "(other)". Credentials are never folded.
 const SYMBOL_CAPACITY: usize = 1_000_000;
+
+/// How often (event time) an account's idle origins and keys are swept out.
+const SWEEP_EVERY: Nanos = DAY;
 
 /// An event as the detector keeps it while it waits in a reorder queue: owned and compact.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -168,6 +171,8 @@ struct Ctx {
     cfg: DetectConfig,
     syms: Interner,
     stats: DetectorStats,
+    #[serde(skip)]
+    tq: TQuantiles,
 }
 
 /// The detector. Feed it with [`Detector::ingest`], flush it with [`Detector::finish`].
@@ -188,7 +193,12 @@ pub enum SnapshotError {
 impl Detector {
     pub fn new(cfg: DetectConfig) -> Self {
         Detector {
-            ctx: Ctx { cfg, syms: Interner::new(SYMBOL_CAPACITY), stats: DetectorStats::default() },
+            ctx: Ctx {
+                cfg,
+                syms: Interner::new(SYMBOL_CAPACITY),
+                stats: DetectorStats::default(),
+                tq: TQuantiles::default(),
+            },
             accounts: FxHashMap::default(),
             scratch: String::new(),
         }
@@ -243,7 +253,7 @@ impl Detector {
                 first_seen: e.time,
                 last_seen: e.time,
                 max_time: e.time,
-                next_sweep: e.time + HOUR,
+                next_sweep: e.time + SWEEP_EVERY,
                 queue: VecDeque::new(),
                 keys: FxHashMap::default(),
             }),
@@ -335,7 +345,7 @@ impl Ctx {
         acct.last_seen = acct.last_seen.max(t);
         if t >= acct.next_sweep {
             self.sweep(acct, t);
-            acct.next_sweep = t + HOUR;
+            acct.next_sweep = t + SWEEP_EVERY;
         }
         let cfg = &self.cfg;
         let learning = t < acct.first_seen + cfg.learning_period.0;
@@ -359,7 +369,7 @@ impl Ctx {
 
         // Volume of the key, from any origin.
         key.volume.add(t, e.bytes, cfg.volume_window.0);
-        key.history.observe(t, e.bytes, key.volume.sum(), cfg);
+        key.history.observe(t, e.bytes, key.volume.sum(), cfg, &mut self.tq);
         if cfg.volume_anomaly && key.history.model().is_some() {
             let bucket = t.div_euclid(cfg.volume_window.0);
             let w =

@@ -75,7 +75,7 @@ impl VolumeHistory {
 
     /// Records `bytes` read at `t`, with `window_sum` the key's sliding volume after it.
     /// Returns true when a new day began (the model was refitted).
-    pub fn observe(&mut self, t: Nanos, bytes: u64, window_sum: u64, cfg: &DetectConfig) -> bool {
+    pub fn observe(&mut self, t: Nanos, bytes: u64, window_sum: u64, cfg: &DetectConfig, tq: &mut TQuantiles) -> bool {
         let day = day_of(t);
         let hour_bit = 1u32 << (t.rem_euclid(DAY) / HOUR);
         let mut rolled = false;
@@ -100,7 +100,7 @@ impl VolumeHistory {
                 }
                 self.today = Some(DaySummary { day, peak: 0, total: 0, active_hours: 0 });
                 self.hours_today = 0;
-                self.model = fit(&self.days, cfg);
+                self.model = fit(&self.days, cfg, tq);
                 rolled = true;
             }
         }
@@ -115,8 +115,35 @@ impl VolumeHistory {
     }
 }
 
+/// Upper quantiles of Student's t by degrees of freedom, computed once each: the inverse CDF
+/// is iterative and a day rollover of every key would otherwise pay for it.
+#[derive(Clone, Debug, Default)]
+pub struct TQuantiles {
+    p_value: f64,
+    by_dof: Vec<Option<f64>>,
+}
+
+impl TQuantiles {
+    pub fn get(&mut self, dof: usize, p_value: f64) -> Option<f64> {
+        if dof == 0 {
+            return None;
+        }
+        if self.p_value != p_value {
+            self.by_dof.clear();
+            self.p_value = p_value;
+        }
+        if self.by_dof.len() <= dof {
+            self.by_dof.resize(dof + 1, None);
+        }
+        if self.by_dof[dof].is_none() {
+            self.by_dof[dof] = StudentsT::new(0.0, 1.0, dof as f64).ok().map(|d| d.inverse_cdf(1.0 - p_value));
+        }
+        self.by_dof[dof]
+    }
+}
+
 /// Fits the peak model; `None` with fewer than `volume_min_history_days` days of reads.
-pub fn fit(days: &VecDeque<DaySummary>, cfg: &DetectConfig) -> Option<PeakModel> {
+pub fn fit(days: &VecDeque<DaySummary>, cfg: &DetectConfig, tq: &mut TQuantiles) -> Option<PeakModel> {
     let logs: Vec<f64> = days.iter().filter(|d| d.peak > 0).map(|d| (d.peak as f64).ln()).collect();
     let n = logs.len();
     if n < cfg.volume_min_history_days as usize || n < 2 {
@@ -128,7 +155,7 @@ pub fn fit(days: &VecDeque<DaySummary>, cfg: &DetectConfig) -> Option<PeakModel>
     // Predictive spread for one more day: the sample spread, floored, widened by sqrt(1 + 1/n).
     let scale = var.sqrt().max(cfg.volume_min_log_spread) * (1.0 + 1.0 / nf).sqrt();
     let dof = nf - 1.0;
-    let t_crit = StudentsT::new(0.0, 1.0, dof).ok()?.inverse_cdf(1.0 - cfg.volume_p_value);
+    let t_crit = tq.get(n - 1, cfg.volume_p_value)?;
     let max_peak = days.iter().map(|d| d.peak).max().unwrap_or(0);
     let statistical = (mean + t_crit * scale).exp();
     let threshold = statistical.max(cfg.volume_min_ratio * max_peak as f64).max(cfg.volume_min_bytes.0 as f64);
@@ -153,20 +180,24 @@ mod tests {
             .collect()
     }
 
+    fn fit_(d: &VecDeque<DaySummary>, cfg: &DetectConfig) -> Option<PeakModel> {
+        fit(d, cfg, &mut TQuantiles::default())
+    }
+
     const MIB: u64 = 1 << 20;
     const GIB: u64 = 1 << 30;
 
     #[test]
     fn too_little_history_has_no_model() {
         let cfg = DetectConfig::default();
-        assert!(fit(&days(&[100 * MIB, 120 * MIB]), &cfg).is_none());
+        assert!(fit_(&days(&[100 * MIB, 120 * MIB]), &cfg).is_none());
     }
 
     #[test]
     fn nightly_backup_is_its_own_normal() {
         // A 5 GiB backup every night: the peaks are the backup, so another one is not extreme.
         let cfg = DetectConfig::default();
-        let m = fit(
+        let m = fit_(
             &days(&[5 * GIB, 5 * GIB + 90 * MIB, 4 * GIB + 900 * MIB, 5 * GIB, 5 * GIB + 200 * MIB, 5 * GIB, 5 * GIB]),
             &cfg,
         )
@@ -179,7 +210,7 @@ mod tests {
         let cfg = DetectConfig::default();
         // Peaks of ~120 MiB growing 3% a day.
         let peaks: Vec<u64> = (0..9).map(|d| (120.0 * 1.03f64.powi(d) * MIB as f64) as u64).collect();
-        let m = fit(&days(&peaks), &cfg).unwrap();
+        let m = fit_(&days(&peaks), &cfg).unwrap();
         let next_day_growth = (peaks[8] as f64 * 1.03) as u64;
         assert!(next_day_growth < m.threshold);
         assert!(25 * 120 * MIB >= m.threshold, "threshold {} MiB", m.threshold / MIB);
@@ -190,7 +221,7 @@ mod tests {
     #[test]
     fn never_below_the_minimum_bytes() {
         let cfg = DetectConfig::default();
-        let m = fit(&days(&[MIB, MIB, MIB, MIB]), &cfg).unwrap();
+        let m = fit_(&days(&[MIB, MIB, MIB, MIB]), &cfg).unwrap();
         assert_eq!(m.threshold, GIB);
     }
 }

@@ -107,15 +107,38 @@ pub fn collect_streams(inputs: &[PathBuf]) -> Result<Vec<InputStream>, SourceErr
     Ok(streams)
 }
 
-/// Opens a file, decompressing gzip (by magic bytes).
-pub fn open_file(path: &Path) -> io::Result<Box<dyn Read + Send>> {
-    // The buffer lets us peek at the magic bytes; reads larger than it pass straight through.
-    let mut f = BufReader::with_capacity(256 << 10, File::open(path)?);
+/// An opened input file: memory-mapped when plain, a decompressing reader when gzip.
+pub enum Opened {
+    Mapped(memmap2::Mmap),
+    Reader(Box<dyn Read + Send>),
+}
+
+/// Opens a file, decompressing gzip (by magic bytes). A plain file is memory-mapped: lines are
+/// then slices of the page cache, with no copy at all. (A file truncated by another process
+/// while it is mapped can make the process fail; archives are not written while replayed.)
+pub fn open_file(path: &Path) -> io::Result<Opened> {
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut f = BufReader::with_capacity(256 << 10, file);
     let magic = f.fill_buf()?;
     if magic.starts_with(&[0x1f, 0x8b]) {
-        Ok(Box::new(flate2::bufread::MultiGzDecoder::new(f)))
-    } else {
-        Ok(Box::new(f))
+        return Ok(Opened::Reader(Box::new(flate2::bufread::MultiGzDecoder::new(f))));
+    }
+    if len > 0 {
+        // SAFETY: the map is read-only and private to this reader; see the note above on
+        // concurrent truncation.
+        if let Ok(map) = unsafe { memmap2::Mmap::map(f.get_ref()) } {
+            return Ok(Opened::Mapped(map));
+        }
+    }
+    Ok(Opened::Reader(Box::new(f)))
+}
+
+/// The bytes being read: the mapped file, or the block buffer.
+fn buf<'x>(map: &'x Option<memmap2::Mmap>, block: &'x [u8]) -> &'x [u8] {
+    match map {
+        Some(m) => m,
+        None => block,
     }
 }
 
@@ -139,6 +162,8 @@ pub struct UnitReader {
     stream: InputStream,
     next_file: usize,
     reader: Option<Box<dyn Read + Send>>,
+    /// The current file, when it is mapped (then `reader` is unused).
+    map: Option<memmap2::Mmap>,
     eof: bool,
     name: String,
     line_no: u64,
@@ -162,6 +187,7 @@ impl UnitReader {
             stream,
             next_file: 0,
             reader: None,
+            map: None,
             eof: false,
             name: String::new(),
             line_no: 0,
@@ -197,10 +223,21 @@ impl UnitReader {
                 };
                 self.next_file += 1;
                 self.name = path.display().to_string();
-                let r = open_file(path).map_err(|source| SourceError::Io { path: self.name.clone(), source })?;
-                self.reader = Some(r);
+                match open_file(path).map_err(|source| SourceError::Io { path: self.name.clone(), source })? {
+                    Opened::Mapped(m) => {
+                        self.map = Some(m);
+                        self.reader = Some(Box::new(io::empty()));
+                        self.block.clear();
+                        self.pos = 0;
+                        self.eof = true;
+                        self.line_no = 0;
+                        return Ok(true);
+                    }
+                    Opened::Reader(r) => self.reader = Some(r),
+                }
             }
         }
+        self.map = None;
         if self.block.capacity() < BLOCK {
             self.block.reserve(BLOCK);
         }
@@ -217,7 +254,8 @@ impl UnitReader {
             if self.reader.is_none() && !self.open_next()? {
                 return Ok(false);
             }
-            if let Some(i) = memchr::memchr(b'\n', &self.block[self.pos..]) {
+            let data = buf(&self.map, &self.block);
+            if let Some(i) = memchr::memchr(b'\n', &data[self.pos..]) {
                 self.cur = (self.pos, self.pos + i + 1);
                 self.pos += i + 1;
                 self.line_no += 1;
@@ -225,14 +263,15 @@ impl UnitReader {
                 return Ok(true);
             }
             if self.eof {
-                if self.pos < self.block.len() {
-                    self.cur = (self.pos, self.block.len());
-                    self.bytes_read += (self.block.len() - self.pos) as u64;
-                    self.pos = self.block.len();
+                if self.pos < data.len() {
+                    self.cur = (self.pos, data.len());
+                    self.bytes_read += (data.len() - self.pos) as u64;
+                    self.pos = data.len();
                     self.line_no += 1;
                     return Ok(true);
                 }
                 self.reader = None;
+                self.map = None;
                 continue;
             }
             // Keep the partial line, refill behind it (growing for a line longer than a block).
@@ -277,7 +316,8 @@ impl UnitReader {
             } else {
                 return Ok(None);
             };
-            let line: &[u8] = if from_pending { &self.line } else { &self.block[self.cur.0..self.cur.1] };
+            let line: &[u8] =
+                if from_pending { &self.line } else { &buf(&self.map, &self.block)[self.cur.0..self.cur.1] };
             let trimmed = trim(line);
             if trimmed.is_empty() {
                 continue;
@@ -285,7 +325,11 @@ impl UnitReader {
             let opens = matches!(trimmed.last(), Some(b'{' | b'[' | b',' | b':'));
             if !opens || from_pending {
                 let (s, e) = span(line);
-                let bytes = if from_pending { &self.line[s..e] } else { &self.block[self.cur.0 + s..self.cur.0 + e] };
+                let bytes = if from_pending {
+                    &self.line[s..e]
+                } else {
+                    &buf(&self.map, &self.block)[self.cur.0 + s..self.cur.0 + e]
+                };
                 return Ok(Some(Unit { bytes, line: line_no, source: &self.name, too_large: false }));
             }
             // A multi-line value: accumulate until brackets balance.
@@ -307,7 +351,7 @@ impl UnitReader {
                     self.doc.extend_from_slice(&l);
                     n
                 } else if self.read_line()? {
-                    self.doc.extend_from_slice(&self.block[self.cur.0..self.cur.1]);
+                    self.doc.extend_from_slice(&buf(&self.map, &self.block)[self.cur.0..self.cur.1]);
                     self.line_no
                 } else {
                     break;
