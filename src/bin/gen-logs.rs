@@ -1385,9 +1385,9 @@ impl BenchWriter<'_> {
             b.extend_from_slice(&guid_bytes(r2, r3));
         }
         b.extend_from_slice(b"\",\"collectionRid\": \"");
-        b.extend_from_slice(&guid_bytes(acct as u64, coll)[..8]);
+        b.extend_from_slice(&guid_bytes(mix64(acct as u64 ^ 0xc011), mix64(coll))[..8]);
         b.extend_from_slice(b"AA==\",\"databaseRid\": \"");
-        b.extend_from_slice(&guid_bytes(acct as u64, db)[..6]);
+        b.extend_from_slice(&guid_bytes(mix64(acct as u64 ^ 0xdb), mix64(db))[..6]);
         b.extend_from_slice(b"==\",\"statusCode\": \"200\",\"duration\": \"");
         push_u64(b, 2 + resp / 20_000 + (r3 >> 40) % 30);
         b.extend_from_slice(b"\",\"userAgent\": \"");
@@ -1414,7 +1414,7 @@ impl BenchWriter<'_> {
         b.extend_from_slice(b"\",\"responseLength\": \"");
         push_u64(b, resp);
         b.extend_from_slice(b"\",\"resourceTokenPermissionId\": \"\",\"resourceTokenPermissionMode\": \"\",\"resourceTokenUserRid\": \"\",\"region\": \"East US 2\",\"partitionId\": \"");
-        b.extend_from_slice(&guid_bytes(acct as u64 ^ 0x9a7, coll * 4 + r3 % 4));
+        b.extend_from_slice(&guid_bytes(mix64(acct as u64 ^ 0x9a7), mix64(coll * 4 + r3 % 4)));
         b.extend_from_slice(b"\",\"keyType\": \"");
         match cred {
             0 => b.extend_from_slice(b"PrimaryMasterKey"),
@@ -1423,7 +1423,8 @@ impl BenchWriter<'_> {
         }
         b.extend_from_slice(b"\",\"aadPrincipalId\": \"");
         if cred >= 2 {
-            b.extend_from_slice(&guid_bytes(mix64(acct as u64 * 4 + cred as u64), 0xaad));
+            let g = mix64(acct as u64 * 4 + cred as u64);
+            b.extend_from_slice(&guid_bytes(g, mix64(g ^ 0xaad)));
         }
         b.extend_from_slice(b"\",\"connectionMode\": \"Direct\",\"databaseName\": \"db");
         push_digits(b, db, 2);

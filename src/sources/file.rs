@@ -164,6 +164,8 @@ pub struct UnitReader {
     reader: Option<Box<dyn Read + Send>>,
     /// The current file, when it is mapped (then `reader` is unused).
     map: Option<memmap2::Mmap>,
+    /// How much of the map has been handed back to the kernel (see `release_read`).
+    released: usize,
     eof: bool,
     name: String,
     line_no: u64,
@@ -188,6 +190,7 @@ impl UnitReader {
             next_file: 0,
             reader: None,
             map: None,
+            released: 0,
             eof: false,
             name: String::new(),
             line_no: 0,
@@ -225,7 +228,9 @@ impl UnitReader {
                 self.name = path.display().to_string();
                 match open_file(path).map_err(|source| SourceError::Io { path: self.name.clone(), source })? {
                     Opened::Mapped(m) => {
+                        let _ = m.advise(memmap2::Advice::Sequential);
                         self.map = Some(m);
+                        self.released = 0;
                         self.reader = Some(Box::new(io::empty()));
                         self.block.clear();
                         self.pos = 0;
@@ -248,12 +253,32 @@ impl UnitReader {
         Ok(true)
     }
 
+    /// Unmaps pages of a mapped file that are well behind the read position, so that the
+    /// process's resident memory stays that of its state, not of the file (the pages stay in
+    /// the page cache).
+    fn release_read(&mut self) {
+        const STEP: usize = 16 << 20;
+        if let Some(m) = &self.map {
+            let upto = self.pos / STEP * STEP;
+            if upto > self.released {
+                // SAFETY: nothing borrows the map below `pos`: a `Unit` borrows the reader
+                // mutably, so none is alive while a line is read, and multi-line units and
+                // pending lines are copies. Pages before `pos` are never read again.
+                let _ = unsafe {
+                    m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, self.released, upto - self.released)
+                };
+                self.released = upto;
+            }
+        }
+    }
+
     /// Finds the next physical line and sets `cur` to it; false at the end of the stream.
     fn read_line(&mut self) -> Result<bool, SourceError> {
         loop {
             if self.reader.is_none() && !self.open_next()? {
                 return Ok(false);
             }
+            self.release_read();
             let data = buf(&self.map, &self.block);
             if let Some(i) = memchr::memchr(b'\n', &data[self.pos..]) {
                 self.cur = (self.pos, self.pos + i + 1);
