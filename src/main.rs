@@ -10,7 +10,7 @@ use exfilwatch::config::{Config, DEFAULTS_TOML};
 use exfilwatch::detect::Detector;
 use exfilwatch::replay::{replay, ReplayError, ReplayOptions, ReplayReport};
 use exfilwatch::sinks::{AlertSink, JsonLinesSink};
-use exfilwatch::telemetry::Stats;
+use exfilwatch::telemetry::{Metrics, Stats};
 use exfilwatch::time::parse_timestamp;
 use exfilwatch::units::human_bytes;
 use std::io::{IsTerminal, Write};
@@ -63,6 +63,10 @@ struct ReplayArgs {
     /// No summary on stderr at the end.
     #[arg(long, short)]
     quiet: bool,
+    /// Write the run's counters in the Prometheus text format to this file at the end (for
+    /// node_exporter's textfile collector); written to a temporary file and renamed.
+    #[arg(long)]
+    metrics_textfile: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -165,6 +169,12 @@ fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
         eprint!("\r\x1b[2K");
     }
     let report = result?;
+    if let Some(path) = &args.metrics_textfile {
+        let mut metrics = Metrics::new().context("cannot register metrics")?;
+        metrics.publish(&report.stats);
+        write_atomically(path, metrics.render().as_bytes())
+            .with_context(|| format!("cannot write metrics to {}", path.display()))?;
+    }
     if !args.quiet {
         print_summary(&report);
     }
@@ -172,6 +182,14 @@ fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(3));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 fn print_summary(r: &ReplayReport) {

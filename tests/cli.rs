@@ -61,6 +61,27 @@ fn replay_finds_the_theft_and_fail_on_alert_exits_3() {
 }
 
 #[test]
+fn metrics_textfile_holds_the_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "logs.json", &format!("{}\n{{not json\n", theft_log()));
+    let m = dir.path().join("exfilwatch.prom");
+    let out = exfilwatch().args(["replay", "-q", "--metrics-textfile"]).arg(&m).arg(&f).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = std::fs::read_to_string(&m).unwrap();
+    let requests = 8 * 24 + 768;
+    assert!(
+        text.contains(&format!("exfilwatch_records_read_total{{category=\"DataPlaneRequests\"}} {requests}")),
+        "{text}"
+    );
+    assert!(text.contains("exfilwatch_records_malformed_total{reason=\"invalid_json\"} 1"), "{text}");
+    assert!(
+        text.contains("exfilwatch_alerts_total{rule=\"unfamiliar_origin_volume\",severity=\"critical\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("exfilwatch_keys_tracked 1"), "{text}");
+}
+
+#[test]
 fn stdin_gzip_and_plain_file_give_the_same_alerts() {
     let dir = tempfile::tempdir().unwrap();
     let text = theft_log();
