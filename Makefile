@@ -26,9 +26,10 @@ bench-criterion:
 bench-pipeline:
 	bash bench/pipeline.sh
 
-## Regenerates sample-logs/ from the deterministic generator.
+## Regenerates sample-logs/ from the deterministic generator (contoso's hour files gzipped).
 sample-logs:
 	$(CARGO) run --release --locked --bin gen-logs -- sample --out $(SAMPLE_LOGS)
+	find $(SAMPLE_LOGS)/contoso -name PT1H.json -exec gzip -n -9 -f {} +
 
 fmt:
 	$(CARGO) fmt

@@ -111,9 +111,8 @@ fn rid_string(seed: u64, len_bytes: usize) -> String {
     let bytes: Vec<u8> = (0..len_bytes).map(|_| (r.next() & 0xff) as u8).collect();
     let mut s = String::new();
     for chunk in bytes.chunks(3) {
-        let n = (chunk[0] as u32) << 16
-            | (*chunk.get(1).unwrap_or(&0) as u32) << 8
-            | *chunk.get(2).unwrap_or(&0) as u32;
+        let n =
+            (chunk[0] as u32) << 16 | (*chunk.get(1).unwrap_or(&0) as u32) << 8 | *chunk.get(2).unwrap_or(&0) as u32;
         s.push(B64[(n >> 18) as usize & 63] as char);
         s.push(B64[(n >> 12) as usize & 63] as char);
         s.push(if chunk.len() > 1 { B64[(n >> 6) as usize & 63] as char } else { '=' });
@@ -170,7 +169,7 @@ struct Tm {
     h: u32,
     mi: u32,
     s: u32,
-    frac: u32, // 7 digits
+    frac: u32,   // 7 digits
     wday: usize, // 0 = Sunday
 }
 
@@ -207,8 +206,7 @@ fn iso0(t: u64) -> String {
 /// `Wed, 11 Aug 2021 19:29:50.266 GMT`
 fn rfc1123_ms(t: u64) -> String {
     const WD: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MO: [&str; 12] =
-        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MO: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     let m = split_time(t);
     format!(
         "{}, {:02} {} {:04} {:02}:{:02}:{:02}.{:03} GMT",
@@ -351,8 +349,7 @@ const BACKUP_IP: &str = "10.20.40.8";
 const DEV_IP: &str = "81.2.69.142";
 
 const UA_APP: &str = "Microsoft.Azure.Documents.Client/2.14.0 (netstandard2.0; Linux 5.4.0-1056-azure; x64)";
-const UA_PY: &str =
-    "azsdk-python-cosmos/4.3.0 Python/3.9.7 (Linux-5.4.0-1056-azure-x86_64-with-glibc2.31)";
+const UA_PY: &str = "azsdk-python-cosmos/4.3.0 Python/3.9.7 (Linux-5.4.0-1056-azure-x86_64-with-glibc2.31)";
 const UA_BACKUP: &str = "cosmos-backup/1.4.2";
 const UA_DEV: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/92.0.4515.131 Safari/537.36 Azure Cosmos DB Data Explorer";
 const UA_THIEF: &str = "python-requests/2.25.1";
@@ -432,11 +429,7 @@ impl Contoso {
         };
         let charge = if d.status == 200 || d.status == 201 { ru_for(rng, d.op, d.resp_len) } else { 1.0 };
         let dur = if d.status == 429 { 0 } else { duration_ms(rng, d.resp_len) };
-        let aad = if d.aad.is_empty() {
-            String::new()
-        } else {
-            format!("\"aadPrincipalId\": \"{}\",", d.aad)
-        };
+        let aad = if d.aad.is_empty() { String::new() } else { format!("\"aadPrincipalId\": \"{}\",", d.aad) };
         format!(
             "{{ \"time\": \"{}\", \"resourceId\": \"{}\", \"category\": \"DataPlaneRequests\", \"operationName\": \"{}\", \"properties\": {{\"activityId\": \"{}\",\"requestResourceType\": \"Document\",\"requestResourceId\": \"{}\",\"collectionRid\": \"{}\",\"statusCode\": \"{}\",\"duration\": \"{}\",\"userAgent\": \"{}\",\"clientIpAddress\": \"{}\",\"requestCharge\": \"{}\",\"requestLength\": \"{}\",\"responseLength\": \"{}\",{}\"region\": \"East US\",\"partitionId\": \"{}\",\"keyType\": \"{}\",\"databaseName\": \"shop\",\"collectionName\": \"{}\"}}}}",
             iso7(d.t),
@@ -484,6 +477,7 @@ struct ContosoOut {
     backup_runs: Vec<(u64, u64, u64, u64)>, // start, end, requests, bytes
 }
 
+#[allow(clippy::needless_range_loop)]
 fn gen_contoso() -> ContosoOut {
     let cx = Contoso::new();
     let t0 = t0_sample();
@@ -506,7 +500,7 @@ fn gen_contoso() -> ContosoOut {
             pool.push("10.20.30.17");
         }
         let (mut target, n_small) = match hod {
-            8..=17 => (rng.uniform(40.0, 120.0), rng.range(6, 11)),
+            8..=17 => (rng.uniform(40.0, 120.0), rng.range(5, 9)),
             7 | 18 => (rng.uniform(15.0, 30.0), rng.range(4, 7)),
             19..=22 => (rng.uniform(5.0, 12.0), rng.range(3, 5)),
             _ => (rng.uniform(1.5, 5.0), rng.range(2, 4)),
@@ -532,13 +526,19 @@ fn gen_contoso() -> ContosoOut {
         }
         if target > small_sum + 32 * KIB {
             let rem = target - small_sum;
-            let nb = rem.div_ceil(3_355_443).max(1); // ~3.2 MiB average pages
+            let nb = rem.div_ceil(3_670_016).max(1); // ~3.5 MiB average pages
             for _ in 0..nb {
                 let page = ((rem / nb) as f64 * rng.uniform(0.85, 1.15)) as u64;
                 let page = page.min(4 * MIB);
                 let op = if rng.chance(0.5) { "Query" } else { "ReadFeed" };
                 let x = rng.f64();
-                let coll = if x < 0.5 { "orders" } else if x < 0.8 { "customers" } else { "carts" };
+                let coll = if x < 0.5 {
+                    "orders"
+                } else if x < 0.8 {
+                    "customers"
+                } else {
+                    "carts"
+                };
                 let req_len = if op == "Query" { rng.range(180, 640) } else { 0 };
                 reqs.push((op, coll, false, req_len, page));
             }
@@ -554,7 +554,19 @@ fn gen_contoso() -> ContosoOut {
             let status = if op == "Create" { 201 } else { 200 };
             let text = cx.render(
                 &mut rng,
-                &Dp { t, op, coll, doc, status, ua: UA_APP, ip, req_len, resp_len: resp, key_type: "PrimaryMasterKey", aad: "" },
+                &Dp {
+                    t,
+                    op,
+                    coll,
+                    doc,
+                    status,
+                    ua: UA_APP,
+                    ip,
+                    req_len,
+                    resp_len: resp,
+                    key_type: "PrimaryMasterKey",
+                    aad: "",
+                },
             );
             app_hour_bytes[h] += resp;
             lines.push(CLine { t, text, kind: Kind::App, bytes: resp });
@@ -568,17 +580,24 @@ fn gen_contoso() -> ContosoOut {
             let req_len = rng.range(220, 900);
             let text = cx.render(
                 &mut rng,
-                &Dp { t, op: "Query", coll, doc: false, status: 200, ua: UA_PY, ip: "52.160.10.20", req_len, resp_len: resp, key_type: "", aad: ANALYST_AAD },
+                &Dp {
+                    t,
+                    op: "Query",
+                    coll,
+                    doc: false,
+                    status: 200,
+                    ua: UA_PY,
+                    ip: "52.160.10.20",
+                    req_len,
+                    resp_len: resp,
+                    key_type: "",
+                    aad: ANALYST_AAD,
+                },
             );
             lines.push(CLine { t, text, kind: Kind::Analyst, bytes: resp });
         }
     }
-    let max_app_hour = app_hour_bytes
-        .iter()
-        .enumerate()
-        .map(|(h, b)| (*b, h))
-        .max()
-        .unwrap_or((0, 0));
+    let max_app_hour = app_hour_bytes.iter().enumerate().map(|(h, b)| (*b, h)).max().unwrap_or((0, 0));
 
     // --- nightly backup (SecondaryReadonlyMasterKey) ------------------------------------
     let mut rng = Rng::stream("contoso-backup");
@@ -598,7 +617,19 @@ fn gen_contoso() -> ContosoOut {
                 let resp = if p + 1 == pages { last } else { 4 * MIB };
                 let text = cx.render(
                     &mut rng,
-                    &Dp { t, op: "ReadFeed", coll, doc: false, status: 200, ua: UA_BACKUP, ip: BACKUP_IP, req_len: 0, resp_len: resp, key_type: "SecondaryReadonlyMasterKey", aad: "" },
+                    &Dp {
+                        t,
+                        op: "ReadFeed",
+                        coll,
+                        doc: false,
+                        status: 200,
+                        ua: UA_BACKUP,
+                        ip: BACKUP_IP,
+                        req_len: 0,
+                        resp_len: resp,
+                        key_type: "SecondaryReadonlyMasterKey",
+                        aad: "",
+                    },
                 );
                 lines.push(CLine { t, text, kind: Kind::Backup, bytes: resp });
                 n += 1;
@@ -619,7 +650,19 @@ fn gen_contoso() -> ContosoOut {
         let req_len = if op == "Query" { rng.range(90, 400) } else { 0 };
         let text = cx.render(
             &mut rng,
-            &Dp { t, op, coll, doc: op == "Read", status: 200, ua: UA_DEV, ip: DEV_IP, req_len, resp_len: resp, key_type: "PrimaryReadonlyMasterKey", aad: "" },
+            &Dp {
+                t,
+                op,
+                coll,
+                doc: op == "Read",
+                status: 200,
+                ua: UA_DEV,
+                ip: DEV_IP,
+                req_len,
+                resp_len: resp,
+                key_type: "PrimaryReadonlyMasterKey",
+                aad: "",
+            },
         );
         lines.push(CLine { t, text, kind: Kind::Dev, bytes: resp });
     }
@@ -636,7 +679,19 @@ fn gen_contoso() -> ContosoOut {
         let req_len = if op == "Query" { rng.range(52, 60) } else { 0 };
         let text = cx.render(
             &mut rng,
-            &Dp { t, op, coll, doc: false, status: 200, ua: UA_THIEF, ip: THIEF_IP, req_len, resp_len: resp, key_type: "PrimaryMasterKey", aad: "" },
+            &Dp {
+                t,
+                op,
+                coll,
+                doc: false,
+                status: 200,
+                ua: UA_THIEF,
+                ip: THIEF_IP,
+                req_len,
+                resp_len: resp,
+                key_type: "PrimaryMasterKey",
+                aad: "",
+            },
         );
         lines.push(CLine { t, text, kind: Kind::Theft, bytes: resp });
         if theft.count == 0 {
@@ -657,7 +712,7 @@ fn gen_contoso() -> ContosoOut {
 
     // --- failed requests (429 / 404 / 403), app credential -----------------------------
     let mut rng = Rng::stream("contoso-failed");
-    let failed: [(u32, u32, u64, &str); 7] = [
+    let failed: [(u32, u64, u32, &str); 7] = [
         (10, 9, 429, "Query"),
         (10, 9, 429, "Query"),
         (11, 16, 404, "Read"),
@@ -665,15 +720,26 @@ fn gen_contoso() -> ContosoOut {
         (14, 20, 404, "Read"),
         (15, 10, 403, "Query"),
         (16, 8, 403, "ReadFeed"),
-    ]
-    .map(|(d, h, s, op)| (d, h, s, op));
+    ];
     for (d, h, status, op) in failed {
-        let t = ticks(2021, 8, d, h as u64, 0, 0) + rng.next() % HOUR;
+        let t = ticks(2021, 8, d, h, 0, 0) + rng.next() % HOUR;
         let resp = rng.range(180, 640);
         let ip = *rng.pick(&["10.20.30.4", "10.20.30.5", "10.20.30.6"]);
         let text = cx.render(
             &mut rng,
-            &Dp { t, op, coll: "orders", doc: op == "Read", status: status as u32, ua: UA_APP, ip, req_len: 0, resp_len: resp, key_type: "PrimaryMasterKey", aad: "" },
+            &Dp {
+                t,
+                op,
+                coll: "orders",
+                doc: op == "Read",
+                status,
+                ua: UA_APP,
+                ip,
+                req_len: 0,
+                resp_len: resp,
+                key_type: "PrimaryMasterKey",
+                aad: "",
+            },
         );
         lines.push(CLine { t, text, kind: Kind::Failed, bytes: resp });
     }
@@ -691,7 +757,9 @@ fn gen_contoso() -> ContosoOut {
     for (i, h) in [33usize, 107, 178].into_iter().enumerate() {
         let q = hours[h].iter().position(|l| l.kind == Kind::App && l.text.contains("\"operationName\": \"Query\""));
         let (t, act) = match q {
-            Some(p) => (hours[h][p].t + rng.range(1, 40) * MS, activity_of(&hours[h][p].text).unwrap_or("").to_string()),
+            Some(p) => {
+                (hours[h][p].t + rng.range(1, 40) * MS, activity_of(&hours[h][p].text).unwrap_or("").to_string())
+            }
             None => (t0 + h as u64 * HOUR + rng.next() % HOUR, rng.guid()),
         };
         let qt = [
@@ -734,7 +802,19 @@ fn gen_contoso() -> ContosoOut {
         let ip = if i == 2 { "999.1.2.3" } else { "10.20.30.5" };
         let base = cx.render(
             &mut rng,
-            &Dp { t, op: "Read", coll: "customers", doc: true, status: 200, ua: UA_APP, ip, req_len: 0, resp_len: 2048 + i as u64, key_type: "PrimaryMasterKey", aad: "" },
+            &Dp {
+                t,
+                op: "Read",
+                coll: "customers",
+                doc: true,
+                status: 200,
+                ua: UA_APP,
+                ip,
+                req_len: 0,
+                resp_len: 2048 + i as u64,
+                key_type: "PrimaryMasterKey",
+                aad: "",
+            },
         );
         let (text, what) = match i {
             0 => {
@@ -742,10 +822,18 @@ fn gen_contoso() -> ContosoOut {
                 let cut = base.find(k).map(|p| p + k.len() + 17).unwrap_or(base.len() / 2);
                 (base[..cut].to_string(), "truncated JSON line (cut inside the userAgent string)")
             }
-            1 => ("<html>502 Bad Gateway</html>".to_string(), "a line that is not JSON (`<html>502 Bad Gateway</html>`)"),
+            1 => {
+                ("<html>502 Bad Gateway</html>".to_string(), "a line that is not JSON (`<html>502 Bad Gateway</html>`)")
+            }
             2 => (base, "record with clientIpAddress \"999.1.2.3\""),
-            3 => (base.replace("\"responseLength\": \"2051\"", "\"responseLength\": \"-5\""), "record with responseLength \"-5\""),
-            4 => (base.replace("\"responseLength\": \"2052\"", "\"responseLength\": \"abc\""), "record with responseLength \"abc\""),
+            3 => (
+                base.replace("\"responseLength\": \"2051\"", "\"responseLength\": \"-5\""),
+                "record with responseLength \"-5\"",
+            ),
+            4 => (
+                base.replace("\"responseLength\": \"2052\"", "\"responseLength\": \"abc\""),
+                "record with responseLength \"abc\"",
+            ),
             _ => {
                 let end = base.find("\"resourceId\"").unwrap_or(2);
                 (format!("{{ {}", &base[end..]), "record without a `time` field")
@@ -770,9 +858,7 @@ fn gen_contoso() -> ContosoOut {
             .iter()
             .enumerate()
             .filter(|(_, l)| {
-                matches!(l.kind, Kind::App | Kind::Theft)
-                    && l.t + 5 * MIN <= file_start
-                    && l.t + 50 * MIN >= file_start
+                matches!(l.kind, Kind::App | Kind::Theft) && l.t + 5 * MIN <= file_start && l.t + 50 * MIN >= file_start
             })
             .map(|(i, _)| i)
             .collect();
@@ -806,10 +892,7 @@ fn gen_contoso() -> ContosoOut {
     // --- locally shuffled files: order jittered by up to 4 seconds -----------------------
     let shuffled = [hour_index(ticks(2021, 8, 13, 1, 0, 0)), hour_index(ticks(2021, 8, 17, 2, 0, 0))];
     for &h in &shuffled {
-        let mut keyed: Vec<(u64, CLine)> = hours[h]
-            .drain(..)
-            .map(|l| (l.t + rng.next() % (4 * SEC), l))
-            .collect();
+        let mut keyed: Vec<(u64, CLine)> = hours[h].drain(..).map(|l| (l.t + rng.next() % (4 * SEC), l)).collect();
         keyed.sort_by_key(|(k, _)| *k);
         let mut inversions = 0;
         let mut prev = 0;
@@ -849,7 +932,8 @@ fn insert_sorted(v: &mut Vec<CLine>, l: CLine) {
 
 const FAB_SUB: &str = "b5c2d1e0-8f3a-4d6b-9e2c-1a7f4e3d9c08";
 const FAB_TENANT: &str = "4a1c9e7d-2b3f-4e8a-9d6c-5f0b7a2e1c34";
-const UA_FAB_APP: &str = "Microsoft.Azure.Documents.Client/2.14.0 (netstandard2.0; Windows 10.0.17763; x64) PrescriberPortal/3.2";
+const UA_FAB_APP: &str =
+    "Microsoft.Azure.Documents.Client/2.14.0 (netstandard2.0; Windows 10.0.17763; x64) PrescriberPortal/3.2";
 
 struct FabRow {
     t: u64,
@@ -896,7 +980,15 @@ fn gen_fabrikam() -> FabOut {
         if day <= 3 && (9..=17).contains(&hod) {
             let k = rng.range(1, 2) as usize;
             for t in sorted_times(&mut rng, start, HOUR, k) {
-                reqs.push((t, "Query", "198.51.100.23", true, "patients", rng.range(150, 500), rng.log_uniform(20_000.0, 900_000.0) as u64));
+                reqs.push((
+                    t,
+                    "Query",
+                    "198.51.100.23",
+                    true,
+                    "patients",
+                    rng.range(150, 500),
+                    rng.log_uniform(20_000.0, 900_000.0) as u64,
+                ));
             }
         }
         // master key from the office NAT: 1-10 MiB/hour growing 3 %/day
@@ -914,21 +1006,35 @@ fn gen_fabrikam() -> FabOut {
     // day 6 (2021-08-14): one stream from the IPv4-mapped IPv6 form of the office NAT
     let s = ticks(2021, 8, 14, 10, 7, 0);
     for t in sorted_times(&mut rng, s, 35 * MIN, 24) {
-        reqs.push((t, "Query", "::ffff:198.51.100.23", true, "patients", rng.range(150, 500), rng.log_uniform(100_000.0, 1_000_000.0) as u64));
+        reqs.push((
+            t,
+            "Query",
+            "::ffff:198.51.100.23",
+            true,
+            "patients",
+            rng.range(150, 500),
+            rng.log_uniform(100_000.0, 1_000_000.0) as u64,
+        ));
     }
     reqs.sort_by_key(|r| r.0);
     for (t, op, ip, rt, coll, rl, resp) in reqs {
         let (key_type, auth, perm, urid, ua, cred) = if rt {
-            ("", "ResourceToken", "perm-prescriber-app", user_rid.as_str(), UA_FAB_APP, "ResourceToken perm-prescriber-app")
+            (
+                "",
+                "ResourceToken",
+                "perm-prescriber-app",
+                user_rid.as_str(),
+                UA_FAB_APP,
+                "ResourceToken perm-prescriber-app",
+            )
         } else {
             ("", "PrimaryMasterKey", "", "", UA_PY, "PrimaryMasterKey")
         };
-        let status = if op == "Upsert" { 200 } else { 200 };
         let charge = ru_for(&mut rng, op, resp);
         let dur = duration_ms(&mut rng, resp);
         let text = format!(
             "{{\"TimeGenerated\":\"{}\",\"AccountName\":\"fabrikam-prod\",\"OperationName\":\"{}\",\"ClientIpAddress\":\"{}\",\"KeyType\":\"{}\",\"AuthTokenType\":\"{}\",\"AadPrincipalId\":\"\",\"ResourceTokenPermissionId\":\"{}\",\"ResourceTokenUserRid\":\"{}\",\"DatabaseName\":\"clinic\",\"CollectionName\":\"{}\",\"RequestResourceType\":\"Document\",\"UserAgent\":\"{}\",\"ActivityId\":\"{}\",\"DurationMs\":{},\"RequestCharge\":{},\"RequestLength\":{},\"ResponseLength\":{},\"StatusCode\":{},\"_ResourceId\":\"{}\",\"Type\":\"CDBDataPlaneRequests\",\"TenantId\":\"{}\",\"SourceSystem\":\"Azure\"}}",
-            iso7(t), op, ip, key_type, auth, perm, urid, coll, ua, rng.guid(), dur, charge, rl, resp, status, resid, FAB_TENANT
+            iso7(t), op, ip, key_type, auth, perm, urid, coll, ua, rng.guid(), dur, charge, rl, resp, 200, resid, FAB_TENANT
         );
         let label = format!("{} from {}", cred, ip);
         match per_cred.iter_mut().find(|c| c.0 == label) {
@@ -1137,23 +1243,33 @@ fn run_sample(out: &Path) -> io::Result<()> {
     p(&mut md, "cargo run --release --bin gen-logs -- sample --out sample-logs");
     p(&mut md, "```");
     p(&mut md, "");
-    p(&mut md, "`make sample-logs` runs that and then compresses one hour file in place,");
-    p(&mut md, "`gzip -n -9` of `contoso/.../y=2021/m=08/d=10/h=12/m=00/PT1H.json` (so it becomes `PT1H.json.gz`;");
-    p(&mut md, "`-n` keeps the output deterministic), to exercise the reader's gzip path. The generator deletes a");
-    p(&mut md, "stale `PT1H.json.gz` before it writes the plain file, so regenerating is idempotent.");
+    p(&mut md, "`make sample-logs` runs that and then compresses every contoso hour file in place with");
+    p(&mut md, "`gzip -n -9` (`PT1H.json` becomes `PT1H.json.gz`; `-n` keeps the output deterministic): it keeps");
+    p(&mut md, "the committed set small (the nightly backup and the theft are thousands of 4 MiB reads) and");
+    p(&mut md, "exercises the reader's gzip path (`zcat` shows a file). The generator deletes a stale");
+    p(&mut md, "`PT1H.json.gz` before it writes the plain file, so regenerating is idempotent. The replay of");
+    p(&mut md, "freshly generated (plain) files gives the same alerts as the committed set (`tests/golden.rs`).");
     p(&mut md, "");
     p(&mut md, "## Files");
     p(&mut md, "");
-    p(&mut md, "| path | shape | lines | records (valid DataPlane/Mongo) | bytes |");
+    p(
+        &mut md,
+        "| path | shape | lines | records (valid DataPlane/Mongo) | bytes (as generated, before the gzip step) |",
+    );
     p(&mut md, "|---|---|---|---|---|");
-    let contoso_valid: u64 = [Kind::App, Kind::Backup, Kind::Analyst, Kind::Dev, Kind::Theft, Kind::Failed].iter().map(|k| kind_row(*k).0).sum();
+    let contoso_valid: u64 = [Kind::App, Kind::Backup, Kind::Analyst, Kind::Dev, Kind::Theft, Kind::Failed]
+        .iter()
+        .map(|k| kind_row(*k).0)
+        .sum();
     md.push_str(&format!(
         "| `contoso/insights-logs-dataplanerequests/resourceId=/SUBSCRIPTIONS/7E2F6B1C-0D5A-4C1E-9A57-3F0B8C9D2E41/RESOURCEGROUPS/RG-PROD/PROVIDERS/MICROSOFT.DOCUMENTDB/DATABASEACCOUNTS/CONTOSO/y=2021/m=08/d=DD/h=HH/m=00/PT1H.json` ({} hour files) | A, JSON Lines (Storage archive layout) | {} | {} | {} |\n",
         SAMPLE_HOURS, contoso_lines, contoso_valid, contoso_bytes_on_disk
     ));
     md.push_str(&format!(
         "| `fabrikam/cdbdataplanerequests.jsonl` | C, `CDBDataPlaneRequests` table rows, JSON Lines | {} | {} | {} |\n",
-        fab.rows.len(), fab.rows.len(), fab_text.len()
+        fab.rows.len(),
+        fab.rows.len(),
+        fab_text.len()
     ));
     md.push_str(&format!(
         "| `northwind/mongo-envelopes.jsonl` | A envelopes `{{\"records\": [...]}}`, one per line, category MongoRequests | {} | {} | {} |\n",
@@ -1166,14 +1282,29 @@ fn run_sample(out: &Path) -> io::Result<()> {
     p(&mut md, "");
     p(&mut md, "## Shapes");
     p(&mut md, "");
-    p(&mut md, "- **contoso** (shape A, current): `time` with 7 fractional digits, `resourceId` the upper-case ARM path,");
-    p(&mut md, "  `category` `DataPlaneRequests`, `operationName`, and `properties` whose numbers are all JSON strings");
-    p(&mut md, "  (`\"statusCode\": \"200\"`, `\"requestCharge\": \"412.310000\"`, `\"responseLength\": \"4194304\"`).");
+    p(
+        &mut md,
+        "- **contoso** (shape A, current): `time` with 7 fractional digits, `resourceId` the upper-case ARM path,",
+    );
+    p(
+        &mut md,
+        "  `category` `DataPlaneRequests`, `operationName`, and `properties` whose numbers are all JSON strings",
+    );
+    p(
+        &mut md,
+        "  (`\"statusCode\": \"200\"`, `\"requestCharge\": \"412.310000\"`, `\"responseLength\": \"4194304\"`).",
+    );
     p(&mut md, "  The caller is `clientIpAddress`; the credential is `aadPrincipalId` when present, else `keyType`.");
     p(&mut md, "- **fabrikam** (shape C, Log Analytics `CDBDataPlaneRequests`): flat PascalCase with real JSON types");
     p(&mut md, "  (`\"ResponseLength\":123456`, `\"StatusCode\":200`, `\"RequestCharge\":5.71`), `TimeGenerated`, `_ResourceId`");
-    p(&mut md, "  lower case. The credential is `AuthTokenType` (`KeyType` is empty) or the resource-token permission.");
-    p(&mut md, "- **northwind** (Mongo API): each line is an Event Hubs style envelope of 5-20 `MongoRequests` records;");
+    p(
+        &mut md,
+        "  lower case. The credential is `AuthTokenType` (`KeyType` is empty) or the resource-token permission.",
+    );
+    p(
+        &mut md,
+        "- **northwind** (Mongo API): each line is an Event Hubs style envelope of 5-20 `MongoRequests` records;",
+    );
     p(&mut md, "  caller `address`, credential `authorizationTokenType`, `time` without fractional seconds.");
     p(&mut md, "- **adatum** (2017 form): `time` in RFC 1123 with milliseconds (`Wed, 11 Aug 2021 19:29:50.266 GMT`),");
     p(&mut md, "  `resourceId` the bare account name, `resourceType` / `documentResourceId` property names.");
@@ -1185,11 +1316,31 @@ fn run_sample(out: &Path) -> io::Result<()> {
     p(&mut md, "| credential | origin | user agent | requests | bytes read |");
     p(&mut md, "|---|---|---|---|---|");
     let rows = [
-        (Kind::App, "keyType PrimaryMasterKey (web app)", "10.20.30.4-6; .11 from day 4, .17 from day 7", "Microsoft.Azure.Documents.Client/2.14.0"),
-        (Kind::Failed, "keyType PrimaryMasterKey (web app, failed: 429/404/403)", "10.20.30.4-6", "Microsoft.Azure.Documents.Client/2.14.0"),
+        (
+            Kind::App,
+            "keyType PrimaryMasterKey (web app)",
+            "10.20.30.4-6; .11 from day 4, .17 from day 7",
+            "Microsoft.Azure.Documents.Client/2.14.0",
+        ),
+        (
+            Kind::Failed,
+            "keyType PrimaryMasterKey (web app, failed: 429/404/403)",
+            "10.20.30.4-6",
+            "Microsoft.Azure.Documents.Client/2.14.0",
+        ),
         (Kind::Backup, "keyType SecondaryReadonlyMasterKey (nightly backup)", "10.20.40.8", "cosmos-backup/1.4.2"),
-        (Kind::Analyst, "aadPrincipalId 3F2504E0-4F89-11D3-9A0C-0305E82C3301 (analyst service)", "52.160.10.20", "azsdk-python-cosmos/4.3.0"),
-        (Kind::Dev, "keyType PrimaryReadonlyMasterKey (developer, once)", "81.2.69.142", "... Azure Cosmos DB Data Explorer"),
+        (
+            Kind::Analyst,
+            "aadPrincipalId 3F2504E0-4F89-11D3-9A0C-0305E82C3301 (analyst service)",
+            "52.160.10.20",
+            "azsdk-python-cosmos/4.3.0",
+        ),
+        (
+            Kind::Dev,
+            "keyType PrimaryReadonlyMasterKey (developer, once)",
+            "81.2.69.142",
+            "... Azure Cosmos DB Data Explorer",
+        ),
         (Kind::Theft, "keyType PrimaryMasterKey (**the thief**)", "203.0.113.77", "python-requests/2.25.1"),
     ];
     for (k, cred, origin, ua) in rows {
@@ -1205,16 +1356,29 @@ fn run_sample(out: &Path) -> io::Result<()> {
     for (s, e, n, b) in &c.backup_runs {
         md.push_str(&format!("  - {} to {}: {} requests, {} bytes ({})\n", iso7(*s), iso7(*e), n, b, fmt_bytes(*b)));
     }
-    p(&mut md, "- Developer: day 5 (2021-08-13) from about 14:02 UTC, 20 requests of ~150-250 kB through Data Explorer.");
+    p(
+        &mut md,
+        "- Developer: day 5 (2021-08-13) from about 14:02 UTC, 20 requests of ~150-250 kB through Data Explorer.",
+    );
     p(&mut md, "- Analyst: every hour, 1-3 queries totalling 2-6 MiB.");
     p(&mut md, "");
     p(&mut md, "### The theft (the only thing that should alert)");
     p(&mut md, "");
-    md.push_str(&format!("- credential: contoso, keyType `PrimaryMasterKey` (no AAD principal), the web app's key\n"));
-    md.push_str(&format!("- origin: `{}` (never seen before; /24 `203.0.113.0/24`), user agent `{}`\n", THIEF_IP, UA_THIEF));
+    md.push_str("- credential: contoso, keyType `PrimaryMasterKey` (no AAD principal), the web app's key\n");
+    md.push_str(&format!(
+        "- origin: `{}` (never seen before; /24 `203.0.113.0/24`), user agent `{}`\n",
+        THIEF_IP, UA_THIEF
+    ));
     md.push_str(&format!("- first request: `{}`\n", iso7(th.first)));
-    md.push_str(&format!("- last request: `{}` (duration {:.1} minutes)\n", iso7(th.last), (th.last - th.first) as f64 / MIN as f64));
-    md.push_str(&format!("- requests: {} (ReadFeed and Query alternating, all statusCode \"200\", 3-4 MiB each)\n", th.count));
+    md.push_str(&format!(
+        "- last request: `{}` (duration {:.1} minutes)\n",
+        iso7(th.last),
+        (th.last - th.first) as f64 / MIN as f64
+    ));
+    md.push_str(&format!(
+        "- requests: {} (ReadFeed and Query alternating, all statusCode \"200\", 3-4 MiB each)\n",
+        th.count
+    ));
     md.push_str(&format!(
         "- bytes read (sum of responseLength): {} = {} = {:.3} GB\n",
         th.bytes,
@@ -1229,8 +1393,15 @@ fn run_sample(out: &Path) -> io::Result<()> {
     p(&mut md, "");
     p(&mut md, "Expected detection: exactly one alert, contoso / PrimaryMasterKey / origin 203.0.113.0/24, hour");
     p(&mut md, "2021-08-17T02:00Z. No other credential reads more than 400 MiB in an hour from an origin (IPv4 /24,");
-    p(&mut md, "IPv6 /64) that it did not use in the previous 24 hours, except that at the very start of the data every");
-    p(&mut md, "origin is new: the backup's first run (2021-08-09 ~01:10, 2.5 GiB) falls in the first day, which a");
+    p(
+        &mut md,
+        "IPv6 /64) that it did not use in the previous 24 hours, except that at the very start of the data every",
+    );
+    md.push_str(&format!(
+        "origin is new: the backup's first run ({}, {}) falls in the first day, which a\n",
+        iso7(c.backup_runs[0].0),
+        fmt_bytes(c.backup_runs[0].3)
+    ));
     p(&mut md, "detector has to treat as its learning period. No key other than the backup and the thief reads more");
     p(&mut md, "than 1 GiB in any hour.");
     p(&mut md, "");
@@ -1243,13 +1414,27 @@ fn run_sample(out: &Path) -> io::Result<()> {
     }
     p(&mut md, "");
     p(&mut md, "- The prescriber app authenticates with a resource token (`AuthTokenType` `ResourceToken`,");
-    p(&mut md, "  `ResourceTokenPermissionId` `perm-prescriber-app`) from 2001:db8:4:12::a and ::b (one /64). On days 1-3");
-    p(&mut md, "  it is also used from the office NAT `198.51.100.23`, and on day 6 (2021-08-14 10:07-10:42) one stream of");
-    p(&mut md, "  24 requests comes from `::ffff:198.51.100.23`, the IPv4-mapped form of that same address. None of this");
+    p(
+        &mut md,
+        "  `ResourceTokenPermissionId` `perm-prescriber-app`) from 2001:db8:4:12::a and ::b (one /64). On days 1-3",
+    );
+    p(
+        &mut md,
+        "  it is also used from the office NAT `198.51.100.23`, and on day 6 (2021-08-14 10:07-10:42) one stream of",
+    );
+    p(
+        &mut md,
+        "  24 requests comes from `::ffff:198.51.100.23`, the IPv4-mapped form of that same address. None of this",
+    );
     p(&mut md, "  is a theft (small volumes).");
     p(&mut md, "- `AuthTokenType` `PrimaryMasterKey` is used from the office NAT 198.51.100.23 at 1-10 MiB per hour,");
     p(&mut md, "  growing about 3 % per day.");
-    md.push_str(&format!("- rows in time order, {} to {}; {} bytes in total.\n", iso7(first_fab), iso7(last_fab), fab_bytes));
+    md.push_str(&format!(
+        "- rows in time order, {} to {}; {} bytes in total.\n",
+        iso7(first_fab),
+        iso7(last_fab),
+        fab_bytes
+    ));
     p(&mut md, "");
     p(&mut md, "### northwind (Mongo API)");
     p(&mut md, "");
@@ -1262,7 +1447,9 @@ fn run_sample(out: &Path) -> io::Result<()> {
     p(&mut md, "");
     md.push_str(&format!(
         "`PrimaryMasterKey` from 20.42.0.4, .5 and .19; Read, Query, Replace; {} records, {} bytes ({}).\n",
-        ad_records, ad_bytes, fmt_bytes(ad_bytes)
+        ad_records,
+        ad_bytes,
+        fmt_bytes(ad_bytes)
     ));
     p(&mut md, "");
     p(&mut md, "## Deliberate noise in contoso (hour files named by UTC date and hour)");
@@ -1275,7 +1462,8 @@ fn run_sample(out: &Path) -> io::Result<()> {
     p(&mut md, "ControlPlaneRequests, PartitionKeyRUConsumption) must be skipped and counted, not treated as errors.");
     write_file(&out.join("README.md"), md.as_bytes())?;
 
-    let total_bytes = contoso_bytes_on_disk + fab_text.len() as u64 + nw_text.len() as u64 + ad_doc.len() as u64 + md.len() as u64;
+    let total_bytes =
+        contoso_bytes_on_disk + fab_text.len() as u64 + nw_text.len() as u64 + ad_doc.len() as u64 + md.len() as u64;
     eprintln!(
         "gen-logs sample: wrote {} files ({} bytes) to {}: contoso {} hour files, {} lines ({} valid DataPlaneRequests records, 6 malformed, 7 of other categories); fabrikam {} rows; northwind {} records in {} envelopes; adatum {} records. Theft: contoso PrimaryMasterKey from {} ({}), {} requests from {} to {}, {} bytes ({}, {:.3} GB).",
         SAMPLE_HOURS + 4,
@@ -1410,7 +1598,16 @@ impl BenchWriter<'_> {
         b.extend_from_slice(b"\",\"requestCharge\": \"");
         push_f6(b, 1.0 + resp as f64 / 10_240.0 + ((r3 >> 8) % 100) as f64 / 100.0);
         b.extend_from_slice(b"\",\"requestLength\": \"");
-        push_u64(b, if op == "Upsert" { 400 + r3 % 2000 } else if op == "Query" { 120 + r3 % 400 } else { 0 });
+        push_u64(
+            b,
+            if op == "Upsert" {
+                400 + r3 % 2000
+            } else if op == "Query" {
+                120 + r3 % 400
+            } else {
+                0
+            },
+        );
         b.extend_from_slice(b"\",\"responseLength\": \"");
         push_u64(b, resp);
         b.extend_from_slice(b"\",\"resourceTokenPermissionId\": \"\",\"resourceTokenPermissionMode\": \"\",\"resourceTokenUserRid\": \"\",\"region\": \"East US 2\",\"partitionId\": \"");
@@ -1440,7 +1637,8 @@ fn run_bench(cfg: &BenchCfg) -> io::Result<()> {
     }
     let start = ticks(2021, 8, 1, 0, 0, 0);
     let span = 10 * DAY;
-    let mut w = BenchWriter { cfg, keys: build_keys(cfg.keys), line: Vec::with_capacity(2048), rng: Rng::stream("bench") };
+    let mut w =
+        BenchWriter { cfg, keys: build_keys(cfg.keys), line: Vec::with_capacity(2048), rng: Rng::stream("bench") };
 
     // planted thefts: day 9 (2021-08-09), ~3 GiB of 4 MiB pages within ~40 minutes
     let mut trng = Rng::stream("bench-thefts");
@@ -1459,7 +1657,8 @@ fn run_bench(cfg: &BenchCfg) -> io::Result<()> {
     }
     thefts.sort_unstable();
 
-    let file = fs::File::create(&cfg.out).map_err(|e| io::Error::new(e.kind(), format!("{}: {}", cfg.out.display(), e)))?;
+    let file =
+        fs::File::create(&cfg.out).map_err(|e| io::Error::new(e.kind(), format!("{}: {}", cfg.out.display(), e)))?;
     let mut out = BufWriter::with_capacity(8 << 20, file);
     let (mut n_written, mut bytes) = (0u64, 0u64);
     let mut ti = 0usize;
@@ -1469,7 +1668,7 @@ fn run_bench(cfg: &BenchCfg) -> io::Result<()> {
         let t = start + (i as u128 * span as u128 / cfg.records as u128) as u64 + w.rng.next() % step.max(1);
         while ti < thefts.len() && thefts[ti].0 <= t {
             let (tt, key, idx) = thefts[ti];
-            let op = if ti % 2 == 0 { "ReadFeed" } else { "Query" };
+            let op = if ti & 1 == 0 { "ReadFeed" } else { "Query" };
             w.record(tt, key, Some(idx), 4 * MIB, op);
             out.write_all(&w.line)?;
             bytes += w.line.len() as u64;
@@ -1487,7 +1686,7 @@ fn run_bench(cfg: &BenchCfg) -> io::Result<()> {
     }
     while ti < thefts.len() {
         let (tt, key, idx) = thefts[ti];
-        let op = if ti % 2 == 0 { "ReadFeed" } else { "Query" };
+        let op = if ti & 1 == 0 { "ReadFeed" } else { "Query" };
         w.record(tt, key, Some(idx), 4 * MIB, op);
         out.write_all(&w.line)?;
         bytes += w.line.len() as u64;
@@ -1512,7 +1711,16 @@ fn run_bench(cfg: &BenchCfg) -> io::Result<()> {
         let (acct, cred) = w.keys[key as usize];
         eprintln!(
             "  theft {}: key {} (ACCT{:05} credential slot {}), from 185.{}.{}.77, {} to {}, {} requests, {} bytes",
-            i, key, acct, cred, (i >> 8) & 0xff, i & 0xff, iso7(s), iso7(e), n, n * 4 * MIB
+            i,
+            key,
+            acct,
+            cred,
+            (i >> 8) & 0xff,
+            i & 0xff,
+            iso7(s),
+            iso7(e),
+            n,
+            n * 4 * MIB
         );
     }
     Ok(())
