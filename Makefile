@@ -24,7 +24,7 @@ bench-criterion:
 	$(CARGO) bench --locked --bench decode --bench detect
 
 bench-pipeline:
-	bash bench/pipeline.sh
+	python3 bench/pipeline.py
 
 ## Regenerates sample-logs/ from the deterministic generator (contoso's hour files gzipped).
 sample-logs:

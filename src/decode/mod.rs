@@ -165,6 +165,23 @@ impl Credential<'_> {
     }
 }
 
+impl Credential<'_> {
+    /// Writes the canonical form into `out` (cleared first), without the formatting machinery.
+    pub fn write_canonical(&self, out: &mut String) {
+        out.clear();
+        match self.kind {
+            CredentialKind::Aad => out.push_str("aad:"),
+            CredentialKind::Token => out.push_str("token:"),
+            CredentialKind::Key => out.push_str("key:"),
+            CredentialKind::Unknown => {
+                out.push_str("unknown");
+                return;
+            }
+        }
+        out.push_str(&self.id);
+    }
+}
+
 impl fmt::Display for Credential<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kind {

@@ -178,25 +178,52 @@ fn named<K>(v: Vec<(K, u64)>, name: impl Fn(K) -> String) -> Vec<NameCount> {
     v.into_iter().map(|(k, count)| NameCount { name: name(k), count }).collect()
 }
 
-/// A GUID as 128 bits (0 when the text is not a GUID).
+const fn hex_table() -> [u8; 256] {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+}
+
+static HEX: [u8; 256] = hex_table();
+
+/// A GUID as 128 bits (0 when the text is not a GUID). The canonical 36-character form takes a
+/// table-driven path: this runs once per record.
 pub fn parse_guid(s: &str) -> u128 {
+    let b = s.as_bytes();
+    if b.len() == 36 && b[8] == b'-' && b[13] == b'-' && b[18] == b'-' && b[23] == b'-' {
+        let (mut v, mut bad) = (0u128, 0u8);
+        for (i, &c) in b.iter().enumerate() {
+            if i == 8 || i == 13 || i == 18 || i == 23 {
+                continue;
+            }
+            let d = HEX[c as usize];
+            bad |= d;
+            v = (v << 4) | (d & 0xf) as u128;
+        }
+        return if bad > 0xf { 0 } else { v };
+    }
     let mut v: u128 = 0;
     let mut n = 0;
     for c in s.bytes() {
         if c == b'-' || c == b'{' || c == b'}' {
             continue;
         }
-        let d = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            b'A'..=b'F' => c - b'A' + 10,
-            _ => return 0,
-        };
-        v = (v << 4) | d as u128;
-        n += 1;
-        if n > 32 {
+        let d = HEX[c as usize];
+        if d > 0xf || n == 32 {
             return 0;
         }
+        v = (v << 4) | d as u128;
+        n += 1;
     }
     if n == 32 {
         v
@@ -219,6 +246,9 @@ mod tests {
         let g = "66a0c647-af38-4b8d-a92a-c48a805d6460";
         assert_eq!(format_guid(parse_guid(g)), g);
         assert_eq!(parse_guid("not-a-guid"), 0);
+        assert_eq!(parse_guid("66A0C647-AF38-4B8D-A92A-C48A805D6460"), parse_guid(g));
+        assert_eq!(parse_guid("{66a0c647af384b8da92ac48a805d6460}"), parse_guid(g));
+        assert_eq!(parse_guid("66a0c647-af38-4b8d-a92a-c48a805d646g"), 0);
     }
 
     #[test]

@@ -39,7 +39,6 @@ use evidence::Sample;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
-use std::fmt::Write;
 use std::net::IpAddr;
 
 /// An origin: the client address masked to the configured prefix, as 128 bits (IPv4 in its
@@ -231,8 +230,7 @@ impl Detector {
             ctx.stats.failed_requests += 1;
             return;
         }
-        self.scratch.clear();
-        let _ = write!(self.scratch, "{}", ev.credential);
+        ev.credential.write_canonical(&mut self.scratch);
         let e = Ev {
             time: ev.time,
             cred: ctx.syms.intern_always(&self.scratch),
