@@ -3,6 +3,67 @@
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::hash::{Hash, Hasher};
+
+/// A string used as a hash-map key, stored inside the map's own slot when short (account
+/// names, credentials): a lookup then compares bytes already in cache instead of following a
+/// pointer to the heap. Longer strings fall back to a box.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NameKey {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Heap(Box<str>),
+}
+
+const INLINE: usize = 46;
+
+impl NameKey {
+    pub fn new(s: &str) -> Self {
+        if s.len() <= INLINE {
+            let mut bytes = [0u8; INLINE];
+            bytes[..s.len()].copy_from_slice(s.as_bytes());
+            NameKey::Inline { len: s.len() as u8, bytes }
+        } else {
+            NameKey::Heap(s.into())
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            NameKey::Inline { len, bytes } => std::str::from_utf8(&bytes[..*len as usize]).unwrap_or(""),
+            NameKey::Heap(b) => b,
+        }
+    }
+}
+
+impl Hash for NameKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.as_str().hash(h)
+    }
+}
+
+impl Serialize for NameKey {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for NameKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(NameKey::new(&String::deserialize(d)?))
+    }
+}
+
+impl PartialOrd for NameKey {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+impl Ord for NameKey {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(o.as_str())
+    }
+}
 
 pub type Sym = u32;
 
@@ -12,7 +73,7 @@ pub const OTHER: Sym = 1;
 #[derive(Debug, Clone)]
 pub struct Interner {
     names: Vec<Box<str>>,
-    index: FxHashMap<Box<str>, Sym>,
+    index: FxHashMap<NameKey, Sym>,
     capacity: usize,
 }
 
@@ -27,13 +88,13 @@ impl Interner {
     fn insert(&mut self, s: &str) -> Sym {
         let sym = self.names.len() as Sym;
         self.names.push(s.into());
-        self.index.insert(s.into(), sym);
+        self.index.insert(NameKey::new(s), sym);
         sym
     }
 
     /// The symbol of `s`, or [`OTHER`] once `capacity` distinct strings are held.
     pub fn intern(&mut self, s: &str) -> Sym {
-        if let Some(&sym) = self.index.get(s) {
+        if let Some(&sym) = self.index.get(&NameKey::new(s)) {
             return sym;
         }
         if self.names.len() >= self.capacity {
@@ -44,7 +105,7 @@ impl Interner {
 
     /// Interns a string that must keep its identity (a credential): never [`OTHER`].
     pub fn intern_always(&mut self, s: &str) -> Sym {
-        match self.index.get(s) {
+        match self.index.get(&NameKey::new(s)) {
             Some(&sym) => sym,
             None => self.insert(s),
         }
@@ -78,7 +139,7 @@ impl Serialize for Interner {
 impl<'de> Deserialize<'de> for Interner {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let st = Stored::deserialize(d)?;
-        let index = st.names.iter().enumerate().map(|(i, n)| (n.clone(), i as Sym)).collect();
+        let index = st.names.iter().enumerate().map(|(i, n)| (NameKey::new(n), i as Sym)).collect();
         Ok(Interner { names: st.names, index, capacity: st.capacity })
     }
 }
@@ -96,6 +157,10 @@ mod tests {
         assert_eq!(i.intern("c"), OTHER);
         assert_ne!(i.intern_always("cred"), OTHER);
         assert_eq!(i.name(b), "b");
+        let long = "x".repeat(100);
+        let l = i.intern_always(&long);
+        assert_eq!(i.intern_always(&long), l);
+        assert_eq!(i.name(l), long);
         let empty = i.intern("");
         assert_eq!(i.name(empty), "");
     }

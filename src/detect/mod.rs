@@ -26,7 +26,7 @@ mod volume;
 mod window;
 
 pub use evidence::{format_guid, ip_bits, parse_guid, Evidence};
-pub use intern::{Interner, Sym};
+pub use intern::{Interner, NameKey, Sym};
 pub use volume::{DaySummary, PeakModel, TQuantiles, VolumeHistory};
 pub use window::SlidingSum;
 
@@ -48,6 +48,10 @@ pub type OriginKey = u128;
 /// Symbol capacity for evidence strings (operations, user agents, collections); past it they
 /// show as "(other)". Credentials are never folded.
 const SYMBOL_CAPACITY: usize = 1_000_000;
+
+/// An unfamiliar origin keeps itemized evidence once it has read this share of
+/// `unfamiliar_bytes` (1 MiB of the default 1 GiB).
+const EVIDENCE_SHARE: u64 = 1024;
 
 /// How often (event time) an account's idle origins and keys are swept out.
 const SWEEP_EVERY: Nanos = DAY;
@@ -147,6 +151,9 @@ struct AccountState {
     /// Events not yet processed, in time order (ties in arrival order).
     queue: VecDeque<Ev>,
     keys: FxHashMap<Sym, KeyState>,
+    /// When evidence was last created in this account: until `familiar_after` after it, a
+    /// sweep may have evidence to drop.
+    evidence_created: Nanos,
 }
 
 /// Counters the detector keeps; the pipeline turns them into metrics.
@@ -178,7 +185,7 @@ struct Ctx {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Detector {
     ctx: Ctx,
-    accounts: FxHashMap<Box<str>, AccountState>,
+    accounts: FxHashMap<NameKey, AccountState>,
     #[serde(skip)]
     scratch: String,
 }
@@ -245,15 +252,16 @@ impl Detector {
         if e.ip.is_none() {
             ctx.stats.without_ip += 1;
         }
-        let acct = match self.accounts.get_mut(&*ev.account) {
-            Some(a) => a,
-            None => self.accounts.entry(ev.account.as_ref().into()).or_insert_with(|| AccountState {
+        let acct = match self.accounts.entry(NameKey::new(&ev.account)) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(AccountState {
                 first_seen: e.time,
                 last_seen: e.time,
                 max_time: e.time,
                 next_sweep: e.time + SWEEP_EVERY,
                 queue: VecDeque::new(),
                 keys: FxHashMap::default(),
+                evidence_created: Nanos::MIN,
             }),
         };
         let (name, acct) = (&*ev.account, acct);
@@ -284,12 +292,12 @@ impl Detector {
 
     /// Processes every event still waiting (end of input), account by account in name order.
     pub fn finish(&mut self, out: &mut Vec<Alert>) {
-        let mut names: Vec<Box<str>> = self.accounts.keys().cloned().collect();
+        let mut names: Vec<NameKey> = self.accounts.keys().cloned().collect();
         names.sort();
         for name in names {
             if let Some(acct) = self.accounts.get_mut(&name) {
                 while let Some(q) = acct.queue.pop_front() {
-                    self.ctx.process(&name, acct, &q, out);
+                    self.ctx.process(name.as_str(), acct, &q, out);
                 }
             }
         }
@@ -342,7 +350,16 @@ impl Ctx {
         acct.first_seen = acct.first_seen.min(t);
         acct.last_seen = acct.last_seen.max(t);
         if t >= acct.next_sweep {
-            self.sweep(acct, t);
+            // Only when there can be something to drop: keys or origins idle for the history
+            // window (not before the account is that old), or evidence of origins turned familiar.
+            let may_expire = t - acct.first_seen > forget;
+            let may_hold_evidence = acct.evidence_created != Nanos::MIN;
+            if may_expire || may_hold_evidence {
+                self.sweep(acct, t);
+                if t > acct.evidence_created.saturating_add(self.cfg.familiar_after.0) {
+                    acct.evidence_created = Nanos::MIN; // every evidence is stale and was dropped
+                }
+            }
             acct.next_sweep = t + SWEEP_EVERY;
         }
         let cfg = &self.cfg;
@@ -386,7 +403,9 @@ impl Ctx {
 
         if let Some(ip) = e.ip {
             let origin = self.origin_of(ip);
-            self.observe_origin(account, e.cred, key, origin, &sample, learning, out);
+            if self.observe_origin(account, e.cred, key, origin, &sample, learning, out) {
+                acct.evidence_created = acct.evidence_created.max(t);
+            }
         }
         if self.cfg.volume_anomaly {
             self.check_volume(account, e.cred, key, t, learning, out);
@@ -403,7 +422,7 @@ impl Ctx {
         s: &Sample,
         learning: bool,
         out: &mut Vec<Alert>,
-    ) {
+    ) -> bool {
         let t = s.time;
         let cfg = &self.cfg;
         if !key.origins.contains_key(&origin) && key.origins.len() >= cfg.max_origins_per_key {
@@ -436,23 +455,29 @@ impl Ctx {
         let unfamiliar = t < entry.first_seen + cfg.familiar_after.0;
         if !unfamiliar {
             entry.evidence = None;
-            return;
+            return false;
         }
-        entry.evidence.get_or_insert_with(Default::default).add(s);
+        // Door keeper: itemized evidence only once an origin has read a 1/1024 share of the
+        // threshold. Most new origins are one-off and small; they never pay for it.
+        let mut created = false;
+        if entry.evidence.is_some() || entry.bytes >= cfg.unfamiliar_bytes.0 / EVIDENCE_SHARE {
+            created = entry.evidence.is_none();
+            entry.evidence.get_or_insert_with(Default::default).add(s);
+        }
         key.unfamiliar.add(t, s.bytes, cfg.aggregate_window.0);
 
         if is_new && cfg.new_origin {
             if learning {
                 self.stats.alerts_suppressed_learning += 1;
             } else {
-                let a = self.new_origin_alert(account, cred, key, origin, t);
+                let a = self.new_origin_alert(account, cred, key, origin, s);
                 out.push(a);
             }
         }
 
         // unfamiliar_origin_volume: cumulative bytes since the origin's first request.
         let Some(entry) = key.origins.get_mut(&origin) else {
-            return;
+            return created;
         };
         let thr = cfg.unfamiliar_bytes.0;
         if entry.mark_level > 0 && t - entry.mark_at >= cfg.realert.0 {
@@ -473,7 +498,7 @@ impl Ctx {
         // unfamiliar_origins_aggregate: all unfamiliar origins within the window.
         let sum = key.unfamiliar.sum();
         if sum < thr {
-            return;
+            return created;
         }
         if let Some(m) = &mut key.aggregate_mark {
             if t - m.at >= cfg.realert.0 {
@@ -483,11 +508,11 @@ impl Ctx {
         }
         let done = key.aggregate_mark.map_or(0, |m| m.level);
         let Some(level) = reached_level(sum, thr, cfg.escalation_factor, done) else {
-            return;
+            return created;
         };
         let minute = t.div_euclid(MINUTE);
         if key.aggregate_checked_minute == minute {
-            return; // evaluated this minute already: bounded work per key
+            return created; // evaluated this minute already: bounded work per key
         }
         key.aggregate_checked_minute = minute;
         let since = t - cfg.aggregate_window.0;
@@ -498,11 +523,11 @@ impl Ctx {
             .map(|(k, o)| (o.bytes, *k))
             .collect();
         if contributing.len() < 2 || contributing.iter().any(|&(b, _)| b >= thr) {
-            return; // one origin explains it: unfamiliar_origin_volume covers that
+            return created; // one origin explains it: unfamiliar_origin_volume covers that
         }
         if learning {
             self.stats.alerts_suppressed_learning += 1;
-            return;
+            return created;
         }
         contributing.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         let mark = key.aggregate_mark.get_or_insert(Mark::default());
@@ -514,6 +539,7 @@ impl Ctx {
         let m = *mark;
         let a = self.aggregate_alert(account, cred, key, &contributing, t, level, m);
         out.push(a);
+        created
     }
 
     fn check_volume(
@@ -592,9 +618,11 @@ impl Ctx {
         }
     }
 
-    fn evidence_out(&self, ev: &Evidence, origin_first_seen: Option<Nanos>) -> EvidenceOut {
+    /// `requests` overrides the evidence's own count (an origin counts all its requests, also
+    /// those before its evidence began).
+    fn evidence_out(&self, ev: &Evidence, origin_first_seen: Option<Nanos>, requests: Option<u64>) -> EvidenceOut {
         EvidenceOut {
-            request_count: ev.requests,
+            request_count: requests.unwrap_or(ev.requests),
             top_operations: ev.top_operations(&self.syms),
             top_collections: ev.top_collections(&self.syms),
             top_user_agents: ev.top_user_agents(&self.syms),
@@ -639,9 +667,9 @@ impl Ctx {
         level: u8,
     ) -> Alert {
         let credential = self.syms.name(cred).to_string();
-        let (first_seen, bytes, epoch, ev) = match key.origins.get(&origin) {
-            Some(o) => (o.first_seen, o.bytes, o.mark_epoch, o.evidence.as_deref()),
-            None => (t, 0, 0, None),
+        let (first_seen, bytes, epoch, ev, requests) = match key.origins.get(&origin) {
+            Some(o) => (o.first_seen, o.bytes, o.mark_epoch, o.evidence.as_deref(), o.requests as u64),
+            None => (t, 0, 0, None, 0),
         };
         let origin_ref = self.origin_ref(origin, ev, None);
         let baseline = self.baseline(key, t, None);
@@ -680,7 +708,7 @@ impl Ctx {
             threshold_bytes: self.cfg.unfamiliar_bytes.0,
             escalation_level: level,
             baseline,
-            evidence: self.evidence_out(ev.unwrap_or(&Evidence::default()), Some(first_seen)),
+            evidence: self.evidence_out(ev.unwrap_or(&Evidence::default()), Some(first_seen), Some(requests)),
             summary,
         }
     }
@@ -699,7 +727,9 @@ impl Ctx {
         let credential = self.syms.name(cred).to_string();
         let mut merged = Evidence::default();
         let mut origins = Vec::new();
+        let mut requests = 0u64;
         for &(bytes, o) in contributing {
+            requests += key.origins.get(&o).map_or(0, |e| e.requests as u64);
             let ev = key.origins.get(&o).and_then(|e| e.evidence.as_deref());
             if let Some(ev) = ev {
                 merged.merge(ev);
@@ -732,7 +762,7 @@ impl Ctx {
             threshold_bytes: self.cfg.unfamiliar_bytes.0,
             escalation_level: level,
             baseline,
-            evidence: self.evidence_out(&merged, None),
+            evidence: self.evidence_out(&merged, None, Some(requests)),
             summary,
         }
     }
@@ -794,14 +824,17 @@ impl Ctx {
             threshold_bytes: model.threshold,
             escalation_level: level,
             baseline,
-            evidence: self.evidence_out(&ev, None),
+            evidence: self.evidence_out(&ev, None, None),
             summary,
         }
     }
 
-    fn new_origin_alert(&self, account: &str, cred: Sym, key: &KeyState, origin: OriginKey, t: Nanos) -> Alert {
+    fn new_origin_alert(&self, account: &str, cred: Sym, key: &KeyState, origin: OriginKey, s: &Sample) -> Alert {
+        let t = s.time;
         let credential = self.syms.name(cred).to_string();
-        let ev = key.origins.get(&origin).and_then(|o| o.evidence.as_deref());
+        let mut first = Evidence::default();
+        first.add(s);
+        let ev = Some(&first);
         let origin_ref = self.origin_ref(origin, ev, None);
         let epoch = key.origins.get(&origin).map_or(0, |o| o.mark_epoch);
         let baseline = self.baseline(key, t, None);
@@ -826,7 +859,7 @@ impl Ctx {
             threshold_bytes: 0,
             escalation_level: 0,
             baseline,
-            evidence: self.evidence_out(ev.unwrap_or(&Evidence::default()), Some(t)),
+            evidence: self.evidence_out(&first, Some(t), None),
             summary,
         }
     }
