@@ -27,17 +27,31 @@ impl NameKey {
         }
     }
 
-    pub fn as_str(&self) -> &str {
+    /// The bytes, without re-validating UTF-8 (the hot path: hashing).
+    fn as_bytes(&self) -> &[u8] {
         match self {
-            NameKey::Inline { len, bytes } => std::str::from_utf8(&bytes[..*len as usize]).unwrap_or(""),
-            NameKey::Heap(b) => b,
+            NameKey::Inline { len, bytes } => &bytes[..*len as usize],
+            NameKey::Heap(b) => b.as_bytes(),
         }
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).unwrap_or("")
     }
 }
 
 impl Hash for NameKey {
     fn hash<H: Hasher>(&self, h: &mut H) {
-        self.as_str().hash(h)
+        // The hash of the byte slice, so that maps can be searched with a `&[u8]` (`Borrow`)
+        // without building a key. Consistent with the derived `Eq`: a given string is always
+        // the same variant.
+        self.as_bytes().hash(h)
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for NameKey {
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
     }
 }
 
@@ -94,7 +108,7 @@ impl Interner {
 
     /// The symbol of `s`, or [`OTHER`] once `capacity` distinct strings are held.
     pub fn intern(&mut self, s: &str) -> Sym {
-        if let Some(&sym) = self.index.get(&NameKey::new(s)) {
+        if let Some(&sym) = self.index.get(s.as_bytes()) {
             return sym;
         }
         if self.names.len() >= self.capacity {
@@ -105,7 +119,7 @@ impl Interner {
 
     /// Interns a string that must keep its identity (a credential): never [`OTHER`].
     pub fn intern_always(&mut self, s: &str) -> Sym {
-        match self.index.get(&NameKey::new(s)) {
+        match self.index.get(s.as_bytes()) {
             Some(&sym) => sym,
             None => self.insert(s),
         }

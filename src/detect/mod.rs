@@ -252,9 +252,8 @@ impl Detector {
         if e.ip.is_none() {
             ctx.stats.without_ip += 1;
         }
-        let acct = match self.accounts.entry(NameKey::new(&ev.account)) {
-            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => v.insert(AccountState {
+        if !self.accounts.contains_key(ev.account.as_bytes()) {
+            let state = AccountState {
                 first_seen: e.time,
                 last_seen: e.time,
                 max_time: e.time,
@@ -262,8 +261,10 @@ impl Detector {
                 queue: VecDeque::new(),
                 keys: FxHashMap::default(),
                 evidence_created: Nanos::MIN,
-            }),
-        };
+            };
+            self.accounts.insert(NameKey::new(&ev.account), state);
+        }
+        let Some(acct) = self.accounts.get_mut(ev.account.as_bytes()) else { return };
         let (name, acct) = (&*ev.account, acct);
         let watermark = acct.max_time - ctx.cfg.max_out_of_order.0;
         if e.time < watermark {
