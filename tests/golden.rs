@@ -79,3 +79,19 @@ fn files_given_one_by_one_merge_like_a_directory() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(out.stdout, std::fs::read(GOLDEN).unwrap());
 }
+
+#[test]
+fn the_readme_alert_example_is_the_real_alert() {
+    // README.md shows the theft's alert; keep it true.
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme.find("```json\n").expect("a json block in README.md") + "```json\n".len();
+    let end = start + readme[start..].find("```").unwrap();
+    let shown: serde_json::Value = serde_json::from_str(&readme[start..end]).unwrap();
+    let golden = std::fs::read_to_string(GOLDEN).unwrap();
+    let real: serde_json::Value = golden
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|a| a["rule"] == "unfamiliar_origin_volume")
+        .unwrap();
+    assert_eq!(shown, real);
+}
