@@ -13,9 +13,10 @@ build:
 run:
 	$(CARGO) run --release --locked --quiet --bin exfilwatch -- replay $(SAMPLE_LOGS)
 
-## Every test: unit, property, integration (golden alerts of the sample logs).
+## Every test: unit, property, integration (golden alerts of the sample logs), and the
+## streaming service against a real broker (Tansu, installed and started when needed).
 test:
-	$(CARGO) test --release --locked
+	bash scripts/with-tansu.sh $(CARGO) test --release --locked
 
 ## Benchmarks: criterion micro-benchmarks, then the whole pipeline (see BENCHMARKS.md).
 bench: bench-criterion bench-pipeline

@@ -32,6 +32,9 @@ pub enum OriginGranularity {
 pub struct Config {
     pub detect: DetectConfig,
     pub input: InputConfig,
+    pub kafka: KafkaConfig,
+    pub sinks: SinksConfig,
+    pub service: ServiceConfig,
 }
 
 /// `[detect]`: the rules and their thresholds. All times are event time.
@@ -131,6 +134,92 @@ impl Default for InputConfig {
     }
 }
 
+/// `[kafka]`: where `exfilwatch run` reads diagnostic logs (Event Hubs speaks Kafka).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port...]`; Event Hubs: `<namespace>.servicebus.windows.net:9093`.
+    pub bootstrap_servers: String,
+    /// Topics to consume; a name starting with `^` is a regular expression.
+    pub topics: Vec<String>,
+    /// Consumer group: instances with the same group share the partitions.
+    pub group_id: String,
+    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl` (Event Hubs: `sasl_ssl`).
+    pub security_protocol: String,
+    /// SASL mechanism (Event Hubs: `PLAIN`); empty for none.
+    pub sasl_mechanism: String,
+    /// SASL user name (Event Hubs: `$ConnectionString`).
+    pub sasl_username: String,
+    /// Name of the environment variable that holds the SASL password. Never logged.
+    pub sasl_password_env: String,
+    /// File that holds the SASL password (first line). Never logged.
+    pub sasl_password_file: String,
+    /// Topic that receives messages that cannot be decoded (original bytes, reason headers);
+    /// empty for none.
+    pub dead_letter_topic: String,
+    /// Further librdkafka settings, passed through as they are.
+    pub librdkafka_options: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            topics: vec!["insights-logs-dataplanerequests".into()],
+            group_id: "exfilwatch".into(),
+            security_protocol: "plaintext".into(),
+            sasl_mechanism: String::new(),
+            sasl_username: String::new(),
+            sasl_password_env: String::new(),
+            sasl_password_file: String::new(),
+            dead_letter_topic: String::new(),
+            librdkafka_options: Default::default(),
+        }
+    }
+}
+
+/// `[sinks]`: where `exfilwatch run` sends alerts (several at once).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinksConfig {
+    /// Alerts as JSON Lines on stdout.
+    pub stdout: bool,
+    /// Alerts as JSON Lines appended to this file; empty for none.
+    pub file: String,
+    /// Alerts to this Kafka topic, keyed by alert id; empty for none.
+    pub kafka_topic: String,
+}
+
+impl Default for SinksConfig {
+    fn default() -> Self {
+        SinksConfig { stdout: true, file: String::new(), kafka_topic: String::new() }
+    }
+}
+
+/// `[service]`: the long-running `exfilwatch run`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    /// On SIGINT/SIGTERM: drain, flush sinks, save state and commit within this time.
+    pub shutdown_timeout: Span,
+    /// When no record arrived for this long (wall clock), records waiting in reorder queues
+    /// are processed: an idle stream has nothing left to reorder them with.
+    pub idle_flush: Span,
+    /// Where a graceful shutdown saves the detector state (and start restores it); empty for
+    /// none.
+    pub state_file: String,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            shutdown_timeout: Span(30 * crate::time::SECOND),
+            idle_flush: Span(2 * crate::time::SECOND),
+            state_file: String::new(),
+        }
+    }
+}
+
 /// The commented default configuration, as printed by `exfilwatch config defaults`.
 pub const DEFAULTS_TOML: &str = include_str!("config_defaults.toml");
 
@@ -215,7 +304,8 @@ fn check_keys(given: &toml::Table, known: &toml::Table, prefix: &str) -> Result<
                     ),
                 });
             }
-            Some(toml::Value::Table(kt)) => {
+            // An empty table in the defaults is free-form (librdkafka_options).
+            Some(toml::Value::Table(kt)) if !kt.is_empty() => {
                 if let toml::Value::Table(gt) = v {
                     check_keys(gt, kt, &format!("{full}."))?;
                 }
@@ -254,6 +344,10 @@ mod tests {
         let table = toml::Table::try_from(Config::default()).unwrap();
         for (section, v) in &table {
             for key in v.as_table().unwrap().keys() {
+                if key == "librdkafka_options" {
+                    assert!(DEFAULTS_TOML.contains("\nlibrdkafka_options = {}"));
+                    continue;
+                }
                 assert!(DEFAULTS_TOML.contains(&format!("\n{key} = ")), "{section}.{key} missing from defaults");
             }
         }
@@ -265,6 +359,12 @@ mod tests {
         assert!(err.contains("unknown key `detect.familar_after`; did you mean `detect.familiar_after`?"), "{err}");
         let err = Config::from_toml("[detekt]\n", "t.toml").unwrap_err().to_string();
         assert!(err.contains("did you mean `detect`"), "{err}");
+    }
+
+    #[test]
+    fn librdkafka_options_are_free_form() {
+        let c = Config::from_toml("[kafka]\nlibrdkafka_options = { \"fetch.min.bytes\" = \"1\" }\n", "t").unwrap();
+        assert_eq!(c.kafka.librdkafka_options.get("fetch.min.bytes").map(String::as_str), Some("1"));
     }
 
     #[test]

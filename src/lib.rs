@@ -18,6 +18,7 @@ pub mod config;
 pub mod decode;
 pub mod detect;
 pub mod replay;
+pub mod service;
 pub mod sinks;
 pub mod sources;
 pub mod telemetry;

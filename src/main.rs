@@ -29,6 +29,12 @@ struct Cli {
 enum Command {
     /// Replay archived diagnostic logs through the detector and print the alerts.
     Replay(ReplayArgs),
+    /// The service: consume diagnostic logs from Kafka / Event Hubs and alert as they arrive.
+    Run {
+        /// Configuration file (TOML) with the [kafka], [sinks] and [service] sections.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Print or check the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -116,6 +122,32 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Replay(args) => run_replay(args),
+        Command::Run { config } => run_service(&config),
+    }
+}
+
+fn run_service(config: &std::path::Path) -> Result<ExitCode> {
+    let cfg = Config::load(config)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let stats = rt.block_on(exfilwatch::service::run(cfg, shutdown_signal()))?;
+    let alerts: u64 = stats.alerts.values().sum();
+    tracing::info!(message = "Stopped.", records = stats.records_total(), alerts);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
     }
 }
 

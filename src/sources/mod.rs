@@ -2,5 +2,6 @@
 //! record, an envelope, or a whole pre-2018 blob) with the location it came from.
 
 pub mod file;
+pub mod kafka;
 
 pub use file::{collect_streams, InputStream, UnitReader};

@@ -1,0 +1,287 @@
+//! `exfilwatch run`: the long-running service. Kafka -> decode -> detect -> sinks, with
+//! at-least-once delivery.
+//!
+//! ## The state machine
+//! - **Consuming**: one message at a time: decode its records, feed the detector, deliver
+//!   every alert they raised to every sink (waiting for the Kafka sink's delivery reports,
+//!   retrying a failing sink with exponential backoff, never dropping), then *store* the
+//!   message's offset. librdkafka commits stored offsets periodically, so a committed offset
+//!   always covers fully processed messages only. Records still waiting in the detector's
+//!   reorder queues are part of its state (saved on shutdown with `service.state_file`).
+//! - **Idle**: no record for `service.idle_flush` of wall-clock time: the reorder queues are
+//!   drained (an idle stream has nothing left to reorder them with) and their alerts delivered.
+//! - **Rebalancing**: on a revoke, librdkafka calls back between two messages; the stored
+//!   offsets are committed synchronously before the partitions go (`sources::kafka`).
+//! - **Draining** (SIGINT/SIGTERM): stop fetching; save the state file (or, without one, drain
+//!   the queues and deliver); flush the sinks; commit synchronously; exit 0, all within
+//!   `service.shutdown_timeout`.
+//! - **Broker away**: librdkafka reconnects with backoff by itself; the condition is logged
+//!   once per change and the loop keeps waiting, so no record is skipped.
+
+use crate::alert::Alert;
+use crate::config::Config;
+use crate::decode::{raw_record_text, Decoded, Decoder, Malformed};
+use crate::detect::Detector;
+use crate::sinks::kafka::KafkaProducerSink;
+use crate::sinks::{AlertSink, JsonLinesSink, SinkError};
+use crate::sources::kafka::{self, Connectivity, KafkaSourceError};
+use crate::telemetry::{MalformedRecord, Stats};
+use crate::time::{parse_timestamp, Nanos};
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::FutureProducer;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Source(#[from] KafkaSourceError),
+    #[error("cannot create the Kafka producer: {0}")]
+    Producer(#[source] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("state file {path}: {message}")]
+    State { path: PathBuf, message: String },
+    #[error("shutdown did not finish within {0:?}")]
+    ShutdownTimeout(Duration),
+}
+
+/// What a graceful shutdown saves and a start restores.
+#[derive(Serialize, Deserialize)]
+struct SavedState {
+    detector: Detector,
+    /// Alert ids already delivered, with their trigger time, within the realert horizon.
+    delivered: BTreeMap<String, Nanos>,
+}
+
+struct Pipeline {
+    cfg: Config,
+    detector: Detector,
+    decoder: Decoder,
+    stats: Stats,
+    files: Vec<JsonLinesSink<Box<dyn Write + Send>>>,
+    producer: Option<KafkaProducerSink>,
+    delivered: BTreeMap<String, Nanos>,
+    /// Records went into the detector since its queues were last drained.
+    queued: bool,
+}
+
+impl Pipeline {
+    /// Delivers alerts to every sink; a failing Kafka sink is retried until it accepts.
+    async fn deliver(&mut self, mut alerts: Vec<Alert>) -> Result<(), ServiceError> {
+        alerts.retain(|a| !self.delivered.contains_key(&a.id));
+        if alerts.is_empty() {
+            return Ok(());
+        }
+        for f in &mut self.files {
+            f.emit(&alerts)?;
+            f.flush()?;
+        }
+        if let Some(p) = &self.producer {
+            let topic = self.cfg.sinks.kafka_topic.clone();
+            let mut backoff = Duration::from_millis(100);
+            let mut failing = false;
+            loop {
+                match p.send_alerts(&topic, &alerts).await {
+                    Ok(()) => break,
+                    Err(error) => {
+                        if !failing {
+                            tracing::warn!(message = "Alert sink failing; retrying, offsets held back.", sink = "kafka", %error);
+                            failing = true;
+                        }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+            if failing {
+                tracing::info!(message = "Alert sink recovered.", sink = "kafka");
+            }
+        }
+        self.stats.count_alerts(&alerts);
+        let horizon = self.cfg.detect.realert.0;
+        let mut newest = Nanos::MIN;
+        for a in &alerts {
+            let t = parse_timestamp(&a.trigger_event_time).unwrap_or(Nanos::MIN);
+            newest = newest.max(t);
+            self.delivered.insert(a.id.clone(), t);
+        }
+        self.delivered.retain(|_, t| *t >= newest.saturating_sub(horizon));
+        Ok(())
+    }
+
+    /// Decodes one message, feeds the detector and delivers the alerts.
+    async fn handle(&mut self, payload: &[u8], source: (&str, i32, i64)) -> Result<(), ServiceError> {
+        let mut alerts = Vec::new();
+        let mut bad: Vec<(Malformed, Option<usize>)> = Vec::new();
+        let (detector, stats) = (&mut self.detector, &mut self.stats);
+        self.decoder.decode(payload, |item| match item {
+            Decoded::Event(ev) => {
+                *stats.records.entry(ev.category).or_default() += 1;
+                stats.response_bytes += ev.response_bytes;
+                detector.ingest(&ev, &mut alerts);
+            }
+            Decoded::Skipped(c) => {
+                *stats.records.entry(c).or_default() += 1;
+                *stats.skipped.entry(c).or_default() += 1;
+            }
+            Decoded::Malformed { reason, index } => bad.push((reason, index)),
+        });
+        self.stats.input_bytes += payload.len() as u64;
+        self.queued = true;
+        for (reason, index) in bad {
+            let location = match index {
+                Some(i) => format!("{}/{}@{}#{}", source.0, source.1, source.2, i),
+                None => format!("{}/{}@{}", source.0, source.1, source.2),
+            };
+            MalformedRecord { reason, location: &location }.emit(&mut self.stats);
+            if let (Some(p), false) = (&self.producer, self.cfg.kafka.dead_letter_topic.is_empty()) {
+                let text = raw_record_text(payload, index);
+                let mut backoff = Duration::from_millis(100);
+                while let Err(error) = p
+                    .send_dead_letter(&self.cfg.kafka.dead_letter_topic, text.as_bytes(), reason.code(), source, index)
+                    .await
+                {
+                    tracing::warn!(message = "Dead-letter topic failing; retrying.", %error);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+        self.deliver(alerts).await
+    }
+
+    /// Processes every record waiting in the reorder queues.
+    async fn drain(&mut self) -> Result<(), ServiceError> {
+        let mut alerts = Vec::new();
+        self.detector.finish(&mut alerts);
+        self.queued = false;
+        self.deliver(alerts).await
+    }
+}
+
+fn state_path(cfg: &Config) -> Option<PathBuf> {
+    (!cfg.service.state_file.is_empty()).then(|| PathBuf::from(&cfg.service.state_file))
+}
+
+fn load_state(cfg: &Config) -> Result<Option<SavedState>, ServiceError> {
+    let Some(path) = state_path(cfg) else { return Ok(None) };
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let s: SavedState = serde_json::from_slice(&bytes)
+                .map_err(|e| ServiceError::State { path: path.clone(), message: e.to_string() })?;
+            tracing::info!(message = "State restored.", path = %path.display());
+            Ok(Some(s))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ServiceError::State { path, message: e.to_string() }),
+    }
+}
+
+fn save_state(path: &std::path::Path, p: &Pipeline) -> Result<(), ServiceError> {
+    let err = |e: String| ServiceError::State { path: path.to_path_buf(), message: e };
+    #[derive(Serialize)]
+    struct Borrowed<'a> {
+        detector: &'a Detector,
+        delivered: &'a BTreeMap<String, Nanos>,
+    }
+    let bytes = serde_json::to_vec(&Borrowed { detector: &p.detector, delivered: &p.delivered })
+        .map_err(|e| err(e.to_string()))?;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(|e| err(e.to_string()))?;
+    f.write_all(&bytes).and_then(|_| f.sync_all()).map_err(|e| err(e.to_string()))?;
+    std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
+}
+
+/// Runs until `shutdown` completes; returns the run's counters.
+pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<Stats, ServiceError> {
+    let (detector, delivered) = match load_state(&cfg)? {
+        Some(s) => (s.detector, s.delivered),
+        None => (Detector::new(cfg.detect.clone()), BTreeMap::new()),
+    };
+    let connectivity = Arc::new(Connectivity::default());
+    let consumer = kafka::consumer(&cfg.kafka, connectivity.clone())?;
+    let producer = if !cfg.sinks.kafka_topic.is_empty() || !cfg.kafka.dead_letter_topic.is_empty() {
+        let mut c = kafka::client_config(&cfg.kafka)?;
+        c.set("enable.idempotence", "true").set("message.timeout.ms", "30000");
+        let p: FutureProducer = c.create().map_err(ServiceError::Producer)?;
+        Some(KafkaProducerSink::new(p))
+    } else {
+        None
+    };
+    let mut files: Vec<JsonLinesSink<Box<dyn Write + Send>>> = Vec::new();
+    if cfg.sinks.stdout {
+        files.push(JsonLinesSink::new(Box::new(std::io::stdout()), "stdout"));
+    }
+    if !cfg.sinks.file.is_empty() {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&cfg.sinks.file)
+            .map_err(|source| SinkError::Io { target: cfg.sinks.file.clone(), source })?;
+        files.push(JsonLinesSink::new(Box::new(f), cfg.sinks.file.clone()));
+    }
+    let idle = Duration::from_nanos(cfg.service.idle_flush.0.max(1) as u64);
+    let shutdown_timeout = Duration::from_nanos(cfg.service.shutdown_timeout.0.max(0) as u64);
+    let mut p = Pipeline {
+        cfg,
+        detector,
+        decoder: Decoder::new(),
+        stats: Stats::default(),
+        files,
+        producer,
+        delivered,
+        queued: false,
+    };
+    tracing::info!(message = "Consuming.", topics = ?p.cfg.kafka.topics, group = %p.cfg.kafka.group_id);
+
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            msg = consumer.recv() => match msg {
+                Ok(m) => {
+                    connectivity.set(true, "");
+                    if let Some(payload) = m.payload() {
+                        p.handle(payload, (m.topic(), m.partition(), m.offset())).await?;
+                    }
+                    if let Err(error) = consumer.store_offset_from_message(&m) {
+                        tracing::warn!(message = "Cannot store offset.", %error);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(message = "Kafka receive error; retrying.", %error);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            },
+            _ = tokio::time::sleep(idle), if p.queued => p.drain().await?,
+        }
+    }
+
+    tracing::info!(message = "Shutting down: draining.");
+    let finish = async {
+        match state_path(&p.cfg) {
+            Some(path) => save_state(&path, &p)?,
+            None => p.drain().await?,
+        }
+        for f in &mut p.files {
+            f.flush()?;
+        }
+        if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::warn!(message = "Final commit failed.", %error);
+        }
+        Ok::<(), ServiceError>(())
+    };
+    tokio::time::timeout(shutdown_timeout, finish)
+        .await
+        .map_err(|_| ServiceError::ShutdownTimeout(shutdown_timeout))??;
+    p.stats.detector = p.detector.stats().clone();
+    Ok(p.stats)
+}

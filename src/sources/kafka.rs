@@ -1,0 +1,123 @@
+//! The Kafka source: the only module that consumes with rdkafka.
+//!
+//! Offsets are stored by hand (`enable.auto.offset.store = false`) once a message's records
+//! went through the detector and the sinks accepted every alert they raised; librdkafka's
+//! periodic auto-commit then commits only stored offsets. On a partition revoke the context
+//! commits what is stored, synchronously, before the partitions go: the service handles one
+//! message at a time, so nothing is in flight when the callback runs.
+
+use crate::config::KafkaConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaError;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSourceError {
+    #[error("cannot read the SASL password from {0}: {1}")]
+    Password(String, String),
+    #[error("cannot create the Kafka consumer: {0}")]
+    Create(#[source] KafkaError),
+    #[error("cannot subscribe to {topics:?}: {source}")]
+    Subscribe { topics: Vec<String>, source: KafkaError },
+}
+
+/// Whether the broker is reachable, as last reported by librdkafka: logged once per change.
+#[derive(Default)]
+pub struct Connectivity {
+    down: AtomicBool,
+}
+
+impl Connectivity {
+    pub fn is_up(&self) -> bool {
+        !self.down.load(Ordering::Relaxed)
+    }
+
+    pub fn set(&self, up: bool, reason: &str) {
+        let was_down = self.down.swap(!up, Ordering::Relaxed);
+        if was_down == up {
+            if up {
+                tracing::info!(message = "Kafka broker reachable again.");
+            } else {
+                tracing::warn!(message = "Kafka broker unreachable; retrying with backoff.", reason);
+            }
+        }
+    }
+}
+
+/// rdkafka callbacks: errors, rebalances.
+pub struct SourceContext {
+    pub connectivity: Arc<Connectivity>,
+}
+
+impl ClientContext for SourceContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        match error.rdkafka_error_code() {
+            Some(C::AllBrokersDown | C::BrokerTransportFailure | C::Resolve) => self.connectivity.set(false, reason),
+            _ => tracing::warn!(message = "Kafka client error.", error = %error, reason),
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            // Stored offsets belong to fully processed messages: commit them before the
+            // partitions move to another member.
+            if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
+                if !matches!(error, KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) {
+                    tracing::warn!(message = "Commit on revoke failed.", %error, partitions = tpl.count());
+                }
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            self.connectivity.set(true, "");
+            tracing::info!(message = "Partitions assigned.", partitions = tpl.count());
+        }
+    }
+}
+
+pub type LogConsumer = StreamConsumer<SourceContext>;
+
+/// Client settings shared by the consumer and the producers (servers, security).
+pub fn client_config(cfg: &KafkaConfig) -> Result<ClientConfig, KafkaSourceError> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.bootstrap_servers).set("security.protocol", &cfg.security_protocol);
+    if !cfg.sasl_mechanism.is_empty() {
+        c.set("sasl.mechanism", &cfg.sasl_mechanism).set("sasl.username", &cfg.sasl_username);
+    }
+    if !cfg.sasl_password_env.is_empty() {
+        let p = std::env::var(&cfg.sasl_password_env)
+            .map_err(|e| KafkaSourceError::Password(format!("${}", cfg.sasl_password_env), e.to_string()))?;
+        c.set("sasl.password", p);
+    } else if !cfg.sasl_password_file.is_empty() {
+        let p = std::fs::read_to_string(&cfg.sasl_password_file)
+            .map_err(|e| KafkaSourceError::Password(cfg.sasl_password_file.clone(), e.to_string()))?;
+        c.set("sasl.password", p.lines().next().unwrap_or("").trim());
+    }
+    Ok(c)
+}
+
+/// A consumer subscribed to the configured topics.
+pub fn consumer(cfg: &KafkaConfig, connectivity: Arc<Connectivity>) -> Result<LogConsumer, KafkaSourceError> {
+    let mut c = client_config(cfg)?;
+    c.set("group.id", &cfg.group_id)
+        .set("enable.auto.commit", "true")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false");
+    for (k, v) in &cfg.librdkafka_options {
+        c.set(k, v);
+    }
+    let consumer: LogConsumer =
+        c.create_with_context(SourceContext { connectivity }).map_err(KafkaSourceError::Create)?;
+    let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics).map_err(|source| KafkaSourceError::Subscribe { topics: cfg.topics.clone(), source })?;
+    Ok(consumer)
+}

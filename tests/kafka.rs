@@ -1,0 +1,270 @@
+//! `exfilwatch run` against a real Kafka-compatible broker (Tansu, started by
+//! `scripts/with-tansu.sh`, which `make test` uses; the address comes in EXFILWATCH_TEST_KAFKA).
+//! Every wait here polls an observable condition (a topic's content, a committed offset, a
+//! process exit) against a deadline; nothing sleeps and hopes.
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/sample-logs");
+
+fn broker() -> String {
+    std::env::var("EXFILWATCH_TEST_KAFKA")
+        .expect("these tests need a broker: run them with `make test` (scripts/with-tansu.sh starts Tansu)")
+}
+
+fn unique(name: &str) -> String {
+    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{name}-{}-{n}", std::process::id())
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+fn create_topic(name: &str, partitions: i32) {
+    rt().block_on(async {
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", broker()).create().unwrap();
+        let res = admin
+            .create_topics(&[NewTopic::new(name, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())
+            .await
+            .unwrap();
+        for r in res {
+            r.unwrap();
+        }
+    });
+}
+
+/// Produces (key, payload) messages in order and waits for every delivery.
+fn produce(topic: &str, messages: &[(String, Vec<u8>)]) {
+    rt().block_on(async {
+        let p: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", broker())
+            .set("linger.ms", "5")
+            .set("enable.idempotence", "true")
+            .create()
+            .unwrap();
+        for chunk in messages.chunks(500) {
+            let futs: Vec<_> = chunk
+                .iter()
+                .map(|(k, v)| {
+                    p.send(FutureRecord::to(topic).key(k).payload(v), Timeout::After(Duration::from_secs(30)))
+                })
+                .collect();
+            for f in futs {
+                f.await.map_err(|(e, _)| e).unwrap();
+            }
+        }
+    });
+}
+
+/// Reads a topic from the start until `want(messages)` holds or the deadline passes.
+fn read_until(topic: &str, deadline: Duration, want: impl Fn(&[Vec<u8>]) -> bool) -> Vec<Vec<u8>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker())
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    c.subscribe(&[topic]).unwrap();
+    let end = Instant::now() + deadline;
+    let mut got = Vec::new();
+    while Instant::now() < end {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            got.push(m.payload().unwrap_or_default().to_vec());
+        }
+        if want(&got) {
+            break;
+        }
+    }
+    got
+}
+
+/// The group's committed offset on partition 0 of `topic`.
+fn committed(topic: &str, group: &str) -> i64 {
+    let c: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", broker()).set("group.id", group).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, 0);
+    let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    match got.elements().first().map(|e| e.offset()) {
+        Some(Offset::Offset(o)) => o,
+        _ => -1,
+    }
+}
+
+fn wait_for(deadline: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + deadline;
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn start_service(dir: &Path, topic: &str, group: &str, alerts: &str, state: Option<&Path>) -> Child {
+    let cfg = dir.join(format!("{group}.toml"));
+    let state = state.map_or(String::new(), |p| p.display().to_string());
+    std::fs::write(
+        &cfg,
+        format!(
+            "[kafka]\nbootstrap_servers = \"{}\"\ntopics = [\"{topic}\"]\ngroup_id = \"{group}\"\n\
+             [sinks]\nstdout = false\nkafka_topic = \"{alerts}\"\n\
+             [service]\nidle_flush = \"500ms\"\nstate_file = \"{state}\"\n",
+            broker()
+        ),
+    )
+    .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_exfilwatch"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn terminate(mut child: Child) {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let end = Instant::now() + Duration::from_secs(40);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "exfilwatch run exited with {status}");
+            return;
+        }
+        assert!(Instant::now() < end, "exfilwatch run did not stop within 40 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The units (one JSON value each) of `dir`'s streams, per stream, as replay frames them.
+fn units(dir: &str) -> Vec<(String, Vec<Vec<u8>>)> {
+    let streams = exfilwatch::sources::collect_streams(&[dir.into()]).unwrap();
+    streams
+        .into_iter()
+        .map(|s| {
+            let name = s.describe();
+            let mut r = exfilwatch::sources::UnitReader::new(s, 1 << 30);
+            let mut v = Vec::new();
+            while let Some(u) = r.next_unit().unwrap() {
+                v.push(u.bytes.to_vec());
+            }
+            (name, v)
+        })
+        .collect()
+}
+
+fn replay_alerts(dir: &str) -> BTreeMap<String, serde_json::Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_exfilwatch")).args(["replay", "-q", dir]).output().unwrap();
+    assert!(out.status.success());
+    by_id(&String::from_utf8_lossy(&out.stdout).lines().map(|l| l.as_bytes().to_vec()).collect::<Vec<_>>())
+}
+
+fn by_id(msgs: &[Vec<u8>]) -> BTreeMap<String, serde_json::Value> {
+    msgs.iter()
+        .map(|m| serde_json::from_slice::<serde_json::Value>(m).unwrap())
+        .map(|a| (a["id"].as_str().unwrap().to_string(), a))
+        .collect()
+}
+
+#[test]
+fn sample_logs_over_four_partitions_give_the_golden_alerts() {
+    // Each account's messages keyed by account (one partition each, in order); contoso's lines
+    // grouped into {"records": [...]} envelopes of 20, the others as they are in the files.
+    let (topic, alerts_topic, group) = (unique("logs"), unique("alerts"), unique("g"));
+    create_topic(&topic, 4);
+    create_topic(&alerts_topic, 1);
+    let mut msgs: Vec<(String, Vec<u8>)> = Vec::new();
+    for (name, us) in units(SAMPLE) {
+        if name.contains("CONTOSO") {
+            let (good, bad): (Vec<_>, Vec<_>) =
+                us.into_iter().partition(|u| serde_json::from_slice::<serde_json::Value>(u).is_ok());
+            for b in bad {
+                msgs.push((name.clone(), b));
+            }
+            for chunk in good.chunks(20) {
+                let mut env = b"{\"records\": [".to_vec();
+                env.extend(chunk.join(&b","[..]));
+                env.extend(b"]}");
+                msgs.push(("contoso".into(), env));
+            }
+        } else {
+            msgs.extend(us.into_iter().map(|u| (name.clone(), u)));
+        }
+    }
+    // The bad lines sit in their own messages; keep contoso's together on one key.
+    for m in &mut msgs {
+        if m.0.contains("CONTOSO") {
+            m.0 = "contoso".into();
+        }
+    }
+    produce(&topic, &msgs);
+    let dir = tempfile::tempdir().unwrap();
+    let svc = start_service(dir.path(), &topic, &group, &alerts_topic, None);
+    let golden = replay_alerts(SAMPLE);
+    let got = read_until(&alerts_topic, Duration::from_secs(120), |m| m.len() >= golden.len());
+    terminate(svc);
+    assert_eq!(by_id(&got), golden);
+}
+
+#[test]
+fn replay_equals_streaming_through_one_partition() {
+    let (topic, alerts_topic, group) = (unique("logs1"), unique("alerts1"), unique("g1"));
+    create_topic(&topic, 1);
+    create_topic(&alerts_topic, 1);
+    let contoso = format!("{SAMPLE}/contoso");
+    let msgs: Vec<(String, Vec<u8>)> =
+        units(&contoso).into_iter().flat_map(|(_, us)| us).map(|u| (String::new(), u)).collect();
+    produce(&topic, &msgs);
+    let dir = tempfile::tempdir().unwrap();
+    let svc = start_service(dir.path(), &topic, &group, &alerts_topic, None);
+    let expected = replay_alerts(&contoso);
+    assert!(!expected.is_empty());
+    let got = read_until(&alerts_topic, Duration::from_secs(120), |m| m.len() >= expected.len());
+    terminate(svc);
+    assert_eq!(by_id(&got), expected);
+}
+
+#[test]
+fn sigterm_mid_stream_and_restart_skip_nothing_and_repeat_no_alert() {
+    let (topic, alerts_topic, group) = (unique("logs2"), unique("alerts2"), unique("g2"));
+    create_topic(&topic, 1);
+    create_topic(&alerts_topic, 1);
+    let contoso = format!("{SAMPLE}/contoso");
+    let msgs: Vec<(String, Vec<u8>)> =
+        units(&contoso).into_iter().flat_map(|(_, us)| us).map(|u| (String::new(), u)).collect();
+    // Stop after the theft began: the state file must carry it across the restart.
+    let half = msgs.len() * 9 / 10;
+    produce(&topic, &msgs[..half]);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let svc = start_service(dir.path(), &topic, &group, &alerts_topic, Some(&state));
+    wait_for(Duration::from_secs(60), "the first part to be committed", || {
+        committed(&topic, &group) >= half as i64 - 1
+    });
+    terminate(svc);
+    assert_eq!(committed(&topic, &group), half as i64, "SIGTERM commits exactly what was processed");
+    assert!(state.exists());
+
+    produce(&topic, &msgs[half..]);
+    let svc = start_service(dir.path(), &topic, &group, &alerts_topic, Some(&state));
+    let expected = replay_alerts(&contoso);
+    wait_for(Duration::from_secs(60), "the rest to be committed", || {
+        committed(&topic, &group) >= msgs.len() as i64 - 1
+    });
+    let got = read_until(&alerts_topic, Duration::from_secs(60), |m| m.len() >= expected.len());
+    terminate(svc);
+    // Every alert exactly once, the same as one uninterrupted replay.
+    assert_eq!(got.len(), expected.len(), "no alert twice");
+    assert_eq!(by_id(&got), expected);
+}
