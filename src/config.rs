@@ -202,9 +202,9 @@ impl Default for SinksConfig {
 pub struct ServiceConfig {
     /// On SIGINT/SIGTERM: drain, flush sinks, save state and commit within this time.
     pub shutdown_timeout: Span,
-    /// When no record arrived for this long (wall clock), records waiting in reorder queues
-    /// are processed: an idle stream has nothing left to reorder them with.
-    pub idle_flush: Span,
+    /// Longest processing time a record waits in a reorder queue for records that could still
+    /// arrive before it; bounds alert latency (see README, "Order").
+    pub max_hold: Span,
     /// Where a graceful shutdown saves the detector state (and start restores it); empty for
     /// none.
     pub state_file: String,
@@ -214,7 +214,7 @@ impl Default for ServiceConfig {
     fn default() -> Self {
         ServiceConfig {
             shutdown_timeout: Span(30 * crate::time::SECOND),
-            idle_flush: Span(2 * crate::time::SECOND),
+            max_hold: Span(500 * 1_000_000),
             state_file: String::new(),
         }
     }

@@ -120,7 +120,7 @@ fn start_service(dir: &Path, topic: &str, group: &str, alerts: &str, state: Opti
         format!(
             "[kafka]\nbootstrap_servers = \"{}\"\ntopics = [\"{topic}\"]\ngroup_id = \"{group}\"\n\
              [sinks]\nstdout = false\nkafka_topic = \"{alerts}\"\n\
-             [service]\nidle_flush = \"500ms\"\nstate_file = \"{state}\"\n",
+             [service]\nstate_file = \"{state}\"\n",
             broker()
         ),
     )

@@ -60,6 +60,8 @@ const SWEEP_EVERY: Nanos = DAY;
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 struct Ev {
     time: Nanos,
+    /// When the caller handed it over (processing time, caller's clock; 0 in replay).
+    arrived: i64,
     cred: Sym,
     ip: Option<u128>,
     bytes: u64,
@@ -150,6 +152,8 @@ struct AccountState {
     next_sweep: Nanos,
     /// Events not yet processed, in time order (ties in arrival order).
     queue: VecDeque<Ev>,
+    /// Newest event time processed from the queue: an event older than it is late.
+    released: Nanos,
     keys: FxHashMap<Sym, KeyState>,
     /// When evidence was last created in this account: until `familiar_after` after it, a
     /// sweep may have evidence to drop.
@@ -230,6 +234,13 @@ impl Detector {
     /// Takes one decoded request; alerts it causes (now or by releasing earlier events) are
     /// appended to `out`.
     pub fn ingest(&mut self, ev: &Event<'_>, out: &mut Vec<Alert>) {
+        self.ingest_at(ev, 0, out)
+    }
+
+    /// As [`Detector::ingest`], noting the caller's processing time `arrived` (any monotonic
+    /// clock, e.g. milliseconds) for [`Detector::release_held`]. The detector never reads a
+    /// clock itself: a caller that passes the same values gets the same output.
+    pub fn ingest_at(&mut self, ev: &Event<'_>, arrived: i64, out: &mut Vec<Alert>) {
         let ctx = &mut self.ctx;
         ctx.stats.events += 1;
         if !ev.success {
@@ -240,6 +251,7 @@ impl Detector {
         ev.credential.write_canonical(&mut self.scratch);
         let e = Ev {
             time: ev.time,
+            arrived,
             cred: ctx.syms.intern_always(&self.scratch),
             ip: ev.client_ip.map(ip_bits),
             bytes: ev.response_bytes,
@@ -259,6 +271,7 @@ impl Detector {
                 max_time: e.time,
                 next_sweep: e.time + SWEEP_EVERY,
                 queue: VecDeque::new(),
+                released: Nanos::MIN,
                 keys: FxHashMap::default(),
                 evidence_created: Nanos::MIN,
             };
@@ -267,7 +280,7 @@ impl Detector {
         let Some(acct) = self.accounts.get_mut(ev.account.as_bytes()) else { return };
         let (name, acct) = (&*ev.account, acct);
         let watermark = acct.max_time - ctx.cfg.max_out_of_order.0;
-        if e.time < watermark {
+        if e.time < watermark || e.time < acct.released {
             ctx.stats.late_events += 1;
             ctx.process(name, acct, &e, out);
             return;
@@ -285,6 +298,7 @@ impl Detector {
             let watermark = acct.max_time - ctx.cfg.max_out_of_order.0;
             while acct.queue.front().is_some_and(|q| q.time < watermark) {
                 if let Some(q) = acct.queue.pop_front() {
+                    acct.released = acct.released.max(q.time);
                     ctx.process(name, acct, &q, out);
                 }
             }
@@ -298,10 +312,42 @@ impl Detector {
         for name in names {
             if let Some(acct) = self.accounts.get_mut(&name) {
                 while let Some(q) = acct.queue.pop_front() {
+                    acct.released = acct.released.max(q.time);
                     self.ctx.process(name.as_str(), acct, &q, out);
                 }
             }
         }
+    }
+
+    /// Processes queued events that arrived (per [`Detector::ingest_at`]) at or before
+    /// `arrived_before`, with every event queued ahead of them, in time order. The streaming
+    /// service calls it so that a record waits at most a bounded processing time for records
+    /// that could still arrive before it: a record that arrives later than that but belongs
+    /// before one already processed is late.
+    pub fn release_held(&mut self, arrived_before: i64, out: &mut Vec<Alert>) {
+        let mut names: Vec<NameKey> = self
+            .accounts
+            .iter()
+            .filter(|(_, a)| a.queue.iter().any(|q| q.arrived <= arrived_before))
+            .map(|(n, _)| n.clone())
+            .collect();
+        names.sort();
+        for name in names {
+            if let Some(acct) = self.accounts.get_mut(&name) {
+                let Some(last) = acct.queue.iter().rposition(|q| q.arrived <= arrived_before) else { continue };
+                for _ in 0..=last {
+                    if let Some(q) = acct.queue.pop_front() {
+                        acct.released = acct.released.max(q.time);
+                        self.ctx.process(name.as_str(), acct, &q, out);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether events wait in reorder queues.
+    pub fn has_queued(&self) -> bool {
+        self.accounts.values().any(|a| !a.queue.is_empty())
     }
 
     /// Bytes the state holds per (key, origin), estimated from the structures' sizes.

@@ -374,3 +374,26 @@ fn deterministic_and_snapshot_restore_equals_one_run() {
     d2.finish(&mut out);
     assert_eq!(out, a1);
 }
+
+#[test]
+fn release_held_processes_what_waited_and_later_older_records_are_late() {
+    let cred = "key:primarymasterkey";
+    let mut d = Detector::new(origin_cfg());
+    let mut out = Vec::new();
+    let start = t0() + 2 * DAY;
+    for e in history("contoso", cred) {
+        d.ingest_at(&e, 0, &mut out);
+    }
+    // 2 GiB from a new origin arrive at processing time 10; within 10 min of event time, so
+    // without a release they would wait in the queue.
+    d.ingest_at(&ev(start, "contoso", cred, "203.0.113.7", 2 * GIB), 10, &mut out);
+    assert!(out.is_empty());
+    assert!(d.has_queued());
+    d.release_held(5, &mut out);
+    assert!(out.is_empty(), "arrived at 10, not released by a cutoff of 5");
+    d.release_held(10, &mut out);
+    assert_eq!(out.len(), 1);
+    // A record older than what was released is late now, even inside max_out_of_order.
+    d.ingest_at(&ev(start - MINUTE, "contoso", cred, "10.0.0.5", 1), 11, &mut out);
+    assert_eq!(d.stats().late_events, 1);
+}

@@ -8,8 +8,12 @@
 //!   message's offset. librdkafka commits stored offsets periodically, so a committed offset
 //!   always covers fully processed messages only. Records still waiting in the detector's
 //!   reorder queues are part of its state (saved on shutdown with `service.state_file`).
-//! - **Idle**: no record for `service.idle_flush` of wall-clock time: the reorder queues are
-//!   drained (an idle stream has nothing left to reorder them with) and their alerts delivered.
+//! - **Holding**: a record waits in its account's reorder queue until the account's event time
+//!   is `detect.max_out_of_order` past it, but never longer than `service.max_hold` of
+//!   processing time: every 100 ms the records that waited that long are processed (with
+//!   everything queued before them). A record that arrives later and belongs before one
+//!   already processed is late. This bounds alert latency in a live stream, where event time
+//!   moves with the wall clock and a 10-minute reorder window would mean 10-minute-old alerts.
 //! - **Rebalancing**: on a revoke, librdkafka calls back between two messages; the stored
 //!   offsets are committed synchronously before the partitions go (`sources::kafka`).
 //! - **Draining** (SIGINT/SIGTERM): stop fetching; save the state file (or, without one, drain
@@ -68,8 +72,8 @@ struct Pipeline {
     files: Vec<JsonLinesSink<Box<dyn Write + Send>>>,
     producer: Option<KafkaProducerSink>,
     delivered: BTreeMap<String, Nanos>,
-    /// Records went into the detector since its queues were last drained.
-    queued: bool,
+    /// Processing-time origin for `Detector::ingest_at`.
+    started: std::time::Instant,
 }
 
 impl Pipeline {
@@ -121,11 +125,12 @@ impl Pipeline {
         let mut alerts = Vec::new();
         let mut bad: Vec<(Malformed, Option<usize>)> = Vec::new();
         let (detector, stats) = (&mut self.detector, &mut self.stats);
+        let now = self.started.elapsed().as_millis() as i64;
         self.decoder.decode(payload, |item| match item {
             Decoded::Event(ev) => {
                 *stats.records.entry(ev.category).or_default() += 1;
                 stats.response_bytes += ev.response_bytes;
-                detector.ingest(&ev, &mut alerts);
+                detector.ingest_at(&ev, now, &mut alerts);
             }
             Decoded::Skipped(c) => {
                 *stats.records.entry(c).or_default() += 1;
@@ -134,7 +139,6 @@ impl Pipeline {
             Decoded::Malformed { reason, index } => bad.push((reason, index)),
         });
         self.stats.input_bytes += payload.len() as u64;
-        self.queued = true;
         for (reason, index) in bad {
             let location = match index {
                 Some(i) => format!("{}/{}@{}#{}", source.0, source.1, source.2, i),
@@ -161,7 +165,18 @@ impl Pipeline {
     async fn drain(&mut self) -> Result<(), ServiceError> {
         let mut alerts = Vec::new();
         self.detector.finish(&mut alerts);
-        self.queued = false;
+        self.deliver(alerts).await
+    }
+
+    /// Processes the records that waited `service.max_hold` or longer.
+    async fn release_held(&mut self) -> Result<(), ServiceError> {
+        if !self.detector.has_queued() {
+            return Ok(());
+        }
+        let hold = self.cfg.service.max_hold.0 / 1_000_000;
+        let cutoff = self.started.elapsed().as_millis() as i64 - hold;
+        let mut alerts = Vec::new();
+        self.detector.release_held(cutoff, &mut alerts);
         self.deliver(alerts).await
     }
 }
@@ -227,7 +242,6 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<Stat
             .map_err(|source| SinkError::Io { target: cfg.sinks.file.clone(), source })?;
         files.push(JsonLinesSink::new(Box::new(f), cfg.sinks.file.clone()));
     }
-    let idle = Duration::from_nanos(cfg.service.idle_flush.0.max(1) as u64);
     let shutdown_timeout = Duration::from_nanos(cfg.service.shutdown_timeout.0.max(0) as u64);
     let mut p = Pipeline {
         cfg,
@@ -237,11 +251,13 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<Stat
         files,
         producer,
         delivered,
-        queued: false,
+        started: std::time::Instant::now(),
     };
     tracing::info!(message = "Consuming.", topics = ?p.cfg.kafka.topics, group = %p.cfg.kafka.group_id);
 
     tokio::pin!(shutdown);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             biased;
@@ -261,7 +277,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<Stat
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             },
-            _ = tokio::time::sleep(idle), if p.queued => p.drain().await?,
+            _ = tick.tick() => p.release_held().await?,
         }
     }
 
