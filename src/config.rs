@@ -188,11 +188,21 @@ pub struct SinksConfig {
     pub file: String,
     /// Alerts to this Kafka topic, keyed by alert id; empty for none.
     pub kafka_topic: String,
+    /// Alerts POSTed one by one (JSON) to this http(s) URL; empty for none.
+    pub webhook_url: String,
+    /// Timeout of one webhook request.
+    pub webhook_timeout: Span,
 }
 
 impl Default for SinksConfig {
     fn default() -> Self {
-        SinksConfig { stdout: true, file: String::new(), kafka_topic: String::new() }
+        SinksConfig {
+            stdout: true,
+            file: String::new(),
+            kafka_topic: String::new(),
+            webhook_url: String::new(),
+            webhook_timeout: Span(10 * crate::time::SECOND),
+        }
     }
 }
 
@@ -214,7 +224,7 @@ impl Default for ServiceConfig {
     fn default() -> Self {
         ServiceConfig {
             shutdown_timeout: Span(30 * crate::time::SECOND),
-            max_hold: Span(500 * 1_000_000),
+            max_hold: Span(250 * 1_000_000),
             state_file: String::new(),
         }
     }

@@ -52,6 +52,8 @@ pub enum ServiceError {
     Sink(#[from] SinkError),
     #[error("state file {path}: {message}")]
     State { path: PathBuf, message: String },
+    #[error("webhook sink: {0}")]
+    Webhook(String),
     #[error("shutdown did not finish within {0:?}")]
     ShutdownTimeout(Duration),
 }
@@ -71,6 +73,7 @@ struct Pipeline {
     stats: Stats,
     files: Vec<JsonLinesSink<Box<dyn Write + Send>>>,
     producer: Option<KafkaProducerSink>,
+    webhook: Option<crate::sinks::webhook::WebhookSink>,
     delivered: BTreeMap<String, Nanos>,
     /// Processing-time origin for `Detector::ingest_at`.
     started: std::time::Instant,
@@ -106,6 +109,21 @@ impl Pipeline {
             }
             if failing {
                 tracing::info!(message = "Alert sink recovered.", sink = "kafka");
+            }
+        }
+        if let Some(w) = &self.webhook {
+            let mut backoff = Duration::from_millis(100);
+            let mut failing = false;
+            while let Err(error) = w.send_alerts(&alerts).await {
+                if !failing {
+                    tracing::warn!(message = "Alert sink failing; retrying, offsets held back.", sink = "webhook", target = w.target(), %error);
+                    failing = true;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            if failing {
+                tracing::info!(message = "Alert sink recovered.", sink = "webhook");
             }
         }
         self.stats.count_alerts(&alerts);
@@ -230,6 +248,15 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<Stat
     } else {
         None
     };
+    let webhook = if cfg.sinks.webhook_url.is_empty() {
+        None
+    } else {
+        let timeout = Duration::from_nanos(cfg.sinks.webhook_timeout.0.max(1) as u64);
+        Some(
+            crate::sinks::webhook::WebhookSink::new(&cfg.sinks.webhook_url, timeout, &Default::default())
+                .map_err(|e| ServiceError::Webhook(e.to_string()))?,
+        )
+    };
     let mut files: Vec<JsonLinesSink<Box<dyn Write + Send>>> = Vec::new();
     if cfg.sinks.stdout {
         files.push(JsonLinesSink::new(Box::new(std::io::stdout()), "stdout"));
@@ -250,6 +277,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<Stat
         stats: Stats::default(),
         files,
         producer,
+        webhook,
         delivered,
         started: std::time::Instant::now(),
     };
@@ -290,8 +318,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<Stat
         for f in &mut p.files {
             f.flush()?;
         }
-        if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::warn!(message = "Final commit failed.", %error);
+        match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) | Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            Err(error) => tracing::warn!(message = "Final commit failed.", %error),
         }
         Ok::<(), ServiceError>(())
     };

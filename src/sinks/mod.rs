@@ -2,6 +2,7 @@
 //! streaming service adds Kafka and webhooks behind the same trait.
 
 pub mod kafka;
+pub mod webhook;
 
 use crate::alert::Alert;
 use std::io::{self, Write};

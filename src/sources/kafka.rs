@@ -111,7 +111,9 @@ pub fn consumer(cfg: &KafkaConfig, connectivity: Arc<Connectivity>) -> Result<Lo
         .set("enable.auto.commit", "true")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        // Alert latency: do not let the broker hold a fetch for the default 500 ms.
+        .set("fetch.wait.max.ms", "100");
     for (k, v) in &cfg.librdkafka_options {
         c.set(k, v);
     }

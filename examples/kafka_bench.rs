@@ -1,0 +1,292 @@
+//! Streaming benchmark (`make bench-kafka`, needs a broker: run through scripts/with-tansu.sh).
+//!
+//! 1. Throughput: produces RECORDS legacy records (from a `gen-logs bench` file) in envelopes of
+//!    20 to a 4-partition topic, then, in one run, (a) drains it with a bare rdkafka consumer
+//!    that only reads (the broker-side limit) and (b) times `exfilwatch run` catching up from
+//!    the beginning (until its committed offsets reach the end). The broker here is librdkafka's
+//!    mock cluster (in this process, on a loopback port): Tansu stores large messages at a few
+//!    MB/s, which would measure Tansu, not the consumer.
+//! 2. Latency: `exfilwatch run` consumes a topic under a steady produced load (normal traffic
+//!    plus one 1.2 GiB theft from a new IP every 0.5 s, each on its own key, event time = produce
+//!    time); each alert's latency is its record's timestamp on the alert topic minus the event
+//!    time of the record that triggered it. Reports p50 and p99.
+//!
+//! Usage: kafka_bench BENCH_FILE [RECORDS]
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const PARTITIONS: i32 = 4;
+
+static BROKER: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+fn broker() -> String {
+    BROKER.lock().map(|b| b.clone()).unwrap_or_default()
+}
+
+fn set_broker(b: String) {
+    if let Ok(mut g) = BROKER.lock() {
+        *g = b;
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+fn unique(name: &str) -> String {
+    format!("{name}-{}", now_ms())
+}
+
+async fn create_topic(name: &str, partitions: i32) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", broker()).create()?;
+    for r in admin
+        .create_topics(&[NewTopic::new(name, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .await?
+    {
+        r.map_err(|(t, e)| anyhow::anyhow!("create {t}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn producer() -> anyhow::Result<FutureProducer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", broker())
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .set("compression.type", "none")
+        .create()?)
+}
+
+const KEYS: [&str; 8] = ["0", "1", "2", "3", "4", "5", "6", "7"];
+
+async fn produce_all(p: &FutureProducer, topic: &str, msgs: &[Vec<u8>]) -> anyhow::Result<()> {
+    for chunk in msgs.chunks(2000) {
+        let futs: Vec<_> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let record = FutureRecord::to(topic).key(KEYS[i % KEYS.len()]).payload(m);
+                p.send(record, Timeout::After(Duration::from_secs(60)))
+            })
+            .collect();
+        for f in futs {
+            f.await.map_err(|(e, _)| e)?;
+        }
+    }
+    Ok(())
+}
+
+fn end_offsets(topic: &str) -> anyhow::Result<i64> {
+    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", broker()).create()?;
+    let mut total = 0;
+    for p in 0..PARTITIONS {
+        let (_, high) = c.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        total += high;
+    }
+    Ok(total)
+}
+
+fn committed(topic: &str, group: &str) -> anyhow::Result<i64> {
+    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", broker()).set("group.id", group).create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition(topic, p);
+    }
+    let got = c.committed_offsets(tpl, Duration::from_secs(10))?;
+    Ok(got.elements().iter().map(|e| if let Offset::Offset(o) = e.offset() { o } else { 0 }).sum())
+}
+
+fn bare_drain(topic: &str, messages: i64) -> anyhow::Result<(f64, u64)> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker())
+        .set("group.id", unique("bare"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    c.subscribe(&[topic])?;
+    let (mut n, mut bytes) = (0i64, 0u64);
+    let mut started: Option<Instant> = None;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while n < messages && Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            started.get_or_insert_with(Instant::now);
+            n += 1;
+            bytes += m.payload().map_or(0, |p| p.len() as u64);
+        }
+    }
+    anyhow::ensure!(n == messages, "bare drain read {n} of {messages}");
+    Ok((started.map_or(0.0, |s| s.elapsed().as_secs_f64()), bytes))
+}
+
+fn config(
+    dir: &std::path::Path,
+    topic: &str,
+    group: &str,
+    alerts: &str,
+    extra: &str,
+) -> anyhow::Result<std::path::PathBuf> {
+    let p = dir.join(format!("{group}.toml"));
+    std::fs::write(
+        &p,
+        format!(
+            "[kafka]\nbootstrap_servers = \"{}\"\ntopics = [\"{topic}\"]\ngroup_id = \"{group}\"\n\
+             librdkafka_options = {{ \"auto.commit.interval.ms\" = \"100\" }}\n\
+             [sinks]\nstdout = false\nkafka_topic = \"{alerts}\"\n{extra}",
+            broker()
+        ),
+    )?;
+    Ok(p)
+}
+
+fn exfilwatch() -> std::path::PathBuf {
+    let me = std::env::current_exe().unwrap_or_default();
+    me.parent().and_then(|d| d.parent()).map(|d| d.join("exfilwatch")).unwrap_or_default()
+}
+
+fn stop(child: &mut std::process::Child) {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let file = args.get(1).ok_or_else(|| anyhow::anyhow!("usage: kafka_bench BENCH_FILE [RECORDS]"))?;
+    let records: usize = args.get(2).map_or(Ok(1_000_000), |s| s.parse())?;
+    let dir = tempfile::tempdir()?;
+
+    // ---- throughput ----
+    let mut lines = Vec::with_capacity(records);
+    for l in std::io::BufReader::new(std::fs::File::open(file)?).lines().take(records) {
+        lines.push(l?);
+    }
+    let msgs: Vec<Vec<u8>> =
+        lines.chunks(20).map(|c| format!("{{\"records\": [{}]}}", c.join(",")).into_bytes()).collect();
+    let mock = rdkafka::mocking::MockCluster::new(1)?;
+    set_broker(mock.bootstrap_servers());
+    let topic = unique("bench-logs");
+    mock.create_topic(&topic, PARTITIONS, 1)?;
+    let p = producer()?;
+    let t = Instant::now();
+    produce_all(&p, &topic, &msgs).await?;
+    eprintln!("produced {} records in {} messages in {:.1} s", lines.len(), msgs.len(), t.elapsed().as_secs_f64());
+    let total = end_offsets(&topic)?;
+    let (bare_s, bytes) = bare_drain(&topic, total)?;
+
+    let (group, alerts) = (unique("bench-g"), unique("bench-alerts"));
+    mock.create_topic(&alerts, 1, 1)?;
+    let cfg = config(dir.path(), &topic, &group, &alerts, "")?;
+    let t = Instant::now();
+    let mut child = Command::new(exfilwatch()).args(["run", "--config"]).arg(&cfg).stdout(Stdio::null()).spawn()?;
+    while committed(&topic, &group)? < total {
+        anyhow::ensure!(t.elapsed() < Duration::from_secs(900), "exfilwatch run did not catch up in 15 min");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let run_s = t.elapsed().as_secs_f64();
+    stop(&mut child);
+    let n = lines.len() as f64;
+    println!(
+        "throughput: {} records ({} MB) in {} messages over {PARTITIONS} partitions",
+        lines.len(),
+        bytes / 1_000_000,
+        total
+    );
+    println!("| consumer | seconds | records/s | MB/s |\n|---|---:|---:|---:|");
+    println!("| bare rdkafka drain | {bare_s:.2} | {:.0} | {:.0} |", n / bare_s, bytes as f64 / 1e6 / bare_s);
+    println!(
+        "| exfilwatch run (catch-up, incl. start) | {run_s:.2} | {:.0} | {:.0} |",
+        n / run_s,
+        bytes as f64 / 1e6 / run_s
+    );
+    println!("exfilwatch run / bare drain: {:.2}", bare_s / run_s);
+
+    drop(mock);
+
+    // ---- latency (the real broker) ----
+    set_broker(std::env::var("EXFILWATCH_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:19092".into()));
+    let p = producer()?;
+    let (topic, alerts, group) = (unique("lat-logs"), unique("lat-alerts"), unique("lat-g"));
+    create_topic(&topic, PARTITIONS).await?;
+    create_topic(&alerts, 1).await?;
+    let cfg =
+        config(dir.path(), &topic, &group, &alerts, "[detect]\nlearning_period = \"0s\"\nvolume_anomaly = false\n")?;
+    let mut child = Command::new(exfilwatch()).args(["run", "--config"]).arg(&cfg).stdout(Stdio::null()).spawn()?;
+    let thefts = 60;
+    let rid = "/SUBSCRIPTIONS/X/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.DOCUMENTDB/DATABASEACCOUNTS";
+    let rec = |acct: usize, ip: &str, bytes: u64, t: i64| {
+        let secs = t / 1000;
+        let (d, s) = (secs / 86400, secs % 86400);
+        // civil date from days (valid for 1970-2099)
+        let z = d + 719_468;
+        let era = z / 146_097;
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        format!(
+            "{{\"time\":\"{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z\",\"resourceId\":\"{rid}/LAT{acct}\",\"category\":\"DataPlaneRequests\",\"operationName\":\"ReadFeed\",\"properties\":{{\"statusCode\":\"200\",\"clientIpAddress\":\"{ip}\",\"responseLength\":\"{bytes}\",\"keyType\":\"PrimaryMasterKey\"}}}}",
+            s / 3600, s / 60 % 60, s % 60, t % 1000
+        )
+    };
+    let t = Instant::now();
+    for i in 0..thefts {
+        // Normal traffic on every account, then a theft on account i: 300 x 4 MiB within ~0.5 s.
+        let mut batch = Vec::new();
+        for a in 0..thefts {
+            batch.push(rec(a, "10.0.0.5", 10_000, now_ms()));
+        }
+        for _ in 0..300 {
+            batch.push(rec(i, "203.0.113.77", 4 << 20, now_ms()));
+        }
+        let msgs: Vec<Vec<u8>> =
+            batch.chunks(10).map(|c| format!("{{\"records\": [{}]}}", c.join(",")).into_bytes()).collect();
+        produce_all(&p, &topic, &msgs).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!("latency load produced in {:.1} s", t.elapsed().as_secs_f64());
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker())
+        .set("group.id", unique("lat-reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    c.subscribe(&[alerts.as_str()])?;
+    let mut lat = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while lat.len() < thefts && Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            let a: serde_json::Value = serde_json::from_slice(m.payload().unwrap_or_default())?;
+            let trig = exfilwatch::time::parse_timestamp(a["trigger_event_time"].as_str().unwrap_or("")).unwrap_or(0)
+                / 1_000_000;
+            if let Some(ts) = m.timestamp().to_millis() {
+                lat.push((ts - trig) as f64);
+            }
+        }
+    }
+    stop(&mut child);
+    anyhow::ensure!(lat.len() == thefts, "got {} of {thefts} alerts", lat.len());
+    println!(
+        "latency (produce-time event -> alert on the alert topic), {} alerts: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        lat.len(),
+        percentile(&mut lat, 0.5),
+        percentile(&mut lat, 0.99),
+        percentile(&mut lat, 1.0)
+    );
+    Ok(())
+}
