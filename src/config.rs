@@ -265,7 +265,11 @@ impl DetectConfig {
         if self.volume_min_history_days < 2 {
             return Err("detect.volume_min_history_days must be at least 2".into());
         }
-        if !(self.volume_min_ratio >= 1.0) || !(self.volume_min_log_spread > 0.0) {
+        if self.volume_min_ratio.is_nan()
+            || self.volume_min_ratio < 1.0
+            || self.volume_min_log_spread.is_nan()
+            || self.volume_min_log_spread <= 0.0
+        {
             return Err("detect.volume_min_ratio must be >= 1 and detect.volume_min_log_spread > 0".into());
         }
         if self.max_origins_per_key < 1 {

@@ -252,8 +252,9 @@ pub struct Event<'a> {
     pub activity_id: Cow<'a, str>,
 }
 
-/// What one record decoded to.
+/// What one record decoded to. (Not boxed: it lives only for one callback.)
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Decoded<'a> {
     Event(Event<'a>),
     /// A record of a category the detector does not use.

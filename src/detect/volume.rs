@@ -62,11 +62,7 @@ impl VolumeHistory {
     /// Average bytes per active hour over the history (today excluded).
     pub fn typical_hourly(&self) -> u64 {
         let (b, h) = self.days.iter().fold((0u64, 0u64), |(b, h), d| (b + d.total, h + d.active_hours as u64));
-        if h == 0 {
-            0
-        } else {
-            b / h
-        }
+        b.checked_div(h).unwrap_or(0)
     }
 
     pub fn days(&self) -> usize {
