@@ -164,6 +164,13 @@ fn units(dir: &str) -> Vec<(String, Vec<Vec<u8>>)> {
         .collect()
 }
 
+/// contoso's sample records, one per message, in file order (as replay reads them).
+fn contoso_messages() -> (String, Vec<(String, Vec<u8>)>) {
+    let contoso = format!("{SAMPLE}/contoso");
+    let msgs = units(&contoso).into_iter().flat_map(|(_, us)| us).map(|u| (String::new(), u)).collect();
+    (contoso, msgs)
+}
+
 fn replay_alerts(dir: &str) -> BTreeMap<String, serde_json::Value> {
     let out = Command::new(env!("CARGO_BIN_EXE_exfilwatch")).args(["replay", "-q", dir]).output().unwrap();
     assert!(out.status.success());
@@ -222,9 +229,7 @@ fn replay_equals_streaming_through_one_partition() {
     let (topic, alerts_topic, group) = (unique("logs1"), unique("alerts1"), unique("g1"));
     create_topic(&topic, 1);
     create_topic(&alerts_topic, 1);
-    let contoso = format!("{SAMPLE}/contoso");
-    let msgs: Vec<(String, Vec<u8>)> =
-        units(&contoso).into_iter().flat_map(|(_, us)| us).map(|u| (String::new(), u)).collect();
+    let (contoso, msgs) = contoso_messages();
     produce(&topic, &msgs);
     let dir = tempfile::tempdir().unwrap();
     let svc = start_service(dir.path(), &topic, &group, &alerts_topic, None);
@@ -240,9 +245,7 @@ fn sigterm_mid_stream_and_restart_skip_nothing_and_repeat_no_alert() {
     let (topic, alerts_topic, group) = (unique("logs2"), unique("alerts2"), unique("g2"));
     create_topic(&topic, 1);
     create_topic(&alerts_topic, 1);
-    let contoso = format!("{SAMPLE}/contoso");
-    let msgs: Vec<(String, Vec<u8>)> =
-        units(&contoso).into_iter().flat_map(|(_, us)| us).map(|u| (String::new(), u)).collect();
+    let (contoso, msgs) = contoso_messages();
     // Stop after the theft began: the state file must carry it across the restart.
     let half = msgs.len() * 9 / 10;
     produce(&topic, &msgs[..half]);

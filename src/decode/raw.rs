@@ -21,9 +21,6 @@ use std::borrow::Cow;
 pub struct Text<'a>(pub Option<Cow<'a, str>>);
 
 impl Text<'_> {
-    pub fn get(&self) -> Option<&str> {
-        self.0.as_deref()
-    }
     /// Present and not blank.
     pub fn non_empty(&self) -> Option<&str> {
         self.0.as_deref().map(str::trim).filter(|s| !s.is_empty())

@@ -128,14 +128,6 @@ impl Interner {
     pub fn name(&self, sym: Sym) -> &str {
         self.names.get(sym as usize).map_or("", |s| s)
     }
-
-    pub fn len(&self) -> usize {
-        self.names.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.names.len() <= 2
-    }
 }
 
 #[derive(Serialize, Deserialize)]

@@ -205,11 +205,6 @@ impl UnitReader {
         }
     }
 
-    /// The file being read now (for locations).
-    pub fn current_name(&self) -> &str {
-        &self.name
-    }
-
     fn open_next(&mut self) -> Result<bool, SourceError> {
         match &self.stream {
             InputStream::Stdin => {
@@ -444,13 +439,6 @@ impl Depth {
     fn closed(&self) -> bool {
         self.started && self.depth <= 0 && !self.in_string
     }
-}
-
-/// Reads all of a reader (for tests and small inputs).
-pub fn read_all(mut r: impl Read) -> io::Result<Vec<u8>> {
-    let mut v = Vec::new();
-    r.read_to_end(&mut v)?;
-    Ok(v)
 }
 
 #[cfg(test)]
