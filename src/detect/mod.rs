@@ -181,8 +181,51 @@ struct Ctx {
     cfg: DetectConfig,
     syms: Interner,
     stats: DetectorStats,
+    /// Arrival times of the events waiting in reorder queues (all accounts).
+    #[serde(default)]
+    arrivals: ArrivalIndex,
     #[serde(skip)]
     tq: TQuantiles,
+}
+
+/// Multiset of the `arrived` values of queued events, for the oldest one in O(1). Arrivals
+/// come in non-decreasing order (a processing clock), so adding is a push or an increment at
+/// the back; a value out of order is inserted at its place (a binary search).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct ArrivalIndex {
+    runs: VecDeque<(i64, u64)>,
+}
+
+impl ArrivalIndex {
+    fn add(&mut self, arrived: i64) {
+        match self.runs.back_mut() {
+            Some((t, n)) if *t == arrived => *n += 1,
+            Some((t, _)) if *t > arrived => {
+                let i = self.runs.partition_point(|(t, _)| *t < arrived);
+                match self.runs.get_mut(i) {
+                    Some((t, n)) if *t == arrived => *n += 1,
+                    _ => self.runs.insert(i, (arrived, 1)),
+                }
+            }
+            _ => self.runs.push_back((arrived, 1)),
+        }
+    }
+
+    fn remove(&mut self, arrived: i64) {
+        let i = self.runs.partition_point(|(t, _)| *t < arrived);
+        if let Some((t, n)) = self.runs.get_mut(i) {
+            if *t == arrived {
+                *n = n.saturating_sub(1);
+            }
+        }
+        while self.runs.front().is_some_and(|(_, n)| *n == 0) {
+            self.runs.pop_front();
+        }
+    }
+
+    fn oldest(&self) -> Option<i64> {
+        self.runs.front().map(|(t, _)| *t)
+    }
 }
 
 /// The detector. Feed it with [`Detector::ingest`], flush it with [`Detector::finish`].
@@ -207,6 +250,7 @@ impl Detector {
                 cfg,
                 syms: Interner::new(SYMBOL_CAPACITY),
                 stats: DetectorStats::default(),
+                arrivals: ArrivalIndex::default(),
                 tq: TQuantiles::default(),
             },
             accounts: FxHashMap::default(),
@@ -286,6 +330,7 @@ impl Detector {
             return;
         }
         // Insert in time order; equal times keep arrival order.
+        ctx.arrivals.add(arrived);
         match acct.queue.back() {
             Some(b) if b.time > e.time => {
                 let i = acct.queue.partition_point(|q| q.time <= e.time);
@@ -299,6 +344,7 @@ impl Detector {
             while acct.queue.front().is_some_and(|q| q.time < watermark) {
                 if let Some(q) = acct.queue.pop_front() {
                     acct.released = acct.released.max(q.time);
+                    ctx.arrivals.remove(q.arrived);
                     ctx.process(name, acct, &q, out);
                 }
             }
@@ -313,6 +359,7 @@ impl Detector {
             if let Some(acct) = self.accounts.get_mut(&name) {
                 while let Some(q) = acct.queue.pop_front() {
                     acct.released = acct.released.max(q.time);
+                    self.ctx.arrivals.remove(q.arrived);
                     self.ctx.process(name.as_str(), acct, &q, out);
                 }
             }
@@ -325,6 +372,10 @@ impl Detector {
     /// that could still arrive before it: a record that arrives later than that but belongs
     /// before one already processed is late.
     pub fn release_held(&mut self, arrived_before: i64, out: &mut Vec<Alert>) {
+        match self.ctx.arrivals.oldest() {
+            Some(t) if t <= arrived_before => {}
+            _ => return,
+        }
         let mut names: Vec<NameKey> = self
             .accounts
             .iter()
@@ -338,6 +389,7 @@ impl Detector {
                 for _ in 0..=last {
                     if let Some(q) = acct.queue.pop_front() {
                         acct.released = acct.released.max(q.time);
+                        self.ctx.arrivals.remove(q.arrived);
                         self.ctx.process(name.as_str(), acct, &q, out);
                     }
                 }
@@ -347,7 +399,14 @@ impl Detector {
 
     /// Whether events wait in reorder queues.
     pub fn has_queued(&self) -> bool {
-        self.accounts.values().any(|a| !a.queue.is_empty())
+        self.ctx.arrivals.oldest().is_some()
+    }
+
+    /// The oldest `arrived` value (see [`Detector::ingest_at`]) among queued events: every
+    /// event that arrived before it has been processed. The service stores a message's
+    /// offset only then.
+    pub fn oldest_queued_arrival(&self) -> Option<i64> {
+        self.ctx.arrivals.oldest()
     }
 
     /// Bytes the state holds per (key, origin), estimated from the structures' sizes.

@@ -397,3 +397,27 @@ fn release_held_processes_what_waited_and_later_older_records_are_late() {
     d.ingest_at(&ev(start - MINUTE, "contoso", cred, "10.0.0.5", 1), 11, &mut out);
     assert_eq!(d.stats().late_events, 1);
 }
+
+#[test]
+fn oldest_queued_arrival_follows_the_queues() {
+    let cred = "key:primarymasterkey";
+    let mut d = Detector::new(origin_cfg());
+    let mut out = Vec::new();
+    let start = t0() + 2 * DAY;
+    assert_eq!(d.oldest_queued_arrival(), None);
+    // Two accounts, arrivals 3 then 7 then (out of processing order) 5.
+    d.ingest_at(&ev(start, "contoso", cred, "10.0.0.5", 1), 3, &mut out);
+    d.ingest_at(&ev(start, "fabrikam", cred, "10.0.0.6", 1), 7, &mut out);
+    d.ingest_at(&ev(start + MINUTE, "fabrikam", cred, "10.0.0.6", 1), 5, &mut out);
+    assert_eq!(d.oldest_queued_arrival(), Some(3));
+    d.release_held(3, &mut out);
+    assert_eq!(d.oldest_queued_arrival(), Some(5), "contoso's record left, fabrikam's wait");
+    // Releasing fabrikam up to 5 takes everything queued ahead of it too (time order).
+    d.release_held(5, &mut out);
+    assert_eq!(d.oldest_queued_arrival(), None);
+    assert!(!d.has_queued());
+    // A snapshot keeps the index.
+    d.ingest_at(&ev(start + 2 * MINUTE, "contoso", cred, "10.0.0.5", 1), 9, &mut out);
+    let d2 = Detector::restore(&d.snapshot().unwrap()).unwrap();
+    assert_eq!(d2.oldest_queued_arrival(), Some(9));
+}
