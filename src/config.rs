@@ -218,6 +218,8 @@ pub struct ServiceConfig {
     /// Where a graceful shutdown saves the detector state (and start restores it); empty for
     /// none.
     pub state_file: String,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; empty for nowhere.
+    pub metrics_addr: String,
 }
 
 impl Default for ServiceConfig {
@@ -226,6 +228,7 @@ impl Default for ServiceConfig {
             shutdown_timeout: Span(30 * crate::time::SECOND),
             max_hold: Span(250 * 1_000_000),
             state_file: String::new(),
+            metrics_addr: "127.0.0.1:9464".to_string(),
         }
     }
 }

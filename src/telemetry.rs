@@ -10,6 +10,7 @@ use crate::decode::{Category, Malformed};
 use crate::detect::DetectorStats;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Totals of one run of the pipeline.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -60,6 +61,132 @@ impl MalformedRecord<'_> {
                 location = self.location,
             );
         }
+    }
+}
+
+/// What `/healthz` and `/readyz` report, shared between the service loop, the Kafka client's
+/// callbacks and the HTTP endpoint. Ready means: connected to Kafka, state restored, and the
+/// main loop making progress (no sink failing, a step within [`Health::STALL_AFTER`]).
+#[derive(Debug)]
+pub struct Health {
+    started: std::time::Instant,
+    kafka_down: AtomicBool,
+    kafka_seen: AtomicBool,
+    restored: AtomicBool,
+    sink_failing: AtomicBool,
+    /// Milliseconds since `started` of the main loop's last completed step.
+    heartbeat_ms: AtomicU64,
+    messages: AtomicU64,
+    records: AtomicU64,
+    alerts: AtomicU64,
+    http_addr: std::sync::Mutex<Option<std::net::SocketAddr>>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            started: std::time::Instant::now(),
+            kafka_down: AtomicBool::new(false),
+            kafka_seen: AtomicBool::new(false),
+            restored: AtomicBool::new(false),
+            sink_failing: AtomicBool::new(false),
+            heartbeat_ms: AtomicU64::new(0),
+            messages: AtomicU64::new(0),
+            records: AtomicU64::new(0),
+            alerts: AtomicU64::new(0),
+            http_addr: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl Health {
+    /// A main loop that completed no step for this long is stalled.
+    pub const STALL_AFTER: std::time::Duration = std::time::Duration::from_secs(15);
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Records the broker's reachability; logs once per change.
+    pub fn set_kafka(&self, up: bool, reason: &str) {
+        let first = !self.kafka_seen.swap(true, Ordering::Relaxed);
+        let was_down = self.kafka_down.swap(!up, Ordering::Relaxed);
+        if first && up {
+            tracing::info!(message = "Kafka broker reachable.");
+        } else if (first || !was_down) && !up {
+            tracing::warn!(message = "Kafka broker unreachable; retrying with backoff.", reason);
+        } else if was_down && up {
+            tracing::info!(message = "Kafka broker reachable again.");
+        }
+    }
+
+    /// The broker's reachability as last reported by the Kafka client; None before any report.
+    pub fn kafka_reported(&self) -> Option<bool> {
+        self.kafka_seen.load(Ordering::Relaxed).then(|| !self.kafka_down.load(Ordering::Relaxed))
+    }
+
+    pub fn kafka_up(&self) -> bool {
+        self.kafka_seen.load(Ordering::Relaxed) && !self.kafka_down.load(Ordering::Relaxed)
+    }
+
+    pub fn set_restored(&self) {
+        self.restored.store(true, Ordering::Relaxed);
+    }
+
+    pub fn set_sink_failing(&self, failing: bool) {
+        self.sink_failing.store(failing, Ordering::Relaxed);
+    }
+
+    /// The main loop completed a step.
+    pub fn beat(&self) {
+        self.heartbeat_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Totals processed so far (messages fully handled, records decoded, alerts delivered).
+    pub fn progress(&self, messages: u64, records: u64, alerts: u64) {
+        self.messages.store(messages, Ordering::Relaxed);
+        self.records.store(records, Ordering::Relaxed);
+        self.alerts.store(alerts, Ordering::Relaxed);
+        self.beat();
+    }
+
+    pub fn messages(&self) -> u64 {
+        self.messages.load(Ordering::Relaxed)
+    }
+    pub fn records(&self) -> u64 {
+        self.records.load(Ordering::Relaxed)
+    }
+    pub fn alerts(&self) -> u64 {
+        self.alerts.load(Ordering::Relaxed)
+    }
+
+    pub fn set_http_addr(&self, addr: std::net::SocketAddr) {
+        if let Ok(mut a) = self.http_addr.lock() {
+            *a = Some(addr);
+        }
+    }
+
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, once bound.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http_addr.lock().ok().and_then(|a| *a)
+    }
+
+    /// `Ok(())` when ready, else why not.
+    pub fn readiness(&self) -> Result<(), String> {
+        if !self.restored.load(Ordering::Relaxed) {
+            return Err("state not restored yet".into());
+        }
+        if !self.kafka_up() {
+            return Err("Kafka broker not reachable".into());
+        }
+        if self.sink_failing.load(Ordering::Relaxed) {
+            return Err("an alert sink is failing (alerts and offsets held back)".into());
+        }
+        let idle = self.now_ms().saturating_sub(self.heartbeat_ms.load(Ordering::Relaxed));
+        if idle > Self::STALL_AFTER.as_millis() as u64 {
+            return Err(format!("stalled: main loop made no progress for {} s", idle / 1000));
+        }
+        Ok(())
     }
 }
 

@@ -3,113 +3,35 @@
 //! Every wait here polls an observable condition (a topic's content, a committed offset, a
 //! process exit) against a deadline; nothing sleeps and hopes.
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::util::Timeout;
-use rdkafka::{Message, Offset, TopicPartitionList};
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/sample-logs");
+#[path = "support/kafka_client.rs"]
+mod kafka_client;
+#[path = "support/sample.rs"]
+mod sample;
+use sample::{by_id, contoso_messages, replay_alerts, unique, units, wait_for, SAMPLE};
 
 fn broker() -> String {
     std::env::var("EXFILWATCH_TEST_KAFKA")
         .expect("these tests need a broker: run them with `make test` (scripts/with-tansu.sh starts Tansu)")
 }
 
-fn unique(name: &str) -> String {
-    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!("{name}-{}-{n}", std::process::id())
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
-}
-
 fn create_topic(name: &str, partitions: i32) {
-    rt().block_on(async {
-        let admin: AdminClient<DefaultClientContext> =
-            ClientConfig::new().set("bootstrap.servers", broker()).create().unwrap();
-        let res = admin
-            .create_topics(&[NewTopic::new(name, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())
-            .await
-            .unwrap();
-        for r in res {
-            r.unwrap();
-        }
-    });
+    kafka_client::create_topic(&broker(), name, partitions)
 }
 
-/// Produces (key, payload) messages in order and waits for every delivery.
 fn produce(topic: &str, messages: &[(String, Vec<u8>)]) {
-    rt().block_on(async {
-        let p: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", broker())
-            .set("linger.ms", "5")
-            .set("enable.idempotence", "true")
-            .create()
-            .unwrap();
-        for chunk in messages.chunks(500) {
-            let futs: Vec<_> = chunk
-                .iter()
-                .map(|(k, v)| {
-                    p.send(FutureRecord::to(topic).key(k).payload(v), Timeout::After(Duration::from_secs(30)))
-                })
-                .collect();
-            for f in futs {
-                f.await.map_err(|(e, _)| e).unwrap();
-            }
-        }
-    });
+    kafka_client::produce(&broker(), topic, messages)
 }
 
-/// Reads a topic from the start until `want(messages)` holds or the deadline passes.
 fn read_until(topic: &str, deadline: Duration, want: impl Fn(&[Vec<u8>]) -> bool) -> Vec<Vec<u8>> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker())
-        .set("group.id", unique("reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    c.subscribe(&[topic]).unwrap();
-    let end = Instant::now() + deadline;
-    let mut got = Vec::new();
-    while Instant::now() < end {
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
-            got.push(m.payload().unwrap_or_default().to_vec());
-        }
-        if want(&got) {
-            break;
-        }
-    }
-    got
+    kafka_client::read_until(&broker(), topic, deadline, want)
 }
 
-/// The group's committed offset on partition 0 of `topic`.
 fn committed(topic: &str, group: &str) -> i64 {
-    let c: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", broker()).set("group.id", group).create().unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(topic, 0);
-    let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-    match got.elements().first().map(|e| e.offset()) {
-        Some(Offset::Offset(o)) => o,
-        _ => -1,
-    }
-}
-
-fn wait_for(deadline: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + deadline;
-    while !cond() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    kafka_client::committed(&broker(), topic, 0, group)
 }
 
 fn start_service(dir: &Path, topic: &str, group: &str, alerts: &str, state: Option<&Path>) -> Child {
@@ -120,7 +42,7 @@ fn start_service(dir: &Path, topic: &str, group: &str, alerts: &str, state: Opti
         format!(
             "[kafka]\nbootstrap_servers = \"{}\"\ntopics = [\"{topic}\"]\ngroup_id = \"{group}\"\n\
              [sinks]\nstdout = false\nkafka_topic = \"{alerts}\"\n\
-             [service]\nstate_file = \"{state}\"\n",
+             [service]\nstate_file = \"{state}\"\nmetrics_addr = \"127.0.0.1:0\"\n",
             broker()
         ),
     )
@@ -145,43 +67,6 @@ fn terminate(mut child: Child) {
         assert!(Instant::now() < end, "exfilwatch run did not stop within 40 s of SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// The units (one JSON value each) of `dir`'s streams, per stream, as replay frames them.
-fn units(dir: &str) -> Vec<(String, Vec<Vec<u8>>)> {
-    let streams = exfilwatch::sources::collect_streams(&[dir.into()]).unwrap();
-    streams
-        .into_iter()
-        .map(|s| {
-            let name = s.describe();
-            let mut r = exfilwatch::sources::UnitReader::new(s, 1 << 30);
-            let mut v = Vec::new();
-            while let Some(u) = r.next_unit().unwrap() {
-                v.push(u.bytes.to_vec());
-            }
-            (name, v)
-        })
-        .collect()
-}
-
-/// contoso's sample records, one per message, in file order (as replay reads them).
-fn contoso_messages() -> (String, Vec<(String, Vec<u8>)>) {
-    let contoso = format!("{SAMPLE}/contoso");
-    let msgs = units(&contoso).into_iter().flat_map(|(_, us)| us).map(|u| (String::new(), u)).collect();
-    (contoso, msgs)
-}
-
-fn replay_alerts(dir: &str) -> BTreeMap<String, serde_json::Value> {
-    let out = Command::new(env!("CARGO_BIN_EXE_exfilwatch")).args(["replay", "-q", dir]).output().unwrap();
-    assert!(out.status.success());
-    by_id(&String::from_utf8_lossy(&out.stdout).lines().map(|l| l.as_bytes().to_vec()).collect::<Vec<_>>())
-}
-
-fn by_id(msgs: &[Vec<u8>]) -> BTreeMap<String, serde_json::Value> {
-    msgs.iter()
-        .map(|m| serde_json::from_slice::<serde_json::Value>(m).unwrap())
-        .map(|a| (a["id"].as_str().unwrap().to_string(), a))
-        .collect()
 }
 
 #[test]

@@ -1,16 +1,11 @@
-//! `WebhookSink` against a real HTTP/1.1 server on loopback, written here on tokio's
-//! `TcpListener` (keep-alive, `Content-Length` bodies). Each server follows a script: the n-th
-//! request it receives gets the n-th reply (503, a hang past the sink's timeout, or 200), and
-//! every request past the script gets 200. The server records each request and what it
-//! answered; "accepted" below means "answered 200". Waits poll a condition against a deadline.
+//! `WebhookSink` against a real HTTP/1.1 server on loopback (`support/script_server.rs`):
+//! each server follows a script of replies (503, a hang past the sink's timeout, or 200).
+//! "Accepted" below means "answered 200". Waits poll a condition against a deadline.
 
 use exfilwatch::alert::Alert;
 use exfilwatch::sinks::webhook::{WebhookError, WebhookSink};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 /// The first alert of `tests/golden/sample-logs.alerts.jsonl`; `alerts` gives copies new ids.
 const ALERT_JSON: &str = r#"{"id":"32d9c9a97880185b180440090444485b","rule":"volume_anomaly","severity":"medium","account":"contoso","credential":"key:primarymasterkey","origins":[{"ip":"203.0.113.77","prefix":"203.0.113.0/24","observed_bytes":1068996085},{"ip":"10.20.30.4","prefix":"10.20.30.0/24","observed_bytes":6530999}],"trigger_event_time":"2021-08-17T02:21:01.227686Z","window":{"start":"2021-08-17T01:28:00Z","end":"2021-08-17T02:21:01.227686Z"},"observed_bytes":1075356568,"threshold_bytes":1073741824,"escalation_level":0,"baseline":{"known_origins":1,"typical_hourly_bytes":34833520,"typical_peak_bytes":110600501,"days_of_history":8.1,"p_value":0.00016760801895867214},"evidence":{"request_count":300,"top_operations":[{"name":"ReadFeed","count":148},{"name":"Query","count":146},{"name":"Read","count":5},{"name":"Upsert","count":1}],"top_collections":[{"name":"shop/customers","count":297},{"name":"shop/orders","count":2},{"name":"shop/carts","count":1}],"top_user_agents":[{"name":"python-requests/2.25.1","count":291},{"name":"Microsoft.Azure.Documents.Client/2.14.0 (netstandard2.0; Linux 5.4.0-1056-azure; x64)","count":9}],"activity_ids":["ca109a47-5d8f-46b1-9bf7-bb9e171a8079","fc96f024-eb47-4147-9f5e-50c5df0ef4de","a3cc5dc3-4991-4b18-9aa3-0db392e267aa","e394c60a-e369-4cab-b73c-a046ae1281c0","767ff1e3-b8c5-4264-bc9b-1e5d5d2efa4d"]},"summary":"key:primarymasterkey of account contoso read 1.0 GiB within 1 h, 10x its typical daily peak of 105 MiB (usual: 33 MiB/h from 1 origin)"}"#;
@@ -27,178 +22,9 @@ fn alerts(n: usize) -> Vec<Alert> {
         .collect()
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Reply {
-    /// 200 at once.
-    Ok,
-    /// 503 at once.
-    Fail,
-    /// No answer until the client hangs up (or 10 s pass), then 503 on the closed connection.
-    Hang,
-}
-
-#[derive(Clone, Debug)]
-struct Received {
-    method: String,
-    path: String,
-    /// Header names lower-cased.
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
-    /// What the server answered (None while a hang is in progress).
-    answered: Option<u16>,
-}
-
-impl Received {
-    fn alert_id(&self) -> Option<&str> {
-        self.headers.get("x-exfilwatch-alert-id").map(String::as_str)
-    }
-}
-
-#[derive(Debug)]
-struct HangOutcome {
-    /// How long the request went unanswered.
-    held: Duration,
-    /// The client closed the connection (as opposed to the server's 10 s cap running out).
-    client_gave_up: bool,
-}
-
-#[derive(Default)]
-struct Log {
-    requests: Vec<Received>,
-    hangs: Vec<HangOutcome>,
-}
-
-struct Server {
-    addr: std::net::SocketAddr,
-    log: Arc<Mutex<Log>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Server {
-    async fn start(script: Vec<Reply>) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let log = Arc::new(Mutex::new(Log::default()));
-        let (script, shared) = (Arc::new(script), Arc::clone(&log));
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, Arc::clone(&script), Arc::clone(&shared)));
-            }
-        });
-        Server { addr, log, task }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/hooks/exfilwatch?source=test", self.addr)
-    }
-
-    fn requests(&self) -> Vec<Received> {
-        self.log.lock().unwrap().requests.clone()
-    }
-
-    /// The ids the server answered 200, in order.
-    fn accepted_ids(&self) -> Vec<String> {
-        self.requests()
-            .iter()
-            .filter(|r| r.answered == Some(200))
-            .map(|r| r.alert_id().unwrap_or("<none>").to_owned())
-            .collect()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// One connection: requests one after another (keep-alive) until the client closes it.
-async fn serve(mut stream: TcpStream, script: Arc<Vec<Reply>>, log: Arc<Mutex<Log>>) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        let head_end = loop {
-            if let Some(i) = find(&buf, b"\r\n\r\n") {
-                break i + 4;
-            }
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end - 4]).into_owned();
-        let mut lines = head.split("\r\n");
-        let mut request_line = lines.next().unwrap_or_default().split(' ');
-        let method = request_line.next().unwrap_or_default().to_owned();
-        let path = request_line.next().unwrap_or_default().to_owned();
-        let headers: HashMap<String, String> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .collect();
-        let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-        while buf.len() < head_end + len {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-        let body = buf[head_end..head_end + len].to_vec();
-        buf.drain(..head_end + len);
-
-        // Record before answering: once the client has its answer, the log has the request.
-        let reply = {
-            let mut log = log.lock().unwrap();
-            let n = log.requests.len();
-            let reply = script.get(n).copied().unwrap_or(Reply::Ok);
-            let answered = match reply {
-                Reply::Ok => Some(200),
-                Reply::Fail => Some(503),
-                Reply::Hang => None,
-            };
-            log.requests.push(Received { method, path, headers, body, answered });
-            (n, reply)
-        };
-        match reply {
-            (_, Reply::Ok) => {
-                let answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok";
-                if stream.write_all(answer).await.is_err() {
-                    return;
-                }
-            }
-            (_, Reply::Fail) => {
-                let answer = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n";
-                if stream.write_all(answer).await.is_err() {
-                    return;
-                }
-            }
-            (n, Reply::Hang) => {
-                // Hold the request until the client hangs up (read sees EOF or a reset).
-                let started = Instant::now();
-                let waited = tokio::time::timeout(Duration::from_secs(10), async {
-                    loop {
-                        match stream.read(&mut chunk).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(_) => {}
-                        }
-                    }
-                })
-                .await;
-                let held = started.elapsed();
-                {
-                    let mut log = log.lock().unwrap();
-                    log.requests[n].answered = Some(503);
-                    log.hangs.push(HangOutcome { held, client_gave_up: waited.is_ok() });
-                }
-                let _ = stream.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n").await;
-                return;
-            }
-        }
-    }
-}
+#[path = "support/script_server.rs"]
+mod script_server;
+use script_server::{Reply, Server};
 
 /// Polls `cond` until it holds or `within` passes.
 async fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {

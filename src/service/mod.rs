@@ -4,10 +4,11 @@
 //! ## The state machine
 //! - **Consuming**: one message at a time: decode its records, feed the detector, deliver
 //!   every alert they raised to every sink (waiting for the Kafka sink's delivery reports,
-//!   retrying a failing sink with exponential backoff, never dropping), then *store* the
-//!   message's offset. librdkafka commits stored offsets periodically, so a committed offset
-//!   always covers fully processed messages only. Records still waiting in the detector's
-//!   reorder queues are part of its state (saved on shutdown with `service.state_file`).
+//!   retrying a failing sink with exponential backoff, never dropping). The message's offset
+//!   is *stored* once none of its records waits in a reorder queue any more (the detector
+//!   reports the oldest queued arrival) and their alerts were accepted; librdkafka commits
+//!   stored offsets periodically, so a committed offset always covers fully processed
+//!   messages only. While a sink fails, the loop retries it and nothing later is stored.
 //! - **Holding**: a record waits in its account's reorder queue until the account's event time
 //!   is `detect.max_out_of_order` past it, but never longer than `service.max_hold` of
 //!   processing time: every 100 ms the records that waited that long are processed (with
@@ -20,7 +21,13 @@
 //!   the queues and deliver); flush the sinks; commit synchronously; exit 0, all within
 //!   `service.shutdown_timeout`.
 //! - **Broker away**: librdkafka reconnects with backoff by itself; the condition is logged
-//!   once per change and the loop keeps waiting, so no record is skipped.
+//!   once per change, `/readyz` answers 503, and the loop keeps waiting, so no record is
+//!   skipped; consumption resumes from the consumer's position when the broker returns.
+//!
+//! Beside the loop, `/metrics`, `/healthz` and `/readyz` are served (`service.metrics_addr`,
+//! module [`http`]); the loop publishes its counters every 100 ms tick.
+
+pub mod http;
 
 use crate::alert::Alert;
 use crate::config::Config;
@@ -28,14 +35,14 @@ use crate::decode::{raw_record_text, Decoded, Decoder, Malformed};
 use crate::detect::Detector;
 use crate::sinks::kafka::KafkaProducerSink;
 use crate::sinks::{AlertSink, JsonLinesSink, SinkError};
-use crate::sources::kafka::{self, Connectivity, KafkaSourceError};
-use crate::telemetry::{MalformedRecord, Stats};
+use crate::sources::kafka::{self, KafkaSourceError, LogConsumer};
+use crate::telemetry::{Health, MalformedRecord, Metrics, Stats};
 use crate::time::{parse_timestamp, Nanos};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::FutureProducer;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::io::Write;
 use std::path::PathBuf;
@@ -56,6 +63,10 @@ pub enum ServiceError {
     Webhook(String),
     #[error("shutdown did not finish within {0:?}")]
     ShutdownTimeout(Duration),
+    #[error("metrics registry: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Http(#[from] http::BindError),
 }
 
 /// What a graceful shutdown saves and a start restores.
@@ -77,6 +88,12 @@ struct Pipeline {
     delivered: BTreeMap<String, Nanos>,
     /// Processing-time origin for `Detector::ingest_at`.
     started: std::time::Instant,
+    /// Handled messages whose offsets are not stored yet, per (topic, partition): (arrival
+    /// in ms since `started`, offset), in arrival order.
+    pending: BTreeMap<(String, i32), VecDeque<(i64, i64)>>,
+    messages: u64,
+    metrics: Metrics,
+    health: Arc<Health>,
 }
 
 impl Pipeline {
@@ -101,6 +118,7 @@ impl Pipeline {
                         if !failing {
                             tracing::warn!(message = "Alert sink failing; retrying, offsets held back.", sink = "kafka", %error);
                             failing = true;
+                            self.health.set_sink_failing(true);
                         }
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -109,6 +127,7 @@ impl Pipeline {
             }
             if failing {
                 tracing::info!(message = "Alert sink recovered.", sink = "kafka");
+                self.health.set_sink_failing(false);
             }
         }
         if let Some(w) = &self.webhook {
@@ -118,12 +137,14 @@ impl Pipeline {
                 if !failing {
                     tracing::warn!(message = "Alert sink failing; retrying, offsets held back.", sink = "webhook", target = w.target(), %error);
                     failing = true;
+                    self.health.set_sink_failing(true);
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
             if failing {
                 tracing::info!(message = "Alert sink recovered.", sink = "webhook");
+                self.health.set_sink_failing(false);
             }
         }
         self.stats.count_alerts(&alerts);
@@ -139,11 +160,11 @@ impl Pipeline {
     }
 
     /// Decodes one message, feeds the detector and delivers the alerts.
-    async fn handle(&mut self, payload: &[u8], source: (&str, i32, i64)) -> Result<(), ServiceError> {
+    /// `now` is the processing time (ms since `started`) its records are queued with.
+    async fn handle(&mut self, payload: &[u8], source: (&str, i32, i64), now: i64) -> Result<(), ServiceError> {
         let mut alerts = Vec::new();
         let mut bad: Vec<(Malformed, Option<usize>)> = Vec::new();
         let (detector, stats) = (&mut self.detector, &mut self.stats);
-        let now = self.started.elapsed().as_millis() as i64;
         self.decoder.decode(payload, |item| match item {
             Decoded::Event(ev) => {
                 *stats.records.entry(ev.category).or_default() += 1;
@@ -179,6 +200,40 @@ impl Pipeline {
         self.deliver(alerts).await
     }
 
+    fn now(&self) -> i64 {
+        self.started.elapsed().as_millis() as i64
+    }
+
+    /// Stores the offsets of handled messages none of whose records waits in a reorder queue.
+    fn store_ready(&mut self, consumer: &LogConsumer) {
+        let limit = self.detector.oldest_queued_arrival().unwrap_or(i64::MAX);
+        for ((topic, partition), q) in &mut self.pending {
+            let mut last = None;
+            while let Some(&(arrived, offset)) = q.front() {
+                if arrived >= limit {
+                    break;
+                }
+                last = Some(offset);
+                q.pop_front();
+            }
+            if let Some(offset) = last {
+                if let Err(error) = consumer.store_offset(topic, *partition, offset) {
+                    // The partition was revoked meanwhile: its new owner reads from the last
+                    // commit (at-least-once).
+                    tracing::debug!(message = "Cannot store offset.", topic = %topic, partition, %error);
+                }
+            }
+        }
+    }
+
+    /// Moves the counters to Prometheus and the progress to the health report.
+    fn publish(&mut self) {
+        self.stats.detector = self.detector.stats().clone();
+        self.metrics.publish(&self.stats);
+        let alerts = self.stats.alerts.values().sum();
+        self.health.progress(self.messages, self.stats.records_total(), alerts);
+    }
+
     /// Processes every record waiting in the reorder queues.
     async fn drain(&mut self) -> Result<(), ServiceError> {
         let mut alerts = Vec::new();
@@ -192,7 +247,7 @@ impl Pipeline {
             return Ok(());
         }
         let hold = self.cfg.service.max_hold.0 / 1_000_000;
-        let cutoff = self.started.elapsed().as_millis() as i64 - hold;
+        let cutoff = self.now() - hold;
         let mut alerts = Vec::new();
         self.detector.release_held(cutoff, &mut alerts);
         self.deliver(alerts).await
@@ -234,12 +289,26 @@ fn save_state(path: &std::path::Path, p: &Pipeline) -> Result<(), ServiceError> 
 
 /// Runs until `shutdown` completes; returns the run's counters.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<Stats, ServiceError> {
+    run_with(cfg, Arc::new(Health::default()), shutdown).await
+}
+
+/// As [`run`], reporting readiness and progress through `health` (tests watch it).
+pub async fn run_with(
+    cfg: Config,
+    health: Arc<Health>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Stats, ServiceError> {
+    let metrics = Metrics::new()?;
+    if !cfg.service.metrics_addr.is_empty() {
+        let addr = http::serve(&cfg.service.metrics_addr, health.clone(), metrics.registry.clone()).await?;
+        health.set_http_addr(addr);
+    }
     let (detector, delivered) = match load_state(&cfg)? {
         Some(s) => (s.detector, s.delivered),
         None => (Detector::new(cfg.detect.clone()), BTreeMap::new()),
     };
-    let connectivity = Arc::new(Connectivity::default());
-    let consumer = kafka::consumer(&cfg.kafka, connectivity.clone())?;
+    health.set_restored();
+    let consumer = kafka::consumer(&cfg.kafka, health.clone())?;
     let producer = if !cfg.sinks.kafka_topic.is_empty() || !cfg.kafka.dead_letter_topic.is_empty() {
         let mut c = kafka::client_config(&cfg.kafka)?;
         c.set("enable.idempotence", "true").set("message.timeout.ms", "30000");
@@ -280,6 +349,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<Stat
         webhook,
         delivered,
         started: std::time::Instant::now(),
+        pending: BTreeMap::new(),
+        messages: 0,
+        metrics,
+        health: health.clone(),
     };
     tracing::info!(message = "Consuming.", topics = ?p.cfg.kafka.topics, group = %p.cfg.kafka.group_id);
 
@@ -292,29 +365,46 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<Stat
             _ = &mut shutdown => break,
             msg = consumer.recv() => match msg {
                 Ok(m) => {
-                    connectivity.set(true, "");
+                    health.set_kafka(true, "");
+                    let now = p.now();
                     if let Some(payload) = m.payload() {
-                        p.handle(payload, (m.topic(), m.partition(), m.offset())).await?;
+                        p.handle(payload, (m.topic(), m.partition(), m.offset()), now).await?;
                     }
-                    if let Err(error) = consumer.store_offset_from_message(&m) {
-                        tracing::warn!(message = "Cannot store offset.", %error);
-                    }
+                    p.messages += 1;
+                    p.pending.entry((m.topic().to_string(), m.partition())).or_default().push_back((now, m.offset()));
+                    p.store_ready(&consumer);
+                    health.progress(p.messages, p.stats.records_total(), p.health.alerts());
                 }
                 Err(error) => {
                     tracing::warn!(message = "Kafka receive error; retrying.", %error);
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             },
-            _ = tick.tick() => p.release_held().await?,
+            _ = tick.tick() => {
+                p.release_held().await?;
+                p.store_ready(&consumer);
+                p.publish();
+            }
         }
     }
 
     tracing::info!(message = "Shutting down: draining.");
     let finish = async {
+        // Either way every handled record is covered afterwards: by the state file (queues
+        // included) or by having been processed; all their offsets may be stored.
         match state_path(&p.cfg) {
             Some(path) => save_state(&path, &p)?,
             None => p.drain().await?,
         }
+        let pending = std::mem::take(&mut p.pending);
+        for ((topic, partition), q) in pending {
+            if let Some(&(_, offset)) = q.back() {
+                if let Err(error) = consumer.store_offset(&topic, partition, offset) {
+                    tracing::debug!(message = "Cannot store offset.", topic = %topic, partition, %error);
+                }
+            }
+        }
+        p.publish();
         for f in &mut p.files {
             f.flush()?;
         }

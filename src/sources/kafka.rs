@@ -7,11 +7,12 @@
 //! message at a time, so nothing is in flight when the callback runs.
 
 use crate::config::KafkaConfig;
+use crate::telemetry::Health;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
-use std::sync::atomic::{AtomicBool, Ordering};
+use rdkafka::statistics::Statistics;
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -24,41 +25,25 @@ pub enum KafkaSourceError {
     Subscribe { topics: Vec<String>, source: KafkaError },
 }
 
-/// Whether the broker is reachable, as last reported by librdkafka: logged once per change.
-#[derive(Default)]
-pub struct Connectivity {
-    down: AtomicBool,
-}
-
-impl Connectivity {
-    pub fn is_up(&self) -> bool {
-        !self.down.load(Ordering::Relaxed)
-    }
-
-    pub fn set(&self, up: bool, reason: &str) {
-        let was_down = self.down.swap(!up, Ordering::Relaxed);
-        if was_down == up {
-            if up {
-                tracing::info!(message = "Kafka broker reachable again.");
-            } else {
-                tracing::warn!(message = "Kafka broker unreachable; retrying with backoff.", reason);
-            }
-        }
-    }
-}
-
-/// rdkafka callbacks: errors, rebalances.
+/// rdkafka callbacks: errors, statistics (broker reachability), rebalances.
 pub struct SourceContext {
-    pub connectivity: Arc<Connectivity>,
+    pub health: Arc<Health>,
 }
 
 impl ClientContext for SourceContext {
     fn error(&self, error: KafkaError, reason: &str) {
         use rdkafka::types::RDKafkaErrorCode as C;
         match error.rdkafka_error_code() {
-            Some(C::AllBrokersDown | C::BrokerTransportFailure | C::Resolve) => self.connectivity.set(false, reason),
+            Some(C::AllBrokersDown | C::BrokerTransportFailure | C::Resolve) => self.health.set_kafka(false, reason),
             _ => tracing::warn!(message = "Kafka client error.", error = %error, reason),
         }
+    }
+
+    /// Every `statistics.interval.ms`: reachable means a connection to a cluster broker (not
+    /// just a bootstrap address) is up. This also notices the broker's return while idle.
+    fn stats(&self, statistics: Statistics) {
+        let up = statistics.brokers.values().any(|b| b.nodeid >= 0 && b.state == "UP");
+        self.health.set_kafka(up, if up { "" } else { "no connection to a broker is up" });
     }
 }
 
@@ -77,7 +62,7 @@ impl ConsumerContext for SourceContext {
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
-            self.connectivity.set(true, "");
+            self.health.set_kafka(true, "");
             tracing::info!(message = "Partitions assigned.", partitions = tpl.count());
         }
     }
@@ -105,7 +90,7 @@ pub fn client_config(cfg: &KafkaConfig) -> Result<ClientConfig, KafkaSourceError
 }
 
 /// A consumer subscribed to the configured topics.
-pub fn consumer(cfg: &KafkaConfig, connectivity: Arc<Connectivity>) -> Result<LogConsumer, KafkaSourceError> {
+pub fn consumer(cfg: &KafkaConfig, health: Arc<Health>) -> Result<LogConsumer, KafkaSourceError> {
     let mut c = client_config(cfg)?;
     c.set("group.id", &cfg.group_id)
         .set("enable.auto.commit", "true")
@@ -113,12 +98,13 @@ pub fn consumer(cfg: &KafkaConfig, connectivity: Arc<Connectivity>) -> Result<Lo
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
         // Alert latency: do not let the broker hold a fetch for the default 500 ms.
-        .set("fetch.wait.max.ms", "100");
+        .set("fetch.wait.max.ms", "100")
+        // Broker reachability for readiness (see `SourceContext::stats`).
+        .set("statistics.interval.ms", "1000");
     for (k, v) in &cfg.librdkafka_options {
         c.set(k, v);
     }
-    let consumer: LogConsumer =
-        c.create_with_context(SourceContext { connectivity }).map_err(KafkaSourceError::Create)?;
+    let consumer: LogConsumer = c.create_with_context(SourceContext { health }).map_err(KafkaSourceError::Create)?;
     let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics).map_err(|source| KafkaSourceError::Subscribe { topics: cfg.topics.clone(), source })?;
     Ok(consumer)

@@ -1,0 +1,96 @@
+//! Kafka client helpers for the broker tests (real Tansu or librdkafka's mock cluster): every
+//! function takes the bootstrap address.
+#![allow(dead_code)]
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use std::time::{Duration, Instant};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+pub fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
+    rt().block_on(async {
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
+        let res = admin
+            .create_topics(&[NewTopic::new(name, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())
+            .await
+            .unwrap();
+        for r in res {
+            r.unwrap();
+        }
+    });
+}
+
+/// Produces (key, payload) messages in order and waits for every delivery.
+pub fn produce(bootstrap: &str, topic: &str, messages: &[(String, Vec<u8>)]) {
+    produce_compressed(bootstrap, topic, messages, "none")
+}
+
+/// As [`produce`], with the producer's `compression.type` (librdkafka's mock cluster keeps only
+/// the last 5 MB of a partition, counted compressed).
+pub fn produce_compressed(bootstrap: &str, topic: &str, messages: &[(String, Vec<u8>)], compression: &str) {
+    rt().block_on(async {
+        let p: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("linger.ms", "5")
+            .set("enable.idempotence", "true")
+            .set("compression.type", compression)
+            .create()
+            .unwrap();
+        for chunk in messages.chunks(500) {
+            let futs: Vec<_> = chunk
+                .iter()
+                .map(|(k, v)| {
+                    p.send(FutureRecord::to(topic).key(k).payload(v), Timeout::After(Duration::from_secs(30)))
+                })
+                .collect();
+            for f in futs {
+                f.await.map_err(|(e, _)| e).unwrap();
+            }
+        }
+    });
+}
+
+/// Reads a topic from the start until `want(messages)` holds or the deadline passes.
+pub fn read_until(bootstrap: &str, topic: &str, deadline: Duration, want: impl Fn(&[Vec<u8>]) -> bool) -> Vec<Vec<u8>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("reader-{}", std::process::id()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    c.subscribe(&[topic]).unwrap();
+    let end = Instant::now() + deadline;
+    let mut got = Vec::new();
+    while Instant::now() < end {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            got.push(m.payload().unwrap_or_default().to_vec());
+        }
+        if want(&got) {
+            break;
+        }
+    }
+    got
+}
+
+/// The group's committed offset on `partition` of `topic` (-1: none).
+pub fn committed(bootstrap: &str, topic: &str, partition: i32, group: &str) -> i64 {
+    let c: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).set("group.id", group).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    let Ok(got) = c.committed_offsets(tpl, Duration::from_secs(10)) else { return -1 };
+    match got.elements().first().map(|e| e.offset()) {
+        Some(Offset::Offset(o)) => o,
+        _ => -1,
+    }
+}

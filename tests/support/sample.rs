@@ -1,0 +1,91 @@
+//! The sample logs as Kafka messages, and alert sets to compare, for the broker tests.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+pub const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/sample-logs");
+
+/// The units (one JSON value each) of `dir`'s streams, per stream, as replay frames them.
+pub fn units(dir: &str) -> Vec<(String, Vec<Vec<u8>>)> {
+    let streams = exfilwatch::sources::collect_streams(&[dir.into()]).unwrap();
+    streams
+        .into_iter()
+        .map(|s| {
+            let name = s.describe();
+            let mut r = exfilwatch::sources::UnitReader::new(s, 1 << 30);
+            let mut v = Vec::new();
+            while let Some(u) = r.next_unit().unwrap() {
+                v.push(u.bytes.to_vec());
+            }
+            (name, v)
+        })
+        .collect()
+}
+
+/// contoso's sample records, one per message, in file order (as replay reads them).
+pub fn contoso_messages() -> (String, Vec<(String, Vec<u8>)>) {
+    let contoso = format!("{SAMPLE}/contoso");
+    let msgs = units(&contoso).into_iter().flat_map(|(_, us)| us).map(|u| (String::new(), u)).collect();
+    (contoso, msgs)
+}
+
+/// contoso's sample records in `{"records": [...]}` envelopes of up to `n`, in file order; a
+/// unit that is not valid JSON (the samples hold a few on purpose) travels alone at its place.
+pub fn contoso_envelopes(n: usize) -> (String, Vec<(String, Vec<u8>)>) {
+    let (contoso, singles) = contoso_messages();
+    let mut msgs = Vec::new();
+    let mut run: Vec<Vec<u8>> = Vec::new();
+    let flush = |run: &mut Vec<Vec<u8>>, msgs: &mut Vec<(String, Vec<u8>)>| {
+        if !run.is_empty() {
+            let mut env = b"{\"records\": [".to_vec();
+            env.extend(run.join(&b","[..]));
+            env.extend(b"]}");
+            msgs.push((String::new(), env));
+            run.clear();
+        }
+    };
+    for (_, u) in singles {
+        if serde_json::from_slice::<serde_json::Value>(&u).is_ok() {
+            run.push(u);
+            if run.len() == n {
+                flush(&mut run, &mut msgs);
+            }
+        } else {
+            flush(&mut run, &mut msgs);
+            msgs.push((String::new(), u));
+        }
+    }
+    flush(&mut run, &mut msgs);
+    (contoso, msgs)
+}
+
+/// The alerts `exfilwatch replay` raises over `dir`, by id.
+pub fn replay_alerts(dir: &str) -> BTreeMap<String, serde_json::Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_exfilwatch")).args(["replay", "-q", dir]).output().unwrap();
+    assert!(out.status.success());
+    by_id(&String::from_utf8_lossy(&out.stdout).lines().map(|l| l.as_bytes().to_vec()).collect::<Vec<_>>())
+}
+
+/// JSON alerts by id (a duplicate id would collapse: compare lengths too).
+pub fn by_id(msgs: &[Vec<u8>]) -> BTreeMap<String, serde_json::Value> {
+    msgs.iter()
+        .map(|m| serde_json::from_slice::<serde_json::Value>(m).unwrap())
+        .map(|a| (a["id"].as_str().unwrap().to_string(), a))
+        .collect()
+}
+
+/// Polls `cond` every 50 ms until it holds; panics naming `what` after `deadline`.
+pub fn wait_for(deadline: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + deadline;
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn unique(name: &str) -> String {
+    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{name}-{}-{n}", std::process::id())
+}
