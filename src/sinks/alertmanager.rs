@@ -559,23 +559,30 @@ impl AlertmanagerSink {
     /// On an error the alerts stay in the firing set: retrying the same batch posts only those
     /// not yet accepted, and [`tick`](Self::tick) posts them anyway once its backoff allows.
     /// `now` is the wall clock (`SystemTime::now()` in the service).
+    ///
+    /// An alert that can never be posted (its trigger time does not parse) is left out; the
+    /// others are still posted, and the first such alert's [`AlertmanagerError::InvalidAlert`]
+    /// is returned afterwards (not retryable: log it and go on).
     pub async fn send_alerts(&mut self, alerts: &[Alert], now: SystemTime) -> Result<(), AlertmanagerError> {
         let mut keys = Vec::with_capacity(alerts.len());
+        let mut invalid = None;
         for a in alerts {
-            let key = self.set.upsert(a)?;
-            if !keys.contains(&key) {
-                keys.push(key);
+            match self.set.upsert(a) {
+                Ok(key) if !keys.contains(&key) => keys.push(key),
+                Ok(_) => {}
+                Err(e) => {
+                    invalid.get_or_insert(e);
+                }
             }
         }
-        keys.retain(|k| self.set.alerts.get(k).is_some_and(|f| f.dirty || f.last_sent.is_none()));
-        match self.post_all(&keys, now, false).await {
-            Ok(()) => {
-                self.backoff = BACKOFF_INITIAL;
-                self.retry_at = None;
-                Ok(())
-            }
-            Err(e) => Err(e),
+        keys.retain(|k| self.set.alerts.get(k).is_some_and(|f| f.dirty));
+        if !keys.is_empty() {
+            self.post_all(&keys, now, false).await?;
+            // Alertmanager is back: no reason for tick to wait any longer.
+            self.backoff = BACKOFF_INITIAL;
+            self.retry_at = None;
         }
+        invalid.map_or(Ok(()), Err)
     }
 
     /// Event-time progress of the stream (the newest record time processed): alerts resolve
@@ -909,6 +916,21 @@ mod tests {
         let t1 = t0 + Duration::from_millis(100);
         assert!(sink.tick(t1 + Duration::from_millis(199)).await.unwrap().backing_off);
         assert!(sink.tick(t1 + Duration::from_millis(200)).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_invalid_alert_does_not_hold_back_the_others() {
+        let mut sink = AlertmanagerSink::new(opts()).unwrap();
+        let mut bad = theft();
+        bad.id = "bad".into();
+        bad.trigger_event_time = "not a time".into();
+        // Nothing listens: the post of the valid one fails first, and that error wins.
+        let e = sink.send_alerts(&[bad.clone(), theft()], at(0)).await.unwrap_err();
+        assert!(matches!(e, AlertmanagerError::Request { .. }), "{e}");
+        assert_eq!(sink.firing_len(), 1);
+        // With nothing left to post, the invalid alert's error comes back.
+        let e = sink.send_alerts(&[bad], at(0)).await.unwrap_err();
+        assert!(matches!(&e, AlertmanagerError::InvalidAlert { id, .. } if id == "bad"), "{e}");
     }
 
     #[test]
