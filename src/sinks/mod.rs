@@ -1,6 +1,7 @@
 //! Sinks: where alerts (and dead letters) go. JSON Lines to a file or stdout for now; the
 //! streaming service adds Kafka and webhooks behind the same trait.
 
+pub mod alertmanager;
 pub mod kafka;
 pub mod webhook;
 

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Makes sure real Prometheus (with promtool) and Alertmanager are installed, then runs the
+# command given (if any) with EXFILWATCH_REQUIRE_MONITORING=1, so that the tests that need them
+# fail instead of skipping. The tests start and stop the servers themselves
+# (tests/support/monitoring.rs): this script only installs.
+#
+#   bash scripts/with-monitoring.sh                   # install when missing, nothing else
+#   bash scripts/with-monitoring.sh make test         # install when missing, then run the tests
+#
+# Installs Debian's packages (Prometheus 2.42 with promtool, Alertmanager 0.25) when `promtool`
+# or `prometheus-alertmanager` is not on PATH: non-interactive, as root (CI) or through sudo.
+# The packages start nothing by themselves on a machine without systemd; where systemd runs
+# their units, the tests' own servers use other (free) ports and are unaffected.
+set -euo pipefail
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+if have promtool && have prometheus && have prometheus-alertmanager; then
+  echo "== prometheus and alertmanager already installed: $(command -v prometheus) $(command -v prometheus-alertmanager)"
+else
+  if [ "$(id -u)" -eq 0 ]; then
+    as_root=()
+  elif have sudo; then
+    as_root=(sudo -n)
+  else
+    echo "with-monitoring.sh: prometheus/alertmanager are missing and installing them needs root (or sudo)" >&2
+    exit 1
+  fi
+  echo "== installing prometheus and prometheus-alertmanager from the Debian packages (about 35 s)"
+  export DEBIAN_FRONTEND=noninteractive
+  "${as_root[@]}" apt-get update -qq
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager
+  for bin in prometheus promtool prometheus-alertmanager; do
+    have "$bin" || { echo "with-monitoring.sh: $bin is still not on PATH after the install" >&2; exit 1; }
+  done
+fi
+prometheus --version 2>&1 | head -n 1
+prometheus-alertmanager --version 2>&1 | head -n 1
+
+if [ "$#" -gt 0 ]; then
+  export EXFILWATCH_REQUIRE_MONITORING=1
+  exec "$@"
+fi

@@ -1,0 +1,91 @@
+//! The shipped monitoring assets under `deploy/`, checked with the real tools: `promtool`
+//! validates them, and a real Prometheus runs the example scrape configuration.
+//!
+//! Skipped (with a message) only when the tools are not installed and
+//! `EXFILWATCH_REQUIRE_MONITORING` is unset; CI sets it through `scripts/with-monitoring.sh`.
+
+#[path = "support/monitoring.rs"]
+mod monitoring;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+const SCRAPE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/prometheus/scrape.yml");
+/// Where the example scrapes: exfilwatch's default metrics address.
+const DEFAULT_TARGET: &str = "'127.0.0.1:9464'";
+
+#[test]
+fn promtool_accepts_the_example_scrape_config() {
+    let Some((ok, out)) = monitoring::promtool(&["check", "config", SCRAPE]) else { return };
+    assert!(ok, "{out}");
+    assert!(out.contains("SUCCESS"), "{out}");
+}
+
+#[test]
+fn promtool_rejects_a_broken_copy_of_it() {
+    // The check above can fail: a misspelt key in the same file is refused.
+    let text = std::fs::read_to_string(SCRAPE).unwrap();
+    let broken = text.replacen("scrape_timeout:", "scrape_timout:", 1);
+    assert_ne!(broken, text);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("scrape.yml");
+    std::fs::write(&path, broken).unwrap();
+    let Some((ok, out)) = monitoring::promtool(&["check", "config", path.to_str().unwrap()]) else { return };
+    assert!(!ok, "{out}");
+    assert!(out.contains("scrape_timout"), "{out}");
+}
+
+/// Serves a fixed Prometheus text page to every request, forever (on a detached thread).
+fn metrics_server(page: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: \
+                 close\r\n\r\n{page}",
+                page.len()
+            );
+        }
+    });
+    addr
+}
+
+#[test]
+fn prometheus_runs_the_example_scrape_config() {
+    let text = std::fs::read_to_string(SCRAPE).unwrap();
+    assert!(text.contains(DEFAULT_TARGET), "the example scrapes exfilwatch's default address");
+    let target = metrics_server(
+        "# HELP exfilwatch_test_records_total Test.\n# TYPE exfilwatch_test_records_total counter\n\
+         exfilwatch_test_records_total{category=\"DataPlaneRequests\"} 16570\n",
+    );
+    // The shipped job as it is, pointed at the test target and scraping every second.
+    let config = text
+        .replace(DEFAULT_TARGET, &format!("'{target}'"))
+        .replace("scrape_interval: 15s", "scrape_interval: 1s")
+        .replace("scrape_timeout: 10s", "scrape_timeout: 1s");
+    assert!(config.contains("scrape_timeout: 1s"));
+    let Some(prom) = monitoring::prometheus(&config) else { return };
+
+    let value = monitoring::wait_for(Duration::from_secs(60), "Prometheus to scrape the target", || {
+        prom.query_value("exfilwatch_test_records_total{job=\"exfilwatch\",service=\"exfilwatch\"}")
+    });
+    assert_eq!(value, 16570.0);
+    assert_eq!(prom.query_value("up{job=\"exfilwatch\"}"), Some(1.0), "{}", prom.log());
+    let targets = prom.get_json("/api/v1/targets");
+    let active = targets["data"]["activeTargets"].as_array().unwrap();
+    assert_eq!(active.len(), 1, "{targets}");
+    assert_eq!(active[0]["scrapeUrl"], format!("http://{target}/metrics"));
+}
