@@ -13,10 +13,11 @@ build:
 run:
 	$(CARGO) run --release --locked --quiet --bin exfilwatch -- replay $(SAMPLE_LOGS)
 
-## Every test: unit, property, integration (golden alerts of the sample logs), and the
-## streaming service against a real broker (Tansu, installed and started when needed).
+## Every test: unit, property, integration (golden alerts of the sample logs), the streaming
+## service against a real broker (Tansu, installed and started when needed) and against real
+## Prometheus and Alertmanager (Debian packages, installed when missing).
 test:
-	bash scripts/with-tansu.sh $(CARGO) test --release --locked
+	bash scripts/with-monitoring.sh bash scripts/with-tansu.sh $(CARGO) test --release --locked
 
 ## Benchmarks: criterion micro-benchmarks, then the whole pipeline (see BENCHMARKS.md).
 bench: bench-criterion bench-pipeline

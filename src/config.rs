@@ -192,6 +192,15 @@ pub struct SinksConfig {
     pub webhook_url: String,
     /// Timeout of one webhook request.
     pub webhook_timeout: Span,
+    /// Alerts posted to Alertmanager's API v2 at this base URL; empty for none.
+    pub alertmanager_url: String,
+    /// Timeout of one Alertmanager request.
+    pub alertmanager_timeout: Span,
+    /// How often firing alerts are re-posted (Prometheus's own cadence is 1 min).
+    pub alertmanager_resend_interval: Span,
+    /// An alert stays firing at least this long (wall-clock), even when a replayed backlog's
+    /// event time passes its realert horizon at once.
+    pub alertmanager_min_firing: Span,
 }
 
 impl Default for SinksConfig {
@@ -202,6 +211,10 @@ impl Default for SinksConfig {
             kafka_topic: String::new(),
             webhook_url: String::new(),
             webhook_timeout: Span(10 * crate::time::SECOND),
+            alertmanager_url: String::new(),
+            alertmanager_timeout: Span(10 * crate::time::SECOND),
+            alertmanager_resend_interval: Span(60 * crate::time::SECOND),
+            alertmanager_min_firing: Span(300 * crate::time::SECOND),
         }
     }
 }

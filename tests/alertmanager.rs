@@ -7,8 +7,14 @@
 //! Skipped (with a message) only when Alertmanager is not installed and
 //! `EXFILWATCH_REQUIRE_MONITORING` is unset; CI sets it through `scripts/with-monitoring.sh`.
 
+#[path = "support/inproc.rs"]
+mod inproc;
+#[path = "support/kafka_client.rs"]
+mod kafka_client;
 #[path = "support/monitoring.rs"]
 mod monitoring;
+#[path = "support/sample.rs"]
+mod sample;
 
 use exfilwatch::alert::{Alert, Rule};
 use exfilwatch::sinks::alertmanager::{AlertmanagerOptions, AlertmanagerSink};
@@ -244,4 +250,34 @@ fn alertmanager_away_then_back_gets_the_alerts_kept_in_the_firing_set() {
     let r = rt.block_on(back.tick(SystemTime::now())).unwrap();
     assert_eq!((r.resent, r.resolved), (2, 0));
     wait_listed(&am, &[&alerts[0].id, &alerts[1].id]);
+}
+
+/// The whole path: the sample logs on a (mock-cluster) topic, `exfilwatch run` with
+/// `sinks.alertmanager_url`, and the theft read back through Alertmanager's API v2.
+#[test]
+fn the_service_posts_the_theft_to_alertmanager() {
+    let Some(am) = monitoring::alertmanager() else { return };
+    let s = inproc::Setup::new();
+    s.produce(&s.msgs);
+    let extra = format!("alertmanager_url = \"{}\"\nalertmanager_timeout = \"5s\"", am.url());
+    let mut svc = inproc::Service::start(inproc::config(&s.bootstrap, "logs", "exfilwatch", &s.alerts_file(), &extra));
+    sample::wait_for(inproc::DEADLINE, "every message", || svc.messages() >= s.msgs.len() as u64);
+    let ids: Vec<&str> = s.expected.keys().map(String::as_str).collect();
+    let listed = wait_listed(&am, &ids);
+    svc.stop();
+    let theft = s.expected.values().find(|a| a["rule"] == "unfamiliar_origin_volume").expect("the theft alert");
+    let t = &listed[theft["id"].as_str().unwrap_or_default()];
+    assert_eq!(
+        strings(&t["labels"]),
+        map(&[
+            ("alertname", "unfamiliar_origin_volume"),
+            ("severity", "critical"),
+            ("account", "contoso"),
+            ("credential", "key:primarymasterkey"),
+            ("origin", "203.0.113.0/24"),
+        ])
+    );
+    assert_eq!(t["annotations"]["summary"], theft["summary"]);
+    let trigger = parse_timestamp(theft["trigger_event_time"].as_str().unwrap_or_default()).unwrap();
+    assert_eq!(api_ms(&t["startsAt"]), ms(trigger));
 }

@@ -33,6 +33,7 @@ use crate::alert::Alert;
 use crate::config::Config;
 use crate::decode::{raw_record_text, Decoded, Decoder, Malformed};
 use crate::detect::Detector;
+use crate::sinks::alertmanager::{AlertmanagerOptions, AlertmanagerSink};
 use crate::sinks::kafka::KafkaProducerSink;
 use crate::sinks::{AlertSink, JsonLinesSink, SinkError};
 use crate::sources::kafka::{self, KafkaSourceError, LogConsumer};
@@ -61,6 +62,8 @@ pub enum ServiceError {
     State { path: PathBuf, message: String },
     #[error("webhook sink: {0}")]
     Webhook(String),
+    #[error("alertmanager sink: {0}")]
+    Alertmanager(String),
     #[error("shutdown did not finish within {0:?}")]
     ShutdownTimeout(Duration),
     #[error("metrics registry: {0}")]
@@ -75,6 +78,9 @@ struct SavedState {
     detector: Detector,
     /// Alert ids already delivered, with their trigger time, within the realert horizon.
     delivered: BTreeMap<String, Nanos>,
+    /// The Alertmanager sink's firing alerts (re-sent and resolved after a restart).
+    #[serde(default)]
+    alertmanager: Option<crate::sinks::alertmanager::FiringSnapshot>,
 }
 
 struct Pipeline {
@@ -85,6 +91,9 @@ struct Pipeline {
     files: Vec<JsonLinesSink<Box<dyn Write + Send>>>,
     producer: Option<KafkaProducerSink>,
     webhook: Option<crate::sinks::webhook::WebhookSink>,
+    alertmanager: Option<AlertmanagerSink>,
+    /// The Alertmanager sink's last tick failed (logged once per change).
+    alertmanager_failing: bool,
     delivered: BTreeMap<String, Nanos>,
     /// Processing-time origin for `Detector::ingest_at`.
     started: std::time::Instant,
@@ -147,6 +156,32 @@ impl Pipeline {
                 self.health.set_sink_failing(false);
             }
         }
+        if let Some(am) = &mut self.alertmanager {
+            let mut backoff = Duration::from_millis(100);
+            let mut failing = false;
+            loop {
+                match am.send_alerts(&alerts, std::time::SystemTime::now()).await {
+                    Ok(()) => break,
+                    Err(error) if error.is_retryable() => {
+                        if !failing {
+                            tracing::warn!(message = "Alert sink failing; retrying, offsets held back.", sink = "alertmanager", target = am.target(), %error);
+                            failing = true;
+                            self.health.set_sink_failing(true);
+                        }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                    }
+                    Err(error) => {
+                        tracing::error!(message = "Alertmanager refused an alert; the others were posted.", %error);
+                        break;
+                    }
+                }
+            }
+            if failing {
+                tracing::info!(message = "Alert sink recovered.", sink = "alertmanager");
+                self.health.set_sink_failing(false);
+            }
+        }
         self.stats.count_alerts(&alerts);
         let horizon = self.cfg.detect.realert.0;
         let mut newest = Nanos::MIN;
@@ -165,8 +200,10 @@ impl Pipeline {
         let mut alerts = Vec::new();
         let mut bad: Vec<(Malformed, Option<usize>)> = Vec::new();
         let (detector, stats) = (&mut self.detector, &mut self.stats);
+        let mut newest = Nanos::MIN;
         self.decoder.decode(payload, |item| match item {
             Decoded::Event(ev) => {
+                newest = newest.max(ev.time);
                 *stats.records.entry(ev.category).or_default() += 1;
                 stats.response_bytes += ev.response_bytes;
                 detector.ingest_at(&ev, now, &mut alerts);
@@ -178,6 +215,9 @@ impl Pipeline {
             Decoded::Malformed { reason, index } => bad.push((reason, index)),
         });
         self.stats.input_bytes += payload.len() as u64;
+        if let Some(am) = &mut self.alertmanager {
+            am.observe_event_time(newest);
+        }
         for (reason, index) in bad {
             let location = match index {
                 Some(i) => format!("{}/{}@{}#{}", source.0, source.1, source.2, i),
@@ -234,6 +274,24 @@ impl Pipeline {
         self.health.progress(self.messages, self.stats.records_total(), alerts);
     }
 
+    /// Lets the Alertmanager sink re-send and resolve what is due.
+    async fn tick_alertmanager(&mut self) {
+        let Some(am) = &mut self.alertmanager else { return };
+        match am.tick(std::time::SystemTime::now()).await {
+            Ok(r) if r.backing_off => {}
+            Ok(_) => {
+                if std::mem::take(&mut self.alertmanager_failing) {
+                    tracing::info!(message = "Alertmanager reachable again.", target = am.target());
+                }
+            }
+            Err(error) => {
+                if !std::mem::replace(&mut self.alertmanager_failing, true) {
+                    tracing::warn!(message = "Alertmanager re-send failing; retrying with backoff.", target = am.target(), %error);
+                }
+            }
+        }
+    }
+
     /// Processes every record waiting in the reorder queues.
     async fn drain(&mut self) -> Result<(), ServiceError> {
         let mut alerts = Vec::new();
@@ -278,8 +336,10 @@ fn save_state(path: &std::path::Path, p: &Pipeline) -> Result<(), ServiceError> 
     struct Borrowed<'a> {
         detector: &'a Detector,
         delivered: &'a BTreeMap<String, Nanos>,
+        alertmanager: Option<crate::sinks::alertmanager::FiringSnapshot>,
     }
-    let bytes = serde_json::to_vec(&Borrowed { detector: &p.detector, delivered: &p.delivered })
+    let alertmanager = p.alertmanager.as_ref().map(AlertmanagerSink::snapshot);
+    let bytes = serde_json::to_vec(&Borrowed { detector: &p.detector, delivered: &p.delivered, alertmanager })
         .map_err(|e| err(e.to_string()))?;
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp).map_err(|e| err(e.to_string()))?;
@@ -303,9 +363,23 @@ pub async fn run_with(
         let addr = http::serve(&cfg.service.metrics_addr, health.clone(), metrics.registry.clone()).await?;
         health.set_http_addr(addr);
     }
-    let (detector, delivered) = match load_state(&cfg)? {
-        Some(s) => (s.detector, s.delivered),
-        None => (Detector::new(cfg.detect.clone()), BTreeMap::new()),
+    let (detector, delivered, firing) = match load_state(&cfg)? {
+        Some(s) => (s.detector, s.delivered, s.alertmanager),
+        None => (Detector::new(cfg.detect.clone()), BTreeMap::new(), None),
+    };
+    let alertmanager = if cfg.sinks.alertmanager_url.is_empty() {
+        None
+    } else {
+        let span = |s: crate::units::Span| Duration::from_nanos(s.0.max(0) as u64);
+        let mut opts = AlertmanagerOptions::new(&cfg.sinks.alertmanager_url, cfg.detect.realert.0);
+        opts.timeout = span(cfg.sinks.alertmanager_timeout);
+        opts.resend_interval = span(cfg.sinks.alertmanager_resend_interval);
+        opts.min_firing = span(cfg.sinks.alertmanager_min_firing);
+        let mut am = AlertmanagerSink::new(opts).map_err(|e| ServiceError::Alertmanager(e.to_string()))?;
+        if let Some(f) = firing {
+            am.restore(f);
+        }
+        Some(am)
     };
     health.set_restored();
     let consumer = kafka::consumer(&cfg.kafka, health.clone())?;
@@ -347,6 +421,8 @@ pub async fn run_with(
         files,
         producer,
         webhook,
+        alertmanager,
+        alertmanager_failing: false,
         delivered,
         started: std::time::Instant::now(),
         pending: BTreeMap::new(),
@@ -382,6 +458,7 @@ pub async fn run_with(
             },
             _ = tick.tick() => {
                 p.release_held().await?;
+                p.tick_alertmanager().await;
                 p.store_ready(&consumer);
                 p.publish();
             }
