@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SAMPLE_LOGS := sample-logs
 
-.PHONY: run test build bench bench-criterion bench-pipeline sample-logs fmt lint clean
+.PHONY: run demo test build bench bench-criterion bench-pipeline sample-logs fmt lint clean
 
 build:
 	$(CARGO) build --release --locked
@@ -12,6 +12,12 @@ build:
 ## The main job on the embedded default: replay the sample logs, print alerts and the summary.
 run:
 	$(CARGO) run --release --locked --quiet --bin exfilwatch -- replay $(SAMPLE_LOGS)
+
+## The streaming service end to end on a real broker (Tansu: installed when missing, started
+## and stopped): topics, the sample logs produced, `exfilwatch run` until caught up, the alerts.
+demo:
+	$(CARGO) build --release --locked --bin exfilwatch --example kafka_tool
+	bash scripts/with-tansu.sh bash scripts/demo.sh
 
 ## Every test: unit, property, integration (golden alerts of the sample logs), the streaming
 ## service against a real broker (Tansu, installed and started when needed) and against real
