@@ -34,6 +34,7 @@ stdout = false
 kafka_topic = "$ALERTS"
 [service]
 metrics_addr = ""
+state_store = "$work/state"
 TOML
 
 echo "== exfilwatch run (log: $work/run.log)"

@@ -228,9 +228,13 @@ pub struct ServiceConfig {
     /// Longest processing time a record waits in a reorder queue for records that could still
     /// arrive before it; bounds alert latency (see README, "Order").
     pub max_hold: Span,
-    /// Where a graceful shutdown saves the detector state (and start restores it); empty for
-    /// none.
-    pub state_file: String,
+    /// The state store (a directory, or `file://DIR`): periodic checkpoints of the detector
+    /// state with the Kafka offsets they cover, restored on start; empty for none (then a
+    /// shutdown drains the reorder queues and offsets are auto-committed).
+    pub state_store: String,
+    /// Processing time between checkpoints (one is also written on shutdown); "0s": only on
+    /// shutdown.
+    pub checkpoint_interval: Span,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; empty for nowhere.
     pub metrics_addr: String,
 }
@@ -240,7 +244,8 @@ impl Default for ServiceConfig {
         ServiceConfig {
             shutdown_timeout: Span(30 * crate::time::SECOND),
             max_hold: Span(250 * 1_000_000),
-            state_file: String::new(),
+            state_store: "exfilwatch-state".to_string(),
+            checkpoint_interval: Span(30 * crate::time::SECOND),
             metrics_addr: "127.0.0.1:9464".to_string(),
         }
     }

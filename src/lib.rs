@@ -21,6 +21,7 @@ pub mod replay;
 pub mod service;
 pub mod sinks;
 pub mod sources;
+pub mod state;
 pub mod telemetry;
 pub mod time;
 pub mod units;

@@ -17,9 +17,19 @@
 //!   moves with the wall clock and a 10-minute reorder window would mean 10-minute-old alerts.
 //! - **Rebalancing**: on a revoke, librdkafka calls back between two messages; the stored
 //!   offsets are committed synchronously before the partitions go (`sources::kafka`).
-//! - **Draining** (SIGINT/SIGTERM): stop fetching; save the state file (or, without one, drain
-//!   the queues and deliver); flush the sinks; commit synchronously; exit 0, all within
-//!   `service.shutdown_timeout`.
+//! - **Checkpointing** (with `service.state_store`, the default): every
+//!   `service.checkpoint_interval` of processing, the whole state (detector with its reorder
+//!   queues, delivered ids, Alertmanager's firing set) is written with the next offset of every
+//!   partition it covers (`state` module: temp file, fsync, rename), then those offsets are
+//!   committed. Alert ids are journaled durably as soon as every sink accepted them. On start
+//!   the newest valid checkpoint is restored with the journal after it; messages below its
+//!   offsets are skipped (they are in the state), so the state and the stream position always
+//!   agree, even after a SIGKILL, and a re-raised alert is recognised and not re-emitted.
+//!   Without a state store, offsets are stored once a message's records left the reorder
+//!   queues and librdkafka auto-commits them.
+//! - **Draining** (SIGINT/SIGTERM): stop fetching; write a checkpoint (or, without a state
+//!   store, drain the queues and deliver); flush the sinks; commit synchronously; exit 0, all
+//!   within `service.shutdown_timeout`.
 //! - **Broker away**: librdkafka reconnects with backoff by itself; the condition is logged
 //!   once per change, `/readyz` answers 503, and the loop keeps waiting, so no record is
 //!   skipped; consumption resumes from the consumer's position when the broker returns.
@@ -46,7 +56,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::io::Write;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,8 +67,10 @@ pub enum ServiceError {
     Producer(#[source] rdkafka::error::KafkaError),
     #[error(transparent)]
     Sink(#[from] SinkError),
-    #[error("state file {path}: {message}")]
-    State { path: PathBuf, message: String },
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error("checkpoint state: {0}")]
+    StateBody(String),
     #[error("webhook sink: {0}")]
     Webhook(String),
     #[error("alertmanager sink: {0}")]
@@ -100,6 +111,12 @@ struct Pipeline {
     /// Handled messages whose offsets are not stored yet, per (topic, partition): (arrival
     /// in ms since `started`, offset), in arrival order.
     pending: BTreeMap<(String, i32), VecDeque<(i64, i64)>>,
+    /// Next offset to read per `topic/partition`: everything before it is in the state.
+    positions: BTreeMap<String, i64>,
+    store: Option<crate::state::StateStore>,
+    last_checkpoint: std::time::Instant,
+    /// Messages below the restored checkpoint's offsets, skipped.
+    skipped_replayed: u64,
     messages: u64,
     metrics: Metrics,
     health: Arc<Health>,
@@ -183,6 +200,13 @@ impl Pipeline {
             }
         }
         self.stats.count_alerts(&alerts);
+        if let Some(store) = &mut self.store {
+            let ids: Vec<(String, Nanos)> = alerts
+                .iter()
+                .map(|a| (a.id.clone(), parse_timestamp(&a.trigger_event_time).unwrap_or(Nanos::MIN)))
+                .collect();
+            store.journal_delivered(&ids)?;
+        }
         let horizon = self.cfg.detect.realert.0;
         let mut newest = Nanos::MIN;
         for a in &alerts {
@@ -274,6 +298,34 @@ impl Pipeline {
         self.health.progress(self.messages, self.stats.records_total(), alerts);
     }
 
+    /// Writes a checkpoint (state + the offsets it covers), then commits those offsets.
+    fn checkpoint(&mut self, consumer: &LogConsumer, mode: CommitMode) -> Result<(), ServiceError> {
+        let Some(store) = &mut self.store else { return Ok(()) };
+        let t = std::time::Instant::now();
+        let body = serde_json::to_vec(&SavedStateRef {
+            detector: &self.detector,
+            delivered: &self.delivered,
+            alertmanager: self.alertmanager.as_ref().map(AlertmanagerSink::snapshot),
+        })
+        .map_err(|e| ServiceError::StateBody(e.to_string()))?;
+        let bytes = store.write_checkpoint(self.positions.clone(), &body)?;
+        self.last_checkpoint = std::time::Instant::now();
+        tracing::debug!(message = "Checkpoint written.", bytes, ms = t.elapsed().as_millis() as u64);
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for (tp, off) in &self.positions {
+            if let Some((topic, partition)) = tp.rsplit_once('/').and_then(|(t, p)| Some((t, p.parse().ok()?))) {
+                let _ = tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(*off));
+            }
+        }
+        if tpl.count() > 0 {
+            if let Err(error) = consumer.commit(&tpl, mode) {
+                // The checkpoint is what counts; the group's offsets are only a fallback.
+                tracing::warn!(message = "Commit after checkpoint failed.", %error);
+            }
+        }
+        Ok(())
+    }
+
     /// Lets the Alertmanager sink re-send and resolve what is due.
     async fn tick_alertmanager(&mut self) {
         let Some(am) = &mut self.alertmanager else { return };
@@ -312,39 +364,29 @@ impl Pipeline {
     }
 }
 
-fn state_path(cfg: &Config) -> Option<PathBuf> {
-    (!cfg.service.state_file.is_empty()).then(|| PathBuf::from(&cfg.service.state_file))
+#[derive(Serialize)]
+struct SavedStateRef<'a> {
+    detector: &'a Detector,
+    delivered: &'a BTreeMap<String, Nanos>,
+    alertmanager: Option<crate::sinks::alertmanager::FiringSnapshot>,
 }
 
-fn load_state(cfg: &Config) -> Result<Option<SavedState>, ServiceError> {
-    let Some(path) = state_path(cfg) else { return Ok(None) };
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            let s: SavedState = serde_json::from_slice(&bytes)
-                .map_err(|e| ServiceError::State { path: path.clone(), message: e.to_string() })?;
-            tracing::info!(message = "State restored.", path = %path.display());
-            Ok(Some(s))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(ServiceError::State { path, message: e.to_string() }),
+/// Restores the newest valid checkpoint: the state, the offsets it covers, and the delivered
+/// ids journaled after it.
+fn restore(store: &mut crate::state::StateStore) -> Result<Option<(SavedState, BTreeMap<String, i64>)>, ServiceError> {
+    let Some(loaded) = store.load_newest()? else { return Ok(None) };
+    for why in &loaded.refused {
+        tracing::warn!(message = "Checkpoint refused; using an older one.", why = %why);
     }
-}
-
-fn save_state(path: &std::path::Path, p: &Pipeline) -> Result<(), ServiceError> {
-    let err = |e: String| ServiceError::State { path: path.to_path_buf(), message: e };
-    #[derive(Serialize)]
-    struct Borrowed<'a> {
-        detector: &'a Detector,
-        delivered: &'a BTreeMap<String, Nanos>,
-        alertmanager: Option<crate::sinks::alertmanager::FiringSnapshot>,
-    }
-    let alertmanager = p.alertmanager.as_ref().map(AlertmanagerSink::snapshot);
-    let bytes = serde_json::to_vec(&Borrowed { detector: &p.detector, delivered: &p.delivered, alertmanager })
-        .map_err(|e| err(e.to_string()))?;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(|e| err(e.to_string()))?;
-    f.write_all(&bytes).and_then(|_| f.sync_all()).map_err(|e| err(e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
+    let mut s: SavedState = serde_json::from_slice(&loaded.body).map_err(|e| ServiceError::StateBody(e.to_string()))?;
+    s.delivered.extend(loaded.delivered);
+    tracing::info!(
+        message = "State restored.",
+        store = %store.dir().display(),
+        checkpoint = loaded.header.seq,
+        partitions = loaded.header.offsets.len()
+    );
+    Ok(Some((s, loaded.header.offsets)))
 }
 
 /// Runs until `shutdown` completes; returns the run's counters.
@@ -363,9 +405,17 @@ pub async fn run_with(
         let addr = http::serve(&cfg.service.metrics_addr, health.clone(), metrics.registry.clone()).await?;
         health.set_http_addr(addr);
     }
-    let (detector, delivered, firing) = match load_state(&cfg)? {
-        Some(s) => (s.detector, s.delivered, s.alertmanager),
-        None => (Detector::new(cfg.detect.clone()), BTreeMap::new(), None),
+    let mut store = match cfg.service.state_store.as_str() {
+        "" => None,
+        location => Some(crate::state::StateStore::open(location)?),
+    };
+    let restored = match &mut store {
+        Some(store) => restore(store)?,
+        None => None,
+    };
+    let (detector, delivered, firing, positions) = match restored {
+        Some((s, offsets)) => (s.detector, s.delivered, s.alertmanager, offsets),
+        None => (Detector::new(cfg.detect.clone()), BTreeMap::new(), None, BTreeMap::new()),
     };
     let alertmanager = if cfg.sinks.alertmanager_url.is_empty() {
         None
@@ -382,7 +432,7 @@ pub async fn run_with(
         Some(am)
     };
     health.set_restored();
-    let consumer = kafka::consumer(&cfg.kafka, health.clone())?;
+    let consumer = kafka::consumer(&cfg.kafka, health.clone(), store.is_none())?;
     let producer = if !cfg.sinks.kafka_topic.is_empty() || !cfg.kafka.dead_letter_topic.is_empty() {
         let mut c = kafka::client_config(&cfg.kafka)?;
         c.set("enable.idempotence", "true").set("message.timeout.ms", "30000");
@@ -426,6 +476,10 @@ pub async fn run_with(
         delivered,
         started: std::time::Instant::now(),
         pending: BTreeMap::new(),
+        positions,
+        store,
+        last_checkpoint: std::time::Instant::now(),
+        skipped_replayed: 0,
         messages: 0,
         metrics,
         health: health.clone(),
@@ -442,13 +496,22 @@ pub async fn run_with(
             msg = consumer.recv() => match msg {
                 Ok(m) => {
                     health.set_kafka(true, "");
+                    let tp = format!("{}/{}", m.topic(), m.partition());
+                    if p.positions.get(&tp).is_some_and(|next| m.offset() < *next) {
+                        // Already in the restored state (read again from an older commit).
+                        p.skipped_replayed += 1;
+                        continue;
+                    }
                     let now = p.now();
                     if let Some(payload) = m.payload() {
                         p.handle(payload, (m.topic(), m.partition(), m.offset()), now).await?;
                     }
                     p.messages += 1;
-                    p.pending.entry((m.topic().to_string(), m.partition())).or_default().push_back((now, m.offset()));
-                    p.store_ready(&consumer);
+                    p.positions.insert(tp, m.offset() + 1);
+                    if p.store.is_none() {
+                        p.pending.entry((m.topic().to_string(), m.partition())).or_default().push_back((now, m.offset()));
+                        p.store_ready(&consumer);
+                    }
                     health.progress(p.messages, p.stats.records_total(), p.health.alerts());
                 }
                 Err(error) => {
@@ -459,7 +522,13 @@ pub async fn run_with(
             _ = tick.tick() => {
                 p.release_held().await?;
                 p.tick_alertmanager().await;
-                p.store_ready(&consumer);
+                if p.store.is_none() {
+                    p.store_ready(&consumer);
+                } else if p.cfg.service.checkpoint_interval.0 > 0
+                    && p.last_checkpoint.elapsed().as_nanos() as i64 >= p.cfg.service.checkpoint_interval.0
+                {
+                    p.checkpoint(&consumer, CommitMode::Async)?;
+                }
                 p.publish();
             }
         }
@@ -467,11 +536,12 @@ pub async fn run_with(
 
     tracing::info!(message = "Shutting down: draining.");
     let finish = async {
-        // Either way every handled record is covered afterwards: by the state file (queues
-        // included) or by having been processed; all their offsets may be stored.
-        match state_path(&p.cfg) {
-            Some(path) => save_state(&path, &p)?,
-            None => p.drain().await?,
+        // Either way every handled record is covered afterwards: by the checkpoint (queues
+        // included) or by having been processed; all their offsets may be committed.
+        if p.store.is_some() {
+            p.checkpoint(&consumer, CommitMode::Sync)?;
+        } else {
+            p.drain().await?;
         }
         let pending = std::mem::take(&mut p.pending);
         for ((topic, partition), q) in pending {

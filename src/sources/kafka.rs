@@ -90,10 +90,13 @@ pub fn client_config(cfg: &KafkaConfig) -> Result<ClientConfig, KafkaSourceError
 }
 
 /// A consumer subscribed to the configured topics.
-pub fn consumer(cfg: &KafkaConfig, health: Arc<Health>) -> Result<LogConsumer, KafkaSourceError> {
+///
+/// `auto_commit`: librdkafka commits the offsets the service stores, periodically; without it
+/// the service commits by itself (after each checkpoint).
+pub fn consumer(cfg: &KafkaConfig, health: Arc<Health>, auto_commit: bool) -> Result<LogConsumer, KafkaSourceError> {
     let mut c = client_config(cfg)?;
     c.set("group.id", &cfg.group_id)
-        .set("enable.auto.commit", "true")
+        .set("enable.auto.commit", if auto_commit { "true" } else { "false" })
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")

@@ -86,7 +86,7 @@ pub fn config(bootstrap: &str, topic: &str, group: &str, alerts_file: &Path, ext
         "[kafka]\nbootstrap_servers = \"{bootstrap}\"\ntopics = [\"{topic}\"]\ngroup_id = \"{group}\"\n\
          [kafka.librdkafka_options]\n\"auto.commit.interval.ms\" = \"200\"\n\"reconnect.backoff.max.ms\" = \"500\"\n\
          [sinks]\nstdout = false\nfile = \"{}\"\n{extra}\n\
-         [service]\nmetrics_addr = \"127.0.0.1:0\"\n",
+         [service]\nmetrics_addr = \"127.0.0.1:0\"\nstate_store = \"\"\n",
         alerts_file.display()
     );
     Config::from_toml(&text, "test").unwrap()

@@ -1,0 +1,308 @@
+//! The state store: crash-safe checkpoints of the service's state with the exact Kafka
+//! offsets they cover, and a journal of delivered alert ids between checkpoints.
+//!
+//! Layout of a store (a local directory, or `file://DIR`):
+//! - `checkpoint-<seq>.ckpt`: one header line of JSON ([`Header`]: format version, sequence
+//!   number, offsets, the body's length and SHA-256), then the body (the state, JSON). Written
+//!   to a temporary file, fsynced, renamed, and the directory fsynced: a reader sees a whole
+//!   checkpoint or none. A checkpoint whose body does not match its header (truncated, altered)
+//!   is refused and the next older one is used.
+//! - `delivered-<seq>-<n>.json`: alert ids delivered after checkpoint `<seq>` was written,
+//!   fsynced before their messages count as processed; a restart restores the newest valid
+//!   checkpoint and these entries, so an alert re-raised by the re-read records is recognised.
+//!
+//! The two newest checkpoints are kept (the older one is the fallback), with the journal
+//! entries they need.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Version of the checkpoint format this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state store {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("state store URL {0:?} is not supported: use a directory path or file://DIR")]
+    Url(String),
+    #[error("checkpoint {name}: {message}")]
+    Invalid { name: String, message: String },
+    #[error("checkpoint {name} has format version {found}; this build reads version {FORMAT_VERSION}")]
+    Version { name: String, found: u32 },
+    #[error("cannot serialize the state: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+/// The first line of a checkpoint file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Header {
+    pub format_version: u32,
+    pub seq: u64,
+    /// Next offset to read, per `topic/partition`: every message before it is in the state.
+    pub offsets: BTreeMap<String, i64>,
+    pub body_len: u64,
+    pub body_sha256: String,
+}
+
+/// A checkpoint read back.
+#[derive(Debug)]
+pub struct Loaded {
+    pub header: Header,
+    pub body: Vec<u8>,
+    /// Delivered alert ids (with their trigger time) journaled after this checkpoint.
+    pub delivered: BTreeMap<String, i64>,
+    /// Checkpoints refused on the way (newer than this one), with why.
+    pub refused: Vec<String>,
+}
+
+/// A local directory holding checkpoints and the delivered journal.
+#[derive(Debug)]
+pub struct StateStore {
+    dir: PathBuf,
+    /// Sequence number of the newest checkpoint written or restored (0: none).
+    seq: u64,
+    /// Journal entries written since that checkpoint.
+    journal_n: u64,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
+    move |source| StateError::Io { path: path.to_path_buf(), source }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl StateStore {
+    /// Opens (creating) the store at `location`: a directory path or `file://DIR`.
+    pub fn open(location: &str) -> Result<StateStore, StateError> {
+        let dir = match location.split_once("://") {
+            None => PathBuf::from(location),
+            Some(("file", rest)) => PathBuf::from(rest),
+            Some(_) => return Err(StateError::Url(location.to_string())),
+        };
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        Ok(StateStore { dir, seq: 0, journal_n: 0 })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn names(&self, prefix: &str) -> Result<Vec<String>, StateError> {
+        let mut names = Vec::new();
+        for e in std::fs::read_dir(&self.dir).map_err(io(&self.dir))? {
+            let e = e.map_err(io(&self.dir))?;
+            if let Some(n) = e.file_name().to_str() {
+                if n.starts_with(prefix) && !n.ends_with(".tmp") {
+                    names.push(n.to_string());
+                }
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Writes `bytes` to `name` atomically and durably.
+    fn put(&self, name: &str, parts: &[&[u8]]) -> Result<(), StateError> {
+        let path = self.dir.join(name);
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+        for p in parts {
+            f.write_all(p).map_err(io(&tmp))?;
+        }
+        f.sync_all().map_err(io(&tmp))?;
+        drop(f);
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        // The rename itself must survive a crash.
+        std::fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))
+    }
+
+    /// Writes the next checkpoint; returns its size in bytes. Keeps the two newest.
+    pub fn write_checkpoint(&mut self, offsets: BTreeMap<String, i64>, body: &[u8]) -> Result<u64, StateError> {
+        let seq = self.seq + 1;
+        let header = Header {
+            format_version: FORMAT_VERSION,
+            seq,
+            offsets,
+            body_len: body.len() as u64,
+            body_sha256: sha256_hex(body),
+        };
+        let mut head = serde_json::to_vec(&header)?;
+        head.push(b'\n');
+        self.put(&format!("checkpoint-{seq:012}.ckpt"), &[&head, body])?;
+        self.seq = seq;
+        self.journal_n = 0;
+        // Keep checkpoints seq-1 and seq, and the journal entries written after seq-1.
+        for n in self.names("checkpoint-")? {
+            if parse_seq(&n, "checkpoint-").is_some_and(|s| s + 1 < seq) {
+                let _ = std::fs::remove_file(self.dir.join(&n));
+            }
+        }
+        for n in self.names("delivered-")? {
+            if parse_seq(&n, "delivered-").is_some_and(|s| s + 1 < seq) {
+                let _ = std::fs::remove_file(self.dir.join(&n));
+            }
+        }
+        Ok((head.len() + body.len()) as u64)
+    }
+
+    /// Journals alert ids (with trigger times) delivered since the last checkpoint, durably.
+    pub fn journal_delivered(&mut self, ids: &[(String, i64)]) -> Result<(), StateError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.journal_n += 1;
+        let name = format!("delivered-{:012}-{:06}.json", self.seq, self.journal_n);
+        self.put(&name, &[&serde_json::to_vec(ids)?])
+    }
+
+    /// The newest valid checkpoint and the journal after it; None for an empty store.
+    pub fn load_newest(&mut self) -> Result<Option<Loaded>, StateError> {
+        let mut refused = Vec::new();
+        let mut names = self.names("checkpoint-")?;
+        names.reverse();
+        for name in names {
+            match self.read_checkpoint(&name) {
+                Ok((header, body)) => {
+                    let mut delivered = BTreeMap::new();
+                    let mut journal_n = 0;
+                    for j in self.names("delivered-")? {
+                        let Some(s) = parse_seq(&j, "delivered-") else { continue };
+                        if s < header.seq {
+                            continue;
+                        }
+                        let path = self.dir.join(&j);
+                        let bytes = std::fs::read(&path).map_err(io(&path))?;
+                        let ids: Vec<(String, i64)> = serde_json::from_slice(&bytes).map_err(|e| {
+                            StateError::Invalid { name: j.clone(), message: format!("journal entry: {e}") }
+                        })?;
+                        delivered.extend(ids);
+                        if s == header.seq {
+                            journal_n += 1;
+                        }
+                    }
+                    // Continue numbering after what exists (a fallback keeps newer entries).
+                    self.seq = self
+                        .names("checkpoint-")?
+                        .iter()
+                        .filter_map(|n| parse_seq(n, "checkpoint-"))
+                        .max()
+                        .unwrap_or(header.seq)
+                        .max(header.seq);
+                    self.journal_n = if self.seq == header.seq { journal_n } else { 0 };
+                    return Ok(Some(Loaded { header, body, delivered, refused }));
+                }
+                Err(e @ StateError::Version { .. }) => return Err(e),
+                Err(e) => refused.push(e.to_string()),
+            }
+        }
+        if refused.is_empty() {
+            Ok(None)
+        } else {
+            Err(StateError::Invalid { name: self.dir.display().to_string(), message: refused.join("; ") })
+        }
+    }
+
+    fn read_checkpoint(&self, name: &str) -> Result<(Header, Vec<u8>), StateError> {
+        let path = self.dir.join(name);
+        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        let invalid = |m: &str| StateError::Invalid { name: name.to_string(), message: m.to_string() };
+        let nl = memchr::memchr(b'\n', &bytes).ok_or_else(|| invalid("no header line (truncated?)"))?;
+        let header: Header =
+            serde_json::from_slice(&bytes[..nl]).map_err(|e| invalid(&format!("header is not valid: {e}")))?;
+        if header.format_version != FORMAT_VERSION {
+            return Err(StateError::Version { name: name.to_string(), found: header.format_version });
+        }
+        let body = &bytes[nl + 1..];
+        if body.len() as u64 != header.body_len {
+            return Err(invalid(&format!(
+                "body is {} bytes, header says {} (truncated?)",
+                body.len(),
+                header.body_len
+            )));
+        }
+        if sha256_hex(body) != header.body_sha256 {
+            return Err(invalid("body does not match its SHA-256 (corrupted)"));
+        }
+        Ok((header, body.to_vec()))
+    }
+}
+
+fn parse_seq(name: &str, prefix: &str) -> Option<u64> {
+    name.strip_prefix(prefix)?.get(..12)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offsets(n: i64) -> BTreeMap<String, i64> {
+        BTreeMap::from([("logs/0".to_string(), n)])
+    }
+
+    #[test]
+    fn newest_valid_checkpoint_with_its_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = StateStore::open(dir.path().to_str().unwrap()).unwrap();
+        assert!(s.load_newest().unwrap().is_none());
+        s.write_checkpoint(offsets(10), b"one").unwrap();
+        s.journal_delivered(&[("a".into(), 1)]).unwrap();
+        s.write_checkpoint(offsets(20), b"two").unwrap();
+        s.journal_delivered(&[("b".into(), 2)]).unwrap();
+        s.write_checkpoint(offsets(30), b"three").unwrap();
+        s.journal_delivered(&[("c".into(), 3)]).unwrap();
+
+        let mut r = StateStore::open(&format!("file://{}", dir.path().display())).unwrap();
+        let l = r.load_newest().unwrap().unwrap();
+        assert_eq!((l.header.seq, l.body.as_slice()), (3, &b"three"[..]));
+        assert_eq!(l.header.offsets, offsets(30));
+        assert_eq!(l.delivered, BTreeMap::from([("c".to_string(), 3)]));
+        // Only the two newest checkpoints remain.
+        assert_eq!(r.names("checkpoint-").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_corrupted_or_truncated_checkpoint_falls_back_to_the_previous_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = StateStore::open(dir.path().to_str().unwrap()).unwrap();
+        s.write_checkpoint(offsets(10), b"older state").unwrap();
+        s.journal_delivered(&[("x".into(), 1)]).unwrap();
+        s.write_checkpoint(offsets(20), b"newer state").unwrap();
+        let newest = dir.path().join("checkpoint-000000000002.ckpt");
+        let mut bytes = std::fs::read(&newest).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&newest, &bytes).unwrap();
+        let l = StateStore::open(dir.path().to_str().unwrap()).unwrap().load_newest().unwrap().unwrap();
+        assert_eq!(l.body, b"older state");
+        assert_eq!(l.header.offsets, offsets(10));
+        assert_eq!(l.delivered, BTreeMap::from([("x".to_string(), 1)]), "the older checkpoint's journal");
+        assert!(l.refused[0].contains("SHA-256"), "{:?}", l.refused);
+
+        std::fs::write(&newest, &bytes[..bytes.len() - 4]).unwrap();
+        let l = StateStore::open(dir.path().to_str().unwrap()).unwrap().load_newest().unwrap().unwrap();
+        assert!(l.refused[0].contains("truncated"), "{:?}", l.refused);
+    }
+
+    #[test]
+    fn a_newer_format_is_refused_with_a_clear_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = StateStore::open(dir.path().to_str().unwrap()).unwrap();
+        s.write_checkpoint(offsets(10), b"x").unwrap();
+        let p = dir.path().join("checkpoint-000000000001.ckpt");
+        let text = std::fs::read_to_string(&p).unwrap().replace("\"format_version\":1", "\"format_version\":9");
+        std::fs::write(&p, text).unwrap();
+        let e = StateStore::open(dir.path().to_str().unwrap()).unwrap().load_newest().unwrap_err();
+        assert!(e.to_string().contains("format version 9"), "{e}");
+    }
+
+    #[test]
+    fn other_urls_are_refused() {
+        assert!(matches!(StateStore::open("s3://bucket/x"), Err(StateError::Url(_))));
+    }
+}
