@@ -10,6 +10,8 @@
 //! - [`alert`]: the alert format and its stable ids.
 //! - [`sinks`]: where alerts and dead letters go (JSON Lines files, stdout).
 //! - [`replay`]: the pipeline that wires them for `exfilwatch replay`.
+//! - [`model`]: baselines trained from archives (`exfilwatch train`), as Parquet tables and a
+//!   manifest; loaded into a detector by [`model::load_detector`] (`--model`).
 //! - Beside them: [`config`] (the TOML file), [`telemetry`] (counters, metrics, once-per-kind
 //!   logging), [`time`] and [`units`].
 
@@ -17,6 +19,7 @@ pub mod alert;
 pub mod config;
 pub mod decode;
 pub mod detect;
+pub mod model;
 pub mod replay;
 pub mod service;
 pub mod sinks;

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use exfilwatch::config::{Config, DEFAULTS_TOML};
 use exfilwatch::detect::Detector;
+use exfilwatch::model::{self, KeySummary, Manifest};
 use exfilwatch::replay::{replay, ReplayError, ReplayOptions, ReplayReport};
 use exfilwatch::sinks::{AlertSink, JsonLinesSink};
 use exfilwatch::telemetry::{Metrics, Stats};
@@ -29,6 +30,11 @@ struct Cli {
 enum Command {
     /// Replay archived diagnostic logs through the detector and print the alerts.
     Replay(ReplayArgs),
+    /// Learn baselines from archived logs and write them as a model directory (Parquet).
+    Train(TrainArgs),
+    /// Look into a trained model.
+    #[command(subcommand)]
+    Model(ModelCommand),
     /// The service: consume diagnostic logs from Kafka / Event Hubs and alert as they arrive.
     Run {
         /// Configuration file (TOML) with the [kafka], [sinks] and [service] sections.
@@ -40,17 +46,15 @@ enum Command {
     Config(ConfigCommand),
 }
 
+/// What `replay` and `train` read, and how.
 #[derive(Args)]
-struct ReplayArgs {
+struct InputArgs {
     /// Files, directories (walked recursively) or `-` for stdin; gzip is read transparently.
     #[arg(required = true)]
     paths: Vec<PathBuf>,
     /// Configuration file (TOML); `exfilwatch config defaults` prints every key.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Write alerts (JSON Lines) here instead of stdout.
-    #[arg(long, short)]
-    output: Option<PathBuf>,
     /// Only records at or after this event time (RFC 3339, e.g. 2021-08-01T00:00:00Z).
     #[arg(long)]
     since: Option<String>,
@@ -63,16 +67,61 @@ struct ReplayArgs {
     /// Stop with exit code 1 at the first malformed record.
     #[arg(long)]
     strict: bool,
-    /// Exit with code 3 when any alert of severity medium or higher was raised.
-    #[arg(long)]
-    fail_on_alert: bool,
     /// No summary on stderr at the end.
     #[arg(long, short)]
     quiet: bool,
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    #[command(flatten)]
+    input: InputArgs,
+    /// Write alerts (JSON Lines) here instead of stdout.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// Start from this trained model (`exfilwatch train`): no learning period for the
+    /// accounts it covers. Without --config, the model's own [detect] settings are used.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Exit with code 3 when any alert of severity medium or higher was raised.
+    #[arg(long)]
+    fail_on_alert: bool,
     /// Write the run's counters in the Prometheus text format to this file at the end (for
     /// node_exporter's textfile collector); written to a temporary file and renamed.
     #[arg(long)]
     metrics_textfile: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    input: InputArgs,
+    /// The model directory to write (e.g. models/NAME); an existing model there is replaced.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// A key's familiar origins and typical volume, as a table or JSON.
+    Inspect {
+        /// The model directory.
+        model: PathBuf,
+        /// Only this account (lower case, as in alerts).
+        #[arg(long)]
+        account: Option<String>,
+        /// Only this credential (canonical form, e.g. key:primarymasterkey).
+        #[arg(long)]
+        credential: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    Table,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -122,6 +171,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Replay(args) => run_replay(args),
+        Command::Train(args) => run_train(args),
+        Command::Model(ModelCommand::Inspect { model, account, credential, format }) => {
+            inspect(&model, account.as_deref(), credential.as_deref(), format)
+        }
         Command::Run { config } => run_service(&config),
     }
 }
@@ -157,7 +210,8 @@ fn event_time(flag: &str, v: &Option<String>) -> Result<Option<i64>> {
         .transpose()
 }
 
-fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
+/// The configuration and replay options of `replay` and `train`.
+fn input_options(args: &InputArgs) -> Result<(Config, ReplayOptions)> {
     let mut cfg = match &args.config {
         Some(p) => Config::load(p)?,
         None => Config::default(),
@@ -177,7 +231,34 @@ fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
         strict: cfg.input.strict,
         progress_every: std::io::stderr().is_terminal().then_some(Duration::from_millis(250)),
     };
-    let mut detector = Detector::new(cfg.detect.clone());
+    Ok((cfg, opts))
+}
+
+fn progress_line(s: &Stats, elapsed: Duration) {
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let alerts: u64 = s.alerts.values().sum();
+    eprint!(
+        "\r\x1b[2K{} records ({:.0}/s), {} of logs, {} alerts",
+        s.records_total(),
+        s.records_total() as f64 / secs,
+        human_bytes(s.input_bytes),
+        alerts
+    );
+}
+
+fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
+    let (cfg, opts) = input_options(&args.input)?;
+    let mut detector = match &args.model {
+        // Without --config the model's own [detect] settings; with it, the file's.
+        Some(dir) => {
+            let (d, manifest) = model::load_detector(dir, args.input.config.is_some().then_some(&cfg.detect))?;
+            if !args.input.quiet {
+                eprintln!("{}", model_line(dir, &manifest));
+            }
+            d
+        }
+        None => Detector::new(cfg.detect.clone()),
+    };
     let mut sink: Box<dyn AlertSink> = match &args.output {
         Some(p) => {
             let f = std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?;
@@ -185,18 +266,7 @@ fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
         }
         None => Box::new(JsonLinesSink::new(std::io::BufWriter::new(std::io::stdout().lock()), "stdout")),
     };
-    let progress = |s: &Stats, elapsed: Duration| {
-        let secs = elapsed.as_secs_f64().max(1e-9);
-        let alerts: u64 = s.alerts.values().sum();
-        eprint!(
-            "\r\x1b[2K{} records ({:.0}/s), {} of logs, {} alerts",
-            s.records_total(),
-            s.records_total() as f64 / secs,
-            human_bytes(s.input_bytes),
-            alerts
-        );
-    };
-    let result = replay(&cfg, &opts, &mut detector, sink.as_mut(), progress);
+    let result = replay(&cfg, &opts, &mut detector, sink.as_mut(), progress_line);
     if opts.progress_every.is_some() {
         eprint!("\r\x1b[2K");
     }
@@ -207,8 +277,8 @@ fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
         write_atomically(path, metrics.render().as_bytes())
             .with_context(|| format!("cannot write metrics to {}", path.display()))?;
     }
-    if !args.quiet {
-        print_summary(&report);
+    if !args.input.quiet {
+        print_summary("replay", &report);
     }
     if args.fail_on_alert && report.alerts_medium_or_higher > 0 {
         return Ok(ExitCode::from(3));
@@ -224,13 +294,13 @@ fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()>
     std::fs::rename(&tmp, path)
 }
 
-fn print_summary(r: &ReplayReport) {
+fn print_summary(what: &str, r: &ReplayReport) {
     let s = &r.stats;
     let secs = r.elapsed.as_secs_f64().max(1e-9);
     let mut out = String::new();
     let total = s.records_total();
     out.push_str(&format!(
-        "exfilwatch replay: {total} records in {:.2} s ({:.0} records/s, {}/s of logs)\n",
+        "exfilwatch {what}: {total} records in {:.2} s ({:.0} records/s, {}/s of logs)\n",
         secs,
         total as f64 / secs,
         human_bytes((s.input_bytes as f64 / secs) as u64)
@@ -270,4 +340,127 @@ fn print_summary(r: &ReplayReport) {
         list(s.alerts.iter().map(|((rule, sev), v)| (format!("{rule}/{sev}"), *v)).collect())
     ));
     let _ = std::io::stderr().write_all(out.as_bytes());
+}
+
+fn model_line(dir: &std::path::Path, m: &Manifest) -> String {
+    let r = &m.event_time;
+    format!(
+        "model {}: format {}, event time {} to {}{}; {} accounts, {} keys, {} origins",
+        dir.display(),
+        m.format_version,
+        r.first.as_deref().unwrap_or("-"),
+        r.last.as_deref().unwrap_or("-"),
+        r.until.as_deref().map(|u| format!(" (trained --until {u})")).unwrap_or_default(),
+        m.counts.accounts,
+        m.counts.keys,
+        m.counts.origins
+    )
+}
+
+fn run_train(args: TrainArgs) -> Result<ExitCode> {
+    let (cfg, opts) = input_options(&args.input)?;
+    let result = model::train(&cfg, &opts, &args.out, progress_line);
+    if opts.progress_every.is_some() {
+        eprint!("\r\x1b[2K");
+    }
+    let (manifest, report) = result?;
+    if !args.input.quiet {
+        print_summary("train", &report);
+        let bytes: u64 = manifest.files.iter().map(|f| f.bytes).sum();
+        eprintln!("{}; {} in {} files", model_line(&args.out, &manifest), human_bytes(bytes), manifest.files.len() + 1);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn inspect(dir: &std::path::Path, account: Option<&str>, credential: Option<&str>, format: Format) -> Result<ExitCode> {
+    let m = model::load(dir)?;
+    let keys = m.key_summaries(account, credential);
+    if keys.is_empty() {
+        let mut accounts: Vec<&str> = m.state.accounts.iter().map(|a| a.account.as_str()).collect();
+        accounts.dedup();
+        anyhow::bail!(
+            "no key of the model matches{}{} (its accounts: {})",
+            account.map(|a| format!(" --account {a}")).unwrap_or_default(),
+            credential.map(|c| format!(" --credential {c}")).unwrap_or_default(),
+            accounts.join(", ")
+        );
+    }
+    let text = match format {
+        Format::Json => {
+            let doc = serde_json::json!({ "manifest": m.manifest, "keys": keys });
+            serde_json::to_string_pretty(&doc)? + "\n"
+        }
+        Format::Table => {
+            let mut out = model_line(dir, &m.manifest) + "\n";
+            for k in &keys {
+                out.push_str(&key_table(k, &m.manifest));
+            }
+            out
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|_| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+fn key_table(k: &KeySummary, m: &Manifest) -> String {
+    let mut out = format!("\n{} / {}\n", k.account, k.credential);
+    out.push_str(&format!(
+        "  seen {} to {} ({} days, {} with reads)\n",
+        k.first_seen, k.last_seen, k.days_observed, k.days_with_reads
+    ));
+    let threshold = match k.volume_threshold_bytes {
+        Some(t) => format!(
+            "volume_anomaly from {} within {}",
+            human_bytes(t),
+            exfilwatch::units::human_span(m.config.volume_window.0)
+        ),
+        None => format!("volume_anomaly not judging yet (needs {} days with reads)", m.config.volume_min_history_days),
+    };
+    out.push_str(&format!(
+        "  typical: {}/h, daily peak {}; {}\n",
+        human_bytes(k.typical_hourly_bytes),
+        human_bytes(k.typical_peak_bytes),
+        threshold
+    ));
+    if !k.daily.is_empty() {
+        let days: Vec<String> = k
+            .daily
+            .iter()
+            .rev()
+            .take(7)
+            .rev()
+            .map(|d| format!("{} {}", d.day.get(5..).unwrap_or(&d.day), human_bytes(d.peak_bytes)))
+            .collect();
+        out.push_str(&format!("  daily peaks (newest {}): {}\n", days.len(), days.join(", ")));
+    }
+    out.push_str(&format!("  origins: {} familiar of {}\n", k.familiar_origins, k.origins.len()));
+    let rows: Vec<[String; 6]> = k
+        .origins
+        .iter()
+        .map(|o| {
+            [
+                o.origin.clone(),
+                if o.familiar { "yes" } else { "new" }.to_string(),
+                o.first_seen.clone(),
+                o.last_seen.clone(),
+                human_bytes(o.bytes),
+                o.requests.to_string(),
+            ]
+        })
+        .collect();
+    let head = ["origin", "familiar", "first seen", "last seen", "bytes", "requests"].map(String::from);
+    let mut width = head.clone().map(|h| h.len());
+    for r in &rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    for r in std::iter::once(&head).chain(&rows) {
+        let cells: Vec<String> = r.iter().zip(width).map(|(c, w)| format!("{c:<w$}")).collect();
+        out.push_str(&format!("    {}\n", cells.join("  ").trim_end()));
+    }
+    out
 }

@@ -128,6 +128,32 @@ impl Interner {
     pub fn name(&self, sym: Sym) -> &str {
         self.names.get(sym as usize).map_or("", |s| s)
     }
+
+    /// The symbol of `s` if it was interned.
+    pub fn get(&self, s: &str) -> Option<Sym> {
+        self.index.get(s.as_bytes()).copied()
+    }
+
+    /// Every string, in symbol order (symbol 0 first).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.names.iter().map(|s| &**s)
+    }
+
+    /// Rebuilds a table from [`Interner::names`]; `None` unless it starts with the two
+    /// reserved symbols and holds no string twice.
+    pub fn from_names(names: Vec<String>, capacity: usize) -> Option<Self> {
+        if names.first().map(String::as_str) != Some("") || names.get(1).map(String::as_str) != Some("(other)") {
+            return None;
+        }
+        let mut i = Interner { names: Vec::with_capacity(names.len()), index: FxHashMap::default(), capacity };
+        for n in names {
+            if i.index.contains_key(n.as_bytes()) {
+                return None;
+            }
+            i.insert(&n);
+        }
+        Some(i)
+    }
 }
 
 #[derive(Serialize, Deserialize)]

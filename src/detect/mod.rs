@@ -22,11 +22,15 @@
 
 mod evidence;
 mod intern;
+mod learned;
 mod volume;
 mod window;
 
 pub use evidence::{format_guid, ip_bits, parse_guid, Evidence};
 pub use intern::{Interner, NameKey, Sym};
+pub use learned::{
+    AccountRow, KeyRow, LearnedState, LearnedStateError, MarkRow, OriginRow, VolumeDayRow, WindowKind, WindowRow,
+};
 pub use volume::{DaySummary, PeakModel, TQuantiles, VolumeHistory};
 pub use window::SlidingSum;
 

@@ -421,3 +421,78 @@ fn oldest_queued_arrival_follows_the_queues() {
     let d2 = Detector::restore(&d.snapshot().unwrap()).unwrap();
     assert_eq!(d2.oldest_queued_arrival(), Some(9));
 }
+
+/// Nine days of rhythm, a theft of 400 x 4 MiB from a new origin on day 9 and, on another
+/// key, reads spread over many fresh origins: every kind of learned state is in use.
+fn busy_stream() -> Vec<Event<'static>> {
+    let cred = "key:primarymasterkey";
+    let mut evs = rhythm("contoso", cred, 9, 1.0);
+    for i in 0..400 {
+        evs.push(ev(t0() + 9 * DAY + 2 * HOUR + i * 5 * SECOND, "contoso", cred, "203.0.113.77", 4 * MIB));
+    }
+    evs.extend(rhythm("fabrikam", "aad:app", 9, 1.02));
+    for i in 0..60 {
+        let ip = format!("198.51.{}.9", 100 + i);
+        evs.push(ev(t0() + 9 * DAY + 3 * HOUR + i * 30 * SECOND, "fabrikam", "aad:app", &ip, 30 * MIB));
+    }
+    evs.sort_by_key(|e| e.time);
+    evs
+}
+
+#[test]
+fn model_round_trips_and_continues_exactly_like_one_run() {
+    let evs = busy_stream();
+    let cfg = DetectConfig::default();
+    let (all, _) = run(cfg.clone(), &evs);
+    assert!(all.iter().any(|a| a.rule == Rule::UnfamiliarOriginVolume));
+    assert!(all.iter().any(|a| a.rule == Rule::UnfamiliarOriginsAggregate));
+    assert!(all.iter().any(|a| a.rule == Rule::VolumeAnomaly));
+    // Cut in the middle of both thefts: evidence, marks and windows are all live at the cut.
+    for cut in [t0() + 9 * DAY + 2 * HOUR + 1000 * SECOND, t0() + 9 * DAY + 3 * HOUR + 900 * SECOND, t0() + 8 * DAY] {
+        let (before, trained) = run(cfg.clone(), &evs.iter().filter(|e| e.time < cut).cloned().collect::<Vec<_>>());
+        let state = trained.export_model().unwrap();
+        assert!(!state.origins.is_empty() && !state.windows.is_empty() && !state.volume_days.is_empty());
+        let restored = Detector::from_model(state.clone(), cfg.clone()).unwrap();
+        assert_eq!(restored.export_model().unwrap(), state, "export(from_model(s)) == s");
+        assert_eq!(restored.stats().keys_tracked, trained.stats().keys_tracked);
+        assert_eq!(restored.stats().origins_tracked, trained.stats().origins_tracked);
+        let (mut d, mut out) = (restored, Vec::new());
+        for e in evs.iter().filter(|e| e.time >= cut) {
+            d.ingest(e, &mut out);
+        }
+        d.finish(&mut out);
+        let cut_text = format_rfc3339(cut);
+        let later: Vec<&Alert> = all.iter().filter(|a| a.trigger_event_time >= cut_text).collect();
+        assert_eq!(out.iter().collect::<Vec<_>>(), later, "cut at {cut_text}");
+        assert_eq!(before.len() + out.len(), all.len());
+    }
+}
+
+#[test]
+fn model_export_needs_empty_queues_and_matching_origin_granularity() {
+    let mut d = Detector::new(DetectConfig::default());
+    let mut out = Vec::new();
+    d.ingest(&ev(t0(), "contoso", "key:primarymasterkey", "10.0.0.5", MIB), &mut out);
+    assert!(matches!(d.export_model(), Err(LearnedStateError::EventsQueued)));
+    d.finish(&mut out);
+    let state = d.export_model().unwrap();
+    assert_eq!(state.origins[0].origin, "10.0.0.0/24");
+    let ip = DetectConfig { origin_granularity: OriginGranularity::Ip, ..DetectConfig::default() };
+    let e = Detector::from_model(state.clone(), ip).unwrap_err();
+    assert!(e.to_string().contains("origin_granularity = \"prefix\""), "{e}");
+    let wider = DetectConfig { ipv4_prefix: 16, ..DetectConfig::default() };
+    assert!(matches!(Detector::from_model(state.clone(), wider), Err(LearnedStateError::IncompatibleConfig { .. })));
+    // Thresholds may differ.
+    let higher = DetectConfig { unfamiliar_bytes: crate::units::ByteSize(5 * GIB), ..DetectConfig::default() };
+    assert!(Detector::from_model(state.clone(), higher).is_ok());
+    // Inconsistent rows are refused whole.
+    let mut bad = state.clone();
+    bad.origins[0].origin = "10.0.0.5/24".into(); // not a network address
+    assert!(matches!(Detector::from_model(bad, DetectConfig::default()), Err(LearnedStateError::Invalid(_))));
+    let mut bad = state.clone();
+    bad.origins.push(bad.origins[0].clone());
+    assert!(matches!(Detector::from_model(bad, DetectConfig::default()), Err(LearnedStateError::Invalid(_))));
+    let mut bad = state;
+    bad.keys[0].credential = "key:nobody".into();
+    assert!(matches!(Detector::from_model(bad, DetectConfig::default()), Err(LearnedStateError::Invalid(_))));
+}

@@ -69,6 +69,29 @@ impl VolumeHistory {
         self.days.len()
     }
 
+    /// The parts, for a model: the day in progress, its active clock hours (a bit per hour),
+    /// the finished days oldest first, and the fitted model.
+    pub fn parts(&self) -> (Option<DaySummary>, u32, &VecDeque<DaySummary>, Option<&PeakModel>) {
+        (self.today, self.hours_today, &self.days, self.model.as_ref())
+    }
+
+    /// Rebuilds a history from [`VolumeHistory::parts`]; `None` unless the finished days are
+    /// strictly increasing and before the day in progress.
+    pub fn from_parts(
+        today: Option<DaySummary>,
+        hours_today: u32,
+        days: Vec<DaySummary>,
+        model: Option<PeakModel>,
+    ) -> Option<Self> {
+        let ordered = days.windows(2).all(|w| w[0].day < w[1].day);
+        let before_today = match (today, days.last()) {
+            (Some(t), Some(last)) => last.day < t.day,
+            (None, Some(_)) => false,
+            _ => true,
+        };
+        (ordered && before_today).then(|| VolumeHistory { today, hours_today, days: days.into(), model })
+    }
+
     /// Records `bytes` read at `t`, with `window_sum` the key's sliding volume after it.
     /// Returns true when a new day began (the model was refitted).
     pub fn observe(&mut self, t: Nanos, bytes: u64, window_sum: u64, cfg: &DetectConfig, tq: &mut TQuantiles) -> bool {

@@ -53,6 +53,24 @@ impl SlidingSum {
         }
     }
 
+    /// The non-empty minutes in the window, oldest first: (minute number, bytes).
+    pub fn buckets(&self) -> impl Iterator<Item = (i64, u64)> + '_ {
+        self.buckets.iter().copied()
+    }
+
+    /// Rebuilds a window from [`SlidingSum::buckets`]; `None` unless the minutes are strictly
+    /// increasing, the bytes non-zero and their sum fits.
+    pub fn from_buckets(buckets: Vec<(i64, u64)>) -> Option<Self> {
+        let mut sum = 0u64;
+        for (i, &(m, b)) in buckets.iter().enumerate() {
+            if b == 0 || (i > 0 && buckets[i - 1].0 >= m) {
+                return None;
+            }
+            sum = sum.checked_add(b)?;
+        }
+        Some(SlidingSum { buckets: buckets.into(), sum })
+    }
+
     pub fn clear(&mut self) {
         self.buckets.clear();
         self.sum = 0;
