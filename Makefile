@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SAMPLE_LOGS := sample-logs
 
-.PHONY: run demo test build bench bench-kafka bench-criterion bench-pipeline sample-logs fmt lint clean
+.PHONY: run demo test build bench bench-kafka bench-criterion bench-pipeline sample-logs train-sample fmt lint clean
 
 build:
 	$(CARGO) build --release --locked
@@ -44,6 +44,12 @@ bench-kafka:
 sample-logs:
 	$(CARGO) run --release --locked --bin gen-logs -- sample --out $(SAMPLE_LOGS)
 	find $(SAMPLE_LOGS)/contoso -name PT1H.json -exec gzip -n -9 -f {} +
+
+## Rebuilds the shipped model models/sample-baseline: the sample logs' days before the theft
+## (deterministic: the same files, byte for byte; tests/model.rs checks it is current).
+SAMPLE_MODEL_UNTIL := 2021-08-17T00:00:00Z
+train-sample:
+	$(CARGO) run --release --locked --quiet --bin exfilwatch -- train -q $(SAMPLE_LOGS) --until $(SAMPLE_MODEL_UNTIL) --out models/sample-baseline
 
 fmt:
 	$(CARGO) fmt

@@ -261,10 +261,12 @@ impl Detector {
     }
 
     /// A detector in exactly the state [`Detector::export_model`] exported, configured with
-    /// `cfg` (thresholds may differ from the model's; what makes an origin may not). Checks
+    /// `cfg`. Thresholds may differ from the model's (under other volume settings the peak
+    /// models are fitted again, so they apply at once); what makes an origin may not. Checks
     /// the rows' consistency first: nothing is half loaded.
     pub fn from_model(state: LearnedState, cfg: DetectConfig) -> Result<Detector, LearnedStateError> {
         check_compatible(&state.config, &cfg)?;
+        let refit = volume_settings_differ(&state.config, &cfg);
         let syms = Interner::from_names(state.symbols, SYMBOL_CAPACITY).ok_or_else(|| {
             invalid("the symbol table does not start with the reserved symbols or repeats one".into())
         })?;
@@ -322,6 +324,10 @@ impl Detector {
                 k.peak_model,
             )
             .ok_or_else(|| invalid(format!("{}/{}: volume history out of order", k.account, k.credential)))?;
+            let mut history = history;
+            if refit {
+                history.refit(&d.ctx.cfg, &mut d.ctx.tq);
+            }
             let key = KeyState {
                 first_seen: k.first_seen,
                 last_seen: k.last_seen,
@@ -381,6 +387,15 @@ impl Detector {
         }
         Ok(d)
     }
+}
+
+/// Whether a peak model fitted under `model` would come out differently under `cfg`.
+fn volume_settings_differ(model: &DetectConfig, cfg: &DetectConfig) -> bool {
+    model.volume_min_bytes != cfg.volume_min_bytes
+        || model.volume_min_ratio != cfg.volume_min_ratio
+        || model.volume_p_value != cfg.volume_p_value
+        || model.volume_min_history_days != cfg.volume_min_history_days
+        || model.volume_min_log_spread != cfg.volume_min_log_spread
 }
 
 /// What makes an origin must agree: the origin tables are keyed by it.

@@ -465,6 +465,15 @@ fn model_round_trips_and_continues_exactly_like_one_run() {
         let later: Vec<&Alert> = all.iter().filter(|a| a.trigger_event_time >= cut_text).collect();
         assert_eq!(out.iter().collect::<Vec<_>>(), later, "cut at {cut_text}");
         assert_eq!(before.len() + out.len(), all.len());
+        // Other volume settings apply at once: the peak models are fitted again.
+        let strict = DetectConfig { volume_min_bytes: crate::units::ByteSize(7 * GIB), ..cfg.clone() };
+        let refit = Detector::from_model(state.clone(), strict).unwrap().export_model().unwrap();
+        assert!(state.keys.iter().any(|k| k.peak_model.is_some_and(|m| m.threshold < 7 * GIB)));
+        assert!(refit.keys.iter().all(|k| k.peak_model.map_or(true, |m| m.threshold >= 7 * GIB)));
+        assert_eq!(
+            refit.keys.iter().filter(|k| k.peak_model.is_some()).count(),
+            state.keys.iter().filter(|k| k.peak_model.is_some()).count()
+        );
     }
 }
 

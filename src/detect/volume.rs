@@ -75,6 +75,11 @@ impl VolumeHistory {
         (self.today, self.hours_today, &self.days, self.model.as_ref())
     }
 
+    /// Fits the peak model again (a restored history under other volume settings).
+    pub fn refit(&mut self, cfg: &DetectConfig, tq: &mut TQuantiles) {
+        self.model = fit(&self.days, cfg, tq);
+    }
+
     /// Rebuilds a history from [`VolumeHistory::parts`]; `None` unless the finished days are
     /// strictly increasing and before the day in progress.
     pub fn from_parts(

@@ -81,8 +81,11 @@ fn day32(day: i64) -> Result<i32, TableError> {
     i32::try_from(day).map_err(|_| format!("day number {day} out of range"))
 }
 
-/// Every table as Parquet bytes with its row count, in the order of [`FILES`].
-pub fn encode(st: &LearnedState) -> Result<Vec<(&'static str, Vec<u8>, u64)>, (&'static str, TableError)> {
+/// A table as a file: its name, Parquet bytes and row count.
+pub type Encoded = (&'static str, Vec<u8>, u64);
+
+/// Every table, in the order of [`FILES`]; an error names its file.
+pub fn encode(st: &LearnedState) -> Result<Vec<Encoded>, (&'static str, TableError)> {
     let mut out = Vec::new();
     let mut put = |file: &'static str, cols: Result<Cols, TableError>| -> Result<(), (&'static str, TableError)> {
         let (bytes, rows) = cols.and_then(Cols::into_parquet).map_err(|e| (file, e))?;
