@@ -73,7 +73,8 @@ pub struct KeyRow {
     /// The minute `unfamiliar_origins_aggregate` was last evaluated in.
     pub aggregate_checked_minute: Option<i64>,
     /// Evidence of the current and previous `volume_window` (window number, current, previous).
-    pub window_evidence: Option<(i64, Evidence, Evidence)>,
+    /// Boxed: most keys have none, and rows of a large model add up.
+    pub window_evidence: Option<Box<(i64, Evidence, Evidence)>>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -89,8 +90,8 @@ pub struct OriginRow {
     pub mark_level: u8,
     pub mark_epoch: u16,
     pub mark_at: Nanos,
-    /// Itemized evidence, kept while the origin is new.
-    pub evidence: Option<Evidence>,
+    /// Itemized evidence, kept while the origin is new (boxed: most origins have none).
+    pub evidence: Option<Box<Evidence>>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -218,7 +219,7 @@ impl Detector {
                     volume_mark: key.volume_mark.as_ref().map(mark_row),
                     aggregate_checked_minute: (key.aggregate_checked_minute != i64::MIN)
                         .then_some(key.aggregate_checked_minute),
-                    window_evidence: key.window_evidence.as_deref().cloned(),
+                    window_evidence: key.window_evidence.clone(),
                 });
                 let mut origins: Vec<(&OriginKey, &OriginEntry)> = key.origins.iter().collect();
                 origins.sort_by_key(|(k, _)| **k);
@@ -234,7 +235,7 @@ impl Detector {
                         mark_level: e.mark_level,
                         mark_epoch: e.mark_epoch,
                         mark_at: e.mark_at,
-                        evidence: e.evidence.as_deref().cloned(),
+                        evidence: e.evidence.clone(),
                     });
                 }
                 for d in days {
@@ -335,7 +336,7 @@ impl Detector {
                 unfamiliar: take_window(&k.account, c, WindowKind::Unfamiliar)?,
                 volume: take_window(&k.account, c, WindowKind::Volume)?,
                 history,
-                window_evidence: k.window_evidence.map(Box::new),
+                window_evidence: k.window_evidence,
                 aggregate_mark: k.aggregate_mark.as_ref().map(mark),
                 volume_mark: k.volume_mark.as_ref().map(mark),
                 aggregate_checked_minute: k.aggregate_checked_minute.unwrap_or(i64::MIN),
@@ -378,7 +379,7 @@ impl Detector {
                 mark_level: o.mark_level,
                 mark_epoch: o.mark_epoch,
                 mark_at: o.mark_at,
-                evidence: o.evidence.map(Box::new),
+                evidence: o.evidence,
             };
             if key.origins.insert(origin, entry).is_some() {
                 return Err(invalid(format!("{}/{}: origin {} appears twice", o.account, o.credential, o.origin)));

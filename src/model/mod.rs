@@ -305,20 +305,33 @@ pub fn load(dir: &Path) -> Result<Model, ModelError> {
         }
         Ok((batches, terr))
     };
+    // Table by table, each file's bytes and batches dropped once its rows are out.
     let mut it = contents.into_iter();
     let mut next = |i: usize| table(i, it.next().unwrap_or_default());
-    let (b, e) = next(0)?;
-    let symbols = tables::decode_symbols(&b).map_err(e)?;
-    let (b, e) = next(1)?;
-    let accounts = tables::decode_accounts(&b).map_err(e)?;
-    let (b, e) = next(2)?;
-    let keys = tables::decode_keys(&b).map_err(e)?;
-    let (b, e) = next(3)?;
-    let origins = tables::decode_origins(&b).map_err(e)?;
-    let (b, e) = next(4)?;
-    let volume_days = tables::decode_volume_days(&b).map_err(e)?;
-    let (b, e) = next(5)?;
-    let windows = tables::decode_windows(&b).map_err(e)?;
+    let symbols = {
+        let (b, e) = next(0)?;
+        tables::decode_symbols(&b).map_err(e)?
+    };
+    let accounts = {
+        let (b, e) = next(1)?;
+        tables::decode_accounts(&b).map_err(e)?
+    };
+    let keys = {
+        let (b, e) = next(2)?;
+        tables::decode_keys(&b).map_err(e)?
+    };
+    let origins = {
+        let (b, e) = next(3)?;
+        tables::decode_origins(&b).map_err(e)?
+    };
+    let volume_days = {
+        let (b, e) = next(4)?;
+        tables::decode_volume_days(&b).map_err(e)?
+    };
+    let windows = {
+        let (b, e) = next(5)?;
+        tables::decode_windows(&b).map_err(e)?
+    };
     let state =
         LearnedState { config: manifest.config.clone(), symbols, accounts, keys, origins, volume_days, windows };
     Ok(Model { manifest, state })

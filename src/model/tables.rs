@@ -379,7 +379,7 @@ pub fn decode_keys(batches: &[RecordBatch]) -> Result<Vec<KeyRow>, TableError> {
                 aggregate_mark: agg[i],
                 volume_mark: vol[i],
                 aggregate_checked_minute: checked[i],
-                window_evidence: from_json::<(i64, Evidence, Evidence)>(wev, "window_evidence_json")?,
+                window_evidence: from_json::<Box<(i64, Evidence, Evidence)>>(wev, "window_evidence_json")?,
             });
         }
     }
@@ -407,7 +407,7 @@ pub fn decode_origins(batches: &[RecordBatch]) -> Result<Vec<OriginRow>, TableEr
                 mark_level: lv[i],
                 mark_epoch: ep[i],
                 mark_at: at[i].unwrap_or(0),
-                evidence: from_json::<Evidence>(ev, "evidence_json")?,
+                evidence: from_json::<Box<Evidence>>(ev, "evidence_json")?,
             });
         }
     }
