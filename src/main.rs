@@ -387,8 +387,12 @@ fn inspect(dir: &std::path::Path, account: Option<&str>, credential: Option<&str
     }
     let text = match format {
         Format::Json => {
-            let doc = serde_json::json!({ "manifest": m.manifest, "keys": keys });
-            serde_json::to_string_pretty(&doc)? + "\n"
+            #[derive(serde::Serialize)]
+            struct Doc<'a> {
+                manifest: &'a Manifest,
+                keys: &'a [KeySummary],
+            }
+            serde_json::to_string_pretty(&Doc { manifest: &m.manifest, keys: &keys })? + "\n"
         }
         Format::Table => {
             let mut out = model_line(dir, &m.manifest) + "\n";
