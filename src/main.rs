@@ -254,6 +254,16 @@ fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
             let (d, manifest) = model::load_detector(dir, args.input.config.is_some().then_some(&cfg.detect))?;
             if !args.input.quiet {
                 eprintln!("{}", model_line(dir, &manifest));
+                // Records the model has seen would be counted again (as late records).
+                let r = &manifest.event_time;
+                let end = r.until.as_deref().or(r.last.as_deref());
+                if let Some(end) =
+                    end.filter(|e| opts.since.map_or(true, |s| parse_timestamp(e).is_some_and(|e| s < e)))
+                {
+                    eprintln!(
+                        "note: the model covers event time up to {end}; pass --since {end} to read only what follows"
+                    );
+                }
             }
             d
         }

@@ -63,6 +63,15 @@ fn replay_from_a_model_gives_the_alerts_of_one_replay_over_the_whole_range() {
     assert_eq!(from_model.iter().collect::<Vec<_>>(), later_in_full, "same ids and contents");
     assert!(stderr(&out).contains("4 accounts, 8 keys, 9 origins"), "{}", stderr(&out));
 
+    assert!(!stderr(&out).contains("note:"), "{}", stderr(&out));
+    // Without --since the records the model saw would count twice: a note says so.
+    let out = ok(exfilwatch(&["replay", "--model", s(&model), SAMPLE]));
+    assert!(
+        stderr(&out).contains(&format!("note: the model covers event time up to {CUT}; pass --since {CUT}")),
+        "{}",
+        stderr(&out)
+    );
+
     // Without the model the same days are a learning period: the theft goes unseen.
     let cold = alerts(&ok(exfilwatch(&["replay", "-q", "--since", CUT, SAMPLE])));
     assert!(cold.is_empty(), "{cold:?}");
