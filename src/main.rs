@@ -10,7 +10,7 @@ use exfilwatch::config::{Config, DEFAULTS_TOML};
 use exfilwatch::detect::Detector;
 use exfilwatch::replay::{replay, ReplayError, ReplayOptions, ReplayReport};
 use exfilwatch::sinks::{AlertSink, JsonLinesSink};
-use exfilwatch::telemetry::{Metrics, Stats};
+use exfilwatch::telemetry::{Health, Metrics, Stats};
 use exfilwatch::time::parse_timestamp;
 use exfilwatch::units::human_bytes;
 use std::io::{IsTerminal, Write};
@@ -73,6 +73,35 @@ struct ReplayArgs {
     /// node_exporter's textfile collector); written to a temporary file and renamed.
     #[arg(long)]
     metrics_textfile: Option<PathBuf>,
+    /// Serve /metrics, /healthz and /readyz on this address while the replay runs (e.g.
+    /// 127.0.0.1:9464; port 0 picks a free one, printed on stderr).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<String>,
+}
+
+/// `replay --metrics-addr`: the service's endpoints, served by a small runtime beside the
+/// (synchronous) replay, fed from its progress callback.
+struct LiveMetrics {
+    metrics: Metrics,
+    health: std::sync::Arc<Health>,
+    /// Runs the endpoint; dropped (and the endpoint closed) when the replay ends.
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl LiveMetrics {
+    fn start(addr: &str) -> Result<(LiveMetrics, std::net::SocketAddr)> {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+        let metrics = Metrics::new().context("cannot register metrics")?;
+        let health = std::sync::Arc::new(Health::standalone());
+        let bound =
+            runtime.block_on(exfilwatch::service::http::serve(addr, health.clone(), metrics.registry.clone()))?;
+        Ok((LiveMetrics { metrics, health, _runtime: runtime }, bound))
+    }
+
+    fn publish(&mut self, s: &Stats) {
+        self.metrics.publish(s);
+        self.health.progress(0, s.records_total(), s.alerts.values().sum());
+    }
 }
 
 #[derive(Subcommand)]
@@ -175,8 +204,20 @@ fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
         until: event_time("until", &args.until)?,
         dead_letter,
         strict: cfg.input.strict,
-        progress_every: std::io::stderr().is_terminal().then_some(Duration::from_millis(250)),
+        progress_every: (std::io::stderr().is_terminal() || args.metrics_addr.is_some())
+            .then_some(Duration::from_millis(250)),
     };
+    let mut live = match &args.metrics_addr {
+        Some(addr) => {
+            let (live, bound) = LiveMetrics::start(addr)?;
+            if !args.quiet {
+                eprintln!("exfilwatch replay: serving /metrics, /healthz, /readyz on http://{bound}");
+            }
+            Some(live)
+        }
+        None => None,
+    };
+    let terminal = std::io::stderr().is_terminal();
     let mut detector = Detector::new(cfg.detect.clone());
     let mut sink: Box<dyn AlertSink> = match &args.output {
         Some(p) => {
@@ -186,6 +227,12 @@ fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
         None => Box::new(JsonLinesSink::new(std::io::BufWriter::new(std::io::stdout().lock()), "stdout")),
     };
     let progress = |s: &Stats, elapsed: Duration| {
+        if let Some(live) = live.as_mut() {
+            live.publish(s);
+        }
+        if !terminal {
+            return;
+        }
         let secs = elapsed.as_secs_f64().max(1e-9);
         let alerts: u64 = s.alerts.values().sum();
         eprint!(
@@ -197,10 +244,13 @@ fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
         );
     };
     let result = replay(&cfg, &opts, &mut detector, sink.as_mut(), progress);
-    if opts.progress_every.is_some() {
+    if terminal {
         eprint!("\r\x1b[2K");
     }
     let report = result?;
+    if let Some(live) = live.as_mut() {
+        live.publish(&report.stats);
+    }
     if let Some(path) = &args.metrics_textfile {
         let mut metrics = Metrics::new().context("cannot register metrics")?;
         metrics.publish(&report.stats);
