@@ -734,6 +734,7 @@ impl Metrics {
         // increase() see the first event and dashboards show what is possible.
         for c in Category::ALL {
             m.records.with_label_values(&[c.as_str()]);
+            m.skipped.with_label_values(&[c.as_str()]);
         }
         for r in Malformed::ALL {
             m.malformed.with_label_values(&[r.code()]);
@@ -912,7 +913,7 @@ mod tests {
         h.observe_n(f64::NAN, 5);
         h.observe_n(0.5, 0);
         let p = h.proto();
-        let cum: Vec<u64> = p.get_bucket().iter().map(|b| b.get_cumulative_count()).collect();
+        let cum: Vec<u64> = p.get_bucket().iter().map(|b| b.cumulative_count()).collect();
         assert_eq!(cum, [2, 3]);
         assert_eq!(p.get_sample_count(), 7);
         assert_eq!(h.sum(), 2.0 + 1.5 + 36.0);
