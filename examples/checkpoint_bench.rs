@@ -59,7 +59,11 @@ fn main() -> anyhow::Result<()> {
         de.push(t.elapsed().as_secs_f64());
         anyhow::ensure!(restored.stats() == detector.stats(), "restored state differs");
     }
-    println!("checkpoint size: {:.1} MiB ({:.0} bytes per (key, origin) pair)", size as f64 / 1048576.0, size as f64 / s.origins_tracked.max(1) as f64);
+    println!(
+        "checkpoint size: {:.1} MiB ({:.0} bytes per (key, origin) pair)",
+        size as f64 / 1048576.0,
+        size as f64 / s.origins_tracked.max(1) as f64
+    );
     println!("write: serialize {:.2} s + store (temp file, fsync, rename) {:.2} s", median(ser), median(write));
     println!("restore: read + verify SHA-256 {:.2} s + deserialize {:.2} s", median(read), median(de));
     let _ = std::fs::remove_dir_all(&store_dir);

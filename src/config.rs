@@ -235,6 +235,9 @@ pub struct ServiceConfig {
     /// Processing time between checkpoints (one is also written on shutdown); "0s": only on
     /// shutdown.
     pub checkpoint_interval: Span,
+    /// A trained model directory (`exfilwatch train`) to start from when the state store
+    /// holds no checkpoint yet; empty for none. A checkpoint, when there is one, wins.
+    pub model: String,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; empty for nowhere.
     pub metrics_addr: String,
 }
@@ -246,6 +249,7 @@ impl Default for ServiceConfig {
             max_hold: Span(250 * 1_000_000),
             state_store: "exfilwatch-state".to_string(),
             checkpoint_interval: Span(30 * crate::time::SECOND),
+            model: String::new(),
             metrics_addr: "127.0.0.1:9464".to_string(),
         }
     }

@@ -11,7 +11,7 @@ use exfilwatch::detect::Detector;
 use exfilwatch::model::{self, KeySummary, Manifest};
 use exfilwatch::replay::{replay, ReplayError, ReplayOptions, ReplayReport};
 use exfilwatch::sinks::{AlertSink, JsonLinesSink};
-use exfilwatch::telemetry::{Metrics, Stats};
+use exfilwatch::telemetry::{Health, Metrics, Stats};
 use exfilwatch::time::parse_timestamp;
 use exfilwatch::units::human_bytes;
 use std::io::{IsTerminal, Write};
@@ -40,6 +40,10 @@ enum Command {
         /// Configuration file (TOML) with the [kafka], [sinks] and [service] sections.
         #[arg(long)]
         config: PathBuf,
+        /// Start from this trained model when the state store holds no checkpoint yet
+        /// (overrides `service.model`).
+        #[arg(long)]
+        model: Option<PathBuf>,
     },
     /// Print or check the configuration.
     #[command(subcommand)]
@@ -90,6 +94,35 @@ struct ReplayArgs {
     /// node_exporter's textfile collector); written to a temporary file and renamed.
     #[arg(long)]
     metrics_textfile: Option<PathBuf>,
+    /// Serve /metrics, /healthz and /readyz on this address while the replay runs (e.g.
+    /// 127.0.0.1:9464; port 0 picks a free one, printed on stderr).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<String>,
+}
+
+/// `replay --metrics-addr`: the service's endpoints, served by a small runtime beside the
+/// (synchronous) replay, fed from its progress callback.
+struct LiveMetrics {
+    metrics: Metrics,
+    health: std::sync::Arc<Health>,
+    /// Runs the endpoint; dropped (and the endpoint closed) when the replay ends.
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl LiveMetrics {
+    fn start(addr: &str) -> Result<(LiveMetrics, std::net::SocketAddr)> {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+        let metrics = Metrics::new().context("cannot register metrics")?;
+        let health = std::sync::Arc::new(Health::standalone());
+        let bound =
+            runtime.block_on(exfilwatch::service::http::serve(addr, health.clone(), metrics.registry.clone()))?;
+        Ok((LiveMetrics { metrics, health, _runtime: runtime }, bound))
+    }
+
+    fn publish(&mut self, s: &Stats) {
+        self.metrics.publish(s);
+        self.health.progress(0, s.records_total(), s.alerts.values().sum());
+    }
 }
 
 #[derive(Args)]
@@ -175,12 +208,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Model(ModelCommand::Inspect { model, account, credential, format }) => {
             inspect(&model, account.as_deref(), credential.as_deref(), format)
         }
-        Command::Run { config } => run_service(&config),
+        Command::Run { config, model } => run_service(&config, model),
     }
 }
 
-fn run_service(config: &std::path::Path) -> Result<ExitCode> {
-    let cfg = Config::load(config)?;
+fn run_service(config: &std::path::Path, model: Option<PathBuf>) -> Result<ExitCode> {
+    let mut cfg = Config::load(config)?;
+    if let Some(m) = model {
+        cfg.service.model = m.display().to_string();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let stats = rt.block_on(exfilwatch::service::run(cfg, shutdown_signal()))?;
     let alerts: u64 = stats.alerts.values().sum();
@@ -247,7 +283,19 @@ fn progress_line(s: &Stats, elapsed: Duration) {
 }
 
 fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
-    let (cfg, opts) = input_options(&args.input)?;
+    let (cfg, mut opts) = input_options(&args.input)?;
+    let terminal = opts.progress_every.is_some();
+    let mut live = match &args.metrics_addr {
+        Some(addr) => {
+            let (live, bound) = LiveMetrics::start(addr)?;
+            if !args.input.quiet {
+                eprintln!("exfilwatch replay: serving /metrics, /healthz, /readyz on http://{bound}");
+            }
+            opts.progress_every = Some(Duration::from_millis(250));
+            Some(live)
+        }
+        None => None,
+    };
     let mut detector = match &args.model {
         // Without --config the model's own [detect] settings; with it, the file's.
         Some(dir) => {
@@ -276,11 +324,22 @@ fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
         }
         None => Box::new(JsonLinesSink::new(std::io::BufWriter::new(std::io::stdout().lock()), "stdout")),
     };
-    let result = replay(&cfg, &opts, &mut detector, sink.as_mut(), progress_line);
-    if opts.progress_every.is_some() {
+    let progress = |s: &Stats, elapsed: Duration| {
+        if let Some(live) = live.as_mut() {
+            live.publish(s);
+        }
+        if terminal {
+            progress_line(s, elapsed);
+        }
+    };
+    let result = replay(&cfg, &opts, &mut detector, sink.as_mut(), progress);
+    if terminal {
         eprint!("\r\x1b[2K");
     }
     let report = result?;
+    if let Some(live) = live.as_mut() {
+        live.publish(&report.stats);
+    }
     if let Some(path) = &args.metrics_textfile {
         let mut metrics = Metrics::new().context("cannot register metrics")?;
         metrics.publish(&report.stats);

@@ -14,12 +14,15 @@ use crate::detect::Detector;
 use crate::sinks::{AlertSink, DeadLetter, DeadLetterFile, SinkError};
 use crate::sources::file::SourceError;
 use crate::sources::{collect_streams, UnitReader};
-use crate::telemetry::{MalformedRecord, Stats};
+use crate::telemetry::{BatchProcessed, DeadLettered, MalformedRecord, Stats};
 use crate::time::Nanos;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+/// Records per processing-time measurement.
+const PROCESSING_BATCH: u64 = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -71,6 +74,8 @@ pub fn replay(
     let mut alerts: Vec<Alert> = Vec::new();
     let mut report = ReplayReport::default();
     let mut last_progress = Instant::now();
+    // Processing time is measured per batch of records (reading included), never per record.
+    let (mut batch_started, mut batch_records) = (Instant::now(), 0u64);
 
     // Min-heap of (event-time progress, stream index): read from the stream furthest behind.
     let mut heap: BinaryHeap<Reverse<(Nanos, usize)>> = (0..readers.len()).map(|i| Reverse((Nanos::MIN, i))).collect();
@@ -94,8 +99,11 @@ pub fn replay(
                 } else {
                     raw_record_text(unit.bytes, index)
                 };
-                if let Err(e) = d.write(&DeadLetter { reason: reason.code(), location: &location, record: &text }) {
-                    dead_error.get_or_insert(e);
+                match d.write(&DeadLetter { reason: reason.code(), location: &location, record: &text }) {
+                    Ok(()) => DeadLettered { reason, location: &location }.emit(stats),
+                    Err(e) => {
+                        dead_error.get_or_insert(e);
+                    }
                 }
             }
             if opts.strict && strict_failure.is_none() {
@@ -103,10 +111,12 @@ pub fn replay(
             }
         };
         if unit.too_large {
+            batch_records += 1;
             on_malformed(Malformed::TooLarge, None, &mut stats);
         } else {
             decoder.decode(unit.bytes, |item| match item {
                 Decoded::Event(ev) => {
+                    batch_records += 1;
                     *stats.records.entry(ev.category).or_default() += 1;
                     if opts.since.is_some_and(|s| ev.time < s) || opts.until.is_some_and(|u| ev.time >= u) {
                         stats.out_of_range += 1;
@@ -117,10 +127,14 @@ pub fn replay(
                     detector.ingest(&ev, &mut alerts);
                 }
                 Decoded::Skipped(c) => {
+                    batch_records += 1;
                     *stats.records.entry(c).or_default() += 1;
                     *stats.skipped.entry(c).or_default() += 1;
                 }
-                Decoded::Malformed { reason, index } => on_malformed(reason, index, &mut stats),
+                Decoded::Malformed { reason, index } => {
+                    batch_records += 1;
+                    on_malformed(reason, index, &mut stats)
+                }
             });
         }
         stats.input_bytes += readers[idx].bytes_read - before;
@@ -134,6 +148,10 @@ pub fn replay(
             deliver(sink, &mut alerts, &mut stats, &mut report)?;
         }
         heap.push(Reverse((newest, idx)));
+        if batch_records >= PROCESSING_BATCH {
+            BatchProcessed { records: batch_records, elapsed: batch_started.elapsed(), lag: None }.emit(&mut stats);
+            (batch_started, batch_records) = (Instant::now(), 0);
+        }
         if let Some(every) = opts.progress_every {
             if last_progress.elapsed() >= every {
                 last_progress = Instant::now();
@@ -144,6 +162,7 @@ pub fn replay(
     }
     detector.finish(&mut alerts);
     deliver(sink, &mut alerts, &mut stats, &mut report)?;
+    BatchProcessed { records: batch_records, elapsed: batch_started.elapsed(), lag: None }.emit(&mut stats);
     sink.flush()?;
     if let Some(d) = dead.as_mut() {
         d.flush()?;

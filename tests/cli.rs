@@ -180,3 +180,67 @@ fn a_config_file_changes_the_thresholds() {
     assert_eq!(out.status.code(), Some(0));
     assert!(alerts(&out).is_empty(), "3 GiB is below a 4 GiB threshold");
 }
+
+/// One HTTP GET on loopback: (status, body).
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::Read;
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return (0, String::new()) };
+    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
+#[test]
+fn replay_metrics_addr_serves_the_endpoints_while_it_runs() {
+    use std::io::BufRead;
+    use std::time::{Duration, Instant};
+    let mut child = exfilwatch()
+        .args(["replay", "--metrics-addr", "127.0.0.1:0", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let addr = line.trim().rsplit("http://").next().unwrap().to_string();
+    assert!(line.contains("serving /metrics"), "{line}");
+
+    // 100 requests, then control-plane records (counted, skipped) until the replay's
+    // progress tick has published the 100.
+    let mut stdin = child.stdin.take().unwrap();
+    for i in 0..100 {
+        writeln!(stdin, "{}", record(1, 0, i / 60, i % 60, "10.20.30.4", 1024)).unwrap();
+    }
+    let filler = format!(
+        r#"{{"time":"2021-08-01T02:00:00Z","resourceId":"{RID}","category":"ControlPlaneRequests","properties":{{}}}}"#
+    );
+    let want = "exfilwatch_records_read_total{category=\"DataPlaneRequests\"} 100\n";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let page = loop {
+        writeln!(stdin, "{filler}").unwrap();
+        stdin.flush().unwrap();
+        let (code, page) = http_get(&addr, "/metrics");
+        if code == 200 && page.contains(want) {
+            break page;
+        }
+        assert!(Instant::now() < deadline, "no {want} on /metrics: {page}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(page.contains("exfilwatch_ready 1"), "{page}");
+    assert!(page.contains("exfilwatch_build_info{version="), "{page}");
+    assert_eq!(http_get(&addr, "/readyz"), (200, "ready\n".to_string()));
+    assert_eq!(http_get(&addr, "/healthz").0, 200);
+
+    drop(stdin);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert!(rest.contains("DataPlaneRequests 100"), "{rest}");
+    // The endpoint went with the process.
+    assert_eq!(http_get(&addr, "/healthz").0, 0);
+}

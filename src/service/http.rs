@@ -1,8 +1,10 @@
 //! The operations endpoint: `/metrics` (Prometheus text format), `/healthz` (the process is
 //! alive) and `/readyz` (see [`Health::readiness`]). A deliberately small HTTP/1.1 server:
-//! GET only, one request per connection, bounded request size and read time.
+//! GET only, one request per connection, bounded request size and read time. Used by `run`
+//! and by `replay --metrics-addr`; `/metrics` includes `exfilwatch_ready`, computed from the
+//! same [`Health`] as `/readyz`.
 
-use crate::telemetry::Health;
+use crate::telemetry::{register_readiness, Health};
 use prometheus::{Encoder, Registry, TextEncoder};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,16 +16,20 @@ const MAX_REQUEST: usize = 8 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr} (service.metrics_addr): {source}")]
-pub struct BindError {
-    addr: String,
-    source: std::io::Error,
+pub enum BindError {
+    #[error("cannot listen on {addr} for /metrics, /healthz, /readyz: {source}")]
+    Listen { addr: String, source: std::io::Error },
+    #[error("cannot register exfilwatch_ready: {0}")]
+    Register(#[from] prometheus::Error),
 }
 
 /// Binds `addr` and serves in a background task; returns the bound address (port 0 picks one).
+/// Needs a tokio runtime.
 pub async fn serve(addr: &str, health: Arc<Health>, registry: Registry) -> Result<SocketAddr, BindError> {
-    let listener = TcpListener::bind(addr).await.map_err(|source| BindError { addr: addr.to_string(), source })?;
-    let local = listener.local_addr().map_err(|source| BindError { addr: addr.to_string(), source })?;
+    register_readiness(&registry, health.clone())?;
+    let listener =
+        TcpListener::bind(addr).await.map_err(|source| BindError::Listen { addr: addr.to_string(), source })?;
+    let local = listener.local_addr().map_err(|source| BindError::Listen { addr: addr.to_string(), source })?;
     tokio::spawn(async move {
         loop {
             match listener.accept().await {

@@ -47,7 +47,10 @@ use crate::sinks::alertmanager::{AlertmanagerOptions, AlertmanagerSink};
 use crate::sinks::kafka::KafkaProducerSink;
 use crate::sinks::{AlertSink, JsonLinesSink, SinkError};
 use crate::sources::kafka::{self, KafkaSourceError, LogConsumer};
-use crate::telemetry::{Health, MalformedRecord, Metrics, Stats};
+use crate::telemetry::{
+    AlertsDelivered, BatchProcessed, DeadLettered, Health, MalformedRecord, Metrics, ResendFailed, SinkFailed,
+    SinkKind, SinkRecovered, Stats,
+};
 use crate::time::{parse_timestamp, Nanos};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::Message;
@@ -81,6 +84,8 @@ pub enum ServiceError {
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
     Http(#[from] http::BindError),
+    #[error("cannot start from the model: {0}")]
+    Model(#[from] crate::model::ModelError),
 }
 
 /// What a graceful shutdown saves and a start restores.
@@ -132,6 +137,8 @@ impl Pipeline {
         for f in &mut self.files {
             f.emit(&alerts)?;
             f.flush()?;
+            let sink = if f.target() == "stdout" { SinkKind::Stdout } else { SinkKind::File };
+            AlertsDelivered { sink, alerts: alerts.len() }.emit(&mut self.stats);
         }
         if let Some(p) = &self.producer {
             let topic = self.cfg.sinks.kafka_topic.clone();
@@ -141,8 +148,10 @@ impl Pipeline {
                 match p.send_alerts(&topic, &alerts).await {
                     Ok(()) => break,
                     Err(error) => {
+                        let (sink, target) = (SinkKind::Kafka, topic.as_str());
+                        SinkFailed { sink, target, error: &error, retrying: true, first: !failing }
+                            .emit(&mut self.stats);
                         if !failing {
-                            tracing::warn!(message = "Alert sink failing; retrying, offsets held back.", sink = "kafka", %error);
                             failing = true;
                             self.health.set_sink_failing(true);
                         }
@@ -151,8 +160,9 @@ impl Pipeline {
                     }
                 }
             }
+            AlertsDelivered { sink: SinkKind::Kafka, alerts: alerts.len() }.emit(&mut self.stats);
             if failing {
-                tracing::info!(message = "Alert sink recovered.", sink = "kafka");
+                SinkRecovered { sink: SinkKind::Kafka }.emit();
                 self.health.set_sink_failing(false);
             }
         }
@@ -160,16 +170,18 @@ impl Pipeline {
             let mut backoff = Duration::from_millis(100);
             let mut failing = false;
             while let Err(error) = w.send_alerts(&alerts).await {
+                let (sink, target) = (SinkKind::Webhook, w.target());
+                SinkFailed { sink, target, error: &error, retrying: true, first: !failing }.emit(&mut self.stats);
                 if !failing {
-                    tracing::warn!(message = "Alert sink failing; retrying, offsets held back.", sink = "webhook", target = w.target(), %error);
                     failing = true;
                     self.health.set_sink_failing(true);
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
+            AlertsDelivered { sink: SinkKind::Webhook, alerts: alerts.len() }.emit(&mut self.stats);
             if failing {
-                tracing::info!(message = "Alert sink recovered.", sink = "webhook");
+                SinkRecovered { sink: SinkKind::Webhook }.emit();
                 self.health.set_sink_failing(false);
             }
         }
@@ -177,11 +189,17 @@ impl Pipeline {
             let mut backoff = Duration::from_millis(100);
             let mut failing = false;
             loop {
+                let sink = SinkKind::Alertmanager;
                 match am.send_alerts(&alerts, std::time::SystemTime::now()).await {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        AlertsDelivered { sink, alerts: alerts.len() }.emit(&mut self.stats);
+                        break;
+                    }
                     Err(error) if error.is_retryable() => {
+                        let target = am.target();
+                        SinkFailed { sink, target, error: &error, retrying: true, first: !failing }
+                            .emit(&mut self.stats);
                         if !failing {
-                            tracing::warn!(message = "Alert sink failing; retrying, offsets held back.", sink = "alertmanager", target = am.target(), %error);
                             failing = true;
                             self.health.set_sink_failing(true);
                         }
@@ -189,13 +207,15 @@ impl Pipeline {
                         backoff = (backoff * 2).min(Duration::from_secs(30));
                     }
                     Err(error) => {
-                        tracing::error!(message = "Alertmanager refused an alert; the others were posted.", %error);
+                        // The others of the batch were posted.
+                        let target = am.target();
+                        SinkFailed { sink, target, error: &error, retrying: false, first: true }.emit(&mut self.stats);
                         break;
                     }
                 }
             }
             if failing {
-                tracing::info!(message = "Alert sink recovered.", sink = "alertmanager");
+                SinkRecovered { sink: SinkKind::Alertmanager }.emit();
                 self.health.set_sink_failing(false);
             }
         }
@@ -225,19 +245,28 @@ impl Pipeline {
         let mut bad: Vec<(Malformed, Option<usize>)> = Vec::new();
         let (detector, stats) = (&mut self.detector, &mut self.stats);
         let mut newest = Nanos::MIN;
+        let (started, mut records) = (std::time::Instant::now(), 0u64);
         self.decoder.decode(payload, |item| match item {
             Decoded::Event(ev) => {
+                records += 1;
                 newest = newest.max(ev.time);
                 *stats.records.entry(ev.category).or_default() += 1;
                 stats.response_bytes += ev.response_bytes;
                 detector.ingest_at(&ev, now, &mut alerts);
             }
             Decoded::Skipped(c) => {
+                records += 1;
                 *stats.records.entry(c).or_default() += 1;
                 *stats.skipped.entry(c).or_default() += 1;
             }
             Decoded::Malformed { reason, index } => bad.push((reason, index)),
         });
+        let elapsed = started.elapsed();
+        let lag = (newest != Nanos::MIN).then(|| {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            now.saturating_sub(Duration::from_nanos(newest.max(0) as u64))
+        });
+        BatchProcessed { records: records + bad.len() as u64, elapsed, lag }.emit(&mut self.stats);
         self.stats.input_bytes += payload.len() as u64;
         if let Some(am) = &mut self.alertmanager {
             am.observe_event_time(newest);
@@ -259,6 +288,7 @@ impl Pipeline {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
+                DeadLettered { reason, location: &location }.emit(&mut self.stats);
             }
         }
         self.deliver(alerts).await
@@ -310,7 +340,7 @@ impl Pipeline {
         .map_err(|e| ServiceError::StateBody(e.to_string()))?;
         let bytes = store.write_checkpoint(self.positions.clone(), &body)?;
         self.last_checkpoint = std::time::Instant::now();
-        tracing::debug!(message = "Checkpoint written.", bytes, ms = t.elapsed().as_millis() as u64);
+        self.metrics.checkpoint_written(t.elapsed(), bytes, std::time::SystemTime::now());
         let mut tpl = rdkafka::TopicPartitionList::new();
         for (tp, off) in &self.positions {
             if let Some((topic, partition)) = tp.rsplit_once('/').and_then(|(t, p)| Some((t, p.parse().ok()?))) {
@@ -337,9 +367,8 @@ impl Pipeline {
                 }
             }
             Err(error) => {
-                if !std::mem::replace(&mut self.alertmanager_failing, true) {
-                    tracing::warn!(message = "Alertmanager re-send failing; retrying with backoff.", target = am.target(), %error);
-                }
+                let first = !std::mem::replace(&mut self.alertmanager_failing, true);
+                ResendFailed { target: am.target(), error: &error, first }.emit(&mut self.stats);
             }
         }
     }
@@ -415,6 +444,17 @@ pub async fn run_with(
     };
     let (detector, delivered, firing, positions) = match restored {
         Some((s, offsets)) => (s.detector, s.delivered, s.alertmanager, offsets),
+        None if !cfg.service.model.is_empty() => {
+            let dir = std::path::Path::new(&cfg.service.model);
+            let (detector, manifest) = crate::model::load_detector(dir, Some(&cfg.detect))?;
+            tracing::info!(
+                message = "Starting from a trained model.",
+                model = %dir.display(),
+                keys = manifest.counts.keys,
+                until = manifest.event_time.until.as_deref().or(manifest.event_time.last.as_deref()).unwrap_or("")
+            );
+            (detector, BTreeMap::new(), None, BTreeMap::new())
+        }
         None => (Detector::new(cfg.detect.clone()), BTreeMap::new(), None, BTreeMap::new()),
     };
     let alertmanager = if cfg.sinks.alertmanager_url.is_empty() {
@@ -432,7 +472,10 @@ pub async fn run_with(
         Some(am)
     };
     health.set_restored();
-    let consumer = kafka::consumer(&cfg.kafka, health.clone(), store.is_none())?;
+    if store.is_some() {
+        metrics.expect_checkpoints();
+    }
+    let consumer = kafka::consumer(&cfg.kafka, health.clone(), store.is_none(), metrics.consumer_lag())?;
     let producer = if !cfg.sinks.kafka_topic.is_empty() || !cfg.kafka.dead_letter_topic.is_empty() {
         let mut c = kafka::client_config(&cfg.kafka)?;
         c.set("enable.idempotence", "true").set("message.timeout.ms", "30000");

@@ -42,6 +42,11 @@ impl<W: Write> JsonLinesSink<W> {
     pub fn into_inner(self) -> W {
         self.out
     }
+
+    /// Where it writes: a path, or `stdout`.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
 }
 
 impl<W: Write> AlertSink for JsonLinesSink<W> {

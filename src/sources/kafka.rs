@@ -7,7 +7,7 @@
 //! message at a time, so nothing is in flight when the callback runs.
 
 use crate::config::KafkaConfig;
-use crate::telemetry::Health;
+use crate::telemetry::{ConsumerLag, Health};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
@@ -25,9 +25,10 @@ pub enum KafkaSourceError {
     Subscribe { topics: Vec<String>, source: KafkaError },
 }
 
-/// rdkafka callbacks: errors, statistics (broker reachability), rebalances.
+/// rdkafka callbacks: errors, statistics (broker reachability, consumer lag), rebalances.
 pub struct SourceContext {
     pub health: Arc<Health>,
+    pub lag: ConsumerLag,
 }
 
 impl ClientContext for SourceContext {
@@ -44,7 +45,32 @@ impl ClientContext for SourceContext {
     fn stats(&self, statistics: Statistics) {
         let up = statistics.brokers.values().any(|b| b.nodeid >= 0 && b.state == "UP");
         self.health.set_kafka(up, if up { "" } else { "no connection to a broker is up" });
+        self.lag.set(&partition_lags(&statistics));
     }
+}
+
+/// Consumer lag of every partition this consumer fetches: the high watermark minus the next
+/// offset the service will be handed (its position), or, before the first message, librdkafka's
+/// lag behind the committed offset. Partitions with neither known yet are left out.
+fn partition_lags(statistics: &Statistics) -> Vec<(&str, i32, i64)> {
+    let mut lags = Vec::new();
+    for (topic, t) in &statistics.topics {
+        for (&partition, p) in &t.partitions {
+            // -1 is librdkafka's internal "unassigned" partition.
+            if partition < 0 || !(p.desired || p.fetch_state == "active") {
+                continue;
+            }
+            let lag = if p.hi_offset >= 0 && p.app_offset >= 0 {
+                (p.hi_offset - p.app_offset).max(0)
+            } else if p.consumer_lag >= 0 {
+                p.consumer_lag
+            } else {
+                continue;
+            };
+            lags.push((topic.as_str(), partition, lag));
+        }
+    }
+    lags
 }
 
 impl ConsumerContext for SourceContext {
@@ -93,7 +119,14 @@ pub fn client_config(cfg: &KafkaConfig) -> Result<ClientConfig, KafkaSourceError
 ///
 /// `auto_commit`: librdkafka commits the offsets the service stores, periodically; without it
 /// the service commits by itself (after each checkpoint).
-pub fn consumer(cfg: &KafkaConfig, health: Arc<Health>, auto_commit: bool) -> Result<LogConsumer, KafkaSourceError> {
+///
+/// `lag` receives the consumer lag per partition from librdkafka's statistics.
+pub fn consumer(
+    cfg: &KafkaConfig,
+    health: Arc<Health>,
+    auto_commit: bool,
+    lag: ConsumerLag,
+) -> Result<LogConsumer, KafkaSourceError> {
     let mut c = client_config(cfg)?;
     c.set("group.id", &cfg.group_id)
         .set("enable.auto.commit", if auto_commit { "true" } else { "false" })
@@ -102,12 +135,13 @@ pub fn consumer(cfg: &KafkaConfig, health: Arc<Health>, auto_commit: bool) -> Re
         .set("enable.partition.eof", "false")
         // Alert latency: do not let the broker hold a fetch for the default 500 ms.
         .set("fetch.wait.max.ms", "100")
-        // Broker reachability for readiness (see `SourceContext::stats`).
+        // Broker reachability for readiness, and consumer lag (see `SourceContext::stats`).
         .set("statistics.interval.ms", "1000");
     for (k, v) in &cfg.librdkafka_options {
         c.set(k, v);
     }
-    let consumer: LogConsumer = c.create_with_context(SourceContext { health }).map_err(KafkaSourceError::Create)?;
+    let consumer: LogConsumer =
+        c.create_with_context(SourceContext { health, lag }).map_err(KafkaSourceError::Create)?;
     let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics).map_err(|source| KafkaSourceError::Subscribe { topics: cfg.topics.clone(), source })?;
     Ok(consumer)
