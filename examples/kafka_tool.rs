@@ -58,7 +58,7 @@ async fn produce(bootstrap: &str, topic: &str, path: &str, envelope: usize) -> R
         while let Some(u) = reader.next_unit()? {
             records += 1;
             // A unit that is not JSON (the samples hold a few on purpose) travels alone.
-            if serde_json::from_slice::<serde::de::IgnoredAny>(&u.bytes).is_ok() {
+            if serde_json::from_slice::<serde::de::IgnoredAny>(u.bytes).is_ok() {
                 batch.push(u.bytes.to_vec());
                 if batch.len() < envelope {
                     continue;

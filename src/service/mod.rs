@@ -97,6 +97,9 @@ struct SavedState {
     /// The Alertmanager sink's firing alerts (re-sent and resolved after a restart).
     #[serde(default)]
     alertmanager: Option<crate::sinks::alertmanager::FiringSnapshot>,
+    /// Next offset after the last alert delivered, per alert-topic partition.
+    #[serde(default)]
+    alert_topic_marks: BTreeMap<i32, i64>,
 }
 
 struct Pipeline {
@@ -111,6 +114,14 @@ struct Pipeline {
     /// The Alertmanager sink's last tick failed (logged once per change).
     alertmanager_failing: bool,
     delivered: BTreeMap<String, Nanos>,
+    /// Next offset after the last alert this state delivered, per alert-topic partition.
+    alert_marks: BTreeMap<i32, i64>,
+    /// Restored from a checkpoint and not yet checked: the alert topic is read from these
+    /// marks before the first delivery, for alerts a killed run delivered but had not
+    /// journaled yet.
+    restart_scan: Option<BTreeMap<i32, i64>>,
+    /// Alert ids found on the alert topic by that read: not produced again.
+    on_alert_topic: std::collections::HashSet<String>,
     /// Processing-time origin for `Detector::ingest_at`.
     started: std::time::Instant,
     /// Handled messages whose offsets are not stored yet, per (topic, partition): (arrival
@@ -140,13 +151,54 @@ impl Pipeline {
             let sink = if f.target() == "stdout" { SinkKind::Stdout } else { SinkKind::File };
             AlertsDelivered { sink, alerts: alerts.len() }.emit(&mut self.stats);
         }
-        if let Some(p) = &self.producer {
+        if let (Some(p), false) = (&self.producer, self.cfg.sinks.kafka_topic.is_empty()) {
             let topic = self.cfg.sinks.kafka_topic.clone();
             let mut backoff = Duration::from_millis(100);
             let mut failing = false;
             loop {
-                match p.send_alerts(&topic, &alerts).await {
-                    Ok(()) => break,
+                // After a restart, once: which re-raised alerts did the crashed run already
+                // put on the alert topic (delivered, but killed before journaling them)?
+                if let Some(from) = self.restart_scan.clone() {
+                    let (kcfg, t) = (self.cfg.kafka.clone(), topic.clone());
+                    let scan = tokio::task::spawn_blocking(move || {
+                        kafka::keys_since(&kcfg, &t, &from, Duration::from_secs(30))
+                    })
+                    .await;
+                    match scan {
+                        Ok(Ok(keys)) => {
+                            tracing::info!(
+                                message = "Alert topic read back after the restart.",
+                                topic = %topic,
+                                alerts_after_checkpoint = keys.len()
+                            );
+                            self.on_alert_topic = keys;
+                            self.restart_scan = None;
+                        }
+                        Ok(Err(error)) => {
+                            let (sink, target) = (SinkKind::Kafka, topic.as_str());
+                            SinkFailed { sink, target, error: &error, retrying: true, first: !failing }
+                                .emit(&mut self.stats);
+                            if !failing {
+                                failing = true;
+                                self.health.set_sink_failing(true);
+                            }
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(30));
+                            continue;
+                        }
+                        Err(join) => return Err(ServiceError::StateBody(format!("alert topic scan: {join}"))),
+                    }
+                }
+                let fresh: Vec<Alert> =
+                    alerts.iter().filter(|a| !self.on_alert_topic.contains(&a.id)).cloned().collect();
+                match p.send_alerts(&topic, &fresh).await {
+                    Ok(landed) => {
+                        for (partition, offset) in landed {
+                            let next = self.alert_marks.entry(partition).or_insert(0);
+                            *next = (*next).max(offset + 1);
+                        }
+                        break;
+                    }
                     Err(error) => {
                         let (sink, target) = (SinkKind::Kafka, topic.as_str());
                         SinkFailed { sink, target, error: &error, retrying: true, first: !failing }
@@ -336,6 +388,7 @@ impl Pipeline {
             detector: &self.detector,
             delivered: &self.delivered,
             alertmanager: self.alertmanager.as_ref().map(AlertmanagerSink::snapshot),
+            alert_topic_marks: &self.alert_marks,
         })
         .map_err(|e| ServiceError::StateBody(e.to_string()))?;
         let bytes = store.write_checkpoint(self.positions.clone(), &body)?;
@@ -398,11 +451,14 @@ struct SavedStateRef<'a> {
     detector: &'a Detector,
     delivered: &'a BTreeMap<String, Nanos>,
     alertmanager: Option<crate::sinks::alertmanager::FiringSnapshot>,
+    alert_topic_marks: &'a BTreeMap<i32, i64>,
 }
 
 /// Restores the newest valid checkpoint: the state, the offsets it covers, and the delivered
 /// ids journaled after it.
-fn restore(store: &mut crate::state::StateStore) -> Result<Option<(SavedState, BTreeMap<String, i64>)>, ServiceError> {
+type Offsets = BTreeMap<String, i64>;
+
+fn restore(store: &mut crate::state::StateStore) -> Result<Option<(SavedState, Offsets)>, ServiceError> {
     let Some(loaded) = store.load_newest()? else { return Ok(None) };
     for why in &loaded.refused {
         tracing::warn!(message = "Checkpoint refused; using an older one.", why = %why);
@@ -442,8 +498,9 @@ pub async fn run_with(
         Some(store) => restore(store)?,
         None => None,
     };
-    let (detector, delivered, firing, positions) = match restored {
-        Some((s, offsets)) => (s.detector, s.delivered, s.alertmanager, offsets),
+    let was_restored = restored.is_some();
+    let (detector, delivered, firing, positions, alert_marks) = match restored {
+        Some((s, offsets)) => (s.detector, s.delivered, s.alertmanager, offsets, s.alert_topic_marks),
         None if !cfg.service.model.is_empty() => {
             let dir = std::path::Path::new(&cfg.service.model);
             let (detector, manifest) = crate::model::load_detector(dir, Some(&cfg.detect))?;
@@ -453,9 +510,9 @@ pub async fn run_with(
                 keys = manifest.counts.keys,
                 until = manifest.event_time.until.as_deref().or(manifest.event_time.last.as_deref()).unwrap_or("")
             );
-            (detector, BTreeMap::new(), None, BTreeMap::new())
+            (detector, BTreeMap::new(), None, BTreeMap::new(), BTreeMap::new())
         }
-        None => (Detector::new(cfg.detect.clone()), BTreeMap::new(), None, BTreeMap::new()),
+        None => (Detector::new(cfg.detect.clone()), BTreeMap::new(), None, BTreeMap::new(), BTreeMap::new()),
     };
     let alertmanager = if cfg.sinks.alertmanager_url.is_empty() {
         None
@@ -506,6 +563,8 @@ pub async fn run_with(
         files.push(JsonLinesSink::new(Box::new(f), cfg.sinks.file.clone()));
     }
     let shutdown_timeout = Duration::from_nanos(cfg.service.shutdown_timeout.0.max(0) as u64);
+    // Only a restored state can have delivered alerts it never journaled.
+    let restart_scan = (was_restored && !cfg.sinks.kafka_topic.is_empty()).then(|| alert_marks.clone());
     let mut p = Pipeline {
         cfg,
         detector,
@@ -517,6 +576,9 @@ pub async fn run_with(
         alertmanager,
         alertmanager_failing: false,
         delivered,
+        restart_scan,
+        alert_marks,
+        on_alert_topic: Default::default(),
         started: std::time::Instant::now(),
         pending: BTreeMap::new(),
         positions,
@@ -527,6 +589,12 @@ pub async fn run_with(
         metrics,
         health: health.clone(),
     };
+    if p.store.is_some() && !was_restored {
+        // A first checkpoint (the initial state, no offsets yet), so that the journal of
+        // delivered ids always follows a checkpoint and a crash before the first periodic
+        // one loses nothing.
+        p.checkpoint(&consumer, CommitMode::Sync)?;
+    }
     tracing::info!(message = "Consuming.", topics = ?p.cfg.kafka.topics, group = %p.cfg.kafka.group_id);
 
     tokio::pin!(shutdown);

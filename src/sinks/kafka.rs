@@ -18,7 +18,8 @@ impl KafkaProducerSink {
         KafkaProducerSink { producer }
     }
 
-    pub async fn send_alerts(&self, topic: &str, alerts: &[Alert]) -> Result<(), KafkaError> {
+    /// Returns where each alert landed: `(partition, offset)`, in order.
+    pub async fn send_alerts(&self, topic: &str, alerts: &[Alert]) -> Result<Vec<(i32, i64)>, KafkaError> {
         let payloads = alerts
             .iter()
             .map(serde_json::to_vec)
@@ -33,10 +34,12 @@ impl KafkaProducerSink {
                 self.producer.send(record, Timeout::After(Duration::from_secs(30)))
             })
             .collect();
+        let mut landed = Vec::with_capacity(pending.len());
         for p in pending {
-            p.await.map_err(|(e, _)| e)?;
+            let d = p.await.map_err(|(e, _)| e)?;
+            landed.push((d.partition, d.offset));
         }
-        Ok(())
+        Ok(landed)
     }
 
     /// A message that could not be decoded: its original bytes, and headers saying why and

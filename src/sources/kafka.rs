@@ -23,6 +23,8 @@ pub enum KafkaSourceError {
     Create(#[source] KafkaError),
     #[error("cannot subscribe to {topics:?}: {source}")]
     Subscribe { topics: Vec<String>, source: KafkaError },
+    #[error("cannot read back the alert topic: {0}")]
+    Scan(#[source] KafkaError),
 }
 
 /// rdkafka callbacks: errors, statistics (broker reachability, consumer lag), rebalances.
@@ -145,4 +147,60 @@ pub fn consumer(
     let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics).map_err(|source| KafkaSourceError::Subscribe { topics: cfg.topics.clone(), source })?;
     Ok(consumer)
+}
+
+/// The keys (alert ids) of the messages on `topic` from `from[partition]` (the low watermark
+/// for a partition not in `from`) up to the high watermark as it is now. Blocking; used once
+/// after a restart to learn which re-raised alerts a crashed run already delivered.
+pub fn keys_since(
+    cfg: &KafkaConfig,
+    topic: &str,
+    from: &std::collections::BTreeMap<i32, i64>,
+    timeout: std::time::Duration,
+) -> Result<std::collections::HashSet<String>, KafkaSourceError> {
+    use rdkafka::message::Message;
+    use rdkafka::{Offset, TopicPartitionList};
+    let deadline = std::time::Instant::now() + timeout;
+    let left = || deadline.saturating_duration_since(std::time::Instant::now());
+    let mut c = client_config(cfg)?;
+    c.set("group.id", format!("{}.alert-scan", cfg.group_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false");
+    let consumer: BaseConsumer = c.create().map_err(KafkaSourceError::Create)?;
+    let md = consumer.fetch_metadata(Some(topic), left()).map_err(KafkaSourceError::Scan)?;
+    let mut ends = std::collections::BTreeMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics().iter().filter(|t| t.name() == topic).flat_map(|t| t.partitions()) {
+        let (low, high) = consumer.fetch_watermarks(topic, p.id(), left()).map_err(KafkaSourceError::Scan)?;
+        let start = from.get(&p.id()).copied().unwrap_or(low).max(low);
+        if start < high {
+            tpl.add_partition_offset(topic, p.id(), Offset::Offset(start)).map_err(KafkaSourceError::Scan)?;
+            ends.insert(p.id(), high);
+        }
+    }
+    let mut keys = std::collections::HashSet::new();
+    if ends.is_empty() {
+        return Ok(keys);
+    }
+    consumer.assign(&tpl).map_err(KafkaSourceError::Scan)?;
+    while !ends.is_empty() {
+        if left().is_zero() {
+            return Err(KafkaSourceError::Scan(KafkaError::MessageConsumption(
+                rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
+            )));
+        }
+        match consumer.poll(left().min(std::time::Duration::from_millis(500))) {
+            Some(Ok(m)) => {
+                if let Some(k) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
+                    keys.insert(k.to_string());
+                }
+                if ends.get(&m.partition()).is_some_and(|h| m.offset() + 1 >= *h) {
+                    ends.remove(&m.partition());
+                }
+            }
+            Some(Err(e)) => return Err(KafkaSourceError::Scan(e)),
+            None => {}
+        }
+    }
+    Ok(keys)
 }

@@ -82,6 +82,44 @@ pub fn read_until(bootstrap: &str, topic: &str, deadline: Duration, want: impl F
     got
 }
 
+/// Every message on every partition of `topic` up to its high watermark at the time of the
+/// call (what was written before: complete once the writers have stopped).
+pub fn read_all(bootstrap: &str, topic: &str) -> Vec<Vec<u8>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("read-all-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = std::collections::BTreeMap::new();
+    for p in md.topics().iter().flat_map(|t| t.partitions()) {
+        let (low, high) = c.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).unwrap();
+        if low < high {
+            tpl.add_partition_offset(topic, p.id(), Offset::Offset(low)).unwrap();
+            ends.insert(p.id(), high);
+        }
+    }
+    let mut got = Vec::new();
+    if ends.is_empty() {
+        return got;
+    }
+    c.assign(&tpl).unwrap();
+    let end = Instant::now() + Duration::from_secs(60);
+    while !ends.is_empty() {
+        assert!(Instant::now() < end, "{topic}: could not read up to the high watermarks {ends:?}");
+        if let Some(m) = c.poll(Duration::from_millis(200)) {
+            let m = m.unwrap();
+            got.push(m.payload().unwrap_or_default().to_vec());
+            if ends.get(&m.partition()).is_some_and(|h| m.offset() + 1 >= *h) {
+                ends.remove(&m.partition());
+            }
+        }
+    }
+    got
+}
+
 /// The group's committed offset on `partition` of `topic` (-1: none).
 pub fn committed(bootstrap: &str, topic: &str, partition: i32, group: &str) -> i64 {
     let c: BaseConsumer =
