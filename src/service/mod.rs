@@ -25,6 +25,10 @@
 //!   the newest valid checkpoint is restored with the journal after it; messages below its
 //!   offsets are skipped (they are in the state), so the state and the stream position always
 //!   agree, even after a SIGKILL, and a re-raised alert is recognised and not re-emitted.
+//!   A kill between the alert topic's acknowledgement and the journal's fsync is covered too:
+//!   the state keeps, per alert-topic partition, the offset after its last delivery; after a
+//!   restore the topic is read back from there before the first produce and the ids found are
+//!   not produced again (the other sinks may see that one alert twice, same id).
 //!   Without a state store, offsets are stored once a message's records left the reorder
 //!   queues and librdkafka auto-commits them.
 //! - **Draining** (SIGINT/SIGTERM): stop fetching; write a checkpoint (or, without a state
