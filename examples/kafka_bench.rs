@@ -207,8 +207,7 @@ async fn main() -> anyhow::Result<()> {
         create_topic(&alerts, 1).await?;
         let cfg = config(dir.path(), &topic, &group, &alerts, "")?;
         let t = Instant::now();
-        let mut child =
-            Command::new(exfilwatch()).args(["run", "--config"]).arg(&cfg).stdout(Stdio::null()).spawn()?;
+        let mut child = Command::new(exfilwatch()).args(["run", "--config"]).arg(&cfg).stdout(Stdio::null()).spawn()?;
         while committed(&topic, &group, BENCH_PARTITIONS)? < total {
             anyhow::ensure!(t.elapsed() < Duration::from_secs(900), "exfilwatch run did not catch up in 15 min");
             std::thread::sleep(Duration::from_millis(100));
@@ -285,9 +284,12 @@ async fn main() -> anyhow::Result<()> {
         // time (the record's timestamp is set when it is handed to the producer).
         let msg = format!("{{\"records\": [{}]}}", batch.join(",")).into_bytes();
         let sent = Instant::now();
-        p.send(FutureRecord::to(&topic).key(KEYS[i % KEYS.len()]).payload(&msg).timestamp(now_ms()), Timeout::After(Duration::from_secs(60)))
-            .await
-            .map_err(|(e, _)| e)?;
+        p.send(
+            FutureRecord::to(&topic).key(KEYS[i % KEYS.len()]).payload(&msg).timestamp(now_ms()),
+            Timeout::After(Duration::from_secs(60)),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
         acks.push(sent.elapsed().as_secs_f64() * 1000.0);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

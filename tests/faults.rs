@@ -23,7 +23,7 @@ use sample::{by_id, wait_for};
 fn broker_down_at_start_then_up_loses_nothing() {
     let s = Setup::new();
     s.produce(&s.msgs);
-    s.cluster.broker_down(-1).unwrap();
+    s.mock().broker_down(-1).unwrap();
     let mut svc = Service::start(config(&s.bootstrap, "logs", "exfilwatch", &s.alerts_file(), ""));
     let (code, body) = svc.readyz();
     assert_eq!(code, 503, "{body}");
@@ -34,7 +34,7 @@ fn broker_down_at_start_then_up_loses_nothing() {
     assert_eq!(code, 503, "{body}");
     assert_eq!(svc.health.messages(), 0);
 
-    s.cluster.broker_up(-1).unwrap();
+    s.mock().broker_up(-1).unwrap();
     wait_for(DEADLINE, "every message", || svc.messages() >= s.msgs.len() as u64);
     wait_for(DEADLINE, "ready", || svc.readyz().0 == 200);
     let stats = svc.stop();
@@ -54,7 +54,7 @@ fn broker_down_mid_stream_resumes_without_loss_or_repeat() {
     wait_for(DEADLINE, "the first half", || svc.health.messages() == half as u64);
     wait_for(DEADLINE, "ready", || svc.readyz().0 == 200);
 
-    s.cluster.broker_down(-1).unwrap();
+    s.mock().broker_down(-1).unwrap();
     wait_for(DEADLINE, "not ready while the broker is down", || {
         let (code, body) = svc.readyz();
         code == 503 && body.contains("Kafka")
@@ -63,7 +63,7 @@ fn broker_down_mid_stream_resumes_without_loss_or_repeat() {
     let (bootstrap, rest) = (s.bootstrap.clone(), s.msgs[half..].to_vec());
     let producer = std::thread::spawn(move || kafka_client::produce_compressed(&bootstrap, "logs", &rest, "lz4"));
     assert_eq!(svc.health.messages(), half as u64, "nothing to read while the broker is down");
-    s.cluster.broker_up(-1).unwrap();
+    s.mock().broker_up(-1).unwrap();
     producer.join().unwrap();
     wait_for(DEADLINE, "every message", || svc.messages() >= s.msgs.len() as u64);
     wait_for(DEADLINE, "ready again", || svc.readyz().0 == 200);
@@ -79,7 +79,7 @@ fn request_errors_on_fetch_commit_and_produce_are_retried() {
     let s = Setup::new();
     s.produce(&s.msgs);
     use RDKafkaRespErr::*;
-    s.cluster.request_errors(
+    s.mock().request_errors(
         RDKafkaApiKey::Fetch,
         &[
             RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
@@ -87,11 +87,11 @@ fn request_errors_on_fetch_commit_and_produce_are_retried() {
             RD_KAFKA_RESP_ERR__TRANSPORT,
         ],
     );
-    s.cluster.request_errors(
+    s.mock().request_errors(
         RDKafkaApiKey::OffsetCommit,
         &[RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT, RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE],
     );
-    s.cluster.request_errors(
+    s.mock().request_errors(
         RDKafkaApiKey::Produce,
         &[RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION, RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT],
     );

@@ -237,3 +237,51 @@ fn sigkill_five_times_restores_checkpoints_and_alerts_exactly_once() {
     assert_eq!(got.len(), expected.len(), "none twice, none missing: {:?}", by_id(&got).keys().collect::<Vec<_>>());
     assert_eq!(by_id(&got), expected, "same alerts as one uninterrupted run");
 }
+
+/// `run --model`: contoso's records after the shipped model's end, through the real broker,
+/// raise what `replay --model --since` raises on them (the theft), with no learning period;
+/// without the model the same records raise nothing (contoso would still be learning).
+#[test]
+fn run_from_a_model_raises_what_replay_from_it_raises() {
+    const MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/sample-baseline");
+    const CUT: &str = "2021-08-17T00:00:00Z";
+    let (topic, alerts_topic, group) = (unique("logs4"), unique("alerts4"), unique("g4"));
+    create_topic(&topic, 1);
+    create_topic(&alerts_topic, 1);
+    let (contoso, msgs) = contoso_messages();
+    let after: Vec<(String, Vec<u8>)> = msgs
+        .into_iter()
+        .filter(|(_, m)| {
+            let v: serde_json::Value = serde_json::from_slice(m).unwrap_or_default();
+            v["time"].as_str().is_some_and(|t| t >= CUT)
+        })
+        .collect();
+    assert!(!after.is_empty());
+    produce(&topic, &after);
+    let replay = |model: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_exfilwatch"));
+        cmd.args(["replay", "-q", "--since", CUT]);
+        if model {
+            cmd.args(["--model", MODEL]);
+        }
+        let out = cmd.arg(&contoso).output().unwrap();
+        assert!(out.status.success());
+        by_id(&String::from_utf8_lossy(&out.stdout).lines().map(|l| l.as_bytes().to_vec()).collect::<Vec<_>>())
+    };
+    let expected = replay(true);
+    assert!(!expected.is_empty(), "the model knows contoso: the theft is caught");
+    assert!(replay(false).is_empty(), "without the model contoso is still learning");
+
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let extra = format!("state_store = \"{}\"\ncheckpoint_interval = \"1s\"\nmodel = \"{MODEL}\"\n", state.display());
+    let svc = start_service_with(dir.path(), &topic, &group, &alerts_topic, &extra);
+    read_until(&alerts_topic, Duration::from_secs(120), |m| m.len() >= expected.len());
+    wait_for(Duration::from_secs(60), "the whole topic to be committed", || {
+        committed(&topic, &group) >= after.len() as i64
+    });
+    terminate(svc);
+    let got = kafka_client::read_all(&broker(), &alerts_topic);
+    assert_eq!(got.len(), expected.len(), "no alert twice");
+    assert_eq!(by_id(&got), expected);
+}

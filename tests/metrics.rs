@@ -1,6 +1,7 @@
 //! `/metrics` of a running `exfilwatch run`, read by a real Prometheus: the service runs
-//! in-process (`service::run_with`) against librdkafka's mock cluster, fed contoso's sample
-//! logs; Prometheus 2.42 scrapes it every second with the shipped rules loaded; the tests query
+//! in-process (`service::run_with`) fed contoso's sample logs by the real broker (Tansu, from
+//! `make test`), or by librdkafka's mock cluster where the broker must go away on cue;
+//! Prometheus 2.42 scrapes it every second with the shipped rules loaded; the tests query
 //! Prometheus's HTTP API. The shipped dashboard and rules are checked against the names the
 //! running service really exports, and every dashboard query is evaluated by Prometheus.
 //!
@@ -18,7 +19,7 @@ mod monitoring;
 mod sample;
 
 use exfilwatch::units::Span;
-use inproc::{config, Service, Setup, DEADLINE};
+use inproc::{Service, Setup, DEADLINE};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
@@ -29,7 +30,7 @@ const DASHBOARD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/grafana/exf
 /// message of the sample.
 fn service_after_the_sample(s: &Setup) -> Service {
     s.produce(&s.msgs);
-    let mut cfg = config(&s.bootstrap, "logs", "exfilwatch", &s.alerts_file(), "");
+    let mut cfg = s.config("");
     cfg.service.state_store = s.dir.path().join("state").display().to_string();
     cfg.service.checkpoint_interval = Span(1_000_000_000);
     let mut svc = Service::start(cfg);
@@ -162,17 +163,21 @@ fn dashboard_and_rules_name_only_metrics_the_running_service_exports() {
     svc.stop();
 }
 
-#[test]
-fn prometheus_scrapes_what_the_service_processed() {
-    let s = Setup::new();
-    let mut svc = service_after_the_sample(&s);
-    let addr = svc.health.http_addr().unwrap();
-    let Some(prom) = monitoring::prometheus(&format!(
+/// Prometheus scraping `addr` every second, with the shipped rules evaluated every second.
+fn prometheus_with_rules(addr: SocketAddr) -> Option<monitoring::Server> {
+    monitoring::prometheus(&format!(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: ['{RULES}']\nscrape_configs:\n  - \
          job_name: exfilwatch\n    static_configs:\n      - targets: ['{addr}']\n"
-    )) else {
-        return;
-    };
+    ))
+}
+
+/// The service fed by the real broker; Prometheus's view of it equals what was produced.
+#[test]
+fn prometheus_scrapes_what_the_service_processed() {
+    let s = Setup::real();
+    let mut svc = service_after_the_sample(&s);
+    let addr = svc.health.http_addr().unwrap();
+    let Some(prom) = prometheus_with_rules(addr) else { return };
     let q = |promql: &str| prom.query_value(promql);
     let at_least = |promql: &str, want: f64| {
         monitoring::wait_for(DEADLINE, promql, || q(promql).filter(|v| *v >= want || v.is_nan()))
@@ -219,7 +224,7 @@ fn prometheus_scrapes_what_the_service_processed() {
     // Health, lag, checkpoints, build.
     monitoring::wait_for(DEADLINE, "ready, scraped", || q("exfilwatch_ready").filter(|v| *v == 1.0));
     monitoring::wait_for(DEADLINE, "consumer lag 0", || {
-        q("exfilwatch_kafka_consumer_lag_messages{topic='logs',partition='0'}").filter(|v| *v == 0.0)
+        q(&format!("exfilwatch_kafka_consumer_lag_messages{{topic='{}',partition='0'}}", s.logs)).filter(|v| *v == 0.0)
     });
     let age = at_least("exfilwatch_checkpoint_age_seconds", 0.0);
     assert!(age < 30.0, "a checkpoint every second: {age}");
@@ -255,21 +260,6 @@ fn prometheus_scrapes_what_the_service_processed() {
     let alerts = prom.query("ALERTS{alertname=~'Exfilwatch.*'}");
     assert_eq!(alerts.as_array().unwrap().len(), 1, "{alerts}");
 
-    // The broker goes away: /readyz and exfilwatch_ready say so, and ExfilwatchNotReady is
-    // pending (it fires after 5 minutes). The broker returns: ready again.
-    s.cluster.broker_down(-1).unwrap();
-    sample::wait_for(DEADLINE, "not ready on /readyz", || svc.readyz().0 == 503);
-    monitoring::wait_for(DEADLINE, "ExfilwatchNotReady pending", || {
-        q("ALERTS{alertname='ExfilwatchNotReady',alertstate='pending'}").filter(|v| *v == 1.0)
-    });
-    assert_eq!(q("exfilwatch_ready"), Some(0.0));
-    s.cluster.broker_up(-1).unwrap();
-    monitoring::wait_for(DEADLINE, "ready again, scraped", || q("exfilwatch_ready").filter(|v| *v == 1.0));
-    assert_eq!(svc.readyz().0, 200);
-    monitoring::wait_for(DEADLINE, "ExfilwatchNotReady no longer pending", || {
-        prom.query("ALERTS{alertname='ExfilwatchNotReady'}").as_array().unwrap().is_empty().then_some(())
-    });
-
     // The service stops: the scrape fails and ExfilwatchDown is pending.
     let _ = svc.messages();
     svc.stop();
@@ -277,4 +267,32 @@ fn prometheus_scrapes_what_the_service_processed() {
     monitoring::wait_for(DEADLINE, "ExfilwatchDown pending", || {
         q("ALERTS{alertname='ExfilwatchDown',alertstate='pending'}").filter(|v| *v == 1.0)
     });
+}
+
+/// The broker (librdkafka's mock cluster, which can fail on cue) goes away and returns:
+/// `/readyz`, `exfilwatch_ready` and the ExfilwatchNotReady rule follow.
+#[test]
+fn prometheus_sees_the_broker_go_away_and_return() {
+    let s = Setup::new();
+    let svc = service_after_the_sample(&s);
+    let addr = svc.health.http_addr().unwrap();
+    let Some(prom) = prometheus_with_rules(addr) else { return };
+    let q = |promql: &str| prom.query_value(promql);
+    monitoring::wait_for(DEADLINE, "ready, scraped", || q("exfilwatch_ready").filter(|v| *v == 1.0));
+    // The broker goes away: /readyz and exfilwatch_ready say so, and ExfilwatchNotReady is
+    // pending (it fires after 5 minutes). The broker returns: ready again.
+    s.mock().broker_down(-1).unwrap();
+    sample::wait_for(DEADLINE, "not ready on /readyz", || svc.readyz().0 == 503);
+    monitoring::wait_for(DEADLINE, "ExfilwatchNotReady pending", || {
+        q("ALERTS{alertname='ExfilwatchNotReady',alertstate='pending'}").filter(|v| *v == 1.0)
+    });
+    assert_eq!(q("exfilwatch_ready"), Some(0.0));
+    s.mock().broker_up(-1).unwrap();
+    monitoring::wait_for(DEADLINE, "ready again, scraped", || q("exfilwatch_ready").filter(|v| *v == 1.0));
+    assert_eq!(svc.readyz().0, 200);
+    monitoring::wait_for(DEADLINE, "ExfilwatchNotReady no longer pending", || {
+        prom.query("ALERTS{alertname='ExfilwatchNotReady'}").as_array().unwrap().is_empty().then_some(())
+    });
+
+    svc.stop();
 }

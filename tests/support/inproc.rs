@@ -97,8 +97,13 @@ pub fn file_alerts(path: &Path) -> Vec<Vec<u8>> {
 }
 
 pub struct Setup {
-    pub cluster: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    /// librdkafka's mock cluster ([`Setup::new`]), or None on the real broker ([`Setup::real`]).
+    pub cluster: Option<MockCluster<'static, rdkafka::producer::DefaultProducerContext>>,
     pub bootstrap: String,
+    /// The log topic (one partition), the alert topic and the consumer group.
+    pub logs: String,
+    pub alerts: String,
+    pub group: String,
     pub msgs: Vec<(String, Vec<u8>)>,
     pub expected: BTreeMap<String, serde_json::Value>,
     /// Records in the messages (valid or not).
@@ -107,17 +112,48 @@ pub struct Setup {
 }
 
 impl Setup {
+    /// On librdkafka's mock cluster (brokers that can fail on cue).
     pub fn new() -> Setup {
         let cluster = MockCluster::new(1).unwrap();
         cluster.create_topic("logs", 1, 1).unwrap();
         cluster.create_topic("alerts", 1, 1).unwrap();
         let bootstrap = cluster.bootstrap_servers();
-        // Envelopes of 20, lz4-compressed: the mock cluster keeps only 5 MB per partition.
+        Setup::with(Some(cluster), bootstrap, "logs".into(), "alerts".into(), "exfilwatch".into())
+    }
+
+    /// On the real broker (`EXFILWATCH_TEST_KAFKA`, started by `make test`), fresh topics.
+    pub fn real() -> Setup {
+        let bootstrap = std::env::var("EXFILWATCH_TEST_KAFKA")
+            .expect("this test needs a broker: run it with `make test` (scripts/with-tansu.sh starts Tansu)");
+        let (logs, alerts, group) = (sample::unique("logs"), sample::unique("alerts"), sample::unique("g"));
+        kafka_client::create_topic(&bootstrap, &logs, 1);
+        kafka_client::create_topic(&bootstrap, &alerts, 1);
+        Setup::with(None, bootstrap, logs, alerts, group)
+    }
+
+    fn with(
+        cluster: Option<MockCluster<'static, rdkafka::producer::DefaultProducerContext>>,
+        bootstrap: String,
+        logs: String,
+        alerts: String,
+        group: String,
+    ) -> Setup {
+        // Envelopes of 20 (lz4-compressed on the mock cluster: it keeps only 5 MB per partition).
         let (contoso, msgs) = contoso_envelopes(20);
         let records = sample::contoso_messages().1.len() as u64;
         let expected = replay_alerts(&contoso);
         assert!(!expected.is_empty());
-        Setup { cluster, bootstrap, msgs, expected, records, dir: tempfile::tempdir().unwrap() }
+        Setup { cluster, bootstrap, logs, alerts, group, msgs, expected, records, dir: tempfile::tempdir().unwrap() }
+    }
+
+    /// The mock cluster (panics on the real broker).
+    pub fn mock(&self) -> &MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+        self.cluster.as_ref().expect("a mock-cluster setup")
+    }
+
+    /// The service's configuration for this setup (see [`config`]).
+    pub fn config(&self, extra: &str) -> Config {
+        config(&self.bootstrap, &self.logs, &self.group, &self.alerts_file(), extra)
     }
 
     pub fn alerts_file(&self) -> PathBuf {
@@ -125,10 +161,11 @@ impl Setup {
     }
 
     pub fn produce(&self, msgs: &[(String, Vec<u8>)]) {
-        kafka_client::produce_compressed(&self.bootstrap, "logs", msgs, "lz4")
+        let compression = if self.cluster.is_some() { "lz4" } else { "none" };
+        kafka_client::produce_compressed(&self.bootstrap, &self.logs, msgs, compression)
     }
 
     pub fn committed(&self) -> i64 {
-        kafka_client::committed(&self.bootstrap, "logs", 0, "exfilwatch")
+        kafka_client::committed(&self.bootstrap, &self.logs, 0, &self.group)
     }
 }
