@@ -232,6 +232,10 @@ pub struct ServiceConfig {
     /// state with the Kafka offsets they cover, restored on start; empty for none (then a
     /// shutdown drains the reorder queues and offsets are auto-committed).
     pub state_store: String,
+    /// Settings of an object store (`object_store` configuration keys such as `aws_endpoint`,
+    /// `aws_region`, `aws_allow_http`), over those of the environment. Keep secrets in the
+    /// environment (`AWS_SECRET_ACCESS_KEY`, `AZURE_STORAGE_ACCOUNT_KEY`, ...).
+    pub state_store_options: std::collections::BTreeMap<String, String>,
     /// Processing time between checkpoints (one is also written on shutdown); "0s": only on
     /// shutdown.
     pub checkpoint_interval: Span,
@@ -249,6 +253,7 @@ impl Default for ServiceConfig {
             max_hold: Span(250 * 1_000_000),
             state_store: "exfilwatch-state".to_string(),
             checkpoint_interval: Span(30 * crate::time::SECOND),
+            state_store_options: Default::default(),
             model: String::new(),
             metrics_addr: "127.0.0.1:9464".to_string(),
         }
@@ -343,7 +348,7 @@ fn check_keys(given: &toml::Table, known: &toml::Table, prefix: &str) -> Result<
                     ),
                 });
             }
-            // An empty table in the defaults is free-form (librdkafka_options).
+            // An empty table in the defaults is free-form (librdkafka_options, state_store_options).
             Some(toml::Value::Table(kt)) if !kt.is_empty() => {
                 if let toml::Value::Table(gt) = v {
                     check_keys(gt, kt, &format!("{full}."))?;
@@ -383,8 +388,8 @@ mod tests {
         let table = toml::Table::try_from(Config::default()).unwrap();
         for (section, v) in &table {
             for key in v.as_table().unwrap().keys() {
-                if key == "librdkafka_options" {
-                    assert!(DEFAULTS_TOML.contains("\nlibrdkafka_options = {}"));
+                if key == "librdkafka_options" || key == "state_store_options" {
+                    assert!(DEFAULTS_TOML.contains(&format!("\n{key} = {{}}")));
                     continue;
                 }
                 assert!(DEFAULTS_TOML.contains(&format!("\n{key} = ")), "{section}.{key} missing from defaults");

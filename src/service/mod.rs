@@ -471,7 +471,7 @@ fn restore(store: &mut crate::state::StateStore) -> Result<Option<(SavedState, O
     s.delivered.extend(loaded.delivered);
     tracing::info!(
         message = "State restored.",
-        store = %store.dir().display(),
+        store = %store.location(),
         checkpoint = loaded.header.seq,
         partitions = loaded.header.offsets.len()
     );
@@ -496,7 +496,7 @@ pub async fn run_with(
     }
     let mut store = match cfg.service.state_store.as_str() {
         "" => None,
-        location => Some(crate::state::StateStore::open(location)?),
+        location => Some(crate::state::StateStore::open_with(location, &cfg.service.state_store_options)?),
     };
     let restored = match &mut store {
         Some(store) => restore(store)?,

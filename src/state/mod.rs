@@ -1,7 +1,13 @@
 //! The state store: crash-safe checkpoints of the service's state with the exact Kafka
 //! offsets they cover, and a journal of delivered alert ids between checkpoints.
 //!
-//! Layout of a store (a local directory, or `file://DIR`):
+//! A store is a local directory (or `file://DIR`), or an object store URL (`s3://BUCKET/PREFIX`,
+//! `az://CONTAINER/PREFIX`, `gs://BUCKET/PREFIX`, through the `object_store` crate: an object
+//! appears whole or not at all, so a put replaces temp file, fsync and rename there;
+//! credentials and endpoints come from the environment, as the cloud SDKs read them, or from
+//! `service.state_store_options`).
+//!
+//! Layout of a store:
 //! - `checkpoint-<seq>.ckpt`: one header line of JSON ([`Header`]: format version, sequence
 //!   number, offsets, the body's length and SHA-256), then the body (the state, JSON). Written
 //!   to a temporary file, fsynced, renamed, and the directory fsynced: a reader sees a whole
@@ -14,6 +20,7 @@
 //! The two newest checkpoints are kept (the older one is the fallback), with the journal
 //! entries they need.
 
+use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -27,8 +34,12 @@ pub const FORMAT_VERSION: u32 = 1;
 pub enum StateError {
     #[error("state store {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("state store URL {0:?} is not supported: use a directory path or file://DIR")]
+    #[error("state store URL {0:?} is not supported: use a directory path, file://DIR, s3://, az:// or gs://")]
     Url(String),
+    #[error("state store {location}: {source}")]
+    Object { location: String, source: object_store::Error },
+    #[error("state store {location}: {message}")]
+    Blocking { location: String, message: String },
     #[error("checkpoint {name}: {message}")]
     Invalid { name: String, message: String },
     #[error("checkpoint {name} has format version {found}; this build reads version {FORMAT_VERSION}")]
@@ -59,14 +70,32 @@ pub struct Loaded {
     pub refused: Vec<String>,
 }
 
-/// A local directory holding checkpoints and the delivered journal.
-#[derive(Debug)]
+/// Where checkpoints and the delivered journal live.
 pub struct StateStore {
-    dir: PathBuf,
+    backend: Backend,
     /// Sequence number of the newest checkpoint written or restored (0: none).
     seq: u64,
     /// Journal entries written since that checkpoint.
     journal_n: u64,
+}
+
+enum Backend {
+    /// A local directory: temp file, fsync, rename, directory fsync.
+    Dir(PathBuf),
+    /// An object store under a prefix; its client runs on a runtime of its own (the store's
+    /// methods are blocking: they are called between messages, and rarely).
+    Object {
+        url: String,
+        store: Box<dyn object_store::ObjectStore>,
+        prefix: object_store::path::Path,
+        rt: tokio::runtime::Runtime,
+    },
+}
+
+impl std::fmt::Debug for StateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StateStore({}, seq {})", self.location(), self.seq)
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
@@ -78,28 +107,110 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 impl StateStore {
-    /// Opens (creating) the store at `location`: a directory path or `file://DIR`.
+    /// Opens (creating) the store at `location`: a directory path, `file://DIR`, or an object
+    /// store URL (see the module doc).
     pub fn open(location: &str) -> Result<StateStore, StateError> {
-        let dir = match location.split_once("://") {
-            None => PathBuf::from(location),
-            Some(("file", rest)) => PathBuf::from(rest),
-            Some(_) => return Err(StateError::Url(location.to_string())),
-        };
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        Ok(StateStore { dir, seq: 0, journal_n: 0 })
+        StateStore::open_with(location, &BTreeMap::new())
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// As [`StateStore::open`], with object store settings (`object_store`'s configuration
+    /// keys, e.g. `aws_endpoint`, `aws_allow_http`, `azure_storage_account_name`) over the
+    /// environment's.
+    pub fn open_with(location: &str, options: &BTreeMap<String, String>) -> Result<StateStore, StateError> {
+        let backend = match location.split_once("://") {
+            None => Backend::Dir(PathBuf::from(location)),
+            Some(("file", rest)) => Backend::Dir(PathBuf::from(rest)),
+            Some((scheme @ ("s3" | "s3a" | "az" | "azure" | "abfs" | "abfss" | "gs"), _)) => {
+                let url = location.to_string();
+                let err = |source| StateError::Object { location: url.clone(), source };
+                let store: Box<dyn object_store::ObjectStore> = match scheme {
+                    "s3" | "s3a" => {
+                        let b = object_store::aws::AmazonS3Builder::from_env().with_url(location);
+                        let b = options.iter().try_fold(b, |b, (k, v)| {
+                            k.parse().map(|k| b.with_config(k, v)).map_err(err)
+                        })?;
+                        Box::new(b.build().map_err(err)?)
+                    }
+                    "gs" => {
+                        let b = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(location);
+                        let b = options.iter().try_fold(b, |b, (k, v)| {
+                            k.parse().map(|k| b.with_config(k, v)).map_err(err)
+                        })?;
+                        Box::new(b.build().map_err(err)?)
+                    }
+                    _ => {
+                        let b = object_store::azure::MicrosoftAzureBuilder::from_env().with_url(location);
+                        let b = options.iter().try_fold(b, |b, (k, v)| {
+                            k.parse().map(|k| b.with_config(k, v)).map_err(err)
+                        })?;
+                        Box::new(b.build().map_err(err)?)
+                    }
+                };
+                // The URL's path after the bucket/container is the prefix.
+                let path = location.split_once("://").map_or("", |(_, r)| r);
+                let prefix = path.split_once('/').map_or("", |(_, p)| p).trim_matches('/');
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| StateError::Blocking { location: url.clone(), message: e.to_string() })?;
+                Backend::Object { url, store, prefix: object_store::path::Path::from(prefix), rt }
+            }
+            Some(_) => return Err(StateError::Url(location.to_string())),
+        };
+        if let Backend::Dir(dir) = &backend {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        Ok(StateStore { backend, seq: 0, journal_n: 0 })
+    }
+
+    /// The store's location, for messages.
+    pub fn location(&self) -> String {
+        match &self.backend {
+            Backend::Dir(d) => d.display().to_string(),
+            Backend::Object { url, .. } => url.clone(),
+        }
+    }
+
+    /// Runs an object store call to completion on the store's own runtime, from a thread of
+    /// its own (the caller may be inside another runtime, where blocking on one is refused).
+    fn block<T: Send>(
+        &self,
+        f: impl for<'a> FnOnce(
+                &'a dyn object_store::ObjectStore,
+                &'a object_store::path::Path,
+            ) -> futures::future::LocalBoxFuture<'a, Result<T, object_store::Error>>
+            + Send,
+    ) -> Result<T, StateError> {
+        let Backend::Object { url, store, prefix, rt } = &self.backend else {
+            return Err(StateError::Url(self.location()));
+        };
+        let out = std::thread::scope(|s| s.spawn(|| rt.block_on(f(store.as_ref(), prefix))).join());
+        match out {
+            Ok(r) => r.map_err(|source| StateError::Object { location: url.clone(), source }),
+            Err(_) => Err(StateError::Blocking { location: url.clone(), message: "the store's call panicked".into() }),
+        }
     }
 
     fn names(&self, prefix: &str) -> Result<Vec<String>, StateError> {
         let mut names = Vec::new();
-        for e in std::fs::read_dir(&self.dir).map_err(io(&self.dir))? {
-            let e = e.map_err(io(&self.dir))?;
-            if let Some(n) = e.file_name().to_str() {
-                if n.starts_with(prefix) && !n.ends_with(".tmp") {
-                    names.push(n.to_string());
+        match &self.backend {
+            Backend::Dir(dir) => {
+                for e in std::fs::read_dir(dir).map_err(io(dir))? {
+                    let e = e.map_err(io(dir))?;
+                    if let Some(n) = e.file_name().to_str() {
+                        if n.starts_with(prefix) && !n.ends_with(".tmp") {
+                            names.push(n.to_string());
+                        }
+                    }
+                }
+            }
+            Backend::Object { .. } => {
+                use futures::TryStreamExt;
+                let metas = self.block(|store, root| Box::pin(store.list(Some(root)).try_collect::<Vec<_>>()))?;
+                for m in metas {
+                    if let Some(n) = m.location.filename().filter(|n| n.starts_with(prefix)) {
+                        names.push(n.to_string());
+                    }
                 }
             }
         }
@@ -109,17 +220,57 @@ impl StateStore {
 
     /// Writes `bytes` to `name` atomically and durably.
     fn put(&self, name: &str, parts: &[&[u8]]) -> Result<(), StateError> {
-        let path = self.dir.join(name);
-        let tmp = self.dir.join(format!("{name}.tmp"));
-        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        for p in parts {
-            f.write_all(p).map_err(io(&tmp))?;
+        match &self.backend {
+            Backend::Dir(dir) => {
+                let path = dir.join(name);
+                let tmp = dir.join(format!("{name}.tmp"));
+                let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+                for p in parts {
+                    f.write_all(p).map_err(io(&tmp))?;
+                }
+                f.sync_all().map_err(io(&tmp))?;
+                drop(f);
+                std::fs::rename(&tmp, &path).map_err(io(&path))?;
+                // The rename itself must survive a crash.
+                std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+            }
+            Backend::Object { .. } => {
+                let payload: object_store::PutPayload =
+                    parts.iter().map(|p| bytes::Bytes::copy_from_slice(p)).collect();
+                self.block(|store, root| {
+                    let path = root.clone().join(name);
+                    Box::pin(async move { store.put(&path, payload).await.map(|_| ()) })
+                })
+            }
         }
-        f.sync_all().map_err(io(&tmp))?;
-        drop(f);
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
-        // The rename itself must survive a crash.
-        std::fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))
+    }
+
+    fn read(&self, name: &str) -> Result<Vec<u8>, StateError> {
+        match &self.backend {
+            Backend::Dir(dir) => {
+                let path = dir.join(name);
+                std::fs::read(&path).map_err(io(&path))
+            }
+            Backend::Object { .. } => self.block(|store, root| {
+                let path = root.clone().join(name);
+                Box::pin(async move { Ok(store.get(&path).await?.bytes().await?.to_vec()) })
+            }),
+        }
+    }
+
+    /// Best effort: an entry left behind is only disk space (it is never read again).
+    fn remove(&self, name: &str) {
+        match &self.backend {
+            Backend::Dir(dir) => {
+                let _ = std::fs::remove_file(dir.join(name));
+            }
+            Backend::Object { .. } => {
+                let _ = self.block(|store, root| {
+                    let path = root.clone().join(name);
+                    Box::pin(async move { store.delete(&path).await })
+                });
+            }
+        }
     }
 
     /// Writes the next checkpoint; returns its size in bytes. Keeps the two newest.
@@ -140,12 +291,12 @@ impl StateStore {
         // Keep checkpoints seq-1 and seq, and the journal entries written after seq-1.
         for n in self.names("checkpoint-")? {
             if parse_seq(&n, "checkpoint-").is_some_and(|s| s + 1 < seq) {
-                let _ = std::fs::remove_file(self.dir.join(&n));
+                self.remove(&n);
             }
         }
         for n in self.names("delivered-")? {
             if parse_seq(&n, "delivered-").is_some_and(|s| s + 1 < seq) {
-                let _ = std::fs::remove_file(self.dir.join(&n));
+                self.remove(&n);
             }
         }
         Ok((head.len() + body.len()) as u64)
@@ -176,8 +327,7 @@ impl StateStore {
                         if s < header.seq {
                             continue;
                         }
-                        let path = self.dir.join(&j);
-                        let bytes = std::fs::read(&path).map_err(io(&path))?;
+                        let bytes = self.read(&j)?;
                         let ids: Vec<(String, i64)> = serde_json::from_slice(&bytes).map_err(|e| {
                             StateError::Invalid { name: j.clone(), message: format!("journal entry: {e}") }
                         })?;
@@ -204,13 +354,12 @@ impl StateStore {
         if refused.is_empty() {
             Ok(None)
         } else {
-            Err(StateError::Invalid { name: self.dir.display().to_string(), message: refused.join("; ") })
+            Err(StateError::Invalid { name: self.location(), message: refused.join("; ") })
         }
     }
 
     fn read_checkpoint(&self, name: &str) -> Result<(Header, Vec<u8>), StateError> {
-        let path = self.dir.join(name);
-        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        let bytes = self.read(name)?;
         let invalid = |m: &str| StateError::Invalid { name: name.to_string(), message: m.to_string() };
         let nl = memchr::memchr(b'\n', &bytes).ok_or_else(|| invalid("no header line (truncated?)"))?;
         let header: Header =
@@ -303,6 +452,14 @@ mod tests {
 
     #[test]
     fn other_urls_are_refused() {
-        assert!(matches!(StateStore::open("s3://bucket/x"), Err(StateError::Url(_))));
+        assert!(matches!(StateStore::open("ftp://host/x"), Err(StateError::Url(_))));
+        assert!(matches!(StateStore::open("redis://host/x"), Err(StateError::Url(_))));
+    }
+
+    #[test]
+    fn an_unknown_object_store_option_is_refused() {
+        let opts = BTreeMap::from([("aws_no_such_thing".to_string(), "1".to_string())]);
+        let e = StateStore::open_with("s3://bucket/prefix", &opts).unwrap_err();
+        assert!(e.to_string().contains("aws_no_such_thing"), "{e}");
     }
 }
