@@ -23,7 +23,7 @@ demo:
 ## service against a real broker (Tansu, installed and started when needed) and against real
 ## Prometheus and Alertmanager (Debian packages, installed when missing).
 test:
-	bash scripts/with-monitoring.sh bash scripts/with-tansu.sh $(CARGO) test --release --locked
+	bash scripts/with-monitoring.sh bash scripts/with-tansu.sh bash scripts/with-s3.sh $(CARGO) test --release --locked
 
 ## Benchmarks: criterion micro-benchmarks, then the whole pipeline (see BENCHMARKS.md).
 bench: bench-criterion bench-pipeline

@@ -305,8 +305,7 @@ fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
                 // Records the model has seen would be counted again (as late records).
                 let r = &manifest.event_time;
                 let end = r.until.as_deref().or(r.last.as_deref());
-                if let Some(end) =
-                    end.filter(|e| opts.since.map_or(true, |s| parse_timestamp(e).is_some_and(|e| s < e)))
+                if let Some(end) = end.filter(|e| opts.since.is_none_or(|s| parse_timestamp(e).is_some_and(|e| s < e)))
                 {
                     eprintln!(
                         "note: the model covers event time up to {end}; pass --since {end} to read only what follows"

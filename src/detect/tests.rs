@@ -469,7 +469,7 @@ fn model_round_trips_and_continues_exactly_like_one_run() {
         let strict = DetectConfig { volume_min_bytes: crate::units::ByteSize(7 * GIB), ..cfg.clone() };
         let refit = Detector::from_model(state.clone(), strict).unwrap().export_model().unwrap();
         assert!(state.keys.iter().any(|k| k.peak_model.is_some_and(|m| m.threshold < 7 * GIB)));
-        assert!(refit.keys.iter().all(|k| k.peak_model.map_or(true, |m| m.threshold >= 7 * GIB)));
+        assert!(refit.keys.iter().all(|k| k.peak_model.is_none_or(|m| m.threshold >= 7 * GIB)));
         assert_eq!(
             refit.keys.iter().filter(|k| k.peak_model.is_some()).count(),
             state.keys.iter().filter(|k| k.peak_model.is_some()).count()

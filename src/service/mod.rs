@@ -135,6 +135,8 @@ struct Pipeline {
     positions: BTreeMap<String, i64>,
     store: Option<crate::state::StateStore>,
     last_checkpoint: std::time::Instant,
+    /// The last periodic checkpoint failed (logged once per change).
+    checkpoint_failing: bool,
     /// Messages below the restored checkpoint's offsets, skipped.
     skipped_replayed: u64,
     messages: u64,
@@ -281,7 +283,11 @@ impl Pipeline {
                 .iter()
                 .map(|a| (a.id.clone(), parse_timestamp(&a.trigger_event_time).unwrap_or(Nanos::MIN)))
                 .collect();
-            store.journal_delivered(&ids)?;
+            // Not fatal: the ids are in memory and go into the next checkpoint; only a crash
+            // before it could repeat them (the alert topic's read-back still catches those).
+            if let Err(error) = store.journal_delivered(&ids) {
+                tracing::warn!(message = "Journal entry for delivered alerts failed.", %error);
+            }
         }
         let horizon = self.cfg.detect.realert.0;
         let mut newest = Nanos::MIN;
@@ -588,6 +594,7 @@ pub async fn run_with(
         positions,
         store,
         last_checkpoint: std::time::Instant::now(),
+        checkpoint_failing: false,
         skipped_replayed: 0,
         messages: 0,
         metrics,
@@ -642,7 +649,22 @@ pub async fn run_with(
                 } else if p.cfg.service.checkpoint_interval.0 > 0
                     && p.last_checkpoint.elapsed().as_nanos() as i64 >= p.cfg.service.checkpoint_interval.0
                 {
-                    p.checkpoint(&consumer, CommitMode::Async)?;
+                    // A failed checkpoint commits nothing: the previous one stays the truth, and
+                    // the next interval tries again (the checkpoint-age metric and its rule
+                    // show a store that stays away).
+                    match p.checkpoint(&consumer, CommitMode::Async) {
+                        Ok(()) => {
+                            if std::mem::take(&mut p.checkpoint_failing) {
+                                tracing::info!(message = "Checkpoints written again.");
+                            }
+                        }
+                        Err(error) => {
+                            if !std::mem::replace(&mut p.checkpoint_failing, true) {
+                                tracing::error!(message = "Checkpoint failed; retrying every interval, offsets not committed.", %error);
+                            }
+                            p.last_checkpoint = std::time::Instant::now();
+                        }
+                    }
                 }
                 p.publish();
             }

@@ -88,13 +88,35 @@ enum Backend {
         url: String,
         store: Box<dyn object_store::ObjectStore>,
         prefix: object_store::path::Path,
-        rt: tokio::runtime::Runtime,
+        /// Always Some until drop (shut down in the background: the store may be dropped
+        /// inside another runtime, where a blocking shutdown is refused).
+        rt: Option<tokio::runtime::Runtime>,
     },
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if let Backend::Object { rt, .. } = self {
+            if let Some(rt) = rt.take() {
+                rt.shutdown_background();
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for StateStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "StateStore({}, seq {})", self.location(), self.seq)
+    }
+}
+
+/// Retries of an object store request: a few, within 20 s (a checkpoint write blocks the
+/// service loop; a store that stays away is an error the loop reports and retries later).
+fn retry() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        max_retries: 3,
+        retry_timeout: std::time::Duration::from_secs(20),
+        ..Default::default()
     }
 }
 
@@ -125,24 +147,28 @@ impl StateStore {
                 let err = |source| StateError::Object { location: url.clone(), source };
                 let store: Box<dyn object_store::ObjectStore> = match scheme {
                     "s3" | "s3a" => {
-                        let b = object_store::aws::AmazonS3Builder::from_env().with_url(location);
-                        let b = options.iter().try_fold(b, |b, (k, v)| {
-                            k.parse().map(|k| b.with_config(k, v)).map_err(err)
-                        })?;
+                        let b = object_store::aws::AmazonS3Builder::from_env().with_url(location).with_retry(retry());
+                        let b = options
+                            .iter()
+                            .try_fold(b, |b, (k, v)| k.parse().map(|k| b.with_config(k, v)).map_err(err))?;
                         Box::new(b.build().map_err(err)?)
                     }
                     "gs" => {
-                        let b = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(location);
-                        let b = options.iter().try_fold(b, |b, (k, v)| {
-                            k.parse().map(|k| b.with_config(k, v)).map_err(err)
-                        })?;
+                        let b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                            .with_url(location)
+                            .with_retry(retry());
+                        let b = options
+                            .iter()
+                            .try_fold(b, |b, (k, v)| k.parse().map(|k| b.with_config(k, v)).map_err(err))?;
                         Box::new(b.build().map_err(err)?)
                     }
                     _ => {
-                        let b = object_store::azure::MicrosoftAzureBuilder::from_env().with_url(location);
-                        let b = options.iter().try_fold(b, |b, (k, v)| {
-                            k.parse().map(|k| b.with_config(k, v)).map_err(err)
-                        })?;
+                        let b = object_store::azure::MicrosoftAzureBuilder::from_env()
+                            .with_url(location)
+                            .with_retry(retry());
+                        let b = options
+                            .iter()
+                            .try_fold(b, |b, (k, v)| k.parse().map(|k| b.with_config(k, v)).map_err(err))?;
                         Box::new(b.build().map_err(err)?)
                     }
                 };
@@ -153,7 +179,7 @@ impl StateStore {
                     .enable_all()
                     .build()
                     .map_err(|e| StateError::Blocking { location: url.clone(), message: e.to_string() })?;
-                Backend::Object { url, store, prefix: object_store::path::Path::from(prefix), rt }
+                Backend::Object { url, store, prefix: object_store::path::Path::from(prefix), rt: Some(rt) }
             }
             Some(_) => return Err(StateError::Url(location.to_string())),
         };
@@ -181,7 +207,7 @@ impl StateStore {
             ) -> futures::future::LocalBoxFuture<'a, Result<T, object_store::Error>>
             + Send,
     ) -> Result<T, StateError> {
-        let Backend::Object { url, store, prefix, rt } = &self.backend else {
+        let Backend::Object { url, store, prefix, rt: Some(rt) } = &self.backend else {
             return Err(StateError::Url(self.location()));
         };
         let out = std::thread::scope(|s| s.spawn(|| rt.block_on(f(store.as_ref(), prefix))).join());
