@@ -144,6 +144,39 @@ struct Pipeline {
     health: Arc<Health>,
 }
 
+/// One sink's retries within a delivery: exponential backoff from 100 ms to 30 s; the failure
+/// is counted every time, logged and reported (not ready) once per failing spell.
+struct Retrying {
+    sink: SinkKind,
+    backoff: Duration,
+    failing: bool,
+}
+
+impl Retrying {
+    fn new(sink: SinkKind) -> Retrying {
+        Retrying { sink, backoff: Duration::from_millis(100), failing: false }
+    }
+
+    /// Records a failed attempt and waits before the next.
+    async fn failed(&mut self, target: &str, error: &dyn std::fmt::Display, stats: &mut Stats, health: &Health) {
+        SinkFailed { sink: self.sink, target, error, retrying: true, first: !self.failing }.emit(stats);
+        if !self.failing {
+            self.failing = true;
+            health.set_sink_failing(true);
+        }
+        tokio::time::sleep(self.backoff).await;
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(30));
+    }
+
+    /// The sink accepted: a failing spell ends.
+    fn done(self, health: &Health) {
+        if self.failing {
+            SinkRecovered { sink: self.sink }.emit();
+            health.set_sink_failing(false);
+        }
+    }
+}
+
 impl Pipeline {
     /// Delivers alerts to every sink; a failing Kafka sink is retried until it accepts.
     async fn deliver(&mut self, mut alerts: Vec<Alert>) -> Result<(), ServiceError> {
@@ -159,19 +192,20 @@ impl Pipeline {
         }
         if let (Some(p), false) = (&self.producer, self.cfg.sinks.kafka_topic.is_empty()) {
             let topic = self.cfg.sinks.kafka_topic.clone();
-            let mut backoff = Duration::from_millis(100);
-            let mut failing = false;
+            let mut retry = Retrying::new(SinkKind::Kafka);
             loop {
                 // After a restart, once: which re-raised alerts did the crashed run already
                 // put on the alert topic (delivered, but killed before journaling them)?
+                let mut attempt: Result<(), String> = Ok(());
                 if let Some(from) = self.restart_scan.clone() {
                     let (kcfg, t) = (self.cfg.kafka.clone(), topic.clone());
                     let scan = tokio::task::spawn_blocking(move || {
                         kafka::keys_since(&kcfg, &t, &from, Duration::from_secs(30))
                     })
-                    .await;
+                    .await
+                    .map_err(|join| ServiceError::StateBody(format!("alert topic scan: {join}")))?;
                     match scan {
-                        Ok(Ok(keys)) => {
+                        Ok(keys) => {
                             tracing::info!(
                                 message = "Alert topic read back after the restart.",
                                 topic = %topic,
@@ -180,72 +214,40 @@ impl Pipeline {
                             self.on_alert_topic = keys;
                             self.restart_scan = None;
                         }
-                        Ok(Err(error)) => {
-                            let (sink, target) = (SinkKind::Kafka, topic.as_str());
-                            SinkFailed { sink, target, error: &error, retrying: true, first: !failing }
-                                .emit(&mut self.stats);
-                            if !failing {
-                                failing = true;
-                                self.health.set_sink_failing(true);
-                            }
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(Duration::from_secs(30));
-                            continue;
-                        }
-                        Err(join) => return Err(ServiceError::StateBody(format!("alert topic scan: {join}"))),
+                        Err(error) => attempt = Err(error.to_string()),
                     }
                 }
-                let fresh: Vec<Alert> =
-                    alerts.iter().filter(|a| !self.on_alert_topic.contains(&a.id)).cloned().collect();
-                match p.send_alerts(&topic, &fresh).await {
-                    Ok(landed) => {
-                        for (partition, offset) in landed {
-                            let next = self.alert_marks.entry(partition).or_insert(0);
-                            *next = (*next).max(offset + 1);
+                if attempt.is_ok() {
+                    let fresh: Vec<Alert> =
+                        alerts.iter().filter(|a| !self.on_alert_topic.contains(&a.id)).cloned().collect();
+                    attempt = match p.send_alerts(&topic, &fresh).await {
+                        Ok(landed) => {
+                            for (partition, offset) in landed {
+                                let next = self.alert_marks.entry(partition).or_insert(0);
+                                *next = (*next).max(offset + 1);
+                            }
+                            break;
                         }
-                        break;
-                    }
-                    Err(error) => {
-                        let (sink, target) = (SinkKind::Kafka, topic.as_str());
-                        SinkFailed { sink, target, error: &error, retrying: true, first: !failing }
-                            .emit(&mut self.stats);
-                        if !failing {
-                            failing = true;
-                            self.health.set_sink_failing(true);
-                        }
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
-                    }
+                        Err(error) => Err(error.to_string()),
+                    };
+                }
+                if let Err(error) = attempt {
+                    retry.failed(&topic, &error, &mut self.stats, &self.health).await;
                 }
             }
             AlertsDelivered { sink: SinkKind::Kafka, alerts: alerts.len() }.emit(&mut self.stats);
-            if failing {
-                SinkRecovered { sink: SinkKind::Kafka }.emit();
-                self.health.set_sink_failing(false);
-            }
+            retry.done(&self.health);
         }
         if let Some(w) = &self.webhook {
-            let mut backoff = Duration::from_millis(100);
-            let mut failing = false;
+            let mut retry = Retrying::new(SinkKind::Webhook);
             while let Err(error) = w.send_alerts(&alerts).await {
-                let (sink, target) = (SinkKind::Webhook, w.target());
-                SinkFailed { sink, target, error: &error, retrying: true, first: !failing }.emit(&mut self.stats);
-                if !failing {
-                    failing = true;
-                    self.health.set_sink_failing(true);
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                retry.failed(w.target(), &error, &mut self.stats, &self.health).await;
             }
             AlertsDelivered { sink: SinkKind::Webhook, alerts: alerts.len() }.emit(&mut self.stats);
-            if failing {
-                SinkRecovered { sink: SinkKind::Webhook }.emit();
-                self.health.set_sink_failing(false);
-            }
+            retry.done(&self.health);
         }
         if let Some(am) = &mut self.alertmanager {
-            let mut backoff = Duration::from_millis(100);
-            let mut failing = false;
+            let mut retry = Retrying::new(SinkKind::Alertmanager);
             loop {
                 let sink = SinkKind::Alertmanager;
                 match am.send_alerts(&alerts, std::time::SystemTime::now()).await {
@@ -254,15 +256,7 @@ impl Pipeline {
                         break;
                     }
                     Err(error) if error.is_retryable() => {
-                        let target = am.target();
-                        SinkFailed { sink, target, error: &error, retrying: true, first: !failing }
-                            .emit(&mut self.stats);
-                        if !failing {
-                            failing = true;
-                            self.health.set_sink_failing(true);
-                        }
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        retry.failed(am.target(), &error, &mut self.stats, &self.health).await;
                     }
                     Err(error) => {
                         // The others of the batch were posted.
@@ -272,10 +266,7 @@ impl Pipeline {
                     }
                 }
             }
-            if failing {
-                SinkRecovered { sink: SinkKind::Alertmanager }.emit();
-                self.health.set_sink_failing(false);
-            }
+            retry.done(&self.health);
         }
         self.stats.count_alerts(&alerts);
         if let Some(store) = &mut self.store {

@@ -145,32 +145,21 @@ impl StateStore {
             Some((scheme @ ("s3" | "s3a" | "az" | "azure" | "abfs" | "abfss" | "gs"), _)) => {
                 let url = location.to_string();
                 let err = |source| StateError::Object { location: url.clone(), source };
+                // Each cloud's builder: the environment, the URL, bounded retries, then the
+                // given settings (an unknown key is an error naming it).
+                macro_rules! build {
+                    ($builder:ty) => {{
+                        let b = <$builder>::from_env().with_url(location).with_retry(retry());
+                        let b = options
+                            .iter()
+                            .try_fold(b, |b, (k, v)| k.parse().map(|k| b.with_config(k, v)).map_err(err))?;
+                        Box::new(b.build().map_err(err)?)
+                    }};
+                }
                 let store: Box<dyn object_store::ObjectStore> = match scheme {
-                    "s3" | "s3a" => {
-                        let b = object_store::aws::AmazonS3Builder::from_env().with_url(location).with_retry(retry());
-                        let b = options
-                            .iter()
-                            .try_fold(b, |b, (k, v)| k.parse().map(|k| b.with_config(k, v)).map_err(err))?;
-                        Box::new(b.build().map_err(err)?)
-                    }
-                    "gs" => {
-                        let b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                            .with_url(location)
-                            .with_retry(retry());
-                        let b = options
-                            .iter()
-                            .try_fold(b, |b, (k, v)| k.parse().map(|k| b.with_config(k, v)).map_err(err))?;
-                        Box::new(b.build().map_err(err)?)
-                    }
-                    _ => {
-                        let b = object_store::azure::MicrosoftAzureBuilder::from_env()
-                            .with_url(location)
-                            .with_retry(retry());
-                        let b = options
-                            .iter()
-                            .try_fold(b, |b, (k, v)| k.parse().map(|k| b.with_config(k, v)).map_err(err))?;
-                        Box::new(b.build().map_err(err)?)
-                    }
+                    "s3" | "s3a" => build!(object_store::aws::AmazonS3Builder),
+                    "gs" => build!(object_store::gcp::GoogleCloudStorageBuilder),
+                    _ => build!(object_store::azure::MicrosoftAzureBuilder),
                 };
                 // The URL's path after the bucket/container is the prefix.
                 let path = location.split_once("://").map_or("", |(_, r)| r);
