@@ -998,4 +998,4 @@ fn reached_level(value: u64, threshold: u64, factor: u64, done: u8) -> Option<u8
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

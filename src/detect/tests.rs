@@ -11,7 +11,8 @@ fn t0() -> Nanos {
     parse_timestamp("2021-08-01T00:00:00Z").unwrap()
 }
 
-fn ev(t: Nanos, account: &str, cred: &str, ip: &str, bytes: u64) -> Event<'static> {
+/// A successful ReadFeed of `bytes` by `cred` (`key:ID`, `aad:ID`, `token:ID`) of `account`.
+pub(crate) fn ev(t: Nanos, account: &str, cred: &str, ip: &str, bytes: u64) -> Event<'static> {
     let (kind, id) = match cred.split_once(':') {
         Some(("aad", id)) => (CredentialKind::Aad, id),
         Some(("token", id)) => (CredentialKind::Token, id),

@@ -1,26 +1,9 @@
 use super::*;
-use crate::decode::{Category, Credential, CredentialKind, Event};
+use crate::decode::Event;
 use crate::time::{parse_timestamp, HOUR, MINUTE};
-use std::borrow::Cow;
 
 fn ev(t: Nanos, ip: &str, bytes: u64) -> Event<'static> {
-    Event {
-        time: t,
-        category: Category::DataPlaneRequests,
-        account: Cow::Borrowed("contoso"),
-        credential: Credential { kind: CredentialKind::Key, id: Cow::Borrowed("primarymasterkey") },
-        client_ip: Some(ip.parse().unwrap()),
-        operation: Cow::Borrowed("ReadFeed"),
-        status: 200,
-        success: true,
-        response_bytes: bytes,
-        request_bytes: 0,
-        request_charge: 1.0,
-        user_agent: Cow::Borrowed("agent"),
-        database: Cow::Borrowed("shop"),
-        collection: Cow::Borrowed("orders"),
-        activity_id: Cow::Borrowed("66a0c647-af38-4b8d-a92a-c48a805d6460"),
-    }
+    crate::detect::tests::ev(t, "contoso", "key:primarymasterkey", ip, bytes)
 }
 
 /// Four days of hourly reads and, at the end, a new origin with evidence and marks.
