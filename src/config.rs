@@ -26,6 +26,30 @@ pub enum OriginGranularity {
     Prefix,
 }
 
+/// Which part of the pipeline `exfilwatch run` runs (scale-out: docs/scaling.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Decode and detect in one process, no internal topic (one machine).
+    #[default]
+    All,
+    /// Consume the raw topics, decode, and produce normalized events to the internal topic,
+    /// partitioned by account.
+    Rekey,
+    /// Consume the internal topic in a consumer group, with detector state per partition.
+    Detect,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::All => "all",
+            Role::Rekey => "rekey",
+            Role::Detect => "detect",
+        }
+    }
+}
+
 /// The whole configuration file.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -244,6 +268,11 @@ pub struct ServiceConfig {
     pub model: String,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; empty for nowhere.
     pub metrics_addr: String,
+    /// "all" (default), "rekey" or "detect" (`--role` overrides it).
+    pub role: Role,
+    /// The internal topic between the rekey and detect roles; its partition count is the
+    /// number of detect state shards, fixed for the life of the state store.
+    pub internal_topic: String,
 }
 
 impl Default for ServiceConfig {
@@ -256,6 +285,8 @@ impl Default for ServiceConfig {
             state_store_options: Default::default(),
             model: String::new(),
             metrics_addr: "127.0.0.1:9464".to_string(),
+            role: Role::All,
+            internal_topic: "exfilwatch-events".to_string(),
         }
     }
 }

@@ -44,6 +44,12 @@ enum Command {
         /// (overrides `service.model`).
         #[arg(long)]
         model: Option<PathBuf>,
+        /// Which part of the pipeline to run (overrides `service.role`): `all` decodes and
+        /// detects in one process; `rekey` decodes the raw topics onto the internal topic,
+        /// partitioned by account; `detect` consumes the internal topic in a consumer group
+        /// with state per partition (docs/scaling.md).
+        #[arg(long, value_enum)]
+        role: Option<exfilwatch::config::Role>,
     },
     /// Print or check the configuration.
     #[command(subcommand)]
@@ -208,14 +214,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Model(ModelCommand::Inspect { model, account, credential, format }) => {
             inspect(&model, account.as_deref(), credential.as_deref(), format)
         }
-        Command::Run { config, model } => run_service(&config, model),
+        Command::Run { config, model, role } => run_service(&config, model, role),
     }
 }
 
-fn run_service(config: &std::path::Path, model: Option<PathBuf>) -> Result<ExitCode> {
+fn run_service(
+    config: &std::path::Path,
+    model: Option<PathBuf>,
+    role: Option<exfilwatch::config::Role>,
+) -> Result<ExitCode> {
     let mut cfg = Config::load(config)?;
     if let Some(m) = model {
         cfg.service.model = m.display().to_string();
+    }
+    if let Some(r) = role {
+        cfg.service.role = r;
     }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let stats = rt.block_on(exfilwatch::service::run(cfg, shutdown_signal()))?;

@@ -179,6 +179,22 @@ pub struct DetectorStats {
     pub alerts_suppressed_learning: u64,
 }
 
+impl DetectorStats {
+    /// Adds another detector's counters (several partitions' detectors make one report).
+    pub fn add(&mut self, o: &DetectorStats) {
+        self.events += o.events;
+        self.failed_requests += o.failed_requests;
+        self.late_events += o.late_events;
+        self.without_ip += o.without_ip;
+        self.keys_tracked += o.keys_tracked;
+        self.origins_tracked += o.origins_tracked;
+        self.origins_evicted += o.origins_evicted;
+        self.origins_expired += o.origins_expired;
+        self.keys_expired += o.keys_expired;
+        self.alerts_suppressed_learning += o.alerts_suppressed_learning;
+    }
+}
+
 /// Everything but the accounts, so rules can borrow an account mutably beside it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Ctx {
@@ -414,6 +430,15 @@ impl Detector {
     }
 
     /// Bytes the state holds per (key, origin), estimated from the structures' sizes.
+    /// Keeps only the accounts `keep` accepts (a detect partition's share of a trained model,
+    /// which has nothing queued); the key and origin gauges follow.
+    pub fn retain_accounts(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.accounts.retain(|name, _| keep(name.as_str()));
+        let keys = self.accounts.values().flat_map(|a| a.keys.values());
+        self.ctx.stats.keys_tracked = self.accounts.values().map(|a| a.keys.len() as u64).sum();
+        self.ctx.stats.origins_tracked = keys.map(|k| k.origins.len() as u64).sum();
+    }
+
     pub fn approx_bytes_per_origin() -> usize {
         // hashbrown: key + value + 1 control byte, at most 7/8 full.
         (std::mem::size_of::<OriginKey>() + std::mem::size_of::<OriginEntry>() + 1) * 8 / 7

@@ -41,12 +41,14 @@
 //! Beside the loop, `/metrics`, `/healthz` and `/readyz` are served (`service.metrics_addr`,
 //! module [`http`]); the loop publishes its counters every 100 ms tick.
 
+mod detect;
 pub mod http;
+mod rekey;
 
 use crate::alert::Alert;
-use crate::config::Config;
+use crate::config::{Config, Role};
 use crate::decode::{raw_record_text, Decoded, Decoder, Malformed};
-use crate::detect::Detector;
+use crate::detect::{Detector, DetectorStats};
 use crate::sinks::alertmanager::{AlertmanagerOptions, AlertmanagerSink};
 use crate::sinks::kafka::KafkaProducerSink;
 use crate::sinks::{AlertSink, JsonLinesSink, SinkError};
@@ -88,6 +90,8 @@ pub enum ServiceError {
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
     Http(#[from] http::BindError),
+    #[error("{0}")]
+    InternalTopic(String),
     #[error("cannot start from the model: {0}")]
     Model(#[from] crate::model::ModelError),
 }
@@ -104,11 +108,108 @@ struct SavedState {
     /// Next offset after the last alert delivered, per alert-topic partition.
     #[serde(default)]
     alert_topic_marks: BTreeMap<i32, i64>,
+    /// Role detect: next raw offset per raw `topic/partition` whose batches are in the state.
+    #[serde(default)]
+    raw_marks: BTreeMap<String, i64>,
 }
 
-struct Pipeline {
-    cfg: Config,
+/// One detector's state and where it is saved: the whole stream's (role all), or one internal
+/// partition's (role detect, [`detect`]).
+pub(crate) struct Shard {
     detector: Detector,
+    /// Alert ids already delivered, with their trigger time, within the realert horizon.
+    delivered: BTreeMap<String, Nanos>,
+    /// Next offset after the last alert this state delivered, per alert-topic partition.
+    alert_marks: BTreeMap<i32, i64>,
+    /// Role detect: next raw offset per raw `topic/partition` whose batches are in the state
+    /// (a batch below it is a copy a restarted rekey instance produced again).
+    raw_marks: BTreeMap<String, i64>,
+    /// Next offset to read per `topic/partition`: everything before it is in the state.
+    positions: BTreeMap<String, i64>,
+    store: Option<crate::state::StateStore>,
+}
+
+impl Shard {
+    fn new(detector: Detector, store: Option<crate::state::StateStore>) -> Shard {
+        Shard {
+            detector,
+            delivered: BTreeMap::new(),
+            alert_marks: BTreeMap::new(),
+            raw_marks: BTreeMap::new(),
+            positions: BTreeMap::new(),
+            store,
+        }
+    }
+
+    /// A state restored from a checkpoint covering `positions`.
+    fn restored(s: SavedState, positions: Offsets, store: Option<crate::state::StateStore>) -> Shard {
+        Shard {
+            detector: s.detector,
+            delivered: s.delivered,
+            alert_marks: s.alert_topic_marks,
+            raw_marks: s.raw_marks,
+            positions,
+            store,
+        }
+    }
+
+    /// Writes a checkpoint of this state and the offsets it covers; returns its size and how
+    /// long it took. Nothing without a store.
+    fn save(
+        &mut self,
+        alertmanager: Option<crate::sinks::alertmanager::FiringSnapshot>,
+    ) -> Result<Option<(u64, Duration)>, ServiceError> {
+        let Some(store) = &mut self.store else { return Ok(None) };
+        let t = std::time::Instant::now();
+        let body = serde_json::to_vec(&SavedStateRef {
+            detector: &self.detector,
+            delivered: &self.delivered,
+            alertmanager,
+            alert_topic_marks: &self.alert_marks,
+            raw_marks: &self.raw_marks,
+        })
+        .map_err(|e| ServiceError::StateBody(e.to_string()))?;
+        let bytes = store.write_checkpoint(self.positions.clone(), &body)?;
+        Ok(Some((bytes, t.elapsed())))
+    }
+
+    /// The positions as a list to commit.
+    fn offsets_to_commit(&self) -> rdkafka::TopicPartitionList {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for (tp, off) in &self.positions {
+            if let Some((topic, partition)) = tp.rsplit_once('/').and_then(|(t, p)| Some((t, p.parse().ok()?))) {
+                let _ = tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(*off));
+            }
+        }
+        tpl
+    }
+
+    /// Notes alerts every sink accepted: journaled durably (when there is a store), and kept
+    /// within the realert horizon.
+    fn delivered(&mut self, alerts: &[Alert], horizon: Nanos) {
+        if let Some(store) = &mut self.store {
+            let ids: Vec<(String, Nanos)> = alerts
+                .iter()
+                .map(|a| (a.id.clone(), parse_timestamp(&a.trigger_event_time).unwrap_or(Nanos::MIN)))
+                .collect();
+            // Not fatal: the ids are in memory and go into the next checkpoint; only a crash
+            // before it could repeat them (the alert topic's read-back still catches those).
+            if let Err(error) = store.journal_delivered(&ids) {
+                tracing::warn!(message = "Journal entry for delivered alerts failed.", %error);
+            }
+        }
+        let mut newest = Nanos::MIN;
+        for a in alerts {
+            let t = parse_timestamp(&a.trigger_event_time).unwrap_or(Nanos::MIN);
+            newest = newest.max(t);
+            self.delivered.insert(a.id.clone(), t);
+        }
+        self.delivered.retain(|_, t| *t >= newest.saturating_sub(horizon));
+    }
+}
+
+pub(crate) struct Pipeline {
+    cfg: Config,
     decoder: Decoder,
     stats: Stats,
     files: Vec<JsonLinesSink<Box<dyn Write + Send>>>,
@@ -117,11 +218,8 @@ struct Pipeline {
     alertmanager: Option<AlertmanagerSink>,
     /// The Alertmanager sink's last tick failed (logged once per change).
     alertmanager_failing: bool,
-    delivered: BTreeMap<String, Nanos>,
-    /// Next offset after the last alert this state delivered, per alert-topic partition.
-    alert_marks: BTreeMap<i32, i64>,
     /// Restored from a checkpoint and not yet checked: the alert topic is read from these
-    /// marks before the first delivery, for alerts a killed run delivered but had not
+    /// marks before the next delivery, for alerts a killed run delivered but had not
     /// journaled yet.
     restart_scan: Option<BTreeMap<i32, i64>>,
     /// Alert ids found on the alert topic by that read: not produced again.
@@ -131,9 +229,8 @@ struct Pipeline {
     /// Handled messages whose offsets are not stored yet, per (topic, partition): (arrival
     /// in ms since `started`, offset), in arrival order.
     pending: BTreeMap<(String, i32), VecDeque<(i64, i64)>>,
-    /// Next offset to read per `topic/partition`: everything before it is in the state.
-    positions: BTreeMap<String, i64>,
-    store: Option<crate::state::StateStore>,
+    /// Checkpoints are written (a state store is configured).
+    checkpoints: bool,
     last_checkpoint: std::time::Instant,
     /// The last periodic checkpoint failed (logged once per change).
     checkpoint_failing: bool,
@@ -179,8 +276,8 @@ impl Retrying {
 
 impl Pipeline {
     /// Delivers alerts to every sink; a failing Kafka sink is retried until it accepts.
-    async fn deliver(&mut self, mut alerts: Vec<Alert>) -> Result<(), ServiceError> {
-        alerts.retain(|a| !self.delivered.contains_key(&a.id));
+    async fn deliver(&mut self, shard: &mut Shard, mut alerts: Vec<Alert>) -> Result<(), ServiceError> {
+        alerts.retain(|a| !shard.delivered.contains_key(&a.id));
         if alerts.is_empty() {
             return Ok(());
         }
@@ -211,7 +308,7 @@ impl Pipeline {
                                 topic = %topic,
                                 alerts_after_checkpoint = keys.len()
                             );
-                            self.on_alert_topic = keys;
+                            self.on_alert_topic.extend(keys);
                             self.restart_scan = None;
                         }
                         Err(error) => attempt = Err(error.to_string()),
@@ -223,7 +320,7 @@ impl Pipeline {
                     attempt = match p.send_alerts(&topic, &fresh).await {
                         Ok(landed) => {
                             for (partition, offset) in landed {
-                                let next = self.alert_marks.entry(partition).or_insert(0);
+                                let next = shard.alert_marks.entry(partition).or_insert(0);
                                 *next = (*next).max(offset + 1);
                             }
                             break;
@@ -269,34 +366,22 @@ impl Pipeline {
             retry.done(&self.health);
         }
         self.stats.count_alerts(&alerts);
-        if let Some(store) = &mut self.store {
-            let ids: Vec<(String, Nanos)> = alerts
-                .iter()
-                .map(|a| (a.id.clone(), parse_timestamp(&a.trigger_event_time).unwrap_or(Nanos::MIN)))
-                .collect();
-            // Not fatal: the ids are in memory and go into the next checkpoint; only a crash
-            // before it could repeat them (the alert topic's read-back still catches those).
-            if let Err(error) = store.journal_delivered(&ids) {
-                tracing::warn!(message = "Journal entry for delivered alerts failed.", %error);
-            }
-        }
-        let horizon = self.cfg.detect.realert.0;
-        let mut newest = Nanos::MIN;
-        for a in &alerts {
-            let t = parse_timestamp(&a.trigger_event_time).unwrap_or(Nanos::MIN);
-            newest = newest.max(t);
-            self.delivered.insert(a.id.clone(), t);
-        }
-        self.delivered.retain(|_, t| *t >= newest.saturating_sub(horizon));
+        shard.delivered(&alerts, self.cfg.detect.realert.0);
         Ok(())
     }
 
     /// Decodes one message, feeds the detector and delivers the alerts.
     /// `now` is the processing time (ms since `started`) its records are queued with.
-    async fn handle(&mut self, payload: &[u8], source: (&str, i32, i64), now: i64) -> Result<(), ServiceError> {
+    async fn handle(
+        &mut self,
+        shard: &mut Shard,
+        payload: &[u8],
+        source: (&str, i32, i64),
+        now: i64,
+    ) -> Result<(), ServiceError> {
         let mut alerts = Vec::new();
         let mut bad: Vec<(Malformed, Option<usize>)> = Vec::new();
-        let (detector, stats) = (&mut self.detector, &mut self.stats);
+        let (detector, stats) = (&mut shard.detector, &mut self.stats);
         let mut newest = Nanos::MIN;
         let (started, mut records) = (std::time::Instant::now(), 0u64);
         self.decoder.decode(payload, |item| match item {
@@ -324,27 +409,64 @@ impl Pipeline {
         if let Some(am) = &mut self.alertmanager {
             am.observe_event_time(newest);
         }
-        for (reason, index) in bad {
-            let location = match index {
-                Some(i) => format!("{}/{}@{}#{}", source.0, source.1, source.2, i),
-                None => format!("{}/{}@{}", source.0, source.1, source.2),
-            };
-            MalformedRecord { reason, location: &location }.emit(&mut self.stats);
-            if let (Some(p), false) = (&self.producer, self.cfg.kafka.dead_letter_topic.is_empty()) {
-                let text = raw_record_text(payload, index);
-                let mut backoff = Duration::from_millis(100);
-                while let Err(error) = p
-                    .send_dead_letter(&self.cfg.kafka.dead_letter_topic, text.as_bytes(), reason.code(), source, index)
-                    .await
-                {
-                    tracing::warn!(message = "Dead-letter topic failing; retrying.", %error);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                }
-                DeadLettered { reason, location: &location }.emit(&mut self.stats);
+        set_aside(self.producer.as_ref(), &self.cfg.kafka.dead_letter_topic, &mut self.stats, payload, source, bad)
+            .await;
+        self.deliver(shard, alerts).await
+    }
+
+    /// Role detect: one batch of the internal topic (see [`crate::decode::wire`]) into the
+    /// partition's detector. A batch from a raw offset the state already covers is a copy
+    /// (a rekey instance restarted before committing) and is dropped.
+    async fn handle_batch(
+        &mut self,
+        shard: &mut Shard,
+        payload: &[u8],
+        source: (&str, i32, i64),
+        now: i64,
+    ) -> Result<(), ServiceError> {
+        use crate::decode::wire::{Batch, WireError};
+        let started = std::time::Instant::now();
+        let batch = match Batch::parse(payload) {
+            Ok(b) => b,
+            Err(error) => {
+                let reason = match error {
+                    WireError::Json(_) => Malformed::InvalidJson,
+                    WireError::Format(_) => Malformed::NotAnObject,
+                };
+                tracing::debug!(message = "Not an internal-topic batch.", %error);
+                set_aside(
+                    self.producer.as_ref(),
+                    &self.cfg.kafka.dead_letter_topic,
+                    &mut self.stats,
+                    payload,
+                    source,
+                    vec![(reason, None)],
+                )
+                .await;
+                return Ok(());
             }
+        };
+        let raw = format!("{}/{}", batch.source.topic, batch.source.partition);
+        if shard.raw_marks.get(&raw).is_some_and(|next| batch.source.offset < *next) {
+            self.skipped_replayed += 1;
+            return Ok(());
         }
-        self.deliver(alerts).await
+        shard.raw_marks.insert(raw, batch.source.offset + 1);
+        let (mut alerts, mut newest) = (Vec::new(), Nanos::MIN);
+        for ev in batch.events() {
+            newest = newest.max(ev.time);
+            shard.detector.ingest_at(&ev, now, &mut alerts);
+        }
+        let lag = (newest != Nanos::MIN).then(|| {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            now.saturating_sub(Duration::from_nanos(newest.max(0) as u64))
+        });
+        BatchProcessed { records: batch.len() as u64, elapsed: started.elapsed(), lag }.emit(&mut self.stats);
+        self.stats.input_bytes += payload.len() as u64;
+        if let Some(am) = &mut self.alertmanager {
+            am.observe_event_time(newest);
+        }
+        self.deliver(shard, alerts).await
     }
 
     fn now(&self) -> i64 {
@@ -352,8 +474,8 @@ impl Pipeline {
     }
 
     /// Stores the offsets of handled messages none of whose records waits in a reorder queue.
-    fn store_ready(&mut self, consumer: &LogConsumer) {
-        let limit = self.detector.oldest_queued_arrival().unwrap_or(i64::MAX);
+    fn store_ready(&mut self, shard: &Shard, consumer: &LogConsumer) {
+        let limit = shard.detector.oldest_queued_arrival().unwrap_or(i64::MAX);
         for ((topic, partition), q) in &mut self.pending {
             let mut last = None;
             while let Some(&(arrived, offset)) = q.front() {
@@ -374,33 +496,21 @@ impl Pipeline {
     }
 
     /// Moves the counters to Prometheus and the progress to the health report.
-    fn publish(&mut self) {
-        self.stats.detector = self.detector.stats().clone();
+    fn publish(&mut self, detector: DetectorStats) {
+        self.stats.detector = detector;
         self.metrics.publish(&self.stats);
         let alerts = self.stats.alerts.values().sum();
         self.health.progress(self.messages, self.stats.records_total(), alerts);
     }
 
     /// Writes a checkpoint (state + the offsets it covers), then commits those offsets.
-    fn checkpoint(&mut self, consumer: &LogConsumer, mode: CommitMode) -> Result<(), ServiceError> {
-        let Some(store) = &mut self.store else { return Ok(()) };
-        let t = std::time::Instant::now();
-        let body = serde_json::to_vec(&SavedStateRef {
-            detector: &self.detector,
-            delivered: &self.delivered,
-            alertmanager: self.alertmanager.as_ref().map(AlertmanagerSink::snapshot),
-            alert_topic_marks: &self.alert_marks,
-        })
-        .map_err(|e| ServiceError::StateBody(e.to_string()))?;
-        let bytes = store.write_checkpoint(self.positions.clone(), &body)?;
+    fn checkpoint(&mut self, shard: &mut Shard, consumer: &LogConsumer, mode: CommitMode) -> Result<(), ServiceError> {
+        let Some((bytes, took)) = shard.save(self.alertmanager.as_ref().map(AlertmanagerSink::snapshot))? else {
+            return Ok(());
+        };
         self.last_checkpoint = std::time::Instant::now();
-        self.metrics.checkpoint_written(t.elapsed(), bytes, std::time::SystemTime::now());
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        for (tp, off) in &self.positions {
-            if let Some((topic, partition)) = tp.rsplit_once('/').and_then(|(t, p)| Some((t, p.parse().ok()?))) {
-                let _ = tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(*off));
-            }
-        }
+        self.metrics.checkpoint_written(took, bytes, std::time::SystemTime::now());
+        let tpl = shard.offsets_to_commit();
         if tpl.count() > 0 {
             if let Err(error) = consumer.commit(&tpl, mode) {
                 // The checkpoint is what counts; the group's offsets are only a fallback.
@@ -428,22 +538,48 @@ impl Pipeline {
     }
 
     /// Processes every record waiting in the reorder queues.
-    async fn drain(&mut self) -> Result<(), ServiceError> {
+    async fn drain(&mut self, shard: &mut Shard) -> Result<(), ServiceError> {
         let mut alerts = Vec::new();
-        self.detector.finish(&mut alerts);
-        self.deliver(alerts).await
+        shard.detector.finish(&mut alerts);
+        self.deliver(shard, alerts).await
     }
 
     /// Processes the records that waited `service.max_hold` or longer.
-    async fn release_held(&mut self) -> Result<(), ServiceError> {
-        if !self.detector.has_queued() {
+    async fn release_held(&mut self, shard: &mut Shard) -> Result<(), ServiceError> {
+        if !shard.detector.has_queued() {
             return Ok(());
         }
         let hold = self.cfg.service.max_hold.0 / 1_000_000;
         let cutoff = self.now() - hold;
         let mut alerts = Vec::new();
-        self.detector.release_held(cutoff, &mut alerts);
-        self.deliver(alerts).await
+        shard.detector.release_held(cutoff, &mut alerts);
+        self.deliver(shard, alerts).await
+    }
+
+    /// Whether the periodic checkpoint is due.
+    fn checkpoint_due(&self) -> bool {
+        self.checkpoints
+            && self.cfg.service.checkpoint_interval.0 > 0
+            && self.last_checkpoint.elapsed().as_nanos() as i64 >= self.cfg.service.checkpoint_interval.0
+    }
+
+    /// Notes the outcome of a periodic checkpoint: a failure commits nothing (the previous
+    /// checkpoint stays the truth) and is retried next interval, logged once per change (the
+    /// checkpoint-age metric and its rule show a store that stays away).
+    fn checkpoint_outcome(&mut self, outcome: Result<(), ServiceError>) {
+        match outcome {
+            Ok(()) => {
+                if std::mem::take(&mut self.checkpoint_failing) {
+                    tracing::info!(message = "Checkpoints written again.");
+                }
+            }
+            Err(error) => {
+                if !std::mem::replace(&mut self.checkpoint_failing, true) {
+                    tracing::error!(message = "Checkpoint failed; retrying every interval, offsets not committed.", %error);
+                }
+                self.last_checkpoint = std::time::Instant::now();
+            }
+        }
     }
 }
 
@@ -453,6 +589,40 @@ struct SavedStateRef<'a> {
     delivered: &'a BTreeMap<String, Nanos>,
     alertmanager: Option<crate::sinks::alertmanager::FiringSnapshot>,
     alert_topic_marks: &'a BTreeMap<i32, i64>,
+    raw_marks: &'a BTreeMap<String, i64>,
+}
+
+/// Counts malformed records, logs each kind once, and writes them to the dead-letter topic
+/// (when one is configured) with the reason and where they came from; retried until the topic
+/// takes them, so none is lost.
+pub(crate) async fn set_aside(
+    producer: Option<&KafkaProducerSink>,
+    dead_letter_topic: &str,
+    stats: &mut Stats,
+    payload: &[u8],
+    source: (&str, i32, i64),
+    bad: Vec<(Malformed, Option<usize>)>,
+) {
+        for (reason, index) in bad {
+            let location = match index {
+                Some(i) => format!("{}/{}@{}#{}", source.0, source.1, source.2, i),
+                None => format!("{}/{}@{}", source.0, source.1, source.2),
+            };
+            MalformedRecord { reason, location: &location }.emit(stats);
+            if let (Some(p), false) = (producer, dead_letter_topic.is_empty()) {
+                let text = raw_record_text(payload, index);
+                let mut backoff = Duration::from_millis(100);
+                while let Err(error) = p
+                    .send_dead_letter(dead_letter_topic, text.as_bytes(), reason.code(), source, index)
+                    .await
+                {
+                    tracing::warn!(message = "Dead-letter topic failing; retrying.", %error);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+                DeadLettered { reason, location: &location }.emit(stats);
+            }
+        }
 }
 
 /// Restores the newest valid checkpoint: the state, the offsets it covers, and the delivered
@@ -491,6 +661,132 @@ pub async fn run_with(
         let addr = http::serve(&cfg.service.metrics_addr, health.clone(), metrics.registry.clone()).await?;
         health.set_http_addr(addr);
     }
+    tracing::info!(message = "Starting.", role = cfg.service.role.as_str());
+    match cfg.service.role {
+        Role::All => run_all(cfg, metrics, health, shutdown).await,
+        Role::Rekey => rekey::run(cfg, metrics, health, shutdown).await,
+        Role::Detect => detect::run(cfg, metrics, health, shutdown).await,
+    }
+}
+
+impl Pipeline {
+    /// The sinks and counters of a run; `firing`: the Alertmanager sink's restored alerts.
+    fn new(
+        cfg: Config,
+        metrics: Metrics,
+        health: Arc<Health>,
+        firing: Option<crate::sinks::alertmanager::FiringSnapshot>,
+        checkpoints: bool,
+    ) -> Result<Pipeline, ServiceError> {
+        let alertmanager = if cfg.sinks.alertmanager_url.is_empty() {
+            None
+        } else {
+            let span = |s: crate::units::Span| Duration::from_nanos(s.0.max(0) as u64);
+            let mut opts = AlertmanagerOptions::new(&cfg.sinks.alertmanager_url, cfg.detect.realert.0);
+            opts.timeout = span(cfg.sinks.alertmanager_timeout);
+            opts.resend_interval = span(cfg.sinks.alertmanager_resend_interval);
+            opts.min_firing = span(cfg.sinks.alertmanager_min_firing);
+            let mut am = AlertmanagerSink::new(opts).map_err(|e| ServiceError::Alertmanager(e.to_string()))?;
+            if let Some(f) = firing {
+                am.restore(f);
+            }
+            Some(am)
+        };
+        let producer = if !cfg.sinks.kafka_topic.is_empty() || !cfg.kafka.dead_letter_topic.is_empty() {
+            Some(KafkaProducerSink::new(idempotent_producer(&cfg)?))
+        } else {
+            None
+        };
+        let webhook = if cfg.sinks.webhook_url.is_empty() {
+            None
+        } else {
+            let timeout = Duration::from_nanos(cfg.sinks.webhook_timeout.0.max(1) as u64);
+            Some(
+                crate::sinks::webhook::WebhookSink::new(&cfg.sinks.webhook_url, timeout, &Default::default())
+                    .map_err(|e| ServiceError::Webhook(e.to_string()))?,
+            )
+        };
+        let mut files: Vec<JsonLinesSink<Box<dyn Write + Send>>> = Vec::new();
+        if cfg.sinks.stdout {
+            files.push(JsonLinesSink::new(Box::new(std::io::stdout()), "stdout"));
+        }
+        if !cfg.sinks.file.is_empty() {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&cfg.sinks.file)
+                .map_err(|source| SinkError::Io { target: cfg.sinks.file.clone(), source })?;
+            files.push(JsonLinesSink::new(Box::new(f), cfg.sinks.file.clone()));
+        }
+        if checkpoints {
+            metrics.expect_checkpoints();
+        }
+        Ok(Pipeline {
+            cfg,
+            decoder: Decoder::new(),
+            stats: Stats::default(),
+            files,
+            producer,
+            webhook,
+            alertmanager,
+            alertmanager_failing: false,
+            restart_scan: None,
+            on_alert_topic: Default::default(),
+            started: std::time::Instant::now(),
+            pending: BTreeMap::new(),
+            checkpoints,
+            last_checkpoint: std::time::Instant::now(),
+            checkpoint_failing: false,
+            skipped_replayed: 0,
+            messages: 0,
+            metrics,
+            health,
+        })
+    }
+
+    /// A restored state may have delivered alerts it never journaled: the alert topic is read
+    /// back from `marks` before the next produce (merged with any scan still due).
+    fn scan_alert_topic_from(&mut self, marks: &BTreeMap<i32, i64>) {
+        if self.cfg.sinks.kafka_topic.is_empty() {
+            return;
+        }
+        match &mut self.restart_scan {
+            None => self.restart_scan = Some(marks.clone()),
+            // A partition missing from a state's marks is read from its start.
+            Some(scan) => {
+                scan.retain(|p, _| marks.contains_key(p));
+                for (p, m) in marks {
+                    if let Some(v) = scan.get_mut(p) {
+                        *v = (*v).min(*m);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Flushes the file sinks.
+    fn flush_files(&mut self) -> Result<(), ServiceError> {
+        for f in &mut self.files {
+            f.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// A producer with idempotence (no duplicates or reordering from its own retries).
+pub(crate) fn idempotent_producer(cfg: &Config) -> Result<FutureProducer, ServiceError> {
+    let mut c = kafka::client_config(&cfg.kafka)?;
+    c.set("enable.idempotence", "true").set("message.timeout.ms", "30000");
+    c.create().map_err(ServiceError::Producer)
+}
+
+/// Role all: one process, one detector for the whole stream.
+async fn run_all(
+    cfg: Config,
+    metrics: Metrics,
+    health: Arc<Health>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Stats, ServiceError> {
     let mut store = match cfg.service.state_store.as_str() {
         "" => None,
         location => Some(crate::state::StateStore::open_with(location, &cfg.service.state_store_options)?),
@@ -500,102 +796,27 @@ pub async fn run_with(
         None => None,
     };
     let was_restored = restored.is_some();
-    let (detector, delivered, firing, positions, alert_marks) = match restored {
-        Some((s, offsets)) => (s.detector, s.delivered, s.alertmanager, offsets, s.alert_topic_marks),
-        None if !cfg.service.model.is_empty() => {
-            let dir = std::path::Path::new(&cfg.service.model);
-            let (detector, manifest) = crate::model::load_detector(dir, Some(&cfg.detect))?;
-            tracing::info!(
-                message = "Starting from a trained model.",
-                model = %dir.display(),
-                keys = manifest.counts.keys,
-                until = manifest.event_time.until.as_deref().or(manifest.event_time.last.as_deref()).unwrap_or("")
-            );
-            (detector, BTreeMap::new(), None, BTreeMap::new(), BTreeMap::new())
+    let checkpoints = store.is_some();
+    let (mut shard, firing) = match restored {
+        Some((mut s, offsets)) => {
+            let firing = s.alertmanager.take();
+            (Shard::restored(s, offsets, store), firing)
         }
-        None => (Detector::new(cfg.detect.clone()), BTreeMap::new(), None, BTreeMap::new(), BTreeMap::new()),
+        None => (Shard::new(initial_detector(&cfg)?, store), None),
     };
-    let alertmanager = if cfg.sinks.alertmanager_url.is_empty() {
-        None
-    } else {
-        let span = |s: crate::units::Span| Duration::from_nanos(s.0.max(0) as u64);
-        let mut opts = AlertmanagerOptions::new(&cfg.sinks.alertmanager_url, cfg.detect.realert.0);
-        opts.timeout = span(cfg.sinks.alertmanager_timeout);
-        opts.resend_interval = span(cfg.sinks.alertmanager_resend_interval);
-        opts.min_firing = span(cfg.sinks.alertmanager_min_firing);
-        let mut am = AlertmanagerSink::new(opts).map_err(|e| ServiceError::Alertmanager(e.to_string()))?;
-        if let Some(f) = firing {
-            am.restore(f);
-        }
-        Some(am)
-    };
+    let mut p = Pipeline::new(cfg, metrics, health.clone(), firing, checkpoints)?;
     health.set_restored();
-    if store.is_some() {
-        metrics.expect_checkpoints();
-    }
-    let consumer = kafka::consumer(&cfg.kafka, health.clone(), store.is_none(), metrics.consumer_lag())?;
-    let producer = if !cfg.sinks.kafka_topic.is_empty() || !cfg.kafka.dead_letter_topic.is_empty() {
-        let mut c = kafka::client_config(&cfg.kafka)?;
-        c.set("enable.idempotence", "true").set("message.timeout.ms", "30000");
-        let p: FutureProducer = c.create().map_err(ServiceError::Producer)?;
-        Some(KafkaProducerSink::new(p))
-    } else {
-        None
-    };
-    let webhook = if cfg.sinks.webhook_url.is_empty() {
-        None
-    } else {
-        let timeout = Duration::from_nanos(cfg.sinks.webhook_timeout.0.max(1) as u64);
-        Some(
-            crate::sinks::webhook::WebhookSink::new(&cfg.sinks.webhook_url, timeout, &Default::default())
-                .map_err(|e| ServiceError::Webhook(e.to_string()))?,
-        )
-    };
-    let mut files: Vec<JsonLinesSink<Box<dyn Write + Send>>> = Vec::new();
-    if cfg.sinks.stdout {
-        files.push(JsonLinesSink::new(Box::new(std::io::stdout()), "stdout"));
-    }
-    if !cfg.sinks.file.is_empty() {
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&cfg.sinks.file)
-            .map_err(|source| SinkError::Io { target: cfg.sinks.file.clone(), source })?;
-        files.push(JsonLinesSink::new(Box::new(f), cfg.sinks.file.clone()));
-    }
-    let shutdown_timeout = Duration::from_nanos(cfg.service.shutdown_timeout.0.max(0) as u64);
+    let consumer = kafka::consumer(&p.cfg.kafka, health.clone(), !checkpoints, p.metrics.consumer_lag())?;
     // Only a restored state can have delivered alerts it never journaled.
-    let restart_scan = (was_restored && !cfg.sinks.kafka_topic.is_empty()).then(|| alert_marks.clone());
-    let mut p = Pipeline {
-        cfg,
-        detector,
-        decoder: Decoder::new(),
-        stats: Stats::default(),
-        files,
-        producer,
-        webhook,
-        alertmanager,
-        alertmanager_failing: false,
-        delivered,
-        restart_scan,
-        alert_marks,
-        on_alert_topic: Default::default(),
-        started: std::time::Instant::now(),
-        pending: BTreeMap::new(),
-        positions,
-        store,
-        last_checkpoint: std::time::Instant::now(),
-        checkpoint_failing: false,
-        skipped_replayed: 0,
-        messages: 0,
-        metrics,
-        health: health.clone(),
-    };
-    if p.store.is_some() && !was_restored {
+    if was_restored {
+        let marks = shard.alert_marks.clone();
+        p.scan_alert_topic_from(&marks);
+    }
+    if checkpoints && !was_restored {
         // A first checkpoint (the initial state, no offsets yet), so that the journal of
         // delivered ids always follows a checkpoint and a crash before the first periodic
         // one loses nothing.
-        p.checkpoint(&consumer, CommitMode::Sync)?;
+        p.checkpoint(&mut shard, &consumer, CommitMode::Sync)?;
     }
     tracing::info!(message = "Consuming.", topics = ?p.cfg.kafka.topics, group = %p.cfg.kafka.group_id);
 
@@ -610,20 +831,20 @@ pub async fn run_with(
                 Ok(m) => {
                     health.set_kafka(true, "");
                     let tp = format!("{}/{}", m.topic(), m.partition());
-                    if p.positions.get(&tp).is_some_and(|next| m.offset() < *next) {
+                    if shard.positions.get(&tp).is_some_and(|next| m.offset() < *next) {
                         // Already in the restored state (read again from an older commit).
                         p.skipped_replayed += 1;
                         continue;
                     }
                     let now = p.now();
                     if let Some(payload) = m.payload() {
-                        p.handle(payload, (m.topic(), m.partition(), m.offset()), now).await?;
+                        p.handle(&mut shard, payload, (m.topic(), m.partition(), m.offset()), now).await?;
                     }
                     p.messages += 1;
-                    p.positions.insert(tp, m.offset() + 1);
-                    if p.store.is_none() {
+                    shard.positions.insert(tp, m.offset() + 1);
+                    if !checkpoints {
                         p.pending.entry((m.topic().to_string(), m.partition())).or_default().push_back((now, m.offset()));
-                        p.store_ready(&consumer);
+                        p.store_ready(&shard, &consumer);
                     }
                     health.progress(p.messages, p.stats.records_total(), p.health.alerts());
                 }
@@ -633,43 +854,28 @@ pub async fn run_with(
                 }
             },
             _ = tick.tick() => {
-                p.release_held().await?;
+                p.release_held(&mut shard).await?;
                 p.tick_alertmanager().await;
-                if p.store.is_none() {
-                    p.store_ready(&consumer);
-                } else if p.cfg.service.checkpoint_interval.0 > 0
-                    && p.last_checkpoint.elapsed().as_nanos() as i64 >= p.cfg.service.checkpoint_interval.0
-                {
-                    // A failed checkpoint commits nothing: the previous one stays the truth, and
-                    // the next interval tries again (the checkpoint-age metric and its rule
-                    // show a store that stays away).
-                    match p.checkpoint(&consumer, CommitMode::Async) {
-                        Ok(()) => {
-                            if std::mem::take(&mut p.checkpoint_failing) {
-                                tracing::info!(message = "Checkpoints written again.");
-                            }
-                        }
-                        Err(error) => {
-                            if !std::mem::replace(&mut p.checkpoint_failing, true) {
-                                tracing::error!(message = "Checkpoint failed; retrying every interval, offsets not committed.", %error);
-                            }
-                            p.last_checkpoint = std::time::Instant::now();
-                        }
-                    }
+                if !checkpoints {
+                    p.store_ready(&shard, &consumer);
+                } else if p.checkpoint_due() {
+                    let outcome = p.checkpoint(&mut shard, &consumer, CommitMode::Async);
+                    p.checkpoint_outcome(outcome);
                 }
-                p.publish();
+                p.publish(shard.detector.stats().clone());
             }
         }
     }
 
     tracing::info!(message = "Shutting down: draining.");
+    let shutdown_timeout = Duration::from_nanos(p.cfg.service.shutdown_timeout.0.max(0) as u64);
     let finish = async {
         // Either way every handled record is covered afterwards: by the checkpoint (queues
         // included) or by having been processed; all their offsets may be committed.
-        if p.store.is_some() {
-            p.checkpoint(&consumer, CommitMode::Sync)?;
+        if checkpoints {
+            p.checkpoint(&mut shard, &consumer, CommitMode::Sync)?;
         } else {
-            p.drain().await?;
+            p.drain(&mut shard).await?;
         }
         let pending = std::mem::take(&mut p.pending);
         for ((topic, partition), q) in pending {
@@ -679,10 +885,8 @@ pub async fn run_with(
                 }
             }
         }
-        p.publish();
-        for f in &mut p.files {
-            f.flush()?;
-        }
+        p.publish(shard.detector.stats().clone());
+        p.flush_files()?;
         match consumer.commit_consumer_state(CommitMode::Sync) {
             Ok(()) | Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
             Err(error) => tracing::warn!(message = "Final commit failed.", %error),
@@ -692,6 +896,22 @@ pub async fn run_with(
     tokio::time::timeout(shutdown_timeout, finish)
         .await
         .map_err(|_| ServiceError::ShutdownTimeout(shutdown_timeout))??;
-    p.stats.detector = p.detector.stats().clone();
+    p.stats.detector = shard.detector.stats().clone();
     Ok(p.stats)
+}
+
+/// A state with no checkpoint starts from `service.model` when one is set.
+fn initial_detector(cfg: &Config) -> Result<Detector, ServiceError> {
+    if cfg.service.model.is_empty() {
+        return Ok(Detector::new(cfg.detect.clone()));
+    }
+    let dir = std::path::Path::new(&cfg.service.model);
+    let (detector, manifest) = crate::model::load_detector(dir, Some(&cfg.detect))?;
+    tracing::info!(
+        message = "Starting from a trained model.",
+        model = %dir.display(),
+        keys = manifest.counts.keys,
+        until = manifest.event_time.until.as_deref().or(manifest.event_time.last.as_deref()).unwrap_or("")
+    );
+    Ok(detector)
 }

@@ -129,8 +129,20 @@ pub fn consumer(
     auto_commit: bool,
     lag: ConsumerLag,
 ) -> Result<LogConsumer, KafkaSourceError> {
+    consumer_with(cfg, &cfg.group_id, &cfg.topics, auto_commit, SourceContext { health, lag })
+}
+
+/// A consumer of `topics` in `group` with the service's settings and the given context (the
+/// detect role's restores and saves partition state in its rebalance callback).
+pub fn consumer_with<C: ConsumerContext + 'static>(
+    cfg: &KafkaConfig,
+    group: &str,
+    topics: &[String],
+    auto_commit: bool,
+    context: C,
+) -> Result<StreamConsumer<C>, KafkaSourceError> {
     let mut c = client_config(cfg)?;
-    c.set("group.id", &cfg.group_id)
+    c.set("group.id", group)
         .set("enable.auto.commit", if auto_commit { "true" } else { "false" })
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
@@ -142,10 +154,9 @@ pub fn consumer(
     for (k, v) in &cfg.librdkafka_options {
         c.set(k, v);
     }
-    let consumer: LogConsumer =
-        c.create_with_context(SourceContext { health, lag }).map_err(KafkaSourceError::Create)?;
-    let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&topics).map_err(|source| KafkaSourceError::Subscribe { topics: cfg.topics.clone(), source })?;
+    let consumer: StreamConsumer<C> = c.create_with_context(context).map_err(KafkaSourceError::Create)?;
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&names).map_err(|source| KafkaSourceError::Subscribe { topics: topics.to_vec(), source })?;
     Ok(consumer)
 }
 

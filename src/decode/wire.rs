@@ -1,0 +1,270 @@
+//! The internal topic's format (scale-out, `--role rekey` -> `--role detect`): normalized
+//! events, already decoded, in batches.
+//!
+//! One Kafka message per (raw message, internal partition): a JSON object naming the raw
+//! message it came from (`topic`, `partition`, `offset`) and carrying the events of that raw
+//! message which belong to the partition, in their original order. Naming the source lets a
+//! detect partition drop the copies a restarted rekey instance produces again (its raw
+//! offsets were not committed yet): raw offsets only grow per raw partition, so a batch from
+//! an offset below the highest one already taken is a copy.
+//!
+//! Partitioning is by account ([`partition_for`]): every event of an account lands on one
+//! partition, so the account's event-time clock, reorder queue and learning period (all per
+//! account in the detector) are whole in one detect instance and its alerts are those of a
+//! single process.
+
+use super::{Category, Credential, CredentialKind, Event};
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+/// The `format` value of this version of the internal topic's messages.
+pub const FORMAT: &str = "exfilwatch.events/1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("not an internal-topic batch: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("internal-topic batch of format {0:?}; this build reads {FORMAT:?}")]
+    Format(String),
+}
+
+/// The raw message a batch was decoded from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source<'a> {
+    #[serde(borrow)]
+    pub topic: Cow<'a, str>,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// One event on the wire: the fields of [`Event`] the detector reads, and the category.
+#[derive(Debug, Serialize, Deserialize)]
+struct WireEvent<'a> {
+    t: i64,
+    #[serde(borrow)]
+    cat: Cow<'a, str>,
+    #[serde(borrow)]
+    acct: Cow<'a, str>,
+    /// Canonical credential (`aad:..`, `token:..`, `key:..`, `unknown`).
+    #[serde(borrow)]
+    cred: Cow<'a, str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ip: Option<IpAddr>,
+    #[serde(borrow, default)]
+    op: Cow<'a, str>,
+    #[serde(default)]
+    st: u16,
+    ok: bool,
+    #[serde(default)]
+    rb: u64,
+    #[serde(default)]
+    qb: u64,
+    #[serde(default)]
+    ru: f64,
+    #[serde(borrow, default)]
+    ua: Cow<'a, str>,
+    #[serde(borrow, default)]
+    db: Cow<'a, str>,
+    #[serde(borrow, default)]
+    coll: Cow<'a, str>,
+    #[serde(borrow, default)]
+    act: Cow<'a, str>,
+}
+
+#[derive(Serialize)]
+struct BatchOut<'a> {
+    format: &'static str,
+    #[serde(flatten)]
+    source: &'a Source<'a>,
+    events: &'a [WireEvent<'a>],
+}
+
+#[derive(Deserialize)]
+struct BatchIn<'a> {
+    #[serde(borrow)]
+    format: Cow<'a, str>,
+    #[serde(flatten, borrow)]
+    source: Source<'a>,
+    #[serde(borrow)]
+    events: Vec<WireEvent<'a>>,
+}
+
+/// A decoded batch; its events borrow from the message.
+pub struct Batch<'a> {
+    pub source: Source<'a>,
+    events: Vec<WireEvent<'a>>,
+}
+
+/// Accumulates the events of one raw message for one internal partition.
+#[derive(Default)]
+pub struct BatchBuilder {
+    events: Vec<WireEvent<'static>>,
+}
+
+impl BatchBuilder {
+    pub fn push(&mut self, ev: &Event<'_>) {
+        let mut cred = String::new();
+        ev.credential.write_canonical(&mut cred);
+        let own = |s: &Cow<'_, str>| Cow::Owned(s.to_string());
+        self.events.push(WireEvent {
+            t: ev.time,
+            cat: Cow::Borrowed(ev.category.as_str()),
+            acct: own(&ev.account),
+            cred: Cow::Owned(cred),
+            ip: ev.client_ip,
+            op: own(&ev.operation),
+            st: ev.status,
+            ok: ev.success,
+            rb: ev.response_bytes,
+            qb: ev.request_bytes,
+            ru: ev.request_charge,
+            ua: own(&ev.user_agent),
+            db: own(&ev.database),
+            coll: own(&ev.collection),
+            act: own(&ev.activity_id),
+        });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// The message value; the builder is emptied.
+    pub fn finish(&mut self, source: &Source<'_>) -> Vec<u8> {
+        let out = serde_json::to_vec(&BatchOut { format: FORMAT, source, events: &self.events });
+        self.events.clear();
+        // Serializing strings, numbers and addresses cannot fail.
+        out.unwrap_or_default()
+    }
+}
+
+impl<'a> Batch<'a> {
+    pub fn parse(bytes: &'a [u8]) -> Result<Batch<'a>, WireError> {
+        let b: BatchIn<'a> = serde_json::from_slice(bytes)?;
+        if b.format != FORMAT {
+            return Err(WireError::Format(b.format.into_owned()));
+        }
+        Ok(Batch { source: b.source, events: b.events })
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// The events, as the decoder would have produced them.
+    pub fn events(&self) -> impl Iterator<Item = Event<'_>> {
+        self.events.iter().map(|w| Event {
+            time: w.t,
+            category: Category::from_name(&w.cat),
+            account: Cow::Borrowed(&w.acct),
+            credential: credential_from_canonical(&w.cred),
+            client_ip: w.ip,
+            operation: Cow::Borrowed(&w.op),
+            status: w.st,
+            success: w.ok,
+            response_bytes: w.rb,
+            request_bytes: w.qb,
+            request_charge: w.ru,
+            user_agent: Cow::Borrowed(&w.ua),
+            database: Cow::Borrowed(&w.db),
+            collection: Cow::Borrowed(&w.coll),
+            activity_id: Cow::Borrowed(&w.act),
+        })
+    }
+}
+
+/// The inverse of [`Credential::write_canonical`].
+pub fn credential_from_canonical(s: &str) -> Credential<'_> {
+    let (kind, id) = if let Some(id) = s.strip_prefix("aad:") {
+        (CredentialKind::Aad, id)
+    } else if let Some(id) = s.strip_prefix("token:") {
+        (CredentialKind::Token, id)
+    } else if let Some(id) = s.strip_prefix("key:") {
+        (CredentialKind::Key, id)
+    } else {
+        (CredentialKind::Unknown, "")
+    };
+    Credential { kind, id: Cow::Borrowed(id) }
+}
+
+/// The internal partition of an account: FNV-1a (64 bit) of its lowercased name, modulo the
+/// partition count. Stable across builds and machines; changing the partition count moves
+/// accounts (see docs/scaling.md).
+pub fn partition_for(account: &str, partitions: i32) -> i32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in account.bytes() {
+        h ^= u64::from(b.to_ascii_lowercase());
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h % partitions.max(1) as u64) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{Decoded, Decoder};
+
+    #[test]
+    fn a_batch_gives_back_the_events_it_was_built_from() {
+        // Every event of two sample files (single records; envelopes of Mongo requests).
+        let mut d = Decoder::new();
+        let (mut originals, mut builder) = (Vec::new(), BatchBuilder::default());
+        for file in ["sample-logs/fabrikam/cdbdataplanerequests.jsonl", "sample-logs/northwind/mongo-envelopes.jsonl"] {
+            let text = std::fs::read(format!("{}/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+            for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                d.decode(line, |item| {
+                    if let Decoded::Event(ev) = item {
+                        builder.push(&ev);
+                        originals.push(format!("{ev:?}"));
+                    }
+                });
+            }
+        }
+        assert!(originals.len() > 100, "{}", originals.len());
+        assert_eq!(builder.len(), originals.len());
+        let source = Source { topic: "logs".into(), partition: 3, offset: 41 };
+        let bytes = builder.finish(&source);
+        assert!(builder.is_empty());
+        let batch = Batch::parse(&bytes).unwrap();
+        assert_eq!(batch.source, source);
+        let back: Vec<String> = batch.events().map(|e| format!("{e:?}")).collect();
+        assert_eq!(back, originals);
+    }
+
+    #[test]
+    fn other_formats_and_garbage_are_refused() {
+        let e = Batch::parse(br#"{"format":"exfilwatch.events/9","topic":"t","partition":0,"offset":0,"events":[]}"#);
+        assert!(matches!(e, Err(WireError::Format(f)) if f.ends_with("/9")));
+        assert!(matches!(Batch::parse(b"{\"records\": []}"), Err(WireError::Json(_))));
+        assert!(matches!(Batch::parse(b"not json"), Err(WireError::Json(_))));
+    }
+
+    #[test]
+    fn canonical_credentials_round_trip() {
+        for text in ["aad:abc", "token:p1", "key:primarymasterkey", "unknown"] {
+            let mut out = String::new();
+            credential_from_canonical(text).write_canonical(&mut out);
+            assert_eq!(out, text);
+        }
+    }
+
+    #[test]
+    fn accounts_spread_over_partitions_and_case_does_not_matter() {
+        assert_eq!(partition_for("Contoso", 4), partition_for("contoso", 4));
+        let mut seen = [0u32; 4];
+        for i in 0..1000 {
+            seen[partition_for(&format!("account-{i}"), 4) as usize] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 150), "{seen:?}");
+        assert_eq!(partition_for("x", 1), 0);
+    }
+}

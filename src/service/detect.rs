@@ -1,0 +1,387 @@
+//! `exfilwatch run --role detect`: the internal topic -> detect -> sinks, one detector state per
+//! internal partition, moving with the partition between instances of a consumer group.
+//!
+//! ## Partition state
+//! Each assigned partition has its own [`Shard`] (detector, delivered ids, alert-topic marks,
+//! raw-offset marks) and its own place in the state store: `<state_store>/<topic>-<partition>`
+//! (a subdirectory, or a prefix of an object store URL), with the same checkpoints and
+//! journal as role all.
+//! - **Assigned** (rebalance callback, before fetching starts): the partition's newest valid
+//!   checkpoint is restored and fetching starts at the offset it covers; without one the
+//!   partition starts fresh (or from its share of `service.model`) at the group's committed
+//!   offset. A restored state's alert-topic marks are read back before the next produce, as
+//!   after a restart in role all.
+//! - **Revoked** (rebalance callback, before the partition goes): a checkpoint of its state is
+//!   written and the offsets it covers committed, then the state is dropped. Nothing is in
+//!   flight then: the loop handles one message at a time and the callback runs between two.
+//! - Periodically and on shutdown, every partition is checkpointed, as in role all.
+//!
+//! An instance that dies without a revoke (SIGKILL, lost machine) leaves its partitions'
+//! last periodic checkpoints; the instance that gets them restores those and reads on from
+//! their offsets: alerts re-raised from the re-read batches are recognised by the delivered
+//! ids (journal) and the alert topic's read-back, so none is emitted twice.
+
+use super::{Pipeline, SavedState, ServiceError, Shard};
+use crate::config::Config;
+use crate::decode::wire::partition_for;
+use crate::detect::{Detector, DetectorStats};
+use crate::sources::kafka::{self, KafkaSourceError, SourceContext};
+use crate::state::StateStore;
+use crate::telemetry::{Health, Metrics, Stats};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::TopicPartitionList;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::Offset;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// What the rebalance callback and the loop share. The loop never holds the lock across a
+/// call that can run the callback (`recv`), so the two never wait for each other.
+#[derive(Default)]
+struct Shared {
+    shards: BTreeMap<i32, Shard>,
+    /// Alert-topic marks of states restored in a callback, for the loop's read-back.
+    restored_marks: Vec<BTreeMap<i32, i64>>,
+    /// Checkpoints written in a callback (size, time taken), for the metrics.
+    written: Vec<(u64, Duration)>,
+    /// A partition's state could not be restored: the service stops with this (its
+    /// supervisor restarts it; the partition is retried by whoever gets it).
+    fatal: Option<String>,
+}
+
+struct DetectContext {
+    source: SourceContext,
+    shared: Arc<Mutex<Shared>>,
+    cfg: Config,
+    /// Partition count of the internal topic (a model's accounts are split by it).
+    partitions: i32,
+    /// `service.model`, loaded on the first partition that starts without a checkpoint.
+    model: Mutex<Option<Detector>>,
+}
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    // A panic while holding it would have ended the service; the data is still consistent
+    // per shard (each is taken out while in use).
+    shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl ClientContext for DetectContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.source.error(error, reason)
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        self.source.stats(statistics)
+    }
+}
+
+impl ConsumerContext for DetectContext {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.assigned(tpl);
+                let done = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
+                if let Err(error) = done {
+                    tracing::error!(message = "Cannot take the assigned partitions.", %error);
+                }
+                self.source.health.set_kafka(true, "");
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.revoked(consumer, tpl);
+                let done = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
+                if let Err(error) = done {
+                    tracing::warn!(message = "Cannot give the revoked partitions up.", %error);
+                }
+            }
+            other => tracing::warn!(message = "Rebalance error.", error = ?other),
+        }
+    }
+}
+
+/// Where a partition's state lives: a subdirectory, or a prefix under the object store URL.
+pub(crate) fn partition_location(store: &str, topic: &str, partition: i32) -> String {
+    format!("{}/{topic}-{partition}", store.trim_end_matches('/'))
+}
+
+impl DetectContext {
+    /// Restores (or starts) the state of each assigned partition and sets where fetching
+    /// starts: the offset its checkpoint covers.
+    fn assigned(&self, tpl: &mut TopicPartitionList) {
+        let mut starts = Vec::new();
+        for e in tpl.elements() {
+            let (topic, partition) = (e.topic().to_string(), e.partition());
+            if lock(&self.shared).shards.contains_key(&partition) {
+                continue;
+            }
+            match self.open(&topic, partition) {
+                Ok((shard, marks)) => {
+                    let next = shard.positions.get(&format!("{topic}/{partition}")).copied();
+                    tracing::info!(
+                        message = "Partition assigned.",
+                        topic = %topic,
+                        partition,
+                        restored = marks.is_some(),
+                        from_offset = next.unwrap_or(-1)
+                    );
+                    if let Some(next) = next {
+                        starts.push((topic, partition, next));
+                    }
+                    let mut shared = lock(&self.shared);
+                    shared.shards.insert(partition, shard);
+                    shared.restored_marks.extend(marks);
+                }
+                Err(error) => {
+                    tracing::error!(message = "Cannot restore a partition's state.", topic = %topic, partition, %error);
+                    lock(&self.shared).fatal.get_or_insert(format!("partition {partition}: {error}"));
+                }
+            }
+        }
+        for (topic, partition, next) in starts {
+            if let Err(error) = tpl.set_partition_offset(&topic, partition, Offset::Offset(next)) {
+                tracing::warn!(message = "Cannot set the start offset.", partition, %error);
+            }
+        }
+    }
+
+    /// A partition's state: its newest checkpoint (with the alert marks to read back from),
+    /// or a fresh state.
+    #[allow(clippy::type_complexity)]
+    fn open(&self, topic: &str, partition: i32) -> Result<(Shard, Option<BTreeMap<i32, i64>>), ServiceError> {
+        let location = partition_location(&self.cfg.service.state_store, topic, partition);
+        let mut store = StateStore::open_with(&location, &self.cfg.service.state_store_options)?;
+        if let Some((s, offsets)) = super::restore(&mut store)? {
+            let s: SavedState = s;
+            let marks = s.alert_topic_marks.clone();
+            return Ok((Shard::restored(s, offsets, Some(store)), Some(marks)));
+        }
+        let detector = if self.cfg.service.model.is_empty() {
+            Detector::new(self.cfg.detect.clone())
+        } else {
+            let mut model = self.model.lock().unwrap_or_else(|p| p.into_inner());
+            if model.is_none() {
+                *model = Some(super::initial_detector(&self.cfg)?);
+            }
+            let mut d = model.clone().unwrap_or_else(|| Detector::new(self.cfg.detect.clone()));
+            d.retain_accounts(|account| partition_for(account, self.partitions) == partition);
+            d
+        };
+        let mut shard = Shard::new(detector, Some(store));
+        // A first checkpoint, so that the journal of delivered ids always follows one.
+        shard.save(None)?;
+        Ok((shard, None))
+    }
+
+    /// Saves each revoked partition's state and commits the offsets it covers, then drops it.
+    fn revoked(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        for e in tpl.elements() {
+            let Some(mut shard) = lock(&self.shared).shards.remove(&e.partition()) else { continue };
+            match shard.save(None) {
+                Ok(written) => {
+                    lock(&self.shared).written.extend(written);
+                    let offsets = shard.offsets_to_commit();
+                    if offsets.count() > 0 {
+                        if let Err(error) = consumer.commit(&offsets, CommitMode::Sync) {
+                            tracing::warn!(message = "Commit on revoke failed.", partition = e.partition(), %error);
+                        }
+                    }
+                    tracing::info!(message = "Partition revoked; state saved.", partition = e.partition());
+                }
+                // Its new owner restores the previous checkpoint and reads on from there.
+                Err(error) => {
+                    tracing::warn!(message = "Checkpoint on revoke failed.", partition = e.partition(), %error)
+                }
+            }
+        }
+    }
+}
+
+/// Partition count of the internal topic, which must exist.
+fn internal_partitions(cfg: &Config) -> Result<i32, ServiceError> {
+    let consumer: BaseConsumer = kafka::client_config(&cfg.kafka)?.create().map_err(KafkaSourceError::Create)?;
+    let topic = &cfg.service.internal_topic;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(30)).map_err(KafkaSourceError::Scan)?;
+    let n = md.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len());
+    if n == 0 {
+        return Err(ServiceError::InternalTopic(format!(
+            "the internal topic {topic:?} does not exist (or has no partitions); the rekey role's input"
+        )));
+    }
+    Ok(n as i32)
+}
+
+/// The consumer group of the detect role.
+pub fn detect_group(cfg: &Config) -> String {
+    format!("{}-detect", cfg.kafka.group_id)
+}
+
+pub(super) async fn run(
+    cfg: Config,
+    metrics: Metrics,
+    health: Arc<Health>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Stats, ServiceError> {
+    if cfg.service.state_store.is_empty() {
+        return Err(ServiceError::InternalTopic(
+            "role detect needs service.state_store: partition state moves between instances through it".into(),
+        ));
+    }
+    let partitions = internal_partitions(&cfg)?;
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let context = DetectContext {
+        source: SourceContext { health: health.clone(), lag: metrics.consumer_lag() },
+        shared: shared.clone(),
+        cfg: cfg.clone(),
+        partitions,
+        model: Mutex::new(None),
+    };
+    let topics = vec![cfg.service.internal_topic.clone()];
+    let group = detect_group(&cfg);
+    let consumer: StreamConsumer<DetectContext> = kafka::consumer_with(&cfg.kafka, &group, &topics, false, context)?;
+    let mut p = Pipeline::new(cfg, metrics, health.clone(), None, true)?;
+    health.set_restored();
+    tracing::info!(message = "Detecting.", topic = %topics[0], partitions, group = %group);
+
+    tokio::pin!(shutdown);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            msg = consumer.recv() => {
+                p.take_callback_news(&shared)?;
+                match msg {
+                    Ok(m) => {
+                        health.set_kafka(true, "");
+                        let Some(mut shard) = lock(&shared).shards.remove(&m.partition()) else {
+                            // Fetched before the partition went; its new owner reads it.
+                            continue;
+                        };
+                        let tp = format!("{}/{}", m.topic(), m.partition());
+                        let outcome = if shard.positions.get(&tp).is_some_and(|next| m.offset() < *next) {
+                            p.skipped_replayed += 1;
+                            Ok(())
+                        } else {
+                            let now = p.now();
+                            let r = match m.payload() {
+                                Some(payload) => p.handle_batch(&mut shard, payload, (m.topic(), m.partition(), m.offset()), now).await,
+                                None => Ok(()),
+                            };
+                            shard.positions.insert(tp, m.offset() + 1);
+                            p.messages += 1;
+                            r
+                        };
+                        lock(&shared).shards.insert(m.partition(), shard);
+                        outcome?;
+                        health.progress(p.messages, events(&shared).events, p.health.alerts());
+                    }
+                    Err(error) => {
+                        tracing::warn!(message = "Kafka receive error; retrying.", %error);
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                p.take_callback_news(&shared)?;
+                let assigned: Vec<i32> = lock(&shared).shards.keys().copied().collect();
+                for partition in assigned {
+                    let Some(mut shard) = lock(&shared).shards.remove(&partition) else { continue };
+                    let r = p.release_held(&mut shard).await;
+                    lock(&shared).shards.insert(partition, shard);
+                    r?;
+                }
+                p.tick_alertmanager().await;
+                if p.checkpoint_due() {
+                    let outcome = checkpoint_all(&mut p, &shared, &consumer, CommitMode::Async);
+                    p.checkpoint_outcome(outcome);
+                }
+                p.publish(events(&shared));
+            }
+        }
+    }
+
+    tracing::info!(message = "Shutting down: saving partition state.");
+    let shutdown_timeout = Duration::from_nanos(p.cfg.service.shutdown_timeout.0.max(0) as u64);
+    let finish = async {
+        checkpoint_all(&mut p, &shared, &consumer, CommitMode::Sync)?;
+        // Saved: the revoke when the consumer closes has nothing left to save.
+        let stats = events(&shared);
+        lock(&shared).shards.clear();
+        p.publish(stats);
+        p.flush_files()?;
+        Ok::<(), ServiceError>(())
+    };
+    tokio::time::timeout(shutdown_timeout, finish)
+        .await
+        .map_err(|_| ServiceError::ShutdownTimeout(shutdown_timeout))??;
+    Ok(p.stats)
+}
+
+/// The detectors' counters, summed over the assigned partitions.
+fn events(shared: &Mutex<Shared>) -> DetectorStats {
+    let mut total = DetectorStats::default();
+    for s in lock(shared).shards.values() {
+        total.add(s.detector.stats());
+    }
+    total
+}
+
+/// Checkpoints every assigned partition, then commits the offsets they cover.
+fn checkpoint_all(
+    p: &mut Pipeline,
+    shared: &Mutex<Shared>,
+    consumer: &StreamConsumer<DetectContext>,
+    mode: CommitMode,
+) -> Result<(), ServiceError> {
+    let mut shared = lock(shared);
+    let mut offsets = TopicPartitionList::new();
+    let mut failed = None;
+    for shard in shared.shards.values_mut() {
+        match shard.save(None) {
+            Ok(written) => {
+                if let Some((bytes, took)) = written {
+                    p.metrics.checkpoint_written(took, bytes, std::time::SystemTime::now());
+                }
+                for e in shard.offsets_to_commit().elements() {
+                    let _ = offsets.add_partition_offset(e.topic(), e.partition(), e.offset());
+                }
+            }
+            Err(error) => failed = Some(error),
+        }
+    }
+    p.last_checkpoint = std::time::Instant::now();
+    if offsets.count() > 0 {
+        if let Err(error) = consumer.commit(&offsets, mode) {
+            tracing::warn!(message = "Commit after checkpoint failed.", %error);
+        }
+    }
+    failed.map_or(Ok(()), Err)
+}
+
+impl Pipeline {
+    /// Takes what the rebalance callback left: restored states' alert marks (read back before
+    /// the next produce), checkpoint figures, or a failure to restore.
+    fn take_callback_news(&mut self, shared: &Mutex<Shared>) -> Result<(), ServiceError> {
+        let (marks, written, fatal) = {
+            let mut s = lock(shared);
+            (std::mem::take(&mut s.restored_marks), std::mem::take(&mut s.written), s.fatal.take())
+        };
+        if let Some(why) = fatal {
+            return Err(ServiceError::InternalTopic(format!("cannot restore partition state: {why}")));
+        }
+        for m in &marks {
+            self.scan_alert_topic_from(m);
+        }
+        for (bytes, took) in written {
+            self.metrics.checkpoint_written(took, bytes, std::time::SystemTime::now());
+        }
+        Ok(())
+    }
+}
