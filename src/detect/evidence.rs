@@ -145,11 +145,11 @@ impl Evidence {
     }
 
     pub fn top_operations(&self, syms: &Interner) -> Vec<NameCount> {
-        named(self.operations.top(TOP), |s| syms.name(s).to_string())
+        named(self.operations.top(SLOTS), |s| syms.name(s).to_string())
     }
 
     pub fn top_collections(&self, syms: &Interner) -> Vec<NameCount> {
-        named(self.collections.top(TOP), |k| {
+        named(self.collections.top(SLOTS), |k| {
             let (db, coll) = (syms.name((k >> 32) as Sym), syms.name(k as Sym));
             match (db.is_empty(), coll.is_empty()) {
                 (true, true) => String::new(),
@@ -161,7 +161,7 @@ impl Evidence {
     }
 
     pub fn top_user_agents(&self, syms: &Interner) -> Vec<NameCount> {
-        named(self.user_agents.top(TOP), |s| syms.name(s).to_string())
+        named(self.user_agents.top(SLOTS), |s| syms.name(s).to_string())
     }
 
     /// Addresses by bytes read.
@@ -174,8 +174,14 @@ impl Evidence {
     }
 }
 
+/// The [`TOP`] largest counts, ties by name: symbol numbers depend on the order the detector
+/// met the names in (a detect partition meets them in another order than one process does),
+/// so they must not decide which of equal counts is shown, nor in what order.
 fn named<K>(v: Vec<(K, u64)>, name: impl Fn(K) -> String) -> Vec<NameCount> {
-    v.into_iter().map(|(k, count)| NameCount { name: name(k), count }).collect()
+    let mut v: Vec<NameCount> = v.into_iter().map(|(k, count)| NameCount { name: name(k), count }).collect();
+    v.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
+    v.truncate(TOP);
+    v
 }
 
 const fn hex_table() -> [u8; 256] {

@@ -182,7 +182,7 @@ impl DetectContext {
     fn revoked(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
         for e in tpl.elements() {
             let Some(mut shard) = lock(&self.shared).shards.remove(&e.partition()) else { continue };
-            match shard.save(None) {
+            let saved = match shard.save(None) {
                 Ok(written) => {
                     lock(&self.shared).written.extend(written);
                     let offsets = shard.offsets_to_commit();
@@ -191,13 +191,15 @@ impl DetectContext {
                             tracing::warn!(message = "Commit on revoke failed.", partition = e.partition(), %error);
                         }
                     }
-                    tracing::info!(message = "Partition revoked; state saved.", partition = e.partition());
+                    true
                 }
                 // Its new owner restores the previous checkpoint and reads on from there.
                 Err(error) => {
-                    tracing::warn!(message = "Checkpoint on revoke failed.", partition = e.partition(), %error)
+                    tracing::warn!(message = "Checkpoint on revoke failed.", partition = e.partition(), %error);
+                    false
                 }
-            }
+            };
+            tracing::info!(message = "Partition revoked.", topic = e.topic(), partition = e.partition(), saved);
         }
     }
 }

@@ -224,10 +224,8 @@ pub(crate) struct Pipeline {
     restart_scan: Option<BTreeMap<i32, i64>>,
     /// Alert ids found on the alert topic by that read: not produced again.
     on_alert_topic: std::collections::HashSet<String>,
-    /// Processing-time origin for `Detector::ingest_at`.
-    started: std::time::Instant,
     /// Handled messages whose offsets are not stored yet, per (topic, partition): (arrival
-    /// in ms since `started`, offset), in arrival order.
+    /// time as [`Pipeline::now`], offset), in arrival order.
     pending: BTreeMap<(String, i32), VecDeque<(i64, i64)>>,
     /// Checkpoints are written (a state store is configured).
     checkpoints: bool,
@@ -371,7 +369,7 @@ impl Pipeline {
     }
 
     /// Decodes one message, feeds the detector and delivers the alerts.
-    /// `now` is the processing time (ms since `started`) its records are queued with.
+    /// `now` is the processing time ([`Pipeline::now`]) its records are queued with.
     async fn handle(
         &mut self,
         shard: &mut Shard,
@@ -469,8 +467,12 @@ impl Pipeline {
         self.deliver(shard, alerts).await
     }
 
+    /// Processing time for `Detector::ingest_at` and `service.max_hold`: wall-clock
+    /// milliseconds since the Unix epoch, so that the arrival times in a restored state (written
+    /// by an earlier process, or another instance) compare with this process's. (Event time
+    /// decides everything else; this only bounds how long a record may wait.)
     fn now(&self) -> i64 {
-        self.started.elapsed().as_millis() as i64
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
     }
 
     /// Stores the offsets of handled messages none of whose records waits in a reorder queue.
@@ -732,7 +734,6 @@ impl Pipeline {
             alertmanager_failing: false,
             restart_scan: None,
             on_alert_topic: Default::default(),
-            started: std::time::Instant::now(),
             pending: BTreeMap::new(),
             checkpoints,
             last_checkpoint: std::time::Instant::now(),

@@ -1,0 +1,249 @@
+//! Scale-out against the real broker (Tansu, from `scripts/with-tansu.sh`): one `--role rekey`
+//! instance, two `--role detect` instances over a 4-partition internal topic; one detect
+//! instance is killed (SIGKILL) mid-stream and the other takes its partitions over, restoring
+//! their state from the shared state store. The alerts on the alert topic must be exactly
+//! those of one process over the whole stream (`exfilwatch replay`, which equals `run`:
+//! tests/kafka.rs): same ids, none missing, none twice.
+//!
+//! Every wait polls an observable condition (the alert topic, the instances' logs of which
+//! partitions they hold) against a deadline.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[path = "support/kafka_client.rs"]
+mod kafka_client;
+#[path = "support/sample.rs"]
+mod sample;
+use sample::{by_id, unique, wait_for};
+
+fn broker() -> String {
+    std::env::var("EXFILWATCH_TEST_KAFKA")
+        .expect("these tests need a broker: run them with `make test` (scripts/with-tansu.sh starts Tansu)")
+}
+
+/// The records of the generated workload (8 thefts on 8 accounts, spread over the 4 internal
+/// partitions), one JSON line each, in time order; and the path of the file.
+fn workload(dir: &Path) -> (PathBuf, Vec<Vec<u8>>) {
+    let path = dir.join("logs.jsonl");
+    let out = Command::new(env!("CARGO_BIN_EXE_gen-logs"))
+        .args(["bench", "--records", "40000", "--keys", "64", "--origins-per-key", "4", "--thefts", "8", "--out"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read(&path).unwrap();
+    let lines = text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect();
+    (path, lines)
+}
+
+fn account(line: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+    v["resourceId"].as_str().unwrap().rsplit('/').next().unwrap().to_ascii_lowercase()
+}
+
+/// Each account's records in `{"records": [...]}` envelopes of up to 20, keyed by account
+/// (so one account's records stay in order on one raw partition).
+fn envelopes(lines: &[Vec<u8>]) -> Vec<(String, Vec<u8>)> {
+    let mut per: BTreeMap<String, Vec<&[u8]>> = BTreeMap::new();
+    let mut order = Vec::new();
+    let mut msgs = Vec::new();
+    for l in lines {
+        let a = account(l);
+        let run = per.entry(a.clone()).or_default();
+        run.push(l);
+        if run.len() == 20 {
+            order.push((a.clone(), std::mem::take(run)));
+        }
+    }
+    for (a, run) in per {
+        if !run.is_empty() {
+            order.push((a, run));
+        }
+    }
+    for (a, run) in order {
+        let mut env = b"{\"records\": [".to_vec();
+        env.extend(run.join(&b","[..]));
+        env.extend(b"]}");
+        msgs.push((a, env));
+    }
+    msgs
+}
+
+struct Instance {
+    child: Child,
+    log: PathBuf,
+}
+
+fn start(dir: &Path, name: &str, role: &str, raw: &str, internal: &str, group: &str, alerts: &str) -> Instance {
+    let cfg = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "[kafka]\nbootstrap_servers = \"{}\"\ntopics = [\"{raw}\"]\ngroup_id = \"{group}\"\n\
+             librdkafka_options = {{ \"session.timeout.ms\" = \"6000\", \"heartbeat.interval.ms\" = \"500\" }}\n\
+             [sinks]\nstdout = false\nkafka_topic = \"{alerts}\"\n\
+             [service]\nmetrics_addr = \"\"\nstate_store = \"{}\"\ninternal_topic = \"{internal}\"\n\
+             # Only the checkpoints on assign, revoke and shutdown: a kill loses everything since.\n\
+             checkpoint_interval = \"1h\"\n",
+            broker(),
+            dir.join("state").display()
+        ),
+    )
+    .unwrap();
+    let log = dir.join(format!("{name}.log"));
+    let child = Command::new(env!("CARGO_BIN_EXE_exfilwatch"))
+        .args(["run", "--role", role, "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    Instance { child, log }
+}
+
+impl Instance {
+    /// The internal partitions this detect instance holds now, from its log.
+    fn held(&self) -> BTreeSet<i32> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let mut held = BTreeSet::new();
+        for line in text.lines() {
+            let p = || line.split("partition=").nth(1)?.split_whitespace().next()?.parse::<i32>().ok();
+            if line.contains("Partition assigned.") {
+                held.extend(p());
+            } else if line.contains("Partition revoked") {
+                if let Some(p) = p() {
+                    held.remove(&p);
+                }
+            }
+        }
+        held
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    fn terminate(mut self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let end = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                assert!(status.success(), "exited with {status}:\n{log}");
+                return;
+            }
+            assert!(Instant::now() < end, "did not stop within 40 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Joins the group and leaves it again: a membership change. Tansu 0.6 does not rebalance
+/// when a member's session expires (its heartbeat handler drops the member but keeps the
+/// generation and the old assignment, coordinator/group/administrator.rs), which a Kafka
+/// broker or Event Hubs would do by itself; a member joining and leaving starts the rebalance
+/// that hands the dead member's partitions to the survivor.
+fn join_and_leave(group: &str, topic: &str) {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker())
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .unwrap();
+    c.subscribe(&[topic]).unwrap();
+    let end = Instant::now() + Duration::from_secs(30);
+    while c.assignment().map(|a| a.count()).unwrap_or(0) == 0 && Instant::now() < end {
+        // Messages fetched meanwhile are not processed and nothing is committed.
+        let _ = c.poll(Duration::from_millis(100));
+    }
+    drop(c); // leaves the group
+}
+
+#[test]
+fn two_detect_instances_one_killed_give_the_single_process_alerts() {
+    let (raw, internal, alerts, group) = (unique("raw"), unique("events"), unique("alerts"), unique("g"));
+    kafka_client::create_topic(&broker(), &raw, 4);
+    kafka_client::create_topic(&broker(), &internal, 4);
+    kafka_client::create_topic(&broker(), &alerts, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let (path, lines) = workload(dir.path());
+
+    // What one process raises over the whole stream.
+    let out = Command::new(env!("CARGO_BIN_EXE_exfilwatch")).args(["replay", "-q"]).arg(&path).output().unwrap();
+    assert!(out.status.success());
+    let golden = by_id(&String::from_utf8_lossy(&out.stdout).lines().map(|l| l.as_bytes().to_vec()).collect::<Vec<_>>());
+    // The stream in two parts, split in event time: the thefts of the first are all raised
+    // before the kill, those of the second after the takeover.
+    let split = "2021-08-09T12:00:00";
+    let cut = lines.iter().position(|l| std::str::from_utf8(&l[..60]).unwrap().contains("2021-08-09T12")).unwrap();
+    let first_part: BTreeSet<String> = golden
+        .iter()
+        .filter(|(_, a)| a["trigger_event_time"].as_str().unwrap() < split)
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert!(
+        !first_part.is_empty() && first_part.len() < golden.len(),
+        "the workload has thefts on both sides of {split}: {golden:?}"
+    );
+
+    let d = dir.path();
+    let rekey = start(d, "rekey", "rekey", &raw, &internal, &group, &alerts);
+    let a = start(d, "detect-a", "detect", &raw, &internal, &group, &alerts);
+    wait_for(Duration::from_secs(60), "detect-a to hold all 4 partitions", || a.held().len() == 4);
+    let mut b = start(d, "detect-b", "detect", &raw, &internal, &group, &alerts);
+    wait_for(Duration::from_secs(60), "the partitions to be split between detect-a and detect-b", || {
+        let (ha, hb) = (a.held(), b.held());
+        ha.len() == 2 && hb.len() == 2 && ha.is_disjoint(&hb)
+    });
+    let b_held = b.held();
+
+    kafka_client::produce(&broker(), &raw, &envelopes(&lines[..cut]));
+    let topic_ids = || -> BTreeSet<String> { by_id(&kafka_client::read_all(&broker(), &alerts)).into_keys().collect() };
+    wait_for(Duration::from_secs(120), "the first part's alerts", || topic_ids().is_superset(&first_part));
+    // detect-b delivered alerts it never checkpointed (its only checkpoint is the one taken
+    // when it got its partitions): killing it now loses all of its work.
+    let journaled = b_held.iter().any(|p| {
+        std::fs::read_dir(d.join("state").join(format!("{internal}-{p}")))
+            .unwrap()
+            .any(|e| e.unwrap().file_name().to_string_lossy().starts_with("delivered-"))
+    });
+    assert!(journaled, "detect-b (partitions {b_held:?}) raised some of the first part's alerts");
+    b.child.kill().unwrap();
+    b.child.wait().unwrap();
+
+    // detect-a takes detect-b's partitions over (see join_and_leave for why the test nudges).
+    let detect_group = format!("{group}-detect");
+    let end = Instant::now() + Duration::from_secs(120);
+    while a.held().len() < 4 {
+        assert!(Instant::now() < end, "detect-a did not take detect-b's partitions over");
+        join_and_leave(&detect_group, &internal);
+        let settle = Instant::now() + Duration::from_secs(10);
+        while a.held().len() < 4 && Instant::now() < settle {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    kafka_client::produce(&broker(), &raw, &envelopes(&lines[cut..]));
+    wait_for(Duration::from_secs(180), "every alert", || topic_ids().len() >= golden.len());
+    let mut a = a;
+    assert!(a.alive());
+    a.terminate();
+    rekey.terminate();
+
+    let got = kafka_client::read_all(&broker(), &alerts);
+    let got_ids: Vec<String> = by_id(&got).into_keys().collect();
+    assert_eq!(got.len(), golden.len(), "no alert twice: {got_ids:?}");
+    let got = by_id(&got);
+    assert_eq!(got.keys().collect::<Vec<_>>(), golden.keys().collect::<Vec<_>>());
+    for (id, want) in &golden {
+        assert_eq!(&got[id], want, "alert {id}: as one process raised it");
+    }
+}
