@@ -605,26 +605,25 @@ pub(crate) async fn set_aside(
     source: (&str, i32, i64),
     bad: Vec<(Malformed, Option<usize>)>,
 ) {
-        for (reason, index) in bad {
-            let location = match index {
-                Some(i) => format!("{}/{}@{}#{}", source.0, source.1, source.2, i),
-                None => format!("{}/{}@{}", source.0, source.1, source.2),
-            };
-            MalformedRecord { reason, location: &location }.emit(stats);
-            if let (Some(p), false) = (producer, dead_letter_topic.is_empty()) {
-                let text = raw_record_text(payload, index);
-                let mut backoff = Duration::from_millis(100);
-                while let Err(error) = p
-                    .send_dead_letter(dead_letter_topic, text.as_bytes(), reason.code(), source, index)
-                    .await
-                {
-                    tracing::warn!(message = "Dead-letter topic failing; retrying.", %error);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                }
-                DeadLettered { reason, location: &location }.emit(stats);
+    for (reason, index) in bad {
+        let location = match index {
+            Some(i) => format!("{}/{}@{}#{}", source.0, source.1, source.2, i),
+            None => format!("{}/{}@{}", source.0, source.1, source.2),
+        };
+        MalformedRecord { reason, location: &location }.emit(stats);
+        if let (Some(p), false) = (producer, dead_letter_topic.is_empty()) {
+            let text = raw_record_text(payload, index);
+            let mut backoff = Duration::from_millis(100);
+            while let Err(error) =
+                p.send_dead_letter(dead_letter_topic, text.as_bytes(), reason.code(), source, index).await
+            {
+                tracing::warn!(message = "Dead-letter topic failing; retrying.", %error);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
             }
+            DeadLettered { reason, location: &location }.emit(stats);
         }
+    }
 }
 
 /// Restores the newest valid checkpoint: the state, the offsets it covers, and the delivered

@@ -160,7 +160,11 @@ pub(super) async fn run(
         }
     }
 
-    tracing::info!(message = "Shutting down: waiting for the internal topic's acknowledgements.", in_flight = in_flight.len(), produced);
+    tracing::info!(
+        message = "Shutting down: waiting for the internal topic's acknowledgements.",
+        in_flight = in_flight.len(),
+        produced
+    );
     let shutdown_timeout = Duration::from_nanos(cfg.service.shutdown_timeout.0.max(0) as u64);
     let finish = async {
         while let Some(landed) = in_flight.next().await {
