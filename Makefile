@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SAMPLE_LOGS := sample-logs
 
-.PHONY: run demo test build bench bench-kafka bench-criterion bench-pipeline sample-logs train-sample fmt lint clean
+.PHONY: run demo test build bench bench-kafka bench-scale bench-criterion bench-pipeline sample-logs train-sample fmt lint clean
 
 build:
 	$(CARGO) build --release --locked
@@ -39,6 +39,12 @@ bench-kafka:
 	$(CARGO) build --release --locked --bin exfilwatch --bin gen-logs --example kafka_bench
 	test -f bench-data/bench-2000000-1000-8.jsonl || (mkdir -p bench-data && target/release/gen-logs bench --records 2000000 --keys 1000 --origins-per-key 8 --out bench-data/bench-2000000-1000-8.jsonl)
 	bash scripts/with-tansu.sh target/release/examples/kafka_bench bench-data/bench-2000000-1000-8.jsonl 1000000
+
+## Scale-out: one rekey instance, then one vs two detect instances catching up (docs/scaling.md).
+bench-scale:
+	$(CARGO) build --release --locked --bin exfilwatch --bin gen-logs --example kafka_bench
+	test -f bench-data/bench-2000000-1000-8.jsonl || (mkdir -p bench-data && target/release/gen-logs bench --records 2000000 --keys 1000 --origins-per-key 8 --out bench-data/bench-2000000-1000-8.jsonl)
+	bash scripts/with-tansu.sh target/release/examples/kafka_bench scale bench-data/bench-2000000-1000-8.jsonl 600000
 
 ## Regenerates sample-logs/ from the deterministic generator (contoso's hour files gzipped).
 sample-logs:

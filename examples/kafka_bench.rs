@@ -15,7 +15,15 @@
 //!    triggered it. Reports p50 and p99, and the broker's produce acknowledgement time (a part
 //!    of it: a record is readable only once the broker has it).
 //!
+//! 3. Scale-out (`kafka_bench scale BENCH_FILE [RECORDS]`): produces RECORDS records in envelopes
+//!    of 20 to a 4-partition raw topic, times one `--role rekey` instance decoding them onto a
+//!    4-partition internal topic, then, in three alternating rounds, times one and then two
+//!    `--role detect` instances (a fresh group and state store each round) from their start
+//!    until the group's committed offsets reach the end of the internal topic (they commit
+//!    after each checkpoint, every second here). Medians are compared.
+//!
 //! Usage: kafka_bench BENCH_FILE [RECORDS [RECORDS_PER_ENVELOPE]]
+//!        kafka_bench scale BENCH_FILE [RECORDS]
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -69,8 +77,7 @@ async fn create_topic(name: &str, partitions: i32) -> anyhow::Result<()> {
 fn producer(compression: &str) -> anyhow::Result<FutureProducer> {
     Ok(ClientConfig::new()
         .set("bootstrap.servers", broker())
-        .set("linger.ms", "20")
-        .set("batch.size", "1000000")
+        .set("linger.ms", "5")
         .set("compression.type", compression)
         .create()?)
 }
@@ -78,7 +85,7 @@ fn producer(compression: &str) -> anyhow::Result<FutureProducer> {
 const KEYS: [&str; 8] = ["0", "1", "2", "3", "4", "5", "6", "7"];
 
 async fn produce_all(p: &FutureProducer, topic: &str, msgs: &[Vec<u8>]) -> anyhow::Result<()> {
-    for chunk in msgs.chunks(2000) {
+    for chunk in msgs.chunks(500) {
         let futs: Vec<_> = chunk
             .iter()
             .enumerate()
@@ -152,8 +159,9 @@ fn config(
         format!(
             "[kafka]\nbootstrap_servers = \"{}\"\ntopics = [\"{topic}\"]\ngroup_id = \"{group}\"\n\
              librdkafka_options = {{ \"auto.commit.interval.ms\" = \"100\" }}\n\
-             [sinks]\nstdout = false\nkafka_topic = \"{alerts}\"\n[service]\nmetrics_addr = \"\"\nstate_store = \"\"\n{extra}",
-            broker()
+             [sinks]\nstdout = false\nkafka_topic = \"{alerts}\"\n[service]\nmetrics_addr = \"\"\n{}{extra}",
+            broker(),
+            if extra.contains("state_store") { "" } else { "state_store = \"\"\n" }
         ),
     )?;
     Ok(p)
@@ -174,28 +182,163 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
+fn read_envelopes(file: &str, records: usize, envelope: usize) -> anyhow::Result<(usize, Vec<Vec<u8>>)> {
+    let mut lines = Vec::with_capacity(records);
+    for l in std::io::BufReader::new(std::fs::File::open(file)?).lines().take(records) {
+        lines.push(l?);
+    }
+    let msgs = lines.chunks(envelope).map(|c| format!("{{\"records\": [{}]}}", c.join(",")).into_bytes()).collect();
+    Ok((lines.len(), msgs))
+}
+
+/// Partitions each instance holds now, from its log ("Partition assigned." / "Partition
+/// revoked." lines of the detect role).
+fn held(log: &std::path::Path) -> std::collections::BTreeSet<i32> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut held = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let p = || line.split("partition=").nth(1)?.split_whitespace().next()?.parse::<i32>().ok();
+        if line.contains("Partition assigned.") {
+            held.extend(p());
+        } else if line.contains("Partition revoked") {
+            if let Some(p) = p() {
+                held.remove(&p);
+            }
+        }
+    }
+    held
+}
+
+/// Runs `instances` processes of `exfilwatch run --role ROLE` until `group` has committed
+/// `total` messages of `topic`. Returns the seconds from their start, and (detect role) the
+/// steady rate in messages/s: from the first commit seen once every instance holds
+/// partitions and together all of them, to the end.
+fn time_until_committed(
+    cfg: &std::path::Path,
+    role: &str,
+    instances: usize,
+    topic: &str,
+    group: &str,
+    total: i64,
+) -> anyhow::Result<(f64, Option<f64>)> {
+    let t = Instant::now();
+    let mut children = Vec::new();
+    let mut logs = Vec::new();
+    for i in 0..instances {
+        let log = cfg.with_extension(format!("{role}-{i}.log"));
+        children.push(
+            Command::new(exfilwatch())
+                .args(["run", "--role", role, "--config"])
+                .arg(cfg)
+                .env("RUST_LOG", "info")
+                .env("NO_COLOR", "1")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log)?)
+                .spawn()?,
+        );
+        logs.push(log);
+    }
+    let mut steady: Option<(Instant, i64)> = None;
+    loop {
+        let done = committed(topic, group, BENCH_PARTITIONS)?;
+        if done >= total {
+            break;
+        }
+        if steady.is_none() && role == "detect" {
+            let sets: Vec<_> = logs.iter().map(|l| held(l)).collect();
+            let all: std::collections::BTreeSet<i32> = sets.iter().flatten().copied().collect();
+            if all.len() == BENCH_PARTITIONS as usize && sets.iter().all(|s| !s.is_empty()) {
+                steady = Some((Instant::now(), done));
+            }
+        }
+        anyhow::ensure!(t.elapsed() < Duration::from_secs(900), "{role} did not catch up in 15 min");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let secs = t.elapsed().as_secs_f64();
+    for c in &mut children {
+        stop(c);
+    }
+    let rate = steady.map(|(at, done)| (total - done) as f64 / at.elapsed().as_secs_f64());
+    Ok((secs, rate))
+}
+
+async fn scale(file: &str, records: usize, dir: &std::path::Path) -> anyhow::Result<()> {
+    let (n, msgs) = read_envelopes(file, records, 20)?;
+    let (raw, internal) = (unique("scale-raw"), unique("scale-events"));
+    create_topic(&raw, BENCH_PARTITIONS).await?;
+    create_topic(&internal, BENCH_PARTITIONS).await?;
+    let t = Instant::now();
+    produce_all(&producer("none")?, &raw, &msgs).await?;
+    eprintln!("produced {n} records in {} messages in {:.1} s", msgs.len(), t.elapsed().as_secs_f64());
+    let group = unique("scale-g");
+    let extra = |state: &str| {
+        format!("checkpoint_interval = \"1s\"\ninternal_topic = \"{internal}\"\nstate_store = \"{state}\"\n")
+    };
+    let cfg = config(dir, &raw, &group, "", &extra(""))?;
+    let (rekey_s, _) = time_until_committed(&cfg, "rekey", 1, &raw, &group, end_offsets(&raw, BENCH_PARTITIONS)?)?;
+    let total = end_offsets(&internal, BENCH_PARTITIONS)?;
+    let per_batch = n as f64 / total as f64;
+    eprintln!("rekey: {n} records in {rekey_s:.2} s -> {total} batches on the internal topic");
+    let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..ROUNDS {
+        for instances in [1, 2] {
+            let g = unique("scale-d");
+            let state = dir.join(&g);
+            let cfg = config(dir, &raw, &g, "", &extra(&state.display().to_string()))?;
+            let (s, rate) = time_until_committed(&cfg, "detect", instances, &internal, &format!("{g}-detect"), total)?;
+            let rate = rate.unwrap_or(0.0) * per_batch;
+            eprintln!("round {}: {instances} detect instance(s) {s:.2} s, steady {rate:.0} records/s", round + 1);
+            times[instances - 1].push(s);
+            rates[instances - 1].push(rate);
+        }
+    }
+    println!(
+        "scale-out: {n} records over {BENCH_PARTITIONS} raw partitions -> {total} batches on a \
+         {BENCH_PARTITIONS}-partition internal topic, {ROUNDS} rounds"
+    );
+    println!("| stage | catch-up rounds (s) | median s | records/s | steady records/s (rounds) | median |");
+    println!("|---|---|---:|---:|---|---:|");
+    println!("| rekey, 1 instance | {rekey_s:.2} | {rekey_s:.2} | {:.0} | | |", n as f64 / rekey_s);
+    let fmt = |v: &[f64], p: usize| v.iter().map(|x| format!("{x:.p$}")).collect::<Vec<_>>().join(", ");
+    let mut medians = Vec::new();
+    for i in 0..2 {
+        let (tr, rr) = (fmt(&times[i], 2), fmt(&rates[i], 0));
+        let (m, r) = (percentile(&mut times[i], 0.5), percentile(&mut rates[i], 0.5));
+        medians.push((m, r));
+        println!("| detect, {} instance(s) | {tr} | {m:.2} | {:.0} | {rr} | {r:.0} |", i + 1, n as f64 / m);
+    }
+    println!(
+        "two detect instances / one (medians): catch-up rate {:.2}, steady rate {:.2}",
+        medians[0].0 / medians[1].0,
+        medians[1].1 / medians[0].1
+    );
+    Ok(())
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("scale") {
+        set_broker(std::env::var("EXFILWATCH_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:19092".into()));
+        let file = args.get(2).ok_or_else(|| anyhow::anyhow!("usage: kafka_bench scale BENCH_FILE [RECORDS]"))?;
+        let records: usize = args.get(3).map_or(Ok(300_000), |s| s.parse())?;
+        return scale(file, records, tempfile::tempdir()?.path()).await;
+    }
     let file = args.get(1).ok_or_else(|| anyhow::anyhow!("usage: kafka_bench BENCH_FILE [RECORDS]"))?;
     let records: usize = args.get(2).map_or(Ok(1_000_000), |s| s.parse())?;
     let dir = tempfile::tempdir()?;
 
     // ---- throughput ----
-    let mut lines = Vec::with_capacity(records);
-    for l in std::io::BufReader::new(std::fs::File::open(file)?).lines().take(records) {
-        lines.push(l?);
-    }
     let envelope: usize = args.get(3).map_or(Ok(20), |s| s.parse())?;
-    let msgs: Vec<Vec<u8>> =
-        lines.chunks(envelope).map(|c| format!("{{\"records\": [{}]}}", c.join(",")).into_bytes()).collect();
+    let (n_records, msgs) = read_envelopes(file, records, envelope)?;
     set_broker(std::env::var("EXFILWATCH_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:19092".into()));
     let topic = unique("bench-logs");
     create_topic(&topic, BENCH_PARTITIONS).await?;
     let p = producer("none")?;
     let t = Instant::now();
     produce_all(&p, &topic, &msgs).await?;
-    eprintln!("produced {} records in {} messages in {:.1} s", lines.len(), msgs.len(), t.elapsed().as_secs_f64());
+    eprintln!("produced {n_records} records in {} messages in {:.1} s", msgs.len(), t.elapsed().as_secs_f64());
     let total = end_offsets(&topic, BENCH_PARTITIONS)?;
     // Rounds alternate bare drain and exfilwatch run on the same topic (the broker's caches
     // warm for both alike); medians are reported.
@@ -218,10 +361,10 @@ async fn main() -> anyhow::Result<()> {
         bare.push(bare_s);
         run.push(run_s);
     }
-    let n = lines.len() as f64;
+    let n = n_records as f64;
     println!(
         "throughput: {} records ({} MB) in {} messages (envelopes of {envelope}) over {BENCH_PARTITIONS} partitions, {ROUNDS} rounds",
-        lines.len(),
+        n_records,
         bytes / 1_000_000,
         total
     );

@@ -244,3 +244,19 @@ fn replay_metrics_addr_serves_the_endpoints_while_it_runs() {
     // The endpoint went with the process.
     assert_eq!(http_get(&addr, "/healthz").0, 0);
 }
+
+#[test]
+fn run_roles_are_checked_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "svc.toml", "[service]\nstate_store = \"\"\nmetrics_addr = \"\"\n");
+    let out = exfilwatch().args(["run", "--role", "bogus", "--config"]).arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rekey"), "the valid roles are listed");
+    // Detect state moves between instances through the state store: without one, refused.
+    let out = exfilwatch().args(["run", "--role", "detect", "--config"]).arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs service.state_store"));
+    let bad = write(dir.path(), "bad.toml", "[service]\nrole = \"detector\"\n");
+    let out = exfilwatch().args(["config", "check"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -117,6 +117,16 @@ fn start(dir: &Path, name: &str, role: &str, raw: &str, internal: &str, group: &
     Instance { child, log }
 }
 
+/// A test that fails leaves no process behind.
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Instance {
     /// The internal partitions this detect instance holds now, from its log.
     fn held(&self) -> BTreeSet<i32> {
@@ -139,7 +149,7 @@ impl Instance {
         self.child.try_wait().unwrap().is_none()
     }
 
-    fn terminate(mut self) {
+    fn terminate(&mut self) {
         let pid = self.child.id().to_string();
         assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
         let end = Instant::now() + Duration::from_secs(40);
@@ -208,7 +218,7 @@ fn two_detect_instances_one_killed_give_the_single_process_alerts() {
     );
 
     let d = dir.path();
-    let rekey = start(d, "rekey", "rekey", &raw, &internal, &group, &alerts);
+    let mut rekey = start(d, "rekey", "rekey", &raw, &internal, &group, &alerts);
     let a = start(d, "detect-a", "detect", &raw, &internal, &group, &alerts);
     wait_for(Duration::from_secs(60), "detect-a to hold all 4 partitions", || a.held().len() == 4);
     let mut b = start(d, "detect-b", "detect", &raw, &internal, &group, &alerts);
@@ -278,7 +288,7 @@ fn batches_produced_twice_by_rekey_count_once() {
         by_id(&String::from_utf8_lossy(&out.stdout).lines().map(|l| l.as_bytes().to_vec()).collect::<Vec<_>>());
     // Both at once, and the detect instance with them, so that each batch and its copy
     // arrive close together (a copy long after its original would be late and change little).
-    let detect = start(d, "detect", "detect", &raw, &internal, &group, &alerts);
+    let mut detect = start(d, "detect", "detect", &raw, &internal, &group, &alerts);
     wait_for(Duration::from_secs(60), "detect to hold all 4 partitions", || detect.held().len() == 4);
     let rekeys: Vec<(String, Instance)> = ["first", "second"]
         .iter()
@@ -289,7 +299,7 @@ fn batches_produced_twice_by_rekey_count_once() {
         })
         .collect();
     kafka_client::produce(&broker(), &raw, &envelopes(&lines));
-    for (g, rekey) in rekeys {
+    for (g, mut rekey) in rekeys {
         wait_for(Duration::from_secs(120), "rekey to commit every raw message", || caught_up(&raw, &g));
         rekey.terminate();
     }
@@ -303,5 +313,19 @@ fn batches_produced_twice_by_rekey_count_once() {
     let got = by_id(&got);
     for (id, want) in &golden {
         assert_eq!(&got[id], want, "alert {id}: as one process raised it");
+    }
+}
+
+#[test]
+fn rekey_and_detect_refuse_a_missing_internal_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, missing, alerts, group) = (unique("raw"), unique("no-such-topic"), unique("alerts"), unique("g"));
+    kafka_client::create_topic(&broker(), &raw, 1);
+    for role in ["rekey", "detect"] {
+        let mut i = start(dir.path(), role, role, &raw, &missing, &group, &alerts);
+        let status = i.child.wait().unwrap();
+        let log = std::fs::read_to_string(&i.log).unwrap();
+        assert_eq!(status.code(), Some(1), "{role}: {log}");
+        assert!(log.contains(&format!("the internal topic \"{missing}\" does not exist")), "{role}: {log}");
     }
 }

@@ -211,7 +211,7 @@ fn internal_partitions(cfg: &Config) -> Result<i32, ServiceError> {
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(30)).map_err(KafkaSourceError::Scan)?;
     let n = md.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len());
     if n == 0 {
-        return Err(ServiceError::InternalTopic(format!(
+        return Err(ServiceError::Setup(format!(
             "the internal topic {topic:?} does not exist (or has no partitions); the rekey role's input"
         )));
     }
@@ -230,7 +230,7 @@ pub(super) async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<Stats, ServiceError> {
     if cfg.service.state_store.is_empty() {
-        return Err(ServiceError::InternalTopic(
+        return Err(ServiceError::Setup(
             "role detect needs service.state_store: partition state moves between instances through it".into(),
         ));
     }
@@ -376,7 +376,7 @@ impl Pipeline {
             (std::mem::take(&mut s.restored_marks), std::mem::take(&mut s.written), s.fatal.take())
         };
         if let Some(why) = fatal {
-            return Err(ServiceError::InternalTopic(format!("cannot restore partition state: {why}")));
+            return Err(ServiceError::Setup(format!("cannot restore partition state: {why}")));
         }
         for m in &marks {
             self.scan_alert_topic_from(m);

@@ -91,7 +91,7 @@ pub enum ServiceError {
     #[error(transparent)]
     Http(#[from] http::BindError),
     #[error("{0}")]
-    InternalTopic(String),
+    Setup(String),
     #[error("cannot start from the model: {0}")]
     Model(#[from] crate::model::ModelError),
 }

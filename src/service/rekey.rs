@@ -40,7 +40,7 @@ fn internal_partitions(producer: &FutureProducer, topic: &str) -> Result<i32, Se
         .map_err(|e| ServiceError::Source(KafkaSourceError::Scan(e)))?;
     let n = md.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len());
     if n == 0 {
-        return Err(ServiceError::InternalTopic(format!(
+        return Err(ServiceError::Setup(format!(
             "the internal topic {topic:?} does not exist (or has no partitions): create it with as many \
              partitions as detect instances may ever run (docs/scaling.md)"
         )));
