@@ -459,8 +459,8 @@ impl Pipeline {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
             now.saturating_sub(Duration::from_nanos(newest.max(0) as u64))
         });
+        // Records and input bytes are counted by the rekey role, where they are read.
         BatchProcessed { records: batch.len() as u64, elapsed: started.elapsed(), lag }.emit(&mut self.stats);
-        self.stats.input_bytes += payload.len() as u64;
         if let Some(am) = &mut self.alertmanager {
             am.observe_event_time(newest);
         }
