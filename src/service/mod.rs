@@ -37,6 +37,11 @@
 //! - **Broker away**: librdkafka reconnects with backoff by itself; the condition is logged
 //!   once per change, `/readyz` answers 503, and the loop keeps waiting, so no record is
 //!   skipped; consumption resumes from the consumer's position when the broker returns.
+//! - **Roles** (`service.role`, `run --role`; docs/scaling.md): all of the above is role `all`,
+//!   one `Shard` (detector state and its bookkeeping) for the whole stream. Role `rekey`
+//!   (`rekey.rs`) only decodes, onto the internal topic partitioned by account; role `detect`
+//!   (`detect.rs`) runs this pipeline over that topic's batches with one shard per assigned
+//!   partition, restored and saved in the consumer's rebalance callback.
 //!
 //! Beside the loop, `/metrics`, `/healthz` and `/readyz` are served (`service.metrics_addr`,
 //! module [`http`]); the loop publishes its counters every 100 ms tick.
@@ -114,7 +119,7 @@ struct SavedState {
 }
 
 /// One detector's state and where it is saved: the whole stream's (role all), or one internal
-/// partition's (role detect, [`detect`]).
+/// partition's (role detect, `detect.rs`).
 pub(crate) struct Shard {
     detector: Detector,
     /// Alert ids already delivered, with their trigger time, within the realert horizon.
