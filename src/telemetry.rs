@@ -602,7 +602,14 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// The metrics of a replay (`role="replay"` in `exfilwatch_build_info`).
     pub fn new() -> Result<Metrics, prometheus::Error> {
+        Metrics::for_role("replay")
+    }
+
+    /// The metrics of `run` in a role (`all`, `rekey`, `detect`), named by the `role` label of
+    /// `exfilwatch_build_info`.
+    pub fn for_role(role: &str) -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
         let reg = |c: Box<dyn Collector>| registry.register(c);
         let vec = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
@@ -658,11 +665,14 @@ impl Metrics {
             last: checkpoint_last.clone(),
         }))?;
         let build_info = IntGaugeVec::new(
-            Opts::new("exfilwatch_build_info", "Always 1; the version of the running exfilwatch as a label."),
-            &["version"],
+            Opts::new(
+                "exfilwatch_build_info",
+                "Always 1; the version of the running exfilwatch and its role (replay, all, rekey, detect) as labels.",
+            ),
+            &["version", "role"],
         )?;
         reg(Box::new(build_info.clone()))?;
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION"), role]).set(1);
 
         let m = Metrics {
             records: vec("exfilwatch_records_read_total", "Log records read, by category.", &["category"])?,
@@ -899,7 +909,7 @@ mod tests {
             "{t}"
         );
         assert_eq!(
-            sample(&t, &format!("exfilwatch_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"))),
+            sample(&t, &format!("exfilwatch_build_info{{role=\"replay\",version=\"{}\"}}", env!("CARGO_PKG_VERSION"))),
             Some(1.0)
         );
     }

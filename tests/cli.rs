@@ -231,7 +231,7 @@ fn replay_metrics_addr_serves_the_endpoints_while_it_runs() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(page.contains("exfilwatch_ready 1"), "{page}");
-    assert!(page.contains("exfilwatch_build_info{version="), "{page}");
+    assert!(page.contains("exfilwatch_build_info{role=\"replay\",version="), "{page}");
     assert_eq!(http_get(&addr, "/readyz"), (200, "ready\n".to_string()));
     assert_eq!(http_get(&addr, "/healthz").0, 200);
 

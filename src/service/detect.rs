@@ -251,8 +251,7 @@ pub(super) async fn run(
     tracing::info!(message = "Detecting.", topic = %topics[0], partitions, group = %group);
 
     tokio::pin!(shutdown);
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = super::ticker();
     loop {
         tokio::select! {
             biased;

@@ -403,10 +403,7 @@ impl Pipeline {
             Decoded::Malformed { reason, index } => bad.push((reason, index)),
         });
         let elapsed = started.elapsed();
-        let lag = (newest != Nanos::MIN).then(|| {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-            now.saturating_sub(Duration::from_nanos(newest.max(0) as u64))
-        });
+        let lag = event_lag(newest);
         BatchProcessed { records: records + bad.len() as u64, elapsed, lag }.emit(&mut self.stats);
         self.stats.input_bytes += payload.len() as u64;
         if let Some(am) = &mut self.alertmanager {
@@ -460,10 +457,7 @@ impl Pipeline {
             newest = newest.max(ev.time);
             shard.detector.ingest_at(&ev, now, &mut alerts);
         }
-        let lag = (newest != Nanos::MIN).then(|| {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-            now.saturating_sub(Duration::from_nanos(newest.max(0) as u64))
-        });
+        let lag = event_lag(newest);
         // Records and input bytes are counted by the rekey role, where they are read.
         BatchProcessed { records: batch.len() as u64, elapsed: started.elapsed(), lag }.emit(&mut self.stats);
         if let Some(am) = &mut self.alertmanager {
@@ -662,7 +656,7 @@ pub async fn run_with(
     health: Arc<Health>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Stats, ServiceError> {
-    let metrics = Metrics::new()?;
+    let metrics = Metrics::for_role(cfg.service.role.as_str())?;
     if !cfg.service.metrics_addr.is_empty() {
         let addr = http::serve(&cfg.service.metrics_addr, health.clone(), metrics.registry.clone()).await?;
         health.set_http_addr(addr);
@@ -826,8 +820,7 @@ async fn run_all(
     tracing::info!(message = "Consuming.", topics = ?p.cfg.kafka.topics, group = %p.cfg.kafka.group_id);
 
     tokio::pin!(shutdown);
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = ticker();
     loop {
         tokio::select! {
             biased;
@@ -903,6 +896,22 @@ async fn run_all(
         .map_err(|_| ServiceError::ShutdownTimeout(shutdown_timeout))??;
     p.stats.detector = shard.detector.stats().clone();
     Ok(p.stats)
+}
+
+/// The loop's 100 ms tick (held records, Alertmanager re-sends, checkpoints, metrics); a late
+/// tick is not made up for.
+pub(crate) fn ticker() -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
+/// Wall time since the event time `newest` (a message's newest record), when there was one.
+pub(crate) fn event_lag(newest: Nanos) -> Option<Duration> {
+    (newest != Nanos::MIN).then(|| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        now.saturating_sub(Duration::from_nanos(newest.max(0) as u64))
+    })
 }
 
 /// A state with no checkpoint starts from `service.model` when one is set.

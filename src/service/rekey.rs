@@ -85,8 +85,7 @@ pub(super) async fn run(
     let mut in_flight: FuturesOrdered<Landing> = FuturesOrdered::new();
     let (mut messages, mut produced) = (0u64, 0u64);
     tokio::pin!(shutdown);
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = super::ticker();
     loop {
         tokio::select! {
             biased;
@@ -128,10 +127,7 @@ pub(super) async fn run(
                         deliveries.push(send(&producer, &topic, p as i32, bytes).await?);
                         produced += 1;
                     }
-                    let lag = (newest != Nanos::MIN).then(|| {
-                        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-                        now.saturating_sub(Duration::from_nanos(newest.max(0) as u64))
-                    });
+                    let lag = super::event_lag(newest);
                     BatchProcessed { records: records + bad.len() as u64, elapsed: started.elapsed(), lag }.emit(&mut stats);
                     stats.input_bytes += payload.len() as u64;
                     set_aside(dead_letters.as_ref(), &cfg.kafka.dead_letter_topic, &mut stats, payload, source, bad).await;
