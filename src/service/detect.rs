@@ -25,7 +25,7 @@ use super::{Pipeline, SavedState, ServiceError, Shard};
 use crate::config::Config;
 use crate::decode::wire::partition_for;
 use crate::detect::{Detector, DetectorStats};
-use crate::sources::kafka::{self, KafkaSourceError, SourceContext};
+use crate::sources::kafka::{self, SourceContext};
 use crate::state::StateStore;
 use crate::telemetry::{Health, Metrics, Stats};
 use rdkafka::client::ClientContext;
@@ -204,20 +204,6 @@ impl DetectContext {
     }
 }
 
-/// Partition count of the internal topic, which must exist.
-fn internal_partitions(cfg: &Config) -> Result<i32, ServiceError> {
-    let consumer: BaseConsumer = kafka::client_config(&cfg.kafka)?.create().map_err(KafkaSourceError::Create)?;
-    let topic = &cfg.service.internal_topic;
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(30)).map_err(KafkaSourceError::Scan)?;
-    let n = md.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len());
-    if n == 0 {
-        return Err(ServiceError::Setup(format!(
-            "the internal topic {topic:?} does not exist (or has no partitions); the rekey role's input"
-        )));
-    }
-    Ok(n as i32)
-}
-
 /// The consumer group of the detect role.
 pub fn detect_group(cfg: &Config) -> String {
     format!("{}-detect", cfg.kafka.group_id)
@@ -234,7 +220,7 @@ pub(super) async fn run(
             "role detect needs service.state_store: partition state moves between instances through it".into(),
         ));
     }
-    let partitions = internal_partitions(&cfg)?;
+    let partitions = super::internal_partitions(&cfg)?;
     let shared = Arc::new(Mutex::new(Shared::default()));
     let context = DetectContext {
         source: SourceContext { health: health.clone(), lag: metrics.consumer_lag() },

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::decode::wire::{partition_for, BatchBuilder, Source};
 use crate::decode::{Decoded, Decoder, Malformed};
 use crate::sinks::kafka::KafkaProducerSink;
-use crate::sources::kafka::{self, KafkaSourceError};
+use crate::sources::kafka;
 use crate::telemetry::{BatchProcessed, Health, Metrics, Stats};
 use crate::time::Nanos;
 use futures::stream::{FuturesOrdered, StreamExt};
@@ -29,24 +29,6 @@ use std::time::Duration;
 
 /// Raw messages decoded and produced whose acknowledgements are still awaited.
 const MAX_IN_FLIGHT: usize = 5_000;
-
-/// Number of partitions of the internal topic (it must exist: its partition count is the
-/// number of detect state shards, a deployment decision, so it is never created implicitly).
-fn internal_partitions(producer: &FutureProducer, topic: &str) -> Result<i32, ServiceError> {
-    use rdkafka::producer::Producer;
-    let md = producer
-        .client()
-        .fetch_metadata(Some(topic), Duration::from_secs(30))
-        .map_err(|e| ServiceError::Source(KafkaSourceError::Scan(e)))?;
-    let n = md.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len());
-    if n == 0 {
-        return Err(ServiceError::Setup(format!(
-            "the internal topic {topic:?} does not exist (or has no partitions): create it with as many \
-             partitions as detect instances may ever run (docs/scaling.md)"
-        )));
-    }
-    Ok(n as i32)
-}
 
 /// One raw message's batches on their way: resolves to its source once every batch landed.
 type Landing = std::pin::Pin<Box<dyn Future<Output = Result<(String, i32, i64), KafkaError>> + Send>>;
@@ -66,7 +48,7 @@ pub(super) async fn run(
         p
     };
     let topic = cfg.service.internal_topic.clone();
-    let partitions = internal_partitions(&producer, &topic)?;
+    let partitions = super::internal_partitions(&cfg)?;
     let dead_letters = (!cfg.kafka.dead_letter_topic.is_empty()).then(|| KafkaProducerSink::new(producer.clone()));
     // Offsets are stored by hand once landed, and auto-committed.
     let consumer = kafka::consumer(&cfg.kafka, health.clone(), true, metrics.consumer_lag())?;
