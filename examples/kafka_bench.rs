@@ -25,6 +25,10 @@
 //! Usage: kafka_bench BENCH_FILE [RECORDS [RECORDS_PER_ENVELOPE]]
 //!        kafka_bench scale BENCH_FILE [RECORDS]
 
+#[path = "../tests/support/partitions.rs"]
+mod partitions;
+use partitions::held;
+
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -189,24 +193,6 @@ fn read_envelopes(file: &str, records: usize, envelope: usize) -> anyhow::Result
     }
     let msgs = lines.chunks(envelope).map(|c| format!("{{\"records\": [{}]}}", c.join(",")).into_bytes()).collect();
     Ok((lines.len(), msgs))
-}
-
-/// Partitions each instance holds now, from its log ("Partition assigned." / "Partition
-/// revoked." lines of the detect role).
-fn held(log: &std::path::Path) -> std::collections::BTreeSet<i32> {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let mut held = std::collections::BTreeSet::new();
-    for line in text.lines() {
-        let p = || line.split("partition=").nth(1)?.split_whitespace().next()?.parse::<i32>().ok();
-        if line.contains("Partition assigned.") {
-            held.extend(p());
-        } else if line.contains("Partition revoked") {
-            if let Some(p) = p() {
-                held.remove(&p);
-            }
-        }
-    }
-    held
 }
 
 /// Runs `instances` processes of `exfilwatch run --role ROLE` until `group` has committed

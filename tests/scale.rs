@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 #[path = "support/kafka_client.rs"]
 mod kafka_client;
+#[path = "support/partitions.rs"]
+mod partitions;
 #[path = "support/sample.rs"]
 mod sample;
 use sample::{by_id, unique, wait_for};
@@ -130,19 +132,7 @@ impl Drop for Instance {
 impl Instance {
     /// The internal partitions this detect instance holds now, from its log.
     fn held(&self) -> BTreeSet<i32> {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let mut held = BTreeSet::new();
-        for line in text.lines() {
-            let p = || line.split("partition=").nth(1)?.split_whitespace().next()?.parse::<i32>().ok();
-            if line.contains("Partition assigned.") {
-                held.extend(p());
-            } else if line.contains("Partition revoked") {
-                if let Some(p) = p() {
-                    held.remove(&p);
-                }
-            }
-        }
-        held
+        partitions::held(&self.log)
     }
 
     fn alive(&mut self) -> bool {

@@ -72,14 +72,6 @@ struct WireEvent<'a> {
     act: Cow<'a, str>,
 }
 
-#[derive(Serialize)]
-struct BatchOut<'a> {
-    format: &'static str,
-    #[serde(flatten)]
-    source: &'a Source<'a>,
-    events: &'a [WireEvent<'a>],
-}
-
 #[derive(Deserialize)]
 struct BatchIn<'a> {
     #[serde(borrow)]
@@ -96,50 +88,70 @@ pub struct Batch<'a> {
     events: Vec<WireEvent<'a>>,
 }
 
-/// Accumulates the events of one raw message for one internal partition.
+/// Accumulates the events of one raw message for one internal partition, serialized as they
+/// come (borrowing from the decoder's buffers: nothing is copied per field).
 #[derive(Default)]
 pub struct BatchBuilder {
-    events: Vec<WireEvent<'static>>,
+    /// The events so far, as JSON objects separated by commas.
+    events: Vec<u8>,
+    len: usize,
+    /// The canonical credential of the event being written.
+    cred: String,
+}
+
+/// The head of a batch; the events follow it.
+#[derive(Serialize)]
+struct Head<'a> {
+    format: &'static str,
+    #[serde(flatten)]
+    source: &'a Source<'a>,
 }
 
 impl BatchBuilder {
     pub fn push(&mut self, ev: &Event<'_>) {
-        let mut cred = String::new();
-        ev.credential.write_canonical(&mut cred);
-        let own = |s: &Cow<'_, str>| Cow::Owned(s.to_string());
-        self.events.push(WireEvent {
+        ev.credential.write_canonical(&mut self.cred);
+        if self.len > 0 {
+            self.events.push(b',');
+        }
+        let wire = WireEvent {
             t: ev.time,
             cat: Cow::Borrowed(ev.category.as_str()),
-            acct: own(&ev.account),
-            cred: Cow::Owned(cred),
+            acct: Cow::Borrowed(&ev.account),
+            cred: Cow::Borrowed(&self.cred),
             ip: ev.client_ip,
-            op: own(&ev.operation),
+            op: Cow::Borrowed(&ev.operation),
             st: ev.status,
             ok: ev.success,
             rb: ev.response_bytes,
             qb: ev.request_bytes,
             ru: ev.request_charge,
-            ua: own(&ev.user_agent),
-            db: own(&ev.database),
-            coll: own(&ev.collection),
-            act: own(&ev.activity_id),
-        });
+            ua: Cow::Borrowed(&ev.user_agent),
+            db: Cow::Borrowed(&ev.database),
+            coll: Cow::Borrowed(&ev.collection),
+            act: Cow::Borrowed(&ev.activity_id),
+        };
+        // Writing strings, numbers and addresses to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut self.events, &wire);
+        self.len += 1;
     }
 
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
+        self.len == 0
     }
 
     pub fn len(&self) -> usize {
-        self.events.len()
+        self.len
     }
 
     /// The message value; the builder is emptied.
     pub fn finish(&mut self, source: &Source<'_>) -> Vec<u8> {
-        let out = serde_json::to_vec(&BatchOut { format: FORMAT, source, events: &self.events });
-        self.events.clear();
-        // Serializing strings, numbers and addresses cannot fail.
-        out.unwrap_or_default()
+        let mut out = serde_json::to_vec(&Head { format: FORMAT, source }).unwrap_or_default();
+        out.pop(); // the head's closing brace
+        out.extend_from_slice(b",\"events\":[");
+        out.append(&mut self.events);
+        out.extend_from_slice(b"]}");
+        self.len = 0;
+        out
     }
 }
 

@@ -267,7 +267,6 @@ pub(super) async fn run(
                         };
                         lock(&shared).shards.insert(m.partition(), shard);
                         outcome?;
-                        health.progress(p.messages, events(&shared).events, p.health.alerts());
                     }
                     Err(error) => {
                         tracing::warn!(message = "Kafka receive error; retrying.", %error);

@@ -501,7 +501,9 @@ impl Pipeline {
         self.stats.detector = detector;
         self.metrics.publish(&self.stats);
         let alerts = self.stats.alerts.values().sum();
-        self.health.progress(self.messages, self.stats.records_total(), alerts);
+        // Records read, or (role detect, which reads batches) the events the detectors took.
+        let records = self.stats.records_total().max(self.stats.detector.events);
+        self.health.progress(self.messages, records, alerts);
     }
 
     /// Writes a checkpoint (state + the offsets it covers), then commits those offsets.
