@@ -94,6 +94,9 @@ pub struct DetectConfig {
     pub volume_min_bytes: ByteSize,
     /// ... nor below this multiple of the highest daily peak in the key's history.
     pub volume_min_ratio: f64,
+    /// ... and always at or below this multiple of it: a read this many times above anything
+    /// the key did (and above `volume_min_bytes`) fires however noisy its history.
+    pub volume_max_ratio: f64,
     /// One-sided p-value under the key's own peak distribution (Student's t on log bytes).
     pub volume_p_value: f64,
     /// Days of history (with reads) a key needs before `volume_anomaly` can judge it.
@@ -106,6 +109,9 @@ pub struct DetectConfig {
     pub realert: Span,
     /// Records this much older than the newest of their account are still ordered exactly.
     pub max_out_of_order: Span,
+    /// A record stamped more than this ahead of the newest plausible event time (the wall
+    /// clock in `run`, the stream's progress in `replay`) is set aside as `future_time`.
+    pub max_clock_skew: Span,
     /// Origins remembered per key; the least recently seen are evicted beyond it.
     pub max_origins_per_key: usize,
 }
@@ -128,12 +134,14 @@ impl Default for DetectConfig {
             volume_window: Span(H),
             volume_min_bytes: ByteSize(1 << 30),
             volume_min_ratio: 2.0,
+            volume_max_ratio: 10.0,
             volume_p_value: 0.001,
             volume_min_history_days: 3,
             volume_min_log_spread: 0.3,
             new_origin: false,
             realert: Span(24 * H),
             max_out_of_order: Span(10 * crate::time::MINUTE),
+            max_clock_skew: Span(H),
             max_origins_per_key: 10_000,
         }
     }
@@ -308,6 +316,7 @@ impl DetectConfig {
         pos("aggregate_window", self.aggregate_window.0)?;
         pos("volume_window", self.volume_window.0)?;
         pos("realert", self.realert.0)?;
+        pos("max_clock_skew", self.max_clock_skew.0)?;
         if self.learning_period.0 < 0 || self.max_out_of_order.0 < 0 {
             return Err("detect.learning_period and detect.max_out_of_order cannot be negative".into());
         }
@@ -332,6 +341,9 @@ impl DetectConfig {
             || self.volume_min_log_spread <= 0.0
         {
             return Err("detect.volume_min_ratio must be >= 1 and detect.volume_min_log_spread > 0".into());
+        }
+        if self.volume_max_ratio.is_nan() || self.volume_max_ratio < self.volume_min_ratio {
+            return Err("detect.volume_max_ratio must be at least detect.volume_min_ratio".into());
         }
         if self.max_origins_per_key < 1 {
             return Err("detect.max_origins_per_key must be at least 1".into());

@@ -9,8 +9,9 @@
 
 use crate::alert::{Alert, Severity};
 use crate::config::Config;
+use crate::decode::Event;
 use crate::decode::{raw_record_text, Decoded, Decoder, Malformed};
-use crate::detect::Detector;
+use crate::detect::{Admit, ClockGuard, Detector, Out};
 use crate::sinks::{AlertSink, DeadLetter, DeadLetterFile, SinkError};
 use crate::sources::file::SourceError;
 use crate::sources::{collect_streams, UnitReader};
@@ -43,6 +44,13 @@ pub struct ReplayOptions {
     pub strict: bool,
     /// Called about every 250 ms of wall-clock time with the running totals (progress bar).
     pub progress_every: Option<Duration>,
+}
+
+/// A record the clock guard holds: what it takes to process it or set it aside later.
+struct HeldRecord {
+    event: Event<'static>,
+    location: String,
+    text: String,
 }
 
 /// What a replay did.
@@ -78,6 +86,8 @@ pub fn replay(
     let (mut batch_started, mut batch_records) = (Instant::now(), 0u64);
 
     // Min-heap of (event-time progress, stream index): read from the stream furthest behind.
+    // Between decode and detect: records stamped in the future or long stale are set aside.
+    let mut guard: ClockGuard<HeldRecord> = ClockGuard::new(&cfg.detect);
     let mut heap: BinaryHeap<Reverse<(Nanos, usize)>> = (0..readers.len()).map(|i| Reverse((Nanos::MIN, i))).collect();
     while let Some(Reverse((progress_t, idx))) = heap.pop() {
         let before = readers[idx].bytes_read;
@@ -87,53 +97,83 @@ pub fn replay(
         let mut newest = progress_t;
         let mut strict_failure: Option<(Malformed, String)> = None;
         let mut dead_error: Option<SinkError> = None;
-        let mut on_malformed = |reason: Malformed, index: Option<usize>, stats: &mut Stats| {
-            let location = match index {
-                Some(i) => format!("{}:{}#{}", unit.source, unit.line, i),
-                None => format!("{}:{}", unit.source, unit.line),
-            };
-            MalformedRecord { reason, location: &location }.emit(stats);
+        let mut set_aside = |reason: Malformed, location: &str, text: &str, stats: &mut Stats| {
+            MalformedRecord { reason, location }.emit(stats);
             if let Some(d) = dead.as_mut() {
-                let text = if reason == Malformed::TooLarge {
-                    String::from_utf8_lossy(&unit.bytes[..unit.bytes.len().min(4096)])
-                } else {
-                    raw_record_text(unit.bytes, index)
-                };
-                match d.write(&DeadLetter { reason: reason.code(), location: &location, record: &text }) {
-                    Ok(()) => DeadLettered { reason, location: &location }.emit(stats),
+                match d.write(&DeadLetter { reason: reason.code(), location, record: text }) {
+                    Ok(()) => DeadLettered { reason, location }.emit(stats),
                     Err(e) => {
                         dead_error.get_or_insert(e);
                     }
                 }
             }
             if opts.strict && strict_failure.is_none() {
-                strict_failure = Some((reason, location));
+                strict_failure = Some((reason, location.to_string()));
             }
+        };
+        let location = |index: Option<usize>| match index {
+            Some(i) => format!("{}:{}#{}", unit.source, unit.line, i),
+            None => format!("{}:{}", unit.source, unit.line),
         };
         if unit.too_large {
             batch_records += 1;
-            on_malformed(Malformed::TooLarge, None, &mut stats);
+            let text = String::from_utf8_lossy(&unit.bytes[..unit.bytes.len().min(4096)]);
+            set_aside(Malformed::TooLarge, &location(None), &text, &mut stats);
         } else {
-            decoder.decode(unit.bytes, |item| match item {
-                Decoded::Event(ev) => {
-                    batch_records += 1;
-                    *stats.records.entry(ev.category).or_default() += 1;
-                    if opts.since.is_some_and(|s| ev.time < s) || opts.until.is_some_and(|u| ev.time >= u) {
-                        stats.out_of_range += 1;
-                        return;
+            let mut item = 0usize;
+            decoder.decode(unit.bytes, |decoded| {
+                let index = item;
+                item += 1;
+                batch_records += 1;
+                match decoded {
+                    Decoded::Event(ev) => {
+                        if opts.since.is_some_and(|s| ev.time < s) || opts.until.is_some_and(|u| ev.time >= u) {
+                            *stats.records.entry(ev.category).or_default() += 1;
+                            stats.out_of_range += 1;
+                            return;
+                        }
+                        let admit = guard.admit(&ev.account, ev.time, || HeldRecord {
+                            event: ev.clone().into_owned(),
+                            location: location(Some(index)),
+                            text: raw_record_text(unit.bytes, Some(index)).into_owned(),
+                        });
+                        match admit {
+                            Admit::Accept => {
+                                *stats.records.entry(ev.category).or_default() += 1;
+                                stats.response_bytes += ev.response_bytes;
+                                newest = newest.max(ev.time);
+                                detector.ingest(&ev, &mut alerts);
+                            }
+                            // Counted as a record now; moved to malformed if it is set aside.
+                            Admit::Held => *stats.records.entry(ev.category).or_default() += 1,
+                            Admit::Reject(reason) => {
+                                let text = raw_record_text(unit.bytes, Some(index));
+                                set_aside(reason, &location(Some(index)), &text, &mut stats)
+                            }
+                        }
+                        while let Some(out) = guard.pop() {
+                            match out {
+                                Out::Release(h) => {
+                                    stats.response_bytes += h.event.response_bytes;
+                                    detector.ingest(&h.event, &mut alerts);
+                                }
+                                Out::Reject(h, reason) => {
+                                    if let Some(n) = stats.records.get_mut(&h.event.category) {
+                                        *n = n.saturating_sub(1);
+                                    }
+                                    set_aside(reason, &h.location, &h.text, &mut stats);
+                                }
+                            }
+                        }
                     }
-                    stats.response_bytes += ev.response_bytes;
-                    newest = newest.max(ev.time);
-                    detector.ingest(&ev, &mut alerts);
-                }
-                Decoded::Skipped(c) => {
-                    batch_records += 1;
-                    *stats.records.entry(c).or_default() += 1;
-                    *stats.skipped.entry(c).or_default() += 1;
-                }
-                Decoded::Malformed { reason, index } => {
-                    batch_records += 1;
-                    on_malformed(reason, index, &mut stats)
+                    Decoded::Skipped(c) => {
+                        *stats.records.entry(c).or_default() += 1;
+                        *stats.skipped.entry(c).or_default() += 1;
+                    }
+                    Decoded::Malformed { reason, index } => {
+                        let text = raw_record_text(unit.bytes, index);
+                        set_aside(reason, &location(index), &text, &mut stats)
+                    }
                 }
             });
         }
@@ -157,6 +197,30 @@ pub fn replay(
                 last_progress = Instant::now();
                 stats.detector = detector.stats().clone();
                 progress(&stats, started.elapsed());
+            }
+        }
+    }
+    // Records still held by the clock guard were never confirmed: set aside (or, for an input
+    // shorter than the guard's first run, released).
+    guard.finish();
+    while let Some(out) = guard.pop() {
+        match out {
+            Out::Release(h) => {
+                stats.response_bytes += h.event.response_bytes;
+                detector.ingest(&h.event, &mut alerts);
+            }
+            Out::Reject(h, reason) => {
+                if let Some(n) = stats.records.get_mut(&h.event.category) {
+                    *n = n.saturating_sub(1);
+                }
+                MalformedRecord { reason, location: &h.location }.emit(&mut stats);
+                if let Some(d) = dead.as_mut() {
+                    d.write(&DeadLetter { reason: reason.code(), location: &h.location, record: &h.text })?;
+                    DeadLettered { reason, location: &h.location }.emit(&mut stats);
+                }
+                if opts.strict {
+                    return Err(ReplayError::Strict { reason, location: h.location });
+                }
             }
         }
     }

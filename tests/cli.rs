@@ -260,3 +260,35 @@ fn run_roles_are_checked_before_anything_starts() {
     let out = exfilwatch().args(["config", "check"]).arg(&bad).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// One wrong clock must not blind an account (issue 10): a record stamped 2099 in the middle
+/// of the log is set aside as `future_time`, one from two months before as `stale_time`; both
+/// go to the dead-letter file, and the alerts are exactly those of the log without them.
+#[test]
+fn replay_sets_aside_records_from_the_future_and_the_distant_past() {
+    let dir = tempfile::tempdir().unwrap();
+    let clean = theft_log();
+    let mut lines: Vec<String> = clean.lines().map(String::from).collect();
+    let future = record(3, 4, 5, 6, "10.20.30.4", 1000).replace("2021-08-03", "2099-01-01");
+    let stale = record(3, 4, 5, 6, "10.20.30.4", 1000).replace("2021-08-03", "2021-06-01");
+    lines.insert(50, future.clone());
+    lines.insert(180, stale.clone());
+    let dirty = write(dir.path(), "dirty.json", &(lines.join("\n") + "\n"));
+    let clean = write(dir.path(), "clean.json", &clean);
+    let dead = dir.path().join("dead.jsonl");
+    let out = exfilwatch().arg("replay").arg(&dirty).arg("--dead-letter").arg(&dead).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let reference = exfilwatch().arg("replay").arg(&clean).output().unwrap();
+    assert!(!alerts(&reference).is_empty());
+    assert_eq!(alerts(&out), alerts(&reference), "the same alerts, ids included");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("future_time 1") && stderr.contains("stale_time 1"), "{stderr}");
+    assert!(stderr.contains(" 0 late"), "no record became late: {stderr}");
+    let dead: Vec<serde_json::Value> =
+        std::fs::read_to_string(&dead).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let reasons: Vec<&str> = dead.iter().map(|d| d["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons, ["stale_time", "future_time"], "the stale one at once, the future one at the end");
+    assert_eq!(dead[1]["record"].as_str().unwrap(), future);
+    assert_eq!(dead[0]["record"].as_str().unwrap(), stale);
+    assert!(dead[1]["location"].as_str().unwrap().ends_with("dirty.json:51#0"), "{}", dead[1]["location"]);
+}

@@ -105,10 +105,14 @@ pub enum Malformed {
     MissingAccount,
     /// A unit larger than the configured maximum.
     TooLarge,
+    /// Stamped more than `max_clock_skew` ahead of the newest plausible event time.
+    FutureTime,
+    /// Older than `history_window` behind its account's progress.
+    StaleTime,
 }
 
 impl Malformed {
-    pub const ALL: [Malformed; 9] = [
+    pub const ALL: [Malformed; 11] = [
         Malformed::InvalidJson,
         Malformed::NotAnObject,
         Malformed::MissingTime,
@@ -118,6 +122,8 @@ impl Malformed {
         Malformed::BadStatus,
         Malformed::MissingAccount,
         Malformed::TooLarge,
+        Malformed::FutureTime,
+        Malformed::StaleTime,
     ];
 
     pub fn code(self) -> &'static str {
@@ -131,6 +137,8 @@ impl Malformed {
             Malformed::BadStatus => "bad_status",
             Malformed::MissingAccount => "missing_account",
             Malformed::TooLarge => "too_large",
+            Malformed::FutureTime => "future_time",
+            Malformed::StaleTime => "stale_time",
         }
     }
 }
@@ -225,6 +233,30 @@ fn key_class(s: &str) -> Cow<'static, str> {
     match KEY_CLASSES.iter().find(|k| k.eq_ignore_ascii_case(s)) {
         Some(k) => Cow::Borrowed(k),
         None => Cow::Owned(s.to_ascii_lowercase()),
+    }
+}
+
+impl Event<'_> {
+    /// The same event owning its strings (to keep it past the input buffer).
+    pub fn into_owned(self) -> Event<'static> {
+        let own = |c: Cow<'_, str>| Cow::Owned(c.into_owned());
+        Event {
+            time: self.time,
+            category: self.category,
+            account: own(self.account),
+            credential: Credential { kind: self.credential.kind, id: own(self.credential.id) },
+            client_ip: self.client_ip,
+            operation: own(self.operation),
+            status: self.status,
+            success: self.success,
+            response_bytes: self.response_bytes,
+            request_bytes: self.request_bytes,
+            request_charge: self.request_charge,
+            user_agent: own(self.user_agent),
+            database: own(self.database),
+            collection: own(self.collection),
+            activity_id: own(self.activity_id),
+        }
     }
 }
 

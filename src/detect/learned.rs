@@ -394,6 +394,7 @@ impl Detector {
 fn volume_settings_differ(model: &DetectConfig, cfg: &DetectConfig) -> bool {
     model.volume_min_bytes != cfg.volume_min_bytes
         || model.volume_min_ratio != cfg.volume_min_ratio
+        || model.volume_max_ratio != cfg.volume_max_ratio
         || model.volume_p_value != cfg.volume_p_value
         || model.volume_min_history_days != cfg.volume_min_history_days
         || model.volume_min_log_spread != cfg.volume_min_log_spread

@@ -20,18 +20,20 @@
 //!   sweep (per account, in event time) that forgets origins and keys idle for
 //!   `history_window`, and evidence only for origins that are still new.
 
+mod clock;
 mod evidence;
 mod intern;
 mod learned;
 mod volume;
 mod window;
 
+pub use clock::{Admit, ClockGuard, Out, CONFIRM_RUN, MAX_HELD};
 pub use evidence::{format_guid, ip_bits, parse_guid, Evidence};
 pub use intern::{Interner, NameKey, Sym};
 pub use learned::{
     AccountRow, KeyRow, LearnedState, LearnedStateError, MarkRow, OriginRow, VolumeDayRow, WindowKind, WindowRow,
 };
-pub use volume::{DaySummary, PeakModel, TQuantiles, VolumeHistory};
+pub use volume::{is_weekend, DaySummary, PeakBasis, PeakModel, TQuantiles, VolumeHistory};
 pub use window::SlidingSum;
 
 use crate::alert::{alert_id, Alert, Baseline, EvidenceOut, OriginRef, Rule, Severity, Window};
@@ -938,10 +940,11 @@ impl Ctx {
         let baseline = self.baseline(key, t, Some(model.p_value(observed)));
         let ratio = observed as f64 / model.typical_peak().max(1) as f64;
         let summary = format!(
-            "{credential} of account {account} read {} within {}, {:.0}x its typical daily peak of {} (usual: {})",
+            "{credential} of account {account} read {} within {}, {:.0}x its typical {} peak of {} (usual: {})",
             human_bytes(observed),
             human_span(self.cfg.volume_window.0),
             ratio,
+            model.basis.noun(),
             human_bytes(model.typical_peak()),
             self.usual(&baseline)
         );

@@ -565,3 +565,108 @@ fn detectors_per_account_group_raise_what_one_detector_raises() {
     assert_eq!(serde_json::to_string(&split).unwrap(), serde_json::to_string(&one).unwrap());
     assert_eq!(serde_json::to_string(&from_share).unwrap(), serde_json::to_string(&expected).unwrap());
 }
+
+/// 2021-08-02, a Monday.
+fn monday() -> Nanos {
+    parse_timestamp("2021-08-02T00:00:00Z").unwrap()
+}
+
+/// `days` days from Monday 2021-08-02 of a key with a weekly rhythm: office hours (8-18 UTC)
+/// on weekdays read `weekday_mib` (varying +-25%) an hour, weekends `weekend_mib`; a request
+/// every 5 minutes from two app servers in 10.1.1.0/24.
+fn weekly(account: &str, cred: &str, days: i64, weekday_mib: f64, weekend_mib: f64) -> Vec<Event<'static>> {
+    let mut v = Vec::new();
+    for d in 0..days {
+        let weekend = crate::detect::is_weekend(crate::time::day_of(monday() + d * DAY));
+        // A fixed wobble per day: 0.75..1.25.
+        let wobble = 0.75 + 0.5 * (((d * 7919) % 101) as f64 / 100.0);
+        let hourly = if weekend { weekend_mib } else { weekday_mib * wobble };
+        for h in 8..18 {
+            for m in 0..12 {
+                let bytes = (hourly / 12.0 * MIB as f64) as u64;
+                let ip = if m % 2 == 0 { "10.1.1.4" } else { "10.1.1.5" };
+                v.push(ev(monday() + d * DAY + h * HOUR + m * 5 * MINUTE, account, cred, ip, bytes));
+            }
+        }
+    }
+    v
+}
+
+/// 4.7 GB within 45 minutes from a familiar app server, starting at `at`.
+fn insider_read(at: Nanos, account: &str, cred: &str) -> Vec<Event<'static>> {
+    (0..45).map(|i| ev(at + i * MINUTE, account, cred, "10.1.1.4", 4_700_000_000 / 45)).collect()
+}
+
+#[test]
+fn volume_anomaly_on_a_weekly_rhythm_fires_on_a_weekday_and_on_a_saturday() {
+    // Weekday peaks 150-250 MiB, weekends 20 MiB: the pooled fit put the threshold at 15 GiB.
+    let cred = "key:primarymasterkey";
+    for (history_days, label) in [(28, "Monday"), (26, "Saturday")] {
+        let mut evs = weekly("contoso", cred, history_days, 200.0, 20.0);
+        let at = monday() + history_days * DAY + 10 * HOUR + 2 * MINUTE;
+        evs.extend(insider_read(at, "contoso", cred));
+        evs.sort_by_key(|e| e.time);
+        let (alerts, _) = run(DetectConfig::default(), &evs);
+        assert_eq!(alerts.len(), 1, "{label}: {alerts:?}");
+        let a = &alerts[0];
+        assert_eq!(a.rule, Rule::VolumeAnomaly, "{label}");
+        assert_eq!(a.threshold_bytes, GIB, "{label}: volume_min_bytes binds, the rhythm no longer inflates it");
+        assert!(a.observed_bytes >= GIB && a.observed_bytes < 2 * GIB, "{label}: fires early, {}", a.observed_bytes);
+        let kind = if label == "Monday" { "weekday" } else { "weekend" };
+        assert!(a.summary.contains(&format!("typical {kind} peak")), "{label}: {}", a.summary);
+    }
+    // Without the read: nothing, on any day of four weeks.
+    let (alerts, _) = run(DetectConfig::default(), &weekly("contoso", cred, 35, 200.0, 20.0));
+    assert!(alerts.is_empty(), "{alerts:?}");
+}
+
+#[test]
+fn volume_anomaly_ceiling_fires_however_noisy_the_history() {
+    // Daily peaks scattered between 2 MiB and 400 MiB: the statistics alone would allow
+    // gigabytes; 10x the highest peak (4 GiB) is the limit.
+    let cred = "key:primarymasterkey";
+    let mut evs = Vec::new();
+    for d in 0..21i64 {
+        let mib = 2.0 * 200f64.powf(((d * 37) % 21) as f64 / 20.0);
+        for m in 0..12 {
+            evs.push(ev(
+                t0() + d * DAY + 14 * HOUR + m * 5 * MINUTE,
+                "contoso",
+                cred,
+                "10.1.1.4",
+                (mib / 12.0 * MIB as f64) as u64,
+            ));
+        }
+    }
+    let at = t0() + 21 * DAY + 10 * HOUR;
+    for i in 0..60 {
+        evs.push(ev(at + i * MINUTE, "contoso", cred, "10.1.1.4", 5 * GIB / 60));
+    }
+    let (alerts, _) = run(DetectConfig::default(), &evs);
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    let max_peak = 400 * MIB;
+    assert!(alerts[0].threshold_bytes <= 10 * max_peak + MIB, "threshold {}", alerts[0].threshold_bytes);
+    assert!(alerts[0].threshold_bytes >= 10 * max_peak - 2 * MIB, "the ceiling binds: {}", alerts[0].threshold_bytes);
+}
+
+#[test]
+fn autoscaling_inside_the_keys_prefixes_stays_silent() {
+    // Four weeks of ~300 MiB office hours, then a week when new instances (new addresses in
+    // the key's own /24) add 0.8-1.5x the typical hour.
+    let cred = "key:primarymasterkey";
+    let mut evs = weekly("contoso", cred, 28, 300.0, 30.0);
+    for d in 28..35i64 {
+        let extra = 0.8 + 0.7 * (d - 28) as f64 / 6.0;
+        for h in 9..17 {
+            for m in 0..12 {
+                let ip = format!("10.1.1.{}", 40 + (d + m) % 10);
+                let bytes = (300.0 * extra / 12.0 * MIB as f64) as u64;
+                evs.push(ev(monday() + d * DAY + h * HOUR + m * 5 * MINUTE + 2 * MINUTE, "contoso", cred, &ip, bytes));
+            }
+        }
+    }
+    evs.extend(weekly("contoso", cred, 35, 300.0, 30.0).into_iter().filter(|e| e.time >= monday() + 28 * DAY));
+    evs.sort_by_key(|e| e.time);
+    let (alerts, _) = run(DetectConfig { new_origin: true, ..DetectConfig::default() }, &evs);
+    assert!(alerts.is_empty(), "{alerts:?}");
+}

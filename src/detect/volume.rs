@@ -1,10 +1,18 @@
 //! A key's read-volume history and the `volume_anomaly` threshold derived from it.
 //!
 //! History is one summary per day (event time, UTC) with reads: the day's peak volume in the
-//! sliding window, its total bytes and how many clock hours saw reads. The threshold for the
-//! next day follows from the peaks: recurring large reads (a nightly backup) raise every
-//! day's peak, so they are not anomalous; slow growth moves the peaks with it; a one-off spike
-//! far above every peak is. Cached per day: the hot path compares two integers.
+//! sliding window, its total bytes and how many clock hours saw reads. The threshold for a
+//! day follows from the peaks of *comparable* days: a weekday is compared with the weekdays
+//! of the history, a Saturday or Sunday with the weekend days (UTC), so a key busy on
+//! weekdays and quiet at weekends is not judged by a spread that is really its weekly rhythm.
+//! Recurring large reads (a nightly backup) raise every day's peak, so they are not
+//! anomalous; slow growth moves the peaks with it; a one-off spike far above every peak is.
+//!
+//! Whatever the statistics say, the threshold never exceeds `volume_max_ratio` x the highest
+//! daily peak of the whole history: a read that many times above anything the key ever did
+//! fires however noisy the history is. The history reaches back at least
+//! [`MIN_HISTORY_DAYS`] days, so the last run of a monthly job is always part of it.
+//! Cached per day: the hot path compares two integers.
 
 use crate::config::DetectConfig;
 use crate::time::{day_of, Nanos, DAY, HOUR};
@@ -20,17 +28,70 @@ pub struct DaySummary {
     pub active_hours: u8,
 }
 
-/// The fitted model of a key's daily peaks.
+/// Days of volume history kept at least, whatever `history_window` says: a monthly job ran at
+/// most 31 days (33 for "the last business day") before its next run.
+pub const MIN_HISTORY_DAYS: i64 = 35;
+
+/// Which days a peak model was fitted on.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PeakBasis {
+    /// Every day of the history (too few days of the day's own kind yet).
+    #[default]
+    AllDays,
+    /// Monday to Friday (UTC).
+    Weekdays,
+    /// Saturday and Sunday (UTC).
+    Weekends,
+}
+
+impl PeakBasis {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeakBasis::AllDays => "all_days",
+            PeakBasis::Weekdays => "weekdays",
+            PeakBasis::Weekends => "weekends",
+        }
+    }
+
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_code(c: u8) -> Option<Self> {
+        [PeakBasis::AllDays, PeakBasis::Weekdays, PeakBasis::Weekends].get(c as usize).copied()
+    }
+
+    /// The word for a person: "daily", "weekday", "weekend".
+    pub fn noun(self) -> &'static str {
+        match self {
+            PeakBasis::AllDays => "daily",
+            PeakBasis::Weekdays => "weekday",
+            PeakBasis::Weekends => "weekend",
+        }
+    }
+}
+
+/// Whether a day number (days since 1970-01-01, a Thursday) is a Saturday or Sunday.
+pub fn is_weekend(day: i64) -> bool {
+    (day + 3).rem_euclid(7) >= 5
+}
+
+/// The fitted model of a key's daily peaks, for one day (of the day's kind).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
 pub struct PeakModel {
-    /// Mean and spread (floored, predictive) of ln(peak bytes).
+    /// Mean and spread (floored, predictive) of ln(peak bytes) of the comparable days.
     pub mean_ln: f64,
     pub scale_ln: f64,
     /// Degrees of freedom of the Student's t (days - 1).
     pub dof: f64,
+    /// The highest daily peak of the whole history (every kind of day): the ceiling's base.
     pub max_peak: u64,
     /// The bytes in the window at which `volume_anomaly` fires.
     pub threshold: u64,
+    /// The days the statistics describe.
+    #[serde(default)]
+    pub basis: PeakBasis,
 }
 
 impl PeakModel {
@@ -77,7 +138,12 @@ impl VolumeHistory {
 
     /// Fits the peak model again (a restored history under other volume settings).
     pub fn refit(&mut self, cfg: &DetectConfig, tq: &mut TQuantiles) {
-        self.model = fit(&self.days, cfg, tq);
+        let day = match (self.today, self.days.back()) {
+            (Some(t), _) => t.day,
+            (None, Some(last)) => last.day + 1,
+            (None, None) => return,
+        };
+        self.model = fit(&self.days, day, cfg, tq);
     }
 
     /// Rebuilds a history from [`VolumeHistory::parts`]; `None` unless the finished days are
@@ -118,13 +184,13 @@ impl VolumeHistory {
                         self.days.push_back(DaySummary { active_hours: self.hours_today.count_ones() as u8, ..done });
                     }
                 }
-                let oldest = day - cfg.history_window.0 / DAY;
+                let oldest = day - (cfg.history_window.0 / DAY).max(MIN_HISTORY_DAYS);
                 while self.days.front().is_some_and(|d| d.day < oldest) {
                     self.days.pop_front();
                 }
                 self.today = Some(DaySummary { day, peak: 0, total: 0, active_hours: 0 });
                 self.hours_today = 0;
-                self.model = fit(&self.days, cfg, tq);
+                self.model = fit(&self.days, day, cfg, tq);
                 rolled = true;
             }
         }
@@ -166,13 +232,30 @@ impl TQuantiles {
     }
 }
 
-/// Fits the peak model; `None` with fewer than `volume_min_history_days` days of reads.
-pub fn fit(days: &VecDeque<DaySummary>, cfg: &DetectConfig, tq: &mut TQuantiles) -> Option<PeakModel> {
-    let logs: Vec<f64> = days.iter().filter(|d| d.peak > 0).map(|d| (d.peak as f64).ln()).collect();
-    let n = logs.len();
-    if n < cfg.volume_min_history_days as usize || n < 2 {
+/// Fits the peak model for `day`; `None` with fewer than `volume_min_history_days` days of
+/// reads.
+///
+/// The statistics describe the days of `day`'s kind (weekdays or weekend days) once the
+/// history holds `volume_min_history_days` of them, every day before that (less sensitive on
+/// a quiet weekend, never more). The threshold is the Student's t quantile of the comparable
+/// log peaks, kept between `volume_min_ratio` and `volume_max_ratio` x the highest peak of the
+/// whole history, and never below `volume_min_bytes`.
+pub fn fit(days: &VecDeque<DaySummary>, day: i64, cfg: &DetectConfig, tq: &mut TQuantiles) -> Option<PeakModel> {
+    let min_days = (cfg.volume_min_history_days as usize).max(2);
+    let all: Vec<u64> = days.iter().filter(|d| d.peak > 0).map(|d| d.peak).collect();
+    if all.len() < min_days {
         return None;
     }
+    let weekend = is_weekend(day);
+    let same_kind: Vec<u64> =
+        days.iter().filter(|d| d.peak > 0 && is_weekend(d.day) == weekend).map(|d| d.peak).collect();
+    let (peaks, basis) = if same_kind.len() >= min_days {
+        (same_kind, if weekend { PeakBasis::Weekends } else { PeakBasis::Weekdays })
+    } else {
+        (all.clone(), PeakBasis::AllDays)
+    };
+    let logs: Vec<f64> = peaks.iter().map(|&p| (p as f64).ln()).collect();
+    let n = logs.len();
     let nf = n as f64;
     let mean = logs.iter().sum::<f64>() / nf;
     let var = logs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (nf - 1.0);
@@ -180,15 +263,21 @@ pub fn fit(days: &VecDeque<DaySummary>, cfg: &DetectConfig, tq: &mut TQuantiles)
     let scale = var.sqrt().max(cfg.volume_min_log_spread) * (1.0 + 1.0 / nf).sqrt();
     let dof = nf - 1.0;
     let t_crit = tq.get(n - 1, cfg.volume_p_value)?;
-    let max_peak = days.iter().map(|d| d.peak).max().unwrap_or(0);
+    let max_peak = all.iter().copied().max().unwrap_or(0);
+    // Between volume_min_ratio and volume_max_ratio x the highest peak of any kind of day (a
+    // monthly job may have last run on a weekend and run on a weekday now), where the
+    // comparable days' statistics put it.
     let statistical = (mean + t_crit * scale).exp();
-    let threshold = statistical.max(cfg.volume_min_ratio * max_peak as f64).max(cfg.volume_min_bytes.0 as f64);
+    let floor = cfg.volume_min_ratio * max_peak as f64;
+    let ceiling = (cfg.volume_max_ratio * max_peak as f64).max(floor);
+    let threshold = statistical.max(floor).min(ceiling).max(cfg.volume_min_bytes.0 as f64);
     Some(PeakModel {
         mean_ln: mean,
         scale_ln: scale,
         dof,
         max_peak,
         threshold: if threshold >= u64::MAX as f64 { u64::MAX } else { threshold.ceil() as u64 },
+        basis,
     })
 }
 
@@ -196,20 +285,60 @@ pub fn fit(days: &VecDeque<DaySummary>, cfg: &DetectConfig, tq: &mut TQuantiles)
 mod tests {
     use super::*;
 
-    fn days(peaks: &[u64]) -> VecDeque<DaySummary> {
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+    /// 2021-08-02, a Monday.
+    const MONDAY: i64 = 18_841;
+
+    /// Days `first..` with the given peaks (total 4x the peak over 10 active hours).
+    fn days_from(first: i64, peaks: &[u64]) -> VecDeque<DaySummary> {
         peaks
             .iter()
             .enumerate()
-            .map(|(i, &p)| DaySummary { day: i as i64, peak: p, total: p * 4, active_hours: 10 })
+            .map(|(i, &p)| DaySummary { day: first + i as i64, peak: p, total: p * 4, active_hours: 10 })
             .collect()
     }
 
-    fn fit_(d: &VecDeque<DaySummary>, cfg: &DetectConfig) -> Option<PeakModel> {
-        fit(d, cfg, &mut TQuantiles::default())
+    fn days(peaks: &[u64]) -> VecDeque<DaySummary> {
+        days_from(MONDAY, peaks)
     }
 
-    const MIB: u64 = 1 << 20;
-    const GIB: u64 = 1 << 30;
+    /// The model for the day after the history.
+    fn fit_(d: &VecDeque<DaySummary>, cfg: &DetectConfig) -> Option<PeakModel> {
+        let next = d.back().map_or(MONDAY, |l| l.day + 1);
+        fit(d, next, cfg, &mut TQuantiles::default())
+    }
+
+    /// Deterministic noise in [0, 1) (no RNG crate in the library).
+    fn noise(i: u64) -> f64 {
+        let mut z = i.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Four weeks from a Monday: weekday peaks 160-250 MiB, weekend peaks about 20 MiB.
+    fn weekly_rhythm() -> VecDeque<DaySummary> {
+        let peaks: Vec<u64> = (0..28u64)
+            .map(|i| {
+                if is_weekend(MONDAY + i as i64) {
+                    ((18.0 + 4.0 * noise(i)) * MIB as f64) as u64
+                } else {
+                    ((160.0 + 90.0 * noise(i)) * MIB as f64) as u64
+                }
+            })
+            .collect();
+        days(&peaks)
+    }
+
+    #[test]
+    fn weekdays_and_weekends() {
+        assert!(!is_weekend(MONDAY));
+        assert!(!is_weekend(MONDAY + 4)); // Friday
+        assert!(is_weekend(MONDAY + 5) && is_weekend(MONDAY + 6));
+        assert!(!is_weekend(MONDAY + 7));
+        assert!(is_weekend(MONDAY - 1) && !is_weekend(0)); // 1970-01-01 was a Thursday
+    }
 
     #[test]
     fn too_little_history_has_no_model() {
@@ -218,28 +347,111 @@ mod tests {
     }
 
     #[test]
-    fn nightly_backup_is_its_own_normal() {
-        // A 5 GiB backup every night: the peaks are the backup, so another one is not extreme.
+    fn weekly_rhythm_is_judged_against_days_of_the_same_kind() {
+        // The key: a pooled fit put the threshold at 15 GiB, so 4.7 GB in 45 minutes
+        // (26x its typical hour) raised nothing.
         let cfg = DetectConfig::default();
-        let m = fit_(
-            &days(&[5 * GIB, 5 * GIB + 90 * MIB, 4 * GIB + 900 * MIB, 5 * GIB, 5 * GIB + 200 * MIB, 5 * GIB, 5 * GIB]),
-            &cfg,
-        )
-        .unwrap();
-        assert!(m.threshold > 6 * GIB, "threshold {}", m.threshold);
+        let history = weekly_rhythm();
+        let theft = 4_700_000_000u64;
+        let max = history.iter().map(|d| d.peak).max().unwrap();
+        // A weekday (Monday after four weeks): compared with weekdays.
+        let monday = fit(&history, MONDAY + 28, &cfg, &mut TQuantiles::default()).unwrap();
+        assert_eq!(monday.basis, PeakBasis::Weekdays);
+        assert_eq!(monday.threshold, GIB, "min_bytes binds: the weekday statistics put it below");
+        assert!(theft >= monday.threshold);
+        // A Saturday: compared with weekends, and the ratio floor to the highest peak of any day.
+        let saturday = fit(&history, MONDAY + 26, &cfg, &mut TQuantiles::default()).unwrap();
+        assert_eq!(saturday.basis, PeakBasis::Weekends);
+        assert_eq!(saturday.threshold, GIB);
+        assert!(theft >= saturday.threshold);
+        assert!(saturday.typical_peak() < 25 * MIB && monday.typical_peak() > 150 * MIB);
+        // Neither is anywhere near the pooled fit's 60x the highest peak.
+        assert!(monday.threshold < 10 * max && saturday.threshold < 10 * max);
+        // A normal day of either kind stays far below.
+        assert!(300 * MIB < monday.threshold && 40 * MIB < saturday.threshold);
     }
 
     #[test]
-    fn one_off_25x_spike_is_extreme_and_growth_is_not() {
+    fn the_ceiling_caps_a_noisy_history() {
+        // Peaks scattered over three orders of magnitude: the statistics alone would put the
+        // threshold far above anything the key did; the ceiling holds it at 10x the highest.
         let cfg = DetectConfig::default();
-        // Peaks of ~120 MiB growing 3% a day.
-        let peaks: Vec<u64> = (0..9).map(|d| (120.0 * 1.03f64.powi(d) * MIB as f64) as u64).collect();
+        let peaks: Vec<u64> = (0..30u64).map(|i| (MIB as f64 * 1000f64.powf(noise(i + 100))) as u64).collect();
+        let max = *peaks.iter().max().unwrap();
         let m = fit_(&days(&peaks), &cfg).unwrap();
-        let next_day_growth = (peaks[8] as f64 * 1.03) as u64;
-        assert!(next_day_growth < m.threshold);
-        assert!(25 * 120 * MIB >= m.threshold, "threshold {} MiB", m.threshold / MIB);
+        let statistical = (m.mean_ln + 3.0 * m.scale_ln).exp();
+        assert!(statistical > 10.0 * max as f64, "the statistics alone: {statistical}");
+        assert_eq!(m.threshold, (cfg.volume_max_ratio * max as f64).ceil() as u64);
+        // A smaller max_ratio moves it.
+        let tight = DetectConfig { volume_max_ratio: 4.0, ..cfg };
+        assert_eq!(fit_(&days(&peaks), &tight).unwrap().threshold, (4.0 * max as f64).ceil() as u64);
+    }
+
+    #[test]
+    fn nightly_backup_is_its_own_normal() {
+        // A 5 GiB backup every night, weekends too: the peaks are the backup.
+        let cfg = DetectConfig::default();
+        let peaks: Vec<u64> = (0..21u64).map(|i| 5 * GIB - 100 * MIB + (200.0 * noise(i)) as u64 * MIB).collect();
+        let m = fit_(&days(&peaks), &cfg).unwrap();
+        let max = *peaks.iter().max().unwrap();
+        assert!(m.threshold >= 2 * max, "threshold {}", m.threshold);
+        assert!(m.threshold <= 10 * max);
+    }
+
+    #[test]
+    fn growth_of_3x_over_a_month_is_not_extreme() {
+        let cfg = DetectConfig::default();
+        // Peaks of ~120 MiB on weekdays and 40 MiB at weekends, 3x higher after 30 days.
+        let daily = 3f64.powf(1.0 / 30.0);
+        let peaks: Vec<u64> = (0..30i64)
+            .map(|i| {
+                let base = if is_weekend(MONDAY + i) { 40.0 } else { 120.0 };
+                (base * daily.powi(i as i32) * MIB as f64) as u64
+            })
+            .collect();
+        let d = days(&peaks);
+        let last_weekday = d.iter().rev().find(|x| !is_weekend(x.day)).unwrap().peak;
+        let m = fit_(&d, &cfg).unwrap();
+        let next = (last_weekday as f64 * daily * 1.2) as u64; // and a busy day on top
+        assert!(next < m.threshold, "{} MiB vs {} MiB", next / MIB, m.threshold / MIB);
+        // While a one-off 25x spike is extreme.
+        assert!(25 * 120 * MIB >= m.threshold);
         assert!(m.p_value(25 * 120 * MIB) < cfg.volume_p_value);
-        assert!(m.p_value(next_day_growth) > 0.05);
+        assert!(m.p_value(next) > 0.01);
+    }
+
+    #[test]
+    fn autoscaling_on_top_of_the_busiest_hour_is_not_extreme() {
+        // New instances add 0.8-1.5x the typical hour: at most 2.5x the usual peak.
+        let cfg = DetectConfig { volume_min_bytes: crate::units::ByteSize(MIB), ..DetectConfig::default() };
+        let peaks: Vec<u64> = (0..21u64).map(|i| ((300.0 + 60.0 * noise(i + 7)) * MIB as f64) as u64).collect();
+        let m = fit_(&days(&peaks), &cfg).unwrap();
+        let max = *peaks.iter().max().unwrap();
+        assert!(m.threshold >= 2 * max, "threshold {} MiB", m.threshold / MIB);
+        assert!(((2.5 * 330.0) as u64) * MIB < m.threshold);
+    }
+
+    #[test]
+    fn a_monthly_job_is_remembered_to_its_next_run() {
+        // A 3 GiB month-end batch on a Saturday 31 days ago, ~100 MiB peaks otherwise; with the
+        // default 30-day history_window it would have been forgotten the day before its next run.
+        let cfg = DetectConfig::default();
+        let mut peaks: Vec<u64> = (0..31u64).map(|i| ((90.0 + 20.0 * noise(i + 50)) * MIB as f64) as u64).collect();
+        peaks[5] = 3 * GIB; // MONDAY + 5: a Saturday
+        let mut h = VolumeHistory::default();
+        let mut tq = TQuantiles::default();
+        for (i, &p) in peaks.iter().enumerate() {
+            let t = (MONDAY + i as i64) * DAY + 12 * HOUR;
+            h.observe(t, p, p, &cfg, &mut tq);
+        }
+        // The next month-end falls on a Tuesday, 31 days after the last.
+        let t = (MONDAY + 36) * DAY + 1;
+        h.observe(t, MIB, MIB, &cfg, &mut tq);
+        assert!(h.parts().2.iter().any(|d| d.day == MONDAY + 5), "the batch day is still in the history");
+        let m = h.model().copied().unwrap();
+        assert_eq!(m.basis, PeakBasis::Weekdays);
+        assert!(m.threshold >= 6 * GIB, "threshold {} MiB", m.threshold / MIB);
+        assert!(3 * GIB + 500 * MIB < m.threshold);
     }
 
     #[test]

@@ -8,8 +8,8 @@
 //! baseline.
 
 use crate::detect::{
-    AccountRow, DaySummary, Evidence, KeyRow, LearnedState, MarkRow, OriginRow, PeakModel, VolumeDayRow, WindowKind,
-    WindowRow,
+    AccountRow, DaySummary, Evidence, KeyRow, LearnedState, MarkRow, OriginRow, PeakBasis, PeakModel, VolumeDayRow,
+    WindowKind, WindowRow,
 };
 use crate::time::{Nanos, MINUTE};
 use arrow::array::{Array, ArrayRef, PrimitiveArray, RecordBatch, StringArray, TimestampNanosecondArray};
@@ -192,6 +192,7 @@ fn keys(k: &[KeyRow]) -> Result<Cols, TableError> {
     c.prim::<F64>("peak_scale_ln", m(|m| m.scale_ln));
     c.prim::<F64>("peak_dof", m(|m| m.dof));
     c.prim::<U64>("peak_max_bytes", k.iter().map(|r| r.peak_model.map(|m| m.max_peak)));
+    c.prim::<U8>("peak_basis", k.iter().map(|r| r.peak_model.map(|m| m.basis.code())));
     let today: Result<Vec<Option<i32>>, TableError> =
         k.iter().map(|r| r.today.map(|t| day32(t.day)).transpose()).collect();
     c.prim::<D32>("today", today?.into_iter());
@@ -333,6 +334,7 @@ pub fn decode_keys(batches: &[RecordBatch]) -> Result<Vec<KeyRow>, TableError> {
             b.opt::<F64>("peak_dof")?,
             b.opt::<U64>("peak_max_bytes")?,
         );
+        let basis = b.opt::<U8>("peak_basis")?;
         let (today, tpeak, ttotal, hours) = (
             b.opt::<D32>("today")?,
             b.opt::<U64>("today_peak_bytes")?,
@@ -352,11 +354,12 @@ pub fn decode_keys(batches: &[RecordBatch]) -> Result<Vec<KeyRow>, TableError> {
         let checked = b.opt::<I64>("aggregate_checked_minute")?;
         let wev = b.opt_str("window_evidence_json")?;
         for (i, wev) in wev.into_iter().enumerate() {
-            let peak_model = match (thr[i], mean[i], scale[i], dof[i], maxp[i]) {
-                (Some(threshold), Some(mean_ln), Some(scale_ln), Some(dof), Some(max_peak)) => {
-                    Some(PeakModel { mean_ln, scale_ln, dof, max_peak, threshold })
+            let peak_model = match (thr[i], mean[i], scale[i], dof[i], maxp[i], basis[i]) {
+                (Some(threshold), Some(mean_ln), Some(scale_ln), Some(dof), Some(max_peak), Some(basis)) => {
+                    let basis = PeakBasis::from_code(basis).ok_or("a peak model has an unknown basis")?;
+                    Some(PeakModel { mean_ln, scale_ln, dof, max_peak, threshold, basis })
                 }
-                (None, None, None, None, None) => None,
+                (None, None, None, None, None, None) => None,
                 _ => return Err("a peak model is partly null".into()),
             };
             let today = match (today[i], tpeak[i], ttotal[i]) {

@@ -53,7 +53,7 @@ mod rekey;
 use crate::alert::Alert;
 use crate::config::{Config, Role};
 use crate::decode::{raw_record_text, Decoded, Decoder, Malformed};
-use crate::detect::{Detector, DetectorStats};
+use crate::detect::{Admit, ClockGuard, Detector, DetectorStats};
 use crate::sinks::alertmanager::{AlertmanagerOptions, AlertmanagerSink};
 use crate::sinks::kafka::KafkaProducerSink;
 use crate::sinks::{AlertSink, JsonLinesSink, SinkError};
@@ -216,6 +216,8 @@ impl Shard {
 pub(crate) struct Pipeline {
     cfg: Config,
     decoder: Decoder,
+    /// Sets aside records stamped ahead of the wall clock or long behind their account.
+    clock: ClockGuard<()>,
     stats: Stats,
     files: Vec<JsonLinesSink<Box<dyn Write + Send>>>,
     producer: Option<KafkaProducerSink>,
@@ -384,23 +386,33 @@ impl Pipeline {
     ) -> Result<(), ServiceError> {
         let mut alerts = Vec::new();
         let mut bad: Vec<(Malformed, Option<usize>)> = Vec::new();
-        let (detector, stats) = (&mut shard.detector, &mut self.stats);
+        let (detector, stats, clock) = (&mut shard.detector, &mut self.stats, &mut self.clock);
         let mut newest = Nanos::MIN;
         let (started, mut records) = (std::time::Instant::now(), 0u64);
-        self.decoder.decode(payload, |item| match item {
-            Decoded::Event(ev) => {
-                records += 1;
-                newest = newest.max(ev.time);
-                *stats.records.entry(ev.category).or_default() += 1;
-                stats.response_bytes += ev.response_bytes;
-                detector.ingest_at(&ev, now, &mut alerts);
+        let wall = wall_clock_nanos();
+        let mut item = 0usize;
+        self.decoder.decode(payload, |decoded| {
+            let index = item;
+            item += 1;
+            match decoded {
+                Decoded::Event(ev) => match clock.admit_at(&ev.account, ev.time, wall) {
+                    // Wall-clock mode holds nothing.
+                    Admit::Accept | Admit::Held => {
+                        records += 1;
+                        newest = newest.max(ev.time);
+                        *stats.records.entry(ev.category).or_default() += 1;
+                        stats.response_bytes += ev.response_bytes;
+                        detector.ingest_at(&ev, now, &mut alerts);
+                    }
+                    Admit::Reject(reason) => bad.push((reason, Some(index))),
+                },
+                Decoded::Skipped(c) => {
+                    records += 1;
+                    *stats.records.entry(c).or_default() += 1;
+                    *stats.skipped.entry(c).or_default() += 1;
+                }
+                Decoded::Malformed { reason, index } => bad.push((reason, index)),
             }
-            Decoded::Skipped(c) => {
-                records += 1;
-                *stats.records.entry(c).or_default() += 1;
-                *stats.skipped.entry(c).or_default() += 1;
-            }
-            Decoded::Malformed { reason, index } => bad.push((reason, index)),
         });
         let elapsed = started.elapsed();
         let lag = event_lag(newest);
@@ -724,6 +736,7 @@ impl Pipeline {
             metrics.expect_checkpoints();
         }
         Ok(Pipeline {
+            clock: ClockGuard::new(&cfg.detect),
             cfg,
             decoder: Decoder::new(),
             stats: Stats::default(),
@@ -906,6 +919,12 @@ pub(crate) fn ticker() -> tokio::time::Interval {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick
+}
+
+/// The wall clock in nanoseconds since the epoch: the clock guard's "now" in the service.
+pub(crate) fn wall_clock_nanos() -> Nanos {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    Nanos::try_from(now.as_nanos()).unwrap_or(Nanos::MAX)
 }
 
 /// Wall time since the event time `newest` (a message's newest record), when there was one.

@@ -13,6 +13,7 @@ use super::{set_aside, ServiceError};
 use crate::config::Config;
 use crate::decode::wire::{partition_for, BatchBuilder, Source};
 use crate::decode::{Decoded, Decoder, Malformed};
+use crate::detect::{Admit, ClockGuard};
 use crate::sinks::kafka::KafkaProducerSink;
 use crate::sources::kafka;
 use crate::telemetry::{BatchProcessed, Health, Metrics, Stats};
@@ -62,6 +63,9 @@ pub(super) async fn run(
     );
 
     let mut decoder = Decoder::new();
+    // Records stamped ahead of the wall clock or long behind their account are set aside here,
+    // before they reach the internal topic.
+    let mut clock: ClockGuard<()> = ClockGuard::new(&cfg.detect);
     let mut stats = Stats::default();
     let mut builders: Vec<BatchBuilder> = (0..partitions).map(|_| BatchBuilder::default()).collect();
     let mut in_flight: FuturesOrdered<Landing> = FuturesOrdered::new();
@@ -87,20 +91,30 @@ pub(super) async fn run(
                     let started = std::time::Instant::now();
                     let (mut records, mut newest) = (0u64, Nanos::MIN);
                     let mut bad: Vec<(Malformed, Option<usize>)> = Vec::new();
-                    decoder.decode(payload, |item| match item {
-                        Decoded::Event(ev) => {
-                            records += 1;
-                            newest = newest.max(ev.time);
-                            *stats.records.entry(ev.category).or_default() += 1;
-                            stats.response_bytes += ev.response_bytes;
-                            builders[partition_for(&ev.account, partitions) as usize].push(&ev);
+                    let wall = super::wall_clock_nanos();
+                    let mut item = 0usize;
+                    decoder.decode(payload, |decoded| {
+                        let index = item;
+                        item += 1;
+                        match decoded {
+                            Decoded::Event(ev) => match clock.admit_at(&ev.account, ev.time, wall) {
+                                // Wall-clock mode holds nothing.
+                                Admit::Accept | Admit::Held => {
+                                    records += 1;
+                                    newest = newest.max(ev.time);
+                                    *stats.records.entry(ev.category).or_default() += 1;
+                                    stats.response_bytes += ev.response_bytes;
+                                    builders[partition_for(&ev.account, partitions) as usize].push(&ev);
+                                }
+                                Admit::Reject(reason) => bad.push((reason, Some(index))),
+                            },
+                            Decoded::Skipped(c) => {
+                                records += 1;
+                                *stats.records.entry(c).or_default() += 1;
+                                *stats.skipped.entry(c).or_default() += 1;
+                            }
+                            Decoded::Malformed { reason, index } => bad.push((reason, index)),
                         }
-                        Decoded::Skipped(c) => {
-                            records += 1;
-                            *stats.records.entry(c).or_default() += 1;
-                            *stats.skipped.entry(c).or_default() += 1;
-                        }
-                        Decoded::Malformed { reason, index } => bad.push((reason, index)),
                     });
                     let src = Source { topic: source.0.into(), partition: source.1, offset: source.2 };
                     let mut deliveries = Vec::new();
