@@ -285,3 +285,58 @@ fn run_from_a_model_raises_what_replay_from_it_raises() {
     assert_eq!(got.len(), expected.len(), "no alert twice");
     assert_eq!(by_id(&got), expected);
 }
+
+/// One wrong clock must not blind an account (issue 10), in the service as in replay: a record
+/// stamped 2099 (ahead of the wall clock) and one from two months before its account's progress
+/// are set aside to the dead-letter topic with their reasons, and the alerts are those of a
+/// replay of the clean sample.
+#[test]
+fn records_from_the_future_and_the_distant_past_are_dead_lettered_and_change_nothing() {
+    let (topic, alerts_topic, dead_topic, group) =
+        (unique("skew"), unique("alerts-skew"), unique("dead"), unique("gs"));
+    create_topic(&topic, 1);
+    create_topic(&alerts_topic, 1);
+    create_topic(&dead_topic, 1);
+    let (contoso, mut msgs) = contoso_messages();
+    let restamp = |unit: &[u8], to: &str| -> Vec<u8> {
+        let text = String::from_utf8(unit.to_vec()).unwrap();
+        let at = text.find("\"time\"").unwrap();
+        let date = at + text[at..].find("2021-08-").unwrap();
+        format!("{}{to}{}", &text[..date], &text[date + 10..]).into_bytes()
+    };
+    let future = restamp(&msgs[100].1, "2099-01-01");
+    let stale = restamp(&msgs[3000].1, "2021-06-01");
+    msgs.insert(101, (String::new(), future.clone()));
+    msgs.insert(3001, (String::new(), stale.clone()));
+    produce(&topic, &msgs);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("skew.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[kafka]\nbootstrap_servers = \"{}\"\ntopics = [\"{topic}\"]\ngroup_id = \"{group}\"\n\
+             dead_letter_topic = \"{dead_topic}\"\n[sinks]\nstdout = false\nkafka_topic = \"{alerts_topic}\"\n\
+             [service]\nmetrics_addr = \"127.0.0.1:0\"\nstate_store = \"\"\n",
+            broker()
+        ),
+    )
+    .unwrap();
+    let svc = Command::new(env!("CARGO_BIN_EXE_exfilwatch"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let expected = replay_alerts(&contoso);
+    assert!(!expected.is_empty());
+    read_until(&alerts_topic, Duration::from_secs(120), |m| m.len() >= expected.len());
+    // Both set-aside records were sent (and acknowledged) before the theft's records came.
+    terminate(svc);
+    assert_eq!(by_id(&kafka_client::read_all(&broker(), &alerts_topic)), expected);
+    let dead = kafka_client::read_all_with_headers(&broker(), &dead_topic);
+    let reason_of = |payload: &[u8]| -> Vec<String> {
+        dead.iter().filter(|(p, _)| p == payload).map(|(_, h)| h["exfilwatch.reason"].clone()).collect()
+    };
+    assert_eq!(reason_of(&future), ["future_time"]);
+    assert_eq!(reason_of(&stale), ["stale_time"]);
+}

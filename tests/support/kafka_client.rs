@@ -85,6 +85,16 @@ pub fn read_until(bootstrap: &str, topic: &str, deadline: Duration, want: impl F
 /// Every message on every partition of `topic` up to its high watermark at the time of the
 /// call (what was written before: complete once the writers have stopped).
 pub fn read_all(bootstrap: &str, topic: &str) -> Vec<Vec<u8>> {
+    read_all_with_headers(bootstrap, topic).into_iter().map(|(payload, _)| payload).collect()
+}
+
+/// As [`read_all`], each message with its headers (as UTF-8 text).
+#[allow(dead_code)]
+pub fn read_all_with_headers(
+    bootstrap: &str,
+    topic: &str,
+) -> Vec<(Vec<u8>, std::collections::BTreeMap<String, String>)> {
+    use rdkafka::message::Headers;
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("read-all-{}", std::process::id()))
@@ -111,7 +121,15 @@ pub fn read_all(bootstrap: &str, topic: &str) -> Vec<Vec<u8>> {
         assert!(Instant::now() < end, "{topic}: could not read up to the high watermarks {ends:?}");
         if let Some(m) = c.poll(Duration::from_millis(200)) {
             let m = m.unwrap();
-            got.push(m.payload().unwrap_or_default().to_vec());
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|x| (x.key.to_string(), String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            got.push((m.payload().unwrap_or_default().to_vec(), headers));
             if ends.get(&m.partition()).is_some_and(|h| m.offset() + 1 >= *h) {
                 ends.remove(&m.partition());
             }
