@@ -42,7 +42,7 @@ pub use tables::FILES;
 
 /// The format this build writes and the only one it reads. Bump it on any change to the
 /// tables' columns or meaning.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// `format` in the manifest.
 pub const FORMAT_NAME: &str = "exfilwatch-model";
 pub const MANIFEST: &str = "manifest.json";
