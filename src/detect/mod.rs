@@ -29,10 +29,10 @@ mod window;
 
 pub use evidence::{format_guid, ip_bits, parse_guid, Evidence};
 pub use intern::{Interner, NameKey, Sym};
-pub use sketch::{OriginWindow, TopK, CAPACITY as EVIDENCE_CAPACITY};
 pub use learned::{
     AccountRow, KeyRow, LearnedState, LearnedStateError, MarkRow, OriginRow, VolumeDayRow, WindowKind, WindowRow,
 };
+pub use sketch::OriginWindow;
 pub use volume::{DaySummary, PeakModel, TQuantiles, VolumeHistory};
 pub use window::SlidingSum;
 

@@ -56,12 +56,8 @@ impl<K: Copy + Ord + Default, const N: usize> TopK<K, N> {
             self.slots[len] = (k, w);
             self.len += 1;
         } else if w > 0 {
-            let mut min = 0;
-            for i in 1..len {
-                if self.slots[i].1 < self.slots[min].1 {
-                    min = i;
-                }
-            }
+            // The first of the smallest counters (min_by_key keeps the first of equals).
+            let min = (0..len).min_by_key(|&i| self.slots[i].1).unwrap_or(0);
             let slot = &mut self.slots[min];
             *slot = (k, slot.1 + w);
         }
@@ -203,12 +199,7 @@ impl OriginWindow {
                 self.slots.len() - 1
             }
             None => {
-                let mut min = 0;
-                for i in 1..self.slots.len() {
-                    if self.slots[i].bytes < self.slots[min].bytes {
-                        min = i;
-                    }
-                }
+                let min = (0..self.slots.len()).min_by_key(|&i| self.slots[i].bytes).unwrap_or(0);
                 // Taken over: keeps the minutes (bytes) it holds, starts a new address list.
                 let s = &mut self.slots[min];
                 s.origin = origin;
