@@ -74,7 +74,10 @@ pub struct OriginRef {
     /// The origin itself: `203.0.113.0/24`, `2001:db8:4:12::/64`, or `/32`, `/128` at ip
     /// granularity.
     pub prefix: String,
-    /// Bytes attributed to this origin (in lists only).
+    /// In `origins` lists only: the bytes this origin read in the alert's window. Exact while
+    /// the window held at most 8 origins; beyond that a Space-Saving estimate, over the true
+    /// value by at most 1/8 of the window's bytes (and every origin above that share is
+    /// listed). The list's bytes plus the alert's `other_bytes` are its `observed_bytes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_bytes: Option<u64>,
 }
@@ -128,6 +131,11 @@ pub struct Alert {
     pub origin: Option<OriginRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origins: Option<Vec<OriginRef>>,
+    /// With `origins`: the window's bytes not in the list (origins past the list or the
+    /// sketch, reads without an address), so that the listed bytes plus these are exactly
+    /// `observed_bytes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other_bytes: Option<u64>,
     pub trigger_event_time: String,
     pub window: Window,
     pub observed_bytes: u64,

@@ -1,64 +1,23 @@
-//! What an alert shows an analyst: counts of operations, collections, user agents and
-//! addresses, and the first activity ids, gathered while an origin is new (or, for the
-//! key-level rules, over the current window). Small and bounded: a handful of slots each.
+//! What an alert shows an analyst: the most frequent operations, collections and user agents
+//! with counts, addresses by bytes, and the first activity ids, gathered while an origin is new
+//! (or, for the key-level rules, over the current window). Small and bounded: each list is a
+//! Space-Saving sketch of [`CAPACITY`] counters (`sketch.rs`: exact while at most that many
+//! distinct values occurred, otherwise over by at most 1/[`CAPACITY`] of the total, and every
+//! value above that share is listed).
 
 use super::intern::{Interner, Sym};
+use super::sketch::{TopK, CAPACITY};
 use crate::alert::NameCount;
 use crate::time::Nanos;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
-const SLOTS: usize = 6;
 const ACTIVITY_IDS: usize = 5;
 const TOP: usize = 5;
 
-/// Counts for at most [`SLOTS`] distinct values, inline (one allocation per evidence, not one
-/// per list); values past the slots are summed in `other`.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Counts<K> {
-    slots: [(K, u64); SLOTS],
-    len: u8,
-    other: u64,
-}
-
-impl<K: Copy + Default> Default for Counts<K> {
-    fn default() -> Self {
-        Counts { slots: [(K::default(), 0); SLOTS], len: 0, other: 0 }
-    }
-}
-
-impl<K: Copy + PartialEq + Ord + Default> Counts<K> {
-    pub fn add(&mut self, k: K, n: u64) {
-        let len = self.len as usize;
-        if let Some(slot) = self.slots[..len].iter_mut().find(|(s, _)| *s == k) {
-            slot.1 += n;
-        } else if len < SLOTS {
-            self.slots[len] = (k, n);
-            self.len += 1;
-        } else {
-            self.other += n;
-        }
-    }
-
-    pub fn merge(&mut self, o: &Counts<K>) {
-        for &(k, n) in &o.slots[..o.len as usize] {
-            self.add(k, n);
-        }
-        self.other += o.other;
-    }
-
-    /// The largest counts first, ties by value, at most `n`.
-    pub fn top(&self, n: usize) -> Vec<(K, u64)> {
-        let mut v = self.slots[..self.len as usize].to_vec();
-        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        v.truncate(n);
-        v
-    }
-
-    pub fn distinct(&self) -> usize {
-        self.len as usize
-    }
-}
+/// One evidence list: [`CAPACITY`] counters, inline (one allocation per evidence, not one per
+/// list).
+pub type Counts<K> = TopK<K, CAPACITY>;
 
 /// A compact, ordered form of an IP address for counting.
 pub fn ip_bits(ip: IpAddr) -> u128 {
@@ -145,11 +104,11 @@ impl Evidence {
     }
 
     pub fn top_operations(&self, syms: &Interner) -> Vec<NameCount> {
-        named(self.operations.top(SLOTS), |s| syms.name(s).to_string())
+        named(self.operations.top(), |s| syms.name(s).to_string())
     }
 
     pub fn top_collections(&self, syms: &Interner) -> Vec<NameCount> {
-        named(self.collections.top(SLOTS), |k| {
+        named(self.collections.top(), |k| {
             let (db, coll) = (syms.name((k >> 32) as Sym), syms.name(k as Sym));
             match (db.is_empty(), coll.is_empty()) {
                 (true, true) => String::new(),
@@ -161,12 +120,12 @@ impl Evidence {
     }
 
     pub fn top_user_agents(&self, syms: &Interner) -> Vec<NameCount> {
-        named(self.user_agents.top(SLOTS), |s| syms.name(s).to_string())
+        named(self.user_agents.top(), |s| syms.name(s).to_string())
     }
 
-    /// Addresses by bytes read.
+    /// Addresses by bytes read (sketch estimates), at most `n`.
     pub fn top_addresses(&self, n: usize) -> Vec<(IpAddr, u64)> {
-        self.addresses.top(n).into_iter().map(|(b, c)| (ip_from_bits(b), c)).collect()
+        self.addresses.top().into_iter().take(n).map(|(b, c)| (ip_from_bits(b), c)).collect()
     }
 
     pub fn activity_id_strings(&self) -> Vec<String> {
@@ -174,7 +133,8 @@ impl Evidence {
     }
 }
 
-/// The [`TOP`] largest counts, ties by name: symbol numbers depend on the order the detector
+/// The [`TOP`] largest counts (of every counter, so the order of equal counts is decided here,
+/// by name, before the list is cut), ties by name: symbol numbers depend on the order the detector
 /// met the names in (a detect partition meets them in another order than one process does),
 /// so they must not decide which of equal counts is shown, nor in what order.
 fn named<K>(v: Vec<(K, u64)>, name: impl Fn(K) -> String) -> Vec<NameCount> {
@@ -258,14 +218,22 @@ mod tests {
     }
 
     #[test]
-    fn counts_keep_the_largest() {
-        let mut c = Counts::<u32>::default();
-        for i in 0..20u32 {
-            c.add(i, i as u64);
+    fn a_late_heavy_value_is_listed_first() {
+        // The case: six values first, then the one that matters.
+        let mut e = Evidence::default();
+        let mut syms = Interner::new(100);
+        let base = Sample { time: 0, ip: None, bytes: 1, op: 0, ua: 0, db: 0, coll: 0, activity: 0 };
+        for i in 0..10u32 {
+            let op = syms.intern(&format!("op{i}"));
+            e.add(&Sample { op, ..base });
         }
-        c.add(3, 100);
-        let top = c.top(2);
-        assert_eq!(top, vec![(3, 103), (5, 5)]);
-        assert_eq!(c.distinct(), SLOTS);
+        let late = syms.intern("ReadFeed");
+        for _ in 0..50 {
+            e.add(&Sample { op: late, ..base });
+        }
+        let top = e.top_operations(&syms);
+        assert_eq!((top[0].name.as_str(), top[0].count >= 50), ("ReadFeed", true), "{top:?}");
+        assert!(top[0].count <= 50 + 60 / CAPACITY as u64);
+        assert_eq!(e.operations.total(), 60);
     }
 }

@@ -75,6 +75,10 @@ pub struct KeyRow {
     /// Evidence of the current and previous `volume_window` (window number, current, previous).
     /// Boxed: most keys have none, and rows of a large model add up.
     pub window_evidence: Option<Box<(i64, Evidence, Evidence)>>,
+    /// Bytes per origin in the sliding `volume_window` and in the sliding `aggregate_window` of
+    /// unfamiliar bytes: the sketches the key-level alerts list origins from.
+    pub volume_origins: Option<Box<OriginWindow>>,
+    pub unfamiliar_origins: Option<Box<OriginWindow>>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -220,6 +224,8 @@ impl Detector {
                     aggregate_checked_minute: (key.aggregate_checked_minute != i64::MIN)
                         .then_some(key.aggregate_checked_minute),
                     window_evidence: key.window_evidence.clone(),
+                    volume_origins: key.volume_origins.clone(),
+                    unfamiliar_origins: key.unfamiliar_origins.clone(),
                 });
                 let mut origins: Vec<(&OriginKey, &OriginEntry)> = key.origins.iter().collect();
                 origins.sort_by_key(|(k, _)| **k);
@@ -329,6 +335,14 @@ impl Detector {
             if refit {
                 history.refit(&d.ctx.cfg, &mut d.ctx.tq);
             }
+            for (w, what) in [(&k.volume_origins, "volume"), (&k.unfamiliar_origins, "unfamiliar")] {
+                if w.as_ref().is_some_and(|w| !w.is_consistent()) {
+                    return Err(invalid(format!(
+                        "{}/{}: the {what} origin window does not add up",
+                        k.account, k.credential
+                    )));
+                }
+            }
             let key = KeyState {
                 first_seen: k.first_seen,
                 last_seen: k.last_seen,
@@ -337,6 +351,8 @@ impl Detector {
                 volume: take_window(&k.account, c, WindowKind::Volume)?,
                 history,
                 window_evidence: k.window_evidence,
+                volume_origins: k.volume_origins,
+                unfamiliar_origins: k.unfamiliar_origins,
                 aggregate_mark: k.aggregate_mark.as_ref().map(mark),
                 volume_mark: k.volume_mark.as_ref().map(mark),
                 aggregate_checked_minute: k.aggregate_checked_minute.unwrap_or(i64::MIN),

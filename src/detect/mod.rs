@@ -24,6 +24,7 @@ mod clock;
 mod evidence;
 mod intern;
 mod learned;
+mod sketch;
 mod volume;
 mod window;
 
@@ -33,6 +34,7 @@ pub use intern::{Interner, NameKey, Sym};
 pub use learned::{
     AccountRow, KeyRow, LearnedState, LearnedStateError, MarkRow, OriginRow, VolumeDayRow, WindowKind, WindowRow,
 };
+pub use sketch::OriginWindow;
 pub use volume::{is_weekend, DaySummary, PeakBasis, PeakModel, TQuantiles, VolumeHistory};
 pub use window::SlidingSum;
 
@@ -127,6 +129,14 @@ struct KeyState {
     history: VolumeHistory,
     /// Evidence of the current and the previous `volume_window` (for `volume_anomaly`).
     window_evidence: Option<Box<(i64, Evidence, Evidence)>>,
+    /// Bytes per origin in the sliding `volume_window`, kept while `window_evidence` is (the
+    /// origins `volume_anomaly` lists).
+    #[serde(default)]
+    volume_origins: Option<Box<OriginWindow>>,
+    /// Bytes per unfamiliar origin in the sliding `aggregate_window` (the origins
+    /// `unfamiliar_origins_aggregate` lists); dropped by the sweep once the key is idle that long.
+    #[serde(default)]
+    unfamiliar_origins: Option<Box<OriginWindow>>,
     aggregate_mark: Option<Mark>,
     volume_mark: Option<Mark>,
     aggregate_checked_minute: i64,
@@ -142,6 +152,8 @@ impl KeyState {
             volume: SlidingSum::default(),
             history: VolumeHistory::default(),
             window_evidence: None,
+            volume_origins: None,
+            unfamiliar_origins: None,
             aggregate_mark: None,
             volume_mark: None,
             aggregate_checked_minute: i64::MIN,
@@ -534,8 +546,13 @@ impl Ctx {
             if bucket >= w.0 {
                 w.1.add(&sample);
             }
+            if let Some(ip) = e.ip {
+                let o = self.origin_of(ip);
+                key.volume_origins.get_or_insert_with(Default::default).add(t, o, ip, e.bytes, cfg.volume_window.0);
+            }
         } else {
             key.window_evidence = None;
+            key.volume_origins = None;
         }
 
         if let Some(ip) = e.ip {
@@ -602,6 +619,10 @@ impl Ctx {
             entry.evidence.get_or_insert_with(Default::default).add(s);
         }
         key.unfamiliar.add(t, s.bytes, cfg.aggregate_window.0);
+        if let Some(ip) = s.ip {
+            let w = key.unfamiliar_origins.get_or_insert_with(Default::default);
+            w.add(t, origin, ip, s.bytes, cfg.aggregate_window.0);
+        }
 
         if is_new && cfg.new_origin {
             if learning {
@@ -720,6 +741,7 @@ impl Ctx {
     fn sweep(&mut self, acct: &mut AccountState, t: Nanos) {
         let forget = self.cfg.history_window.0;
         let familiar_after = self.cfg.familiar_after.0;
+        let (aggregate_window, volume_window) = (self.cfg.aggregate_window.0, self.cfg.volume_window.0);
         let stats = &mut self.stats;
         acct.keys.retain(|_, k| {
             if t - k.last_seen > forget {
@@ -737,6 +759,13 @@ impl Ctx {
                 if o.evidence.is_some() && t >= o.first_seen + familiar_after {
                     o.evidence = None;
                 }
+            }
+            // Window sketches of an idle key hold only minutes its next read slides out.
+            if t - k.last_seen >= aggregate_window {
+                k.unfamiliar_origins = None;
+            }
+            if t - k.last_seen >= volume_window {
+                k.volume_origins = None;
             }
             true
         });
@@ -768,10 +797,31 @@ impl Ctx {
         }
     }
 
-    fn origin_ref(&self, origin: OriginKey, ev: Option<&Evidence>, bytes: Option<u64>) -> OriginRef {
+    fn origin_ref(&self, origin: OriginKey, ev: Option<&Evidence>) -> OriginRef {
         let ip =
             ev.and_then(|e| e.top_addresses(1).first().map(|a| a.0)).unwrap_or_else(|| evidence::ip_from_bits(origin));
-        OriginRef { ip: ip.to_string(), prefix: self.origin_text(origin), observed_bytes: bytes }
+        OriginRef { ip: ip.to_string(), prefix: self.origin_text(origin), observed_bytes: None }
+    }
+
+    /// The origins of a key-level alert's window by bytes, the most first, at most `n`, each
+    /// shown by its address that read the most; and the bytes not listed. The listed bytes
+    /// plus the rest are exactly `observed`: a listed estimate is cut to what `observed` leaves
+    /// (it cannot exceed it while the sketch was fed with the window's sum; the cut only
+    /// guards the sum), and bytes the sketch never saw (before it existed, or reads without an
+    /// address) are part of the rest.
+    fn window_origins(&self, w: Option<&OriginWindow>, observed: u64, n: usize) -> (Vec<OriginRef>, u64) {
+        let mut left = observed;
+        let mut out = Vec::new();
+        for o in w.map(|w| w.top(n)).unwrap_or_default() {
+            let bytes = o.bytes.min(left);
+            if bytes == 0 {
+                break;
+            }
+            left -= bytes;
+            let ip = evidence::ip_from_bits(o.top_address.unwrap_or(o.origin));
+            out.push(OriginRef { ip: ip.to_string(), prefix: self.origin_text(o.origin), observed_bytes: Some(bytes) });
+        }
+        (out, left)
     }
 
     fn usual(&self, b: &Baseline) -> String {
@@ -808,11 +858,12 @@ impl Ctx {
             Some(o) => (o.first_seen, o.bytes, o.mark_epoch, o.evidence.as_deref(), o.requests as u64),
             None => (t, 0, 0, None, 0),
         };
-        let origin_ref = self.origin_ref(origin, ev, None);
+        let origin_ref = self.origin_ref(origin, ev);
         let baseline = self.baseline(key, t, None);
-        let addresses = ev.map_or(1, |e| e.addresses.distinct());
+        let (addresses, all) = ev.map_or((1, true), |e| (e.addresses.len(), !e.addresses.is_full()));
         let from = if addresses > 1 {
-            format!("{} and {} other addresses in {}", origin_ref.ip, addresses - 1, origin_ref.prefix)
+            let at_least = if all { "" } else { "at least " };
+            format!("{} and {at_least}{} other addresses in {}", origin_ref.ip, addresses - 1, origin_ref.prefix)
         } else {
             origin_ref.ip.clone()
         };
@@ -839,6 +890,7 @@ impl Ctx {
             credential,
             origin: Some(origin_ref),
             origins: None,
+            other_bytes: None,
             trigger_event_time: format_rfc3339(t),
             window: Window { start: format_rfc3339(first_seen), end: format_rfc3339(t) },
             observed_bytes: bytes,
@@ -863,19 +915,16 @@ impl Ctx {
     ) -> Alert {
         let credential = self.syms.name(cred).to_string();
         let mut merged = Evidence::default();
-        let mut origins = Vec::new();
         let mut requests = 0u64;
-        for &(bytes, o) in contributing {
+        for &(_, o) in contributing {
             requests += key.origins.get(&o).map_or(0, |e| e.requests as u64);
-            let ev = key.origins.get(&o).and_then(|e| e.evidence.as_deref());
-            if let Some(ev) = ev {
+            if let Some(ev) = key.origins.get(&o).and_then(|e| e.evidence.as_deref()) {
                 merged.merge(ev);
-            }
-            if origins.len() < 20 {
-                origins.push(self.origin_ref(o, ev, Some(bytes)));
             }
         }
         let observed = key.unfamiliar.sum();
+        // By bytes in the window, like observed_bytes (not since each origin's first request).
+        let (origins, other_bytes) = self.window_origins(key.unfamiliar_origins.as_deref(), observed, 20);
         let baseline = self.baseline(key, t, None);
         let summary = format!(
             "{credential} of account {account} read {} in {} from {} origins it never used, none above {} alone (usual: {})",
@@ -893,6 +942,7 @@ impl Ctx {
             credential,
             origin: None,
             origins: Some(origins),
+            other_bytes: Some(other_bytes),
             trigger_event_time: format_rfc3339(t),
             window: Window { start: format_rfc3339(m.since), end: format_rfc3339(t) },
             observed_bytes: observed,
@@ -922,21 +972,8 @@ impl Ctx {
             ev.merge(&w.2);
         }
         let observed = key.volume.sum();
-        // Origins of the window by bytes, each shown by the address in it that read the most.
-        let mut by_origin: Vec<(OriginKey, u64, IpAddr)> = Vec::new();
-        for (ip, b) in ev.top_addresses(usize::MAX) {
-            let o = self.origin_of(ip_bits(ip));
-            match by_origin.iter_mut().find(|x| x.0 == o) {
-                Some(x) => x.1 += b,
-                None => by_origin.push((o, b, ip)),
-            }
-        }
-        by_origin.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        let origins: Vec<OriginRef> = by_origin
-            .iter()
-            .take(10)
-            .map(|&(o, b, ip)| OriginRef { ip: ip.to_string(), prefix: self.origin_text(o), observed_bytes: Some(b) })
-            .collect();
+        // Origins of the sliding window by bytes, each shown by the address in it that read the most.
+        let (origins, other_bytes) = self.window_origins(key.volume_origins.as_deref(), observed, 10);
         let baseline = self.baseline(key, t, Some(model.p_value(observed)));
         let ratio = observed as f64 / model.typical_peak().max(1) as f64;
         let summary = format!(
@@ -956,6 +993,7 @@ impl Ctx {
             credential,
             origin: None,
             origins: Some(origins),
+            other_bytes: Some(other_bytes),
             trigger_event_time: format_rfc3339(t),
             window: Window { start: format_rfc3339(key.volume.start().unwrap_or(t)), end: format_rfc3339(t) },
             observed_bytes: observed,
@@ -973,7 +1011,7 @@ impl Ctx {
         let mut first = Evidence::default();
         first.add(s);
         let ev = Some(&first);
-        let origin_ref = self.origin_ref(origin, ev, None);
+        let origin_ref = self.origin_ref(origin, ev);
         let epoch = key.origins.get(&origin).map_or(0, |o| o.mark_epoch);
         let baseline = self.baseline(key, t, None);
         let summary = format!(
@@ -991,6 +1029,7 @@ impl Ctx {
             credential,
             origin: Some(origin_ref),
             origins: None,
+            other_bytes: None,
             trigger_event_time: format_rfc3339(t),
             window: Window { start: format_rfc3339(t), end: format_rfc3339(t) },
             observed_bytes: ev.map_or(0, |e| e.bytes),

@@ -8,8 +8,8 @@
 //! baseline.
 
 use crate::detect::{
-    AccountRow, DaySummary, Evidence, KeyRow, LearnedState, MarkRow, OriginRow, PeakBasis, PeakModel, VolumeDayRow,
-    WindowKind, WindowRow,
+    AccountRow, DaySummary, Evidence, KeyRow, LearnedState, MarkRow, OriginRow, OriginWindow, PeakBasis, PeakModel,
+    VolumeDayRow, WindowKind, WindowRow,
 };
 use crate::time::{Nanos, MINUTE};
 use arrow::array::{Array, ArrayRef, PrimitiveArray, RecordBatch, StringArray, TimestampNanosecondArray};
@@ -212,6 +212,12 @@ fn keys(k: &[KeyRow]) -> Result<Cols, TableError> {
     let ev: Result<Vec<Option<String>>, TableError> =
         k.iter().map(|r| evidence_json(r.window_evidence.as_ref())).collect();
     c.opt_str("window_evidence_json", ev?);
+    let vo: Result<Vec<Option<String>>, TableError> =
+        k.iter().map(|r| evidence_json(r.volume_origins.as_ref())).collect();
+    c.opt_str("volume_origins_json", vo?);
+    let uo: Result<Vec<Option<String>>, TableError> =
+        k.iter().map(|r| evidence_json(r.unfamiliar_origins.as_ref())).collect();
+    c.opt_str("unfamiliar_origins_json", uo?);
     Ok(c)
 }
 
@@ -353,7 +359,10 @@ pub fn decode_keys(batches: &[RecordBatch]) -> Result<Vec<KeyRow>, TableError> {
         let (agg, vol) = (marks("aggregate_mark")?, marks("volume_mark")?);
         let checked = b.opt::<I64>("aggregate_checked_minute")?;
         let wev = b.opt_str("window_evidence_json")?;
+        let (mut vo, mut uo) =
+            (b.opt_str("volume_origins_json")?.into_iter(), b.opt_str("unfamiliar_origins_json")?.into_iter());
         for (i, wev) in wev.into_iter().enumerate() {
+            let (vo, uo) = (vo.next().flatten(), uo.next().flatten());
             let peak_model = match (thr[i], mean[i], scale[i], dof[i], maxp[i], basis[i]) {
                 (Some(threshold), Some(mean_ln), Some(scale_ln), Some(dof), Some(max_peak), Some(basis)) => {
                     let basis = PeakBasis::from_code(basis).ok_or("a peak model has an unknown basis")?;
@@ -383,6 +392,8 @@ pub fn decode_keys(batches: &[RecordBatch]) -> Result<Vec<KeyRow>, TableError> {
                 volume_mark: vol[i],
                 aggregate_checked_minute: checked[i],
                 window_evidence: from_json::<Box<(i64, Evidence, Evidence)>>(wev, "window_evidence_json")?,
+                volume_origins: from_json::<Box<OriginWindow>>(vo, "volume_origins_json")?,
+                unfamiliar_origins: from_json::<Box<OriginWindow>>(uo, "unfamiliar_origins_json")?,
             });
         }
     }

@@ -28,7 +28,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Version of the checkpoint format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -459,7 +459,7 @@ mod tests {
         let mut s = StateStore::open(dir.path().to_str().unwrap()).unwrap();
         s.write_checkpoint(offsets(10), b"x").unwrap();
         let p = dir.path().join("checkpoint-000000000001.ckpt");
-        let text = std::fs::read_to_string(&p).unwrap().replace("\"format_version\":1", "\"format_version\":9");
+        let text = std::fs::read_to_string(&p).unwrap().replace("\"format_version\":2", "\"format_version\":9");
         std::fs::write(&p, text).unwrap();
         let e = StateStore::open(dir.path().to_str().unwrap()).unwrap().load_newest().unwrap_err();
         assert!(e.to_string().contains("format version 9"), "{e}");
