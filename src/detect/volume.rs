@@ -232,14 +232,41 @@ impl TQuantiles {
     }
 }
 
+/// Growth of a key's level that scales an old peak, at most: a key whose reads were tiny a
+/// month ago must not make every old spike look small.
+pub const MAX_GROWTH: f64 = 4.0;
+
+/// The highest daily peak of the history, each scaled by the key's growth since its day: the
+/// level (median daily peak) of the last seven days over the level of the seven days around
+/// it, between 1 and [`MAX_GROWTH`]. A month-end batch that grows with the data (3x a month)
+/// is then compared with last month's batch as it would read today, not as it read then.
+pub fn grown_max_peak(days: &VecDeque<DaySummary>) -> f64 {
+    let peaks: Vec<(i64, u64)> = days.iter().filter(|d| d.peak > 0).map(|d| (d.day, d.peak)).collect();
+    let Some(&(last, _)) = peaks.last() else { return 0.0 };
+    let level = |from: i64, to: i64| -> Option<f64> {
+        let mut v: Vec<u64> = peaks.iter().filter(|(d, _)| (from..=to).contains(d)).map(|&(_, p)| p).collect();
+        v.sort_unstable();
+        v.get(v.len().checked_sub(1)? / 2).map(|&p| p as f64)
+    };
+    let now = level(last - 6, last).unwrap_or(0.0);
+    peaks
+        .iter()
+        .map(|&(d, p)| {
+            let growth = level(d - 3, d + 3).map_or(1.0, |then| (now / then.max(1.0)).clamp(1.0, MAX_GROWTH));
+            p as f64 * growth
+        })
+        .fold(0.0, f64::max)
+}
+
 /// Fits the peak model for `day`; `None` with fewer than `volume_min_history_days` days of
 /// reads.
 ///
 /// The statistics describe the days of `day`'s kind (weekdays or weekend days) once the
 /// history holds `volume_min_history_days` of them, every day before that (less sensitive on
 /// a quiet weekend, never more). The threshold is the Student's t quantile of the comparable
-/// log peaks, kept between `volume_min_ratio` and `volume_max_ratio` x the highest peak of the
-/// whole history, and never below `volume_min_bytes`.
+/// log peaks, kept above `volume_min_ratio` x the highest peak of the whole history (scaled by
+/// the key's growth since, [`grown_max_peak`]), below `volume_max_ratio` x the highest peak, and
+/// never below `volume_min_bytes`.
 pub fn fit(days: &VecDeque<DaySummary>, day: i64, cfg: &DetectConfig, tq: &mut TQuantiles) -> Option<PeakModel> {
     let min_days = (cfg.volume_min_history_days as usize).max(2);
     let all: Vec<u64> = days.iter().filter(|d| d.peak > 0).map(|d| d.peak).collect();
@@ -268,7 +295,7 @@ pub fn fit(days: &VecDeque<DaySummary>, day: i64, cfg: &DetectConfig, tq: &mut T
     // monthly job may have last run on a weekend and run on a weekday now), where the
     // comparable days' statistics put it.
     let statistical = (mean + t_crit * scale).exp();
-    let floor = cfg.volume_min_ratio * max_peak as f64;
+    let floor = cfg.volume_min_ratio * grown_max_peak(days);
     let ceiling = (cfg.volume_max_ratio * max_peak as f64).max(floor);
     let threshold = statistical.max(floor).min(ceiling).max(cfg.volume_min_bytes.0 as f64);
     Some(PeakModel {
@@ -452,6 +479,33 @@ mod tests {
         assert_eq!(m.basis, PeakBasis::Weekdays);
         assert!(m.threshold >= 6 * GIB, "threshold {} MiB", m.threshold / MIB);
         assert!(3 * GIB + 500 * MIB < m.threshold);
+    }
+
+    #[test]
+    fn a_monthly_job_that_grows_with_the_key_is_compared_as_it_would_read_today() {
+        // The key's reads grow 3x in 30 days, and so does its month-end batch: 2 GiB 30 days
+        // ago, about 6 GiB now (1.3 GiB in its busiest hour then, 3.9 GiB now).
+        let cfg = DetectConfig::default();
+        let daily = 3f64.powf(1.0 / 30.0);
+        let peaks: Vec<u64> = (0..33i64)
+            .map(|i| {
+                let base = if i == 2 { 1300.0 } else { 100.0 * (0.9 + 0.2 * noise(i as u64 + 300)) };
+                (base * daily.powi(i as i32) * MIB as f64) as u64
+            })
+            .collect();
+        let d = days(&peaks);
+        let m = fit_(&d, &cfg).unwrap();
+        let next_batch = (1300.0 * daily.powi(32) * 1.07 * MIB as f64) as u64;
+        assert!(next_batch < m.threshold, "{} MiB vs {} MiB", next_batch / MIB, m.threshold / MIB);
+        // Growth is capped: a key that was idle a month ago does not hide a spike.
+        let g = grown_max_peak(&d);
+        assert!(g <= MAX_GROWTH * *peaks.iter().max().unwrap() as f64);
+        // Without growth the old batch counts about as it read (the levels' own noise aside).
+        let flat: Vec<u64> = peaks.iter().enumerate().map(|(i, &p)| (p as f64 / daily.powi(i as i32)) as u64).collect();
+        let flat_max = *flat.iter().max().unwrap() as f64;
+        let g = grown_max_peak(&days(&flat));
+        assert!(g >= flat_max && g <= 1.15 * flat_max, "{g} vs {flat_max}");
+        assert!(next_batch as f64 > 2.0 * g, "without growth it would be twice last month's");
     }
 
     #[test]
