@@ -22,7 +22,7 @@
 //!   growing share of the traffic (5 %, 20 %, 50 %, 80 %, then all) and the old one goes
 //!   quiet. Its label says whether the new origin read >= 1 GiB in its first 24 h, in which
 //!   case an origin-based detector legitimately alerts (`expect_alert`).
-//! - **Thefts**, one of each kind per seed (see `THEFT_KINDS` and README "Labelled scenarios"),
+//! - **Thefts**, one of each kind per seed (`THEFT_KINDS`, defined in BENCHMARKS.md "Detection accuracy"),
 //!   planted in the eval period with their own records; their labels give the exact bytes and
 //!   the event time at which their cumulative bytes cross 1 GiB.
 //!
@@ -111,7 +111,9 @@ struct Key {
     base_hosts: u32,
     extra_hosts: u32,
     ua: &'static str,
-    month_end: bool,
+    /// A month-end batch (analytics): its size at the start of the data and its duration in
+    /// hours. A recurring job reads about the same each month, growing with the data.
+    month_end: Option<(f64, f64)>,
 }
 
 /// One request, rendered only after the account's requests are sorted.
@@ -349,7 +351,7 @@ fn build_accounts(seed: u64, n: usize) -> Vec<Acc> {
             base_hosts: rng.range(2, 5) as u32,
             extra_hosts: rng.range(2, 10) as u32,
             ua: UAS[rng.range(0, 3) as usize],
-            month_end: false,
+            month_end: None,
         });
         let want_backup = rng.chance(0.55) || i == 1 || i == 2;
         let want_analytics = rng.chance(0.45);
@@ -367,7 +369,7 @@ fn build_accounts(seed: u64, n: usize) -> Vec<Acc> {
                 base_hosts: 1,
                 extra_hosts: 0,
                 ua: UAS[UA_BACKUP_IX as usize],
-                month_end: false,
+                month_end: None,
             });
         }
         if want_analytics {
@@ -384,7 +386,11 @@ fn build_accounts(seed: u64, n: usize) -> Vec<Acc> {
                 base_hosts: 1,
                 extra_hosts: 1,
                 ua: UAS[2],
-                month_end: rng.chance(0.6),
+                month_end: if rng.chance(0.6) {
+                    Some((rng.log_uniform(0.8, 4.0) * GIB as f64, rng.uniform(1.5, 3.5)))
+                } else {
+                    None
+                },
             });
         }
         if want_dev && keys.len() < 4 {
@@ -399,7 +405,7 @@ fn build_accounts(seed: u64, n: usize) -> Vec<Acc> {
                 base_hosts: rng.range(1, 4) as u32, // developers
                 extra_hosts: 0,
                 ua: UAS[UA_LAPTOP_IX as usize],
-                month_end: false,
+                month_end: None,
             });
         }
         accs.push(Acc {
@@ -570,13 +576,13 @@ fn gen_benign(a: &mut Acc, ai: usize, rng: &mut Rng, benign: &mut Vec<Benign>, m
                         }
                     }
                     // the analyst's month-end batch: last local day of the month, 20:00 local
-                    if role == Role::Analytics && a.keys[ki].month_end {
+                    if let (Role::Analytics, Some((size, hours))) = (role, a.keys[ki].month_end) {
                         let noon = a.local(day_t + 12 * HOUR);
                         let next = a.local(day_t + 12 * HOUR + DAY);
                         if next.mo != noon.mo {
                             let s = ((day_t as i64) + (20 - a.tz) * HOUR as i64) as u64 + rng.range(0, 20 * MIN);
-                            let bytes = (rng.log_uniform(0.8, 4.0) * GIB as f64 * growth_at(a.growth, s)) as u64;
-                            let dur = rng.uniform(1.5, 3.5) * 3600.0;
+                            let bytes = (size * growth_at(a.growth, s) * rng.uniform(0.93, 1.07)) as u64;
+                            let dur = hours * rng.uniform(0.9, 1.1) * 3600.0;
                             let p = a.keys[ki].prefixes[0].addr(4);
                             let ip = a.ip(p.clone());
                             let ps = pages(rng, s, bytes, bytes as f64 / dur, false);
@@ -957,7 +963,7 @@ fn plant_thefts(accs: &mut [Acc], seed: u64, migration_acc: usize) -> Vec<Theft>
                         base_hosts: 0,
                         extra_hosts: 0,
                         ua: UAS[7],
-                        month_end: false,
+                        month_end: None,
                     });
                     let ip = vps_v4(&mut rng);
                     let s = any_hour(&mut rng);
@@ -1195,7 +1201,7 @@ fn labels_json(cfg: &ScenCfg, g: &Generated, records: u64) -> String {
                 js(role),
                 js_list(&k.prefixes.iter().map(|p| p.cidr()).collect::<Vec<_>>()),
                 k.peak as u64,
-                k.month_end,
+                k.month_end.is_some(),
                 days.len(),
                 eval_days
             ));
@@ -1260,6 +1266,17 @@ fn labels_json(cfg: &ScenCfg, g: &Generated, records: u64) -> String {
     s
 }
 
+/// Every record of account `ai`, rendered in time order, one line at a time.
+fn render_account(seed: u64, ai: usize, a: &Acc, sink: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+    let mut rng = Rng::new(mix64(seed ^ 0x4e4d ^ (ai as u64) << 20));
+    let mut line = Vec::with_capacity(2048);
+    for r in &a.reqs {
+        render(a, r, &mut rng, &mut line);
+        sink(&line)?;
+    }
+    Ok(())
+}
+
 pub(crate) fn run_scenarios(cfg: &ScenCfg) -> io::Result<()> {
     if cfg.accounts < 12 {
         return Err(io::Error::new(
@@ -1271,17 +1288,12 @@ pub(crate) fn run_scenarios(cfg: &ScenCfg) -> io::Result<()> {
     let logs = cfg.out.join("logs");
     fs::create_dir_all(&logs).map_err(|e| io::Error::new(e.kind(), format!("{}: {}", logs.display(), e)))?;
     let mut records = 0u64;
-    let mut line = Vec::with_capacity(2048);
     for (ai, a) in g.accounts.iter().enumerate() {
         let path = logs.join(format!("{}.jsonl", a.name));
         let file =
             fs::File::create(&path).map_err(|e| io::Error::new(e.kind(), format!("{}: {}", path.display(), e)))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
-        let mut rng = Rng::new(mix64(cfg.seed ^ 0x4e4d ^ (ai as u64) << 20));
-        for r in &a.reqs {
-            render(a, r, &mut rng, &mut line);
-            out.write_all(&line)?;
-        }
+        render_account(cfg.seed, ai, a, &mut |line: &[u8]| out.write_all(line))?;
         out.flush()?;
         records += a.reqs.len() as u64;
     }
@@ -1317,42 +1329,47 @@ mod tests {
         None
     }
 
-    fn tmp(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("gen-logs-scen-{}-{}", std::process::id(), name));
-        let _ = fs::remove_dir_all(&d);
-        d
-    }
-
-    fn read_all(dir: &Path) -> Vec<(String, Vec<u8>)> {
-        let mut v = Vec::new();
-        let mut names: Vec<PathBuf> = fs::read_dir(dir.join("logs")).unwrap().map(|e| e.unwrap().path()).collect();
-        names.sort();
-        names.push(dir.join("labels.json"));
-        for p in names {
-            v.push((p.file_name().unwrap().to_string_lossy().into_owned(), fs::read(&p).unwrap()));
+    fn fnv(h: &mut u64, bytes: &[u8]) {
+        for b in bytes {
+            *h ^= *b as u64;
+            *h = h.wrapping_mul(0x0100_0000_01b3);
         }
-        v
     }
 
-    /// Same seed, same bytes; another seed, other data; and every labelled theft's bytes and
-    /// 1 GiB crossing time are what the written records say.
+    /// Same seed, same bytes (the written files against a second generation in memory);
+    /// another seed, other thefts; and every labelled theft's bytes and 1 GiB crossing time
+    /// are what the written records say.
     #[test]
     fn deterministic_and_labels_match_records() {
-        let (d1, d2, d3) = (tmp("a"), tmp("b"), tmp("c"));
-        for (d, seed) in [(&d1, 7), (&d2, 7), (&d3, 8)] {
-            run_scenarios(&ScenCfg { seed, accounts: 12, out: d.clone() }).unwrap();
-        }
-        let (f1, f2, f3) = (read_all(&d1), read_all(&d2), read_all(&d3));
-        assert_eq!(f1, f2, "same seed must give identical files");
-        assert_ne!(f1.last(), f3.last(), "another seed must give other labels");
-
+        let dir = std::env::temp_dir().join(format!("gen-logs-scenarios-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        run_scenarios(&ScenCfg { seed: 7, accounts: 12, out: dir.clone() }).unwrap();
         let g = generate(7, 12);
+        for (ai, a) in g.accounts.iter().enumerate() {
+            let mut again = 0xcbf2_9ce4_8422_2325u64;
+            render_account(7, ai, a, &mut |l: &[u8]| {
+                fnv(&mut again, l);
+                Ok(())
+            })
+            .unwrap();
+            let mut written = 0xcbf2_9ce4_8422_2325u64;
+            fnv(&mut written, &fs::read(dir.join("logs").join(format!("{}.jsonl", a.name))).unwrap());
+            assert_eq!(written, again, "{}: same seed, same records", a.name);
+        }
+        let labels = fs::read_to_string(dir.join("labels.json")).unwrap();
+        assert_eq!(labels, labels_json(&ScenCfg { seed: 7, accounts: 12, out: dir.clone() }, &g, count(&g)));
+        let other = generate(8, 12);
+        assert_ne!(
+            other.thefts.iter().map(|t| t.start).collect::<Vec<_>>(),
+            g.thefts.iter().map(|t| t.start).collect::<Vec<_>>(),
+            "another seed, other thefts"
+        );
+
         assert_eq!(g.thefts.len(), THEFT_KINDS.len(), "every theft kind is planted");
-        let labels = String::from_utf8(f1.last().unwrap().1.clone()).unwrap();
         for t in &g.thefts {
             let a = &g.accounts[t.account];
             let creds: Vec<&Key> = t.keys.iter().map(|k| &a.keys[*k]).collect();
-            let text = fs::read_to_string(d1.join("logs").join(format!("{}.jsonl", a.name))).unwrap();
+            let text = fs::read_to_string(dir.join("logs").join(format!("{}.jsonl", a.name))).unwrap();
             let mut hits: Vec<(String, u64)> = Vec::new();
             for line in text.lines() {
                 let ip = field(line, &["clientIpAddress", "ClientIpAddress"]).unwrap();
@@ -1378,11 +1395,7 @@ mod tests {
                 cum >= GIB
             });
             assert_eq!(cross.map(|c| c.0.clone()), t.crosses_1gib.map(iso7), "{}: crossing time", t.kind);
-            assert!(labels.contains(&format!(
-                "\"bytes\": {}, \"crosses_1gib\": \"{}\"",
-                t.bytes,
-                iso7(t.crosses_1gib.unwrap())
-            )));
+            assert!(labels.contains(&format!("\"bytes\": {}, \"crosses_1gib\": \"{}\"", t.bytes, iso7(cross_t(t)))));
         }
         // the definitions the kinds promise
         let by_kind = |k: &str| g.thefts.iter().find(|t| t.kind == k).unwrap();
@@ -1390,8 +1403,33 @@ mod tests {
         assert!(g.accounts[by_kind("new_credential_aad_only").account].aad_only);
         assert_eq!(by_kind("two_keys").keys.len(), 2);
         assert!(by_kind("new_origin_bulk_ipv4_mapped").origins[0].starts_with("::ffff:"));
-        for d in [d1, d2, d3] {
-            let _ = fs::remove_dir_all(d);
-        }
+        let parts = |kind: &str, by: &dyn Fn(&Req) -> u64| {
+            let i = g.thefts.iter().position(|t| t.kind == kind).unwrap();
+            let mut v: Vec<(u64, u64)> = Vec::new();
+            for r in g.accounts[g.thefts[i].account].reqs.iter().filter(|r| r.theft as usize == i + 1) {
+                match v.iter_mut().find(|x| x.0 == by(r)) {
+                    Some(x) => x.1 += r.bytes,
+                    None => v.push((by(r), r.bytes)),
+                }
+            }
+            v
+        };
+        let per_origin = parts("distributed", &|r: &Req| r.ip as u64);
+        assert!(per_origin.len() >= 10 && per_origin.iter().all(|x| x.1 < GIB), "distributed: each origin below 1 GiB");
+        let per_key = parts("two_keys", &|r: &Req| r.key as u64);
+        assert!(per_key.len() == 2 && per_key.iter().all(|x| x.1 < GIB), "two_keys: each key's share below 1 GiB");
+        let per_hour = parts("low_and_slow", &|r: &Req| r.t / HOUR);
+        assert!(per_hour.iter().all(|x| x.1 < 200 * MIB), "low_and_slow: below 200 MiB in every clock hour");
+        let ls = by_kind("low_and_slow");
+        assert!(ls.crosses_1gib.unwrap() < ls.start + DAY, "low_and_slow: 1 GiB within its first day");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    fn cross_t(t: &Theft) -> u64 {
+        t.crosses_1gib.unwrap_or(0)
+    }
+
+    fn count(g: &Generated) -> u64 {
+        g.accounts.iter().map(|a| a.reqs.len() as u64).sum()
     }
 }
