@@ -800,6 +800,9 @@ fn plant(a: &mut Acc, theft: u16, ki: usize, ipstr: &str, ua: u16, ps: &[(u64, u
     }
 }
 
+/// One key's part of a theft: key index, client address, (time, bytes) of each page.
+type Planted = (usize, String, Vec<(u64, u64)>);
+
 /// A victim account satisfying `ok`, one not used by another theft when there is one.
 fn pick(accs: &[Acc], rng: &mut Rng, used: &mut Vec<usize>, ok: &dyn Fn(&Acc) -> bool) -> Option<usize> {
     let n = accs.len();
@@ -840,182 +843,181 @@ fn plant_thefts(accs: &mut [Acc], seed: u64, migration_acc: usize) -> Vec<Theft>
         };
         let Some(ai) = victim else { continue };
         let a = &mut accs[ai];
-        let (keys, origins, ps_all, note): (Vec<usize>, Vec<String>, Vec<(usize, String, Vec<(u64, u64)>)>, String) =
-            match kind {
-                "new_origin_bulk_ipv4" | "new_origin_bulk_small_key" => {
-                    let ip = vps_v4(&mut rng);
-                    let s = any_hour(&mut rng);
-                    let ps = pages(&mut rng, s, bulk, rate, true);
-                    (
-                        vec![0],
-                        vec![ip.clone()],
-                        vec![(0, ip, ps)],
-                        format!("a VPS reads at ~{:.0} MiB/s", rate / MIB as f64),
-                    )
+        let (keys, origins, ps_all, note): (Vec<usize>, Vec<String>, Vec<Planted>, String) = match kind {
+            "new_origin_bulk_ipv4" | "new_origin_bulk_small_key" => {
+                let ip = vps_v4(&mut rng);
+                let s = any_hour(&mut rng);
+                let ps = pages(&mut rng, s, bulk, rate, true);
+                (
+                    vec![0],
+                    vec![ip.clone()],
+                    vec![(0, ip, ps)],
+                    format!("a VPS reads at ~{:.0} MiB/s", rate / MIB as f64),
+                )
+            }
+            "new_origin_bulk_ipv6" => {
+                let ip = format!(
+                    "2a0{}:{:x}:{:x}:{:x}::{:x}",
+                    rng.range(1, 9),
+                    rng.range(0x100, 0xffff),
+                    rng.range(1, 0xffff),
+                    rng.range(1, 0xffff),
+                    rng.range(2, 0xffff)
+                );
+                let s = any_hour(&mut rng);
+                let ps = pages(&mut rng, s, bulk, rate, true);
+                (
+                    vec![0],
+                    vec![ip.clone()],
+                    vec![(0, ip, ps)],
+                    format!("an IPv6 host reads at ~{:.0} MiB/s", rate / MIB as f64),
+                )
+            }
+            "new_origin_bulk_ipv4_mapped" => {
+                let ip = format!("::ffff:{}", vps_v4(&mut rng));
+                let s = any_hour(&mut rng);
+                let ps = pages(&mut rng, s, bulk, rate, true);
+                (
+                    vec![0],
+                    vec![ip.clone()],
+                    vec![(0, ip, ps)],
+                    String::from("the client address logged in IPv4-mapped IPv6 form"),
+                )
+            }
+            "low_and_slow" => {
+                // one new origin, steady, below any hourly threshold: 1.2-2.0 GiB over 16-24 h
+                let ip = vps_v4(&mut rng);
+                let s = any_hour(&mut rng);
+                let total = (rng.uniform(1.2, 2.0) * GIB as f64) as u64;
+                let hours = rng.uniform(16.0, 23.5);
+                let r = total as f64 / (hours * 3600.0);
+                let ps = pages(&mut rng, s, total, r, false);
+                (
+                    vec![0],
+                    vec![ip.clone()],
+                    vec![(0, ip, ps)],
+                    format!("{:.0} MiB/h for {:.1} h from one new origin", r * 3600.0 / MIB as f64, hours),
+                )
+            }
+            "distributed" => {
+                // many new prefixes, each below 1 GiB, together 2-6 GiB within 40 min - 3 h
+                let k = rng.range(10, 30) as usize;
+                let total = rng.uniform(2.0, 6.0) * GIB as f64;
+                let span = rng.uniform(40.0 * 60.0, 3.0 * 3600.0);
+                let s = any_hour(&mut rng);
+                let mut v = Vec::new();
+                let mut origins = Vec::new();
+                for _ in 0..k {
+                    let ip = if rng.chance(0.3) { home_ip(&mut rng) } else { vps_v4(&mut rng) };
+                    let b = ((total / k as f64 * rng.uniform(0.6, 1.4)) as u64).min(900 * MIB);
+                    let d = span * rng.uniform(0.3, 1.0);
+                    let off = ((span - d) * rng.f64() * TPS as f64) as u64;
+                    let ps = pages(&mut rng, s + off, b, b as f64 / d, false);
+                    origins.push(ip.clone());
+                    v.push((0, ip, ps));
                 }
-                "new_origin_bulk_ipv6" => {
-                    let ip = format!(
-                        "2a0{}:{:x}:{:x}:{:x}::{:x}",
-                        rng.range(1, 9),
-                        rng.range(0x100, 0xffff),
-                        rng.range(1, 0xffff),
-                        rng.range(1, 0xffff),
-                        rng.range(2, 0xffff)
-                    );
-                    let s = any_hour(&mut rng);
-                    let ps = pages(&mut rng, s, bulk, rate, true);
-                    (
-                        vec![0],
-                        vec![ip.clone()],
-                        vec![(0, ip, ps)],
-                        format!("an IPv6 host reads at ~{:.0} MiB/s", rate / MIB as f64),
-                    )
-                }
-                "new_origin_bulk_ipv4_mapped" => {
-                    let ip = format!("::ffff:{}", vps_v4(&mut rng));
-                    let s = any_hour(&mut rng);
-                    let ps = pages(&mut rng, s, bulk, rate, true);
-                    (
-                        vec![0],
-                        vec![ip.clone()],
-                        vec![(0, ip, ps)],
-                        String::from("the client address logged in IPv4-mapped IPv6 form"),
-                    )
-                }
-                "low_and_slow" => {
-                    // one new origin, steady, below any hourly threshold: 1.2-2.0 GiB over 16-24 h
-                    let ip = vps_v4(&mut rng);
-                    let s = any_hour(&mut rng);
-                    let total = (rng.uniform(1.2, 2.0) * GIB as f64) as u64;
-                    let hours = rng.uniform(16.0, 23.5);
-                    let r = total as f64 / (hours * 3600.0);
-                    let ps = pages(&mut rng, s, total, r, false);
-                    (
-                        vec![0],
-                        vec![ip.clone()],
-                        vec![(0, ip, ps)],
-                        format!("{:.0} MiB/h for {:.1} h from one new origin", r * 3600.0 / MIB as f64, hours),
-                    )
-                }
-                "distributed" => {
-                    // many new prefixes, each below 1 GiB, together 2-6 GiB within 40 min - 3 h
-                    let k = rng.range(10, 30) as usize;
-                    let total = rng.uniform(2.0, 6.0) * GIB as f64;
-                    let span = rng.uniform(40.0 * 60.0, 3.0 * 3600.0);
-                    let s = any_hour(&mut rng);
-                    let mut v = Vec::new();
-                    let mut origins = Vec::new();
-                    for _ in 0..k {
-                        let ip = if rng.chance(0.3) { home_ip(&mut rng) } else { vps_v4(&mut rng) };
-                        let b = ((total / k as f64 * rng.uniform(0.6, 1.4)) as u64).min(900 * MIB);
-                        let d = span * rng.uniform(0.3, 1.0);
-                        let off = ((span - d) * rng.f64() * TPS as f64) as u64;
-                        let ps = pages(&mut rng, s + off, b, b as f64 / d, false);
-                        origins.push(ip.clone());
-                        v.push((0, ip, ps));
+                (vec![0], origins, v, format!("{} origins over {:.0} min", k, span / 60.0))
+            }
+            "known_origin_spike_weekday" | "known_origin_spike_weekend" => {
+                let weekend = kind.ends_with("weekend");
+                let mut d = day;
+                loop {
+                    let w = a.local(local_day_start(a, d) + 12 * HOUR).wday;
+                    if (w == 0 || w == 6) == weekend && (weekend || (2..=4).contains(&w)) {
+                        break;
                     }
-                    (vec![0], origins, v, format!("{} origins over {:.0} min", k, span / 60.0))
+                    d = if d + 1 >= DAYS - 1 { FIRST_THEFT_DAY } else { d + 1 };
                 }
-                "known_origin_spike_weekday" | "known_origin_spike_weekend" => {
-                    let weekend = kind.ends_with("weekend");
-                    let mut d = day;
-                    loop {
-                        let w = a.local(local_day_start(a, d) + 12 * HOUR).wday;
-                        if (w == 0 || w == 6) == weekend && (weekend || (2..=4).contains(&w)) {
-                            break;
-                        }
-                        d = if d + 1 >= DAYS - 1 { FIRST_THEFT_DAY } else { d + 1 };
-                    }
-                    let s = local_day_start(a, d) + rng.range(10, 20) * HOUR + rng.range(0, HOUR - 1);
-                    let typical = typical_hour(a, 0, s);
-                    let mult = rng.uniform(20.0, 30.0);
-                    let total = (typical * mult) as u64;
-                    let pfx = a.keys[0].prefixes[0];
-                    let ip = match pfx {
-                        Pfx::V4(..) => pfx.addr(240 + rng.range(0, 10) as u32),
-                        Pfx::V6(..) => pfx.addr(0xf000 + rng.range(0, 255) as u32),
-                    };
-                    let dur = rng.uniform(40.0, 60.0) * 60.0;
-                    let ps = pages(&mut rng, s, total, total as f64 / dur, true);
-                    (
-                        vec![0],
-                        vec![ip.clone()],
-                        vec![(0, ip, ps)],
-                        format!(
-                            "{:.0}x the key's typical hour ({}) within {:.0} min from a host in its own {}",
-                            mult,
-                            fmt_bytes(typical as u64),
-                            dur / 60.0,
-                            pfx.cidr()
-                        ),
-                    )
-                }
-                "new_credential_aad_only" => {
-                    // the leaked primary master key of an account that only ever used Entra ID
-                    let cred_ix = a.keys.len();
-                    a.keys.push(Key {
-                        cred: String::from("key:primarymasterkey"),
-                        key_type: String::from("PrimaryMasterKey"),
-                        aad: String::new(),
-                        role: Role::App,
-                        peak: 0.0,
-                        prefixes: Vec::new(),
-                        base_hosts: 0,
-                        extra_hosts: 0,
-                        ua: UAS[7],
-                        month_end: None,
-                    });
-                    let ip = vps_v4(&mut rng);
-                    let s = any_hour(&mut rng);
-                    let ps = pages(&mut rng, s, bulk, rate, true);
-                    (
-                        vec![cred_ix],
-                        vec![ip.clone()],
-                        vec![(cred_ix, ip, ps)],
-                        String::from("PrimaryMasterKey, never used by this account"),
-                    )
-                }
-                "backup_window" => {
-                    let ki = a.keys.iter().position(|k| k.role == Role::Backup).unwrap_or(0);
-                    // the backup run of that night
-                    let night = local_day_start(a, day);
-                    let run = a
-                        .reqs
-                        .iter()
-                        .filter(|r| r.key as usize == ki && r.t >= night && r.t < night + DAY)
-                        .fold((u64::MAX, 0u64), |acc, r| (acc.0.min(r.t), acc.1.max(r.t)));
-                    let (rs, re) = if run.0 == u64::MAX { (night + HOUR, night + 2 * HOUR) } else { run };
-                    let s = rs + rng.range(2 * MIN, ((re - rs) / 2).max(3 * MIN));
-                    let total = (rng.uniform(1.5, 5.0) * GIB as f64) as u64;
-                    let r = rng.uniform(2.0, 6.0) * MIB as f64;
-                    let ip = vps_v4(&mut rng);
-                    let ps = pages(&mut rng, s, total, r, true);
-                    (
-                        vec![ki],
-                        vec![ip.clone()],
-                        vec![(ki, ip, ps)],
-                        String::from("a new origin with the backup key while the nightly backup runs"),
-                    )
-                }
-                "two_keys" => {
-                    // one new origin, two keys of the account, each share below 1 GiB, together above
-                    let k2 = 1;
-                    let ip = vps_v4(&mut rng);
-                    let s = any_hour(&mut rng);
-                    let b1 = (rng.uniform(0.55, 0.95) * GIB as f64) as u64;
-                    let b2 = (rng.uniform(0.55, 0.95) * GIB as f64) as u64;
-                    let p1 = pages(&mut rng, s, b1, rate / 2.0, true);
-                    let s2 = s + rng.range(1, 30 * SEC);
-                    let p2 = pages(&mut rng, s2, b2, rate / 2.0, true);
-                    (
-                        vec![0, k2],
-                        vec![ip.clone()],
-                        vec![(0, ip.clone(), p1), (k2, ip, p2)],
-                        String::from("each key's share below 1 GiB, together above"),
-                    )
-                }
-                _ => continue,
-            };
+                let s = local_day_start(a, d) + rng.range(10, 20) * HOUR + rng.range(0, HOUR - 1);
+                let typical = typical_hour(a, 0, s);
+                let mult = rng.uniform(20.0, 30.0);
+                let total = (typical * mult) as u64;
+                let pfx = a.keys[0].prefixes[0];
+                let ip = match pfx {
+                    Pfx::V4(..) => pfx.addr(240 + rng.range(0, 10) as u32),
+                    Pfx::V6(..) => pfx.addr(0xf000 + rng.range(0, 255) as u32),
+                };
+                let dur = rng.uniform(40.0, 60.0) * 60.0;
+                let ps = pages(&mut rng, s, total, total as f64 / dur, true);
+                (
+                    vec![0],
+                    vec![ip.clone()],
+                    vec![(0, ip, ps)],
+                    format!(
+                        "{:.0}x the key's typical hour ({}) within {:.0} min from a host in its own {}",
+                        mult,
+                        fmt_bytes(typical as u64),
+                        dur / 60.0,
+                        pfx.cidr()
+                    ),
+                )
+            }
+            "new_credential_aad_only" => {
+                // the leaked primary master key of an account that only ever used Entra ID
+                let cred_ix = a.keys.len();
+                a.keys.push(Key {
+                    cred: String::from("key:primarymasterkey"),
+                    key_type: String::from("PrimaryMasterKey"),
+                    aad: String::new(),
+                    role: Role::App,
+                    peak: 0.0,
+                    prefixes: Vec::new(),
+                    base_hosts: 0,
+                    extra_hosts: 0,
+                    ua: UAS[7],
+                    month_end: None,
+                });
+                let ip = vps_v4(&mut rng);
+                let s = any_hour(&mut rng);
+                let ps = pages(&mut rng, s, bulk, rate, true);
+                (
+                    vec![cred_ix],
+                    vec![ip.clone()],
+                    vec![(cred_ix, ip, ps)],
+                    String::from("PrimaryMasterKey, never used by this account"),
+                )
+            }
+            "backup_window" => {
+                let ki = a.keys.iter().position(|k| k.role == Role::Backup).unwrap_or(0);
+                // the backup run of that night
+                let night = local_day_start(a, day);
+                let run = a
+                    .reqs
+                    .iter()
+                    .filter(|r| r.key as usize == ki && r.t >= night && r.t < night + DAY)
+                    .fold((u64::MAX, 0u64), |acc, r| (acc.0.min(r.t), acc.1.max(r.t)));
+                let (rs, re) = if run.0 == u64::MAX { (night + HOUR, night + 2 * HOUR) } else { run };
+                let s = rs + rng.range(2 * MIN, ((re - rs) / 2).max(3 * MIN));
+                let total = (rng.uniform(1.5, 5.0) * GIB as f64) as u64;
+                let r = rng.uniform(2.0, 6.0) * MIB as f64;
+                let ip = vps_v4(&mut rng);
+                let ps = pages(&mut rng, s, total, r, true);
+                (
+                    vec![ki],
+                    vec![ip.clone()],
+                    vec![(ki, ip, ps)],
+                    String::from("a new origin with the backup key while the nightly backup runs"),
+                )
+            }
+            "two_keys" => {
+                // one new origin, two keys of the account, each share below 1 GiB, together above
+                let k2 = 1;
+                let ip = vps_v4(&mut rng);
+                let s = any_hour(&mut rng);
+                let b1 = (rng.uniform(0.55, 0.95) * GIB as f64) as u64;
+                let b2 = (rng.uniform(0.55, 0.95) * GIB as f64) as u64;
+                let p1 = pages(&mut rng, s, b1, rate / 2.0, true);
+                let s2 = s + rng.range(1, 30 * SEC);
+                let p2 = pages(&mut rng, s2, b2, rate / 2.0, true);
+                (
+                    vec![0, k2],
+                    vec![ip.clone()],
+                    vec![(0, ip.clone(), p1), (k2, ip, p2)],
+                    String::from("each key's share below 1 GiB, together above"),
+                )
+            }
+            _ => continue,
+        };
         let mut times: Vec<(u64, u64)> = Vec::new();
         for (ki, ip, ps) in &ps_all {
             plant(a, idx, *ki, ip, ua, ps);
@@ -1268,7 +1270,7 @@ fn labels_json(cfg: &ScenCfg, g: &Generated, records: u64) -> String {
 
 /// Every record of account `ai`, rendered in time order, one line at a time.
 fn render_account(seed: u64, ai: usize, a: &Acc, sink: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
-    let mut rng = Rng::new(mix64(seed ^ 0x4e4d ^ (ai as u64) << 20));
+    let mut rng = Rng::new(mix64(seed ^ 0x4e4d ^ ((ai as u64) << 20)));
     let mut line = Vec::with_capacity(2048);
     for r in &a.reqs {
         render(a, r, &mut rng, &mut line);
