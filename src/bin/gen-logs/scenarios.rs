@@ -1089,9 +1089,9 @@ fn render(a: &Acc, r: &Req, rng: &mut Rng, b: &mut Vec<u8>) {
         Shape::Legacy => {
             b.extend_from_slice(b"{ \"time\": \"");
             push_iso7(b, r.t);
-            let _ = write!(
+            let _ = writeln!(
                 b,
-                "\", \"resourceId\": \"{}\", \"category\": \"DataPlaneRequests\", \"operationName\": \"{}\", \"properties\": {{\"activityId\": \"{}\",\"requestResourceType\": \"Document\",\"requestResourceId\": \"/dbs/{}/colls/{}\",\"statusCode\": \"{}\",\"duration\": \"{}\",\"userAgent\": \"{}\",\"clientIpAddress\": \"{}\",\"requestCharge\": \"{}\",\"requestLength\": \"{}\",\"responseLength\": \"{}\",\"keyType\": \"{}\",\"authTokenType\": \"{}\",\"aadPrincipalId\": \"{}\",\"region\": \"{}\",\"connectionMode\": \"Direct\",\"databaseName\": \"{}\",\"collectionName\": \"{}\"}}}}\n",
+                "\", \"resourceId\": \"{}\", \"category\": \"DataPlaneRequests\", \"operationName\": \"{}\", \"properties\": {{\"activityId\": \"{}\",\"requestResourceType\": \"Document\",\"requestResourceId\": \"/dbs/{}/colls/{}\",\"statusCode\": \"{}\",\"duration\": \"{}\",\"userAgent\": \"{}\",\"clientIpAddress\": \"{}\",\"requestCharge\": \"{}\",\"requestLength\": \"{}\",\"responseLength\": \"{}\",\"keyType\": \"{}\",\"authTokenType\": \"{}\",\"aadPrincipalId\": \"{}\",\"region\": \"{}\",\"connectionMode\": \"Direct\",\"databaseName\": \"{}\",\"collectionName\": \"{}\"}}}}",
                 arm_path(&a.sub, &a.rg, &a.name),
                 op,
                 rng.guid(),
@@ -1115,9 +1115,9 @@ fn render(a: &Acc, r: &Req, rng: &mut Rng, b: &mut Vec<u8>) {
         Shape::Cdb => {
             b.extend_from_slice(b"{\"TimeGenerated\":\"");
             push_iso7(b, r.t);
-            let _ = write!(
+            let _ = writeln!(
                 b,
-                "\",\"AccountName\":\"{}\",\"OperationName\":\"{}\",\"ClientIpAddress\":\"{}\",\"KeyType\":\"{}\",\"AuthTokenType\":\"{}\",\"AadPrincipalId\":\"{}\",\"DatabaseName\":\"{}\",\"CollectionName\":\"{}\",\"RequestResourceType\":\"Document\",\"UserAgent\":\"{}\",\"ActivityId\":\"{}\",\"DurationMs\":{},\"RequestCharge\":{},\"RequestLength\":{},\"ResponseLength\":{},\"StatusCode\":{},\"RegionName\":\"{}\",\"_ResourceId\":\"{}\",\"Type\":\"CDBDataPlaneRequests\",\"SourceSystem\":\"Azure\"}}\n",
+                "\",\"AccountName\":\"{}\",\"OperationName\":\"{}\",\"ClientIpAddress\":\"{}\",\"KeyType\":\"{}\",\"AuthTokenType\":\"{}\",\"AadPrincipalId\":\"{}\",\"DatabaseName\":\"{}\",\"CollectionName\":\"{}\",\"RequestResourceType\":\"Document\",\"UserAgent\":\"{}\",\"ActivityId\":\"{}\",\"DurationMs\":{},\"RequestCharge\":{},\"RequestLength\":{},\"ResponseLength\":{},\"StatusCode\":{},\"RegionName\":\"{}\",\"_ResourceId\":\"{}\",\"Type\":\"CDBDataPlaneRequests\",\"SourceSystem\":\"Azure\"}}",
                 a.name,
                 op,
                 ip,
