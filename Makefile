@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SAMPLE_LOGS := sample-logs
 
-.PHONY: run demo test build bench bench-kafka bench-scale bench-criterion bench-pipeline sample-logs train-sample fmt lint clean
+.PHONY: run demo test build bench bench-kafka bench-scale bench-criterion bench-pipeline eval sample-logs train-sample fmt lint clean
 
 build:
 	$(CARGO) build --release --locked
@@ -45,6 +45,27 @@ bench-scale:
 	$(CARGO) build --release --locked --bin exfilwatch --bin gen-logs --example kafka_bench
 	test -f bench-data/bench-2000000-1000-8.jsonl || (mkdir -p bench-data && target/release/gen-logs bench --records 2000000 --keys 1000 --origins-per-key 8 --out bench-data/bench-2000000-1000-8.jsonl)
 	bash scripts/with-tansu.sh target/release/examples/kafka_bench scale bench-data/bench-2000000-1000-8.jsonl 600000
+
+## Detection accuracy on labelled scenarios (BENCHMARKS.md): for each seed, `gen-logs scenarios`
+## writes a month and a half of traffic with planted thefts under bench-data/scenarios/seed-N
+## (again only when the generator changed), `exfilwatch replay` (default configuration) writes
+## the alerts, and bench/eval.py prints recall per theft kind, false alerts per 1000 key-days and
+## the delay from 1 GiB to the first alert. EVAL_ARGS=--check: exit 1 when a goal is missed.
+EVAL_SEEDS ?= 1 2 3
+EVAL_DIR := bench-data/scenarios
+EVAL_ARGS ?=
+BIN_DIR := $(or $(CARGO_TARGET_DIR),target)/release
+eval:
+	$(CARGO) build --release --locked --bin exfilwatch --bin gen-logs
+	@for s in $(EVAL_SEEDS); do \
+	  d=$(EVAL_DIR)/seed-$$s; \
+	  if ! [ $$d/labels.json -nt src/bin/gen-logs/scenarios.rs ]; then \
+	    rm -rf $$d && $(BIN_DIR)/gen-logs scenarios --seed $$s --out $$d || exit 1; \
+	  fi; \
+	  echo "replay seed $$s"; \
+	  $(BIN_DIR)/exfilwatch replay -q $$d/logs -o $$d/alerts.jsonl || exit 1; \
+	done
+	python3 bench/eval.py $(EVAL_ARGS) $(addprefix $(EVAL_DIR)/seed-,$(EVAL_SEEDS))
 
 ## Regenerates sample-logs/ from the deterministic generator (contoso's hour files gzipped).
 sample-logs:

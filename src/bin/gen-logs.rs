@@ -5,12 +5,15 @@
 //! rustc -O --edition 2021 src/bin/gen-logs.rs -o gen-logs
 //! gen-logs sample --out DIR
 //! gen-logs bench --records N --keys K --origins-per-key O --out FILE [--thefts T]
+//! gen-logs scenarios --seed N --out DIR [--accounts N]
 //! ```
 //!
 //! `sample` writes the committed data set (`sample-logs/`): four accounts in the four wire
 //! shapes the detector reads, with exactly one theft (contoso, 2021-08-17 02:13 UTC) and
 //! deliberate noise (late records, malformed lines, other log categories). `bench` writes one
 //! large JSON Lines file of legacy shape-A records in event-time order with `T` planted thefts.
+//! `scenarios` (module `gen-logs/scenarios.rs`) writes a labelled month and a half of traffic
+//! with thefts of every kind for `make eval` (detection accuracy, BENCHMARKS.md).
 //!
 //! Output is a pure function of the arguments: a fixed-seed splitmix64 generator, no clock,
 //! no environment, no hash-map iteration. Exit codes: 0 ok, 1 I/O error, 2 usage.
@@ -18,6 +21,9 @@
 use std::fs;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+
+#[path = "gen-logs/scenarios.rs"]
+mod scenarios;
 
 // ---------------------------------------------------------------------------------------
 // Deterministic randomness
@@ -1733,16 +1739,21 @@ fn run_bench(cfg: &BenchCfg) -> io::Result<()> {
 const USAGE: &str = "usage:
   gen-logs sample --out DIR
   gen-logs bench --records N --keys K --origins-per-key O --out FILE [--thefts T]
-      defaults: --records 2000000 --keys 100000 --origins-per-key 20 --thefts 10";
+      defaults: --records 2000000 --keys 100000 --origins-per-key 20 --thefts 10
+  gen-logs scenarios --seed N --out DIR [--accounts N]
+      a labelled month of traffic with planted thefts (DIR/logs/*.jsonl, DIR/labels.json);
+      defaults: --seed 1 --accounts 24";
 
 enum Cmd {
     Sample(PathBuf),
     Bench(BenchCfg),
+    Scenarios(scenarios::ScenCfg),
 }
 
 fn parse(args: &[String]) -> Result<Cmd, String> {
     let mode = args.first().ok_or("missing mode")?;
     let mut out: Option<PathBuf> = None;
+    let mut scen = scenarios::ScenCfg { seed: 1, accounts: 24, out: PathBuf::new() };
     let mut cfg = BenchCfg { records: 2_000_000, keys: 100_000, origins: 20, thefts: 10, out: PathBuf::new() };
     let mut i = 1;
     while i < args.len() {
@@ -1755,6 +1766,8 @@ fn parse(args: &[String]) -> Result<Cmd, String> {
             ("bench", "--keys") => cfg.keys = num()?,
             ("bench", "--origins-per-key") => cfg.origins = num()?,
             ("bench", "--thefts") => cfg.thefts = num()?,
+            ("scenarios", "--seed") => scen.seed = num()?,
+            ("scenarios", "--accounts") => scen.accounts = num()? as usize,
             _ => return Err(format!("unknown option for {}: {}", mode, flag)),
         }
         i += 2;
@@ -1765,6 +1778,10 @@ fn parse(args: &[String]) -> Result<Cmd, String> {
         "bench" => {
             cfg.out = out;
             Ok(Cmd::Bench(cfg))
+        }
+        "scenarios" => {
+            scen.out = out;
+            Ok(Cmd::Scenarios(scen))
         }
         m => Err(format!("unknown mode: {}", m)),
     }
@@ -1786,6 +1803,7 @@ fn main() {
     let res = match cmd {
         Cmd::Sample(dir) => run_sample(&dir),
         Cmd::Bench(cfg) => run_bench(&cfg),
+        Cmd::Scenarios(cfg) => scenarios::run_scenarios(&cfg),
     };
     if let Err(e) = res {
         eprintln!("gen-logs: error: {}", e);
