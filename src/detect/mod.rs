@@ -35,7 +35,7 @@ pub use learned::{
     AccountRow, KeyRow, LearnedState, LearnedStateError, MarkRow, OriginRow, VolumeDayRow, WindowKind, WindowRow,
 };
 pub use sketch::OriginWindow;
-pub use volume::{is_weekend, DaySummary, PeakBasis, PeakModel, TQuantiles, VolumeHistory};
+pub use volume::{is_weekend, DayMask, DaySummary, PeakModel, TQuantiles, VolumeHistory};
 pub use window::SlidingSum;
 
 use crate::alert::{alert_id, Alert, Baseline, EvidenceOut, OriginRef, Rule, Severity, Window};

@@ -612,7 +612,7 @@ fn volume_anomaly_on_a_weekly_rhythm_fires_on_a_weekday_and_on_a_saturday() {
         assert_eq!(a.rule, Rule::VolumeAnomaly, "{label}");
         assert_eq!(a.threshold_bytes, GIB, "{label}: volume_min_bytes binds, the rhythm no longer inflates it");
         assert!(a.observed_bytes >= GIB && a.observed_bytes < 2 * GIB, "{label}: fires early, {}", a.observed_bytes);
-        let kind = if label == "Monday" { "weekday" } else { "weekend" };
+        let kind = if label == "Monday" { "Mon-Fri" } else { "Sat/Sun" };
         assert!(a.summary.contains(&format!("typical {kind} peak")), "{label}: {}", a.summary);
     }
     // Without the read: nothing, on any day of four weeks.

@@ -2,9 +2,11 @@
 //!
 //! History is one summary per day (event time, UTC) with reads: the day's peak volume in the
 //! sliding window, its total bytes and how many clock hours saw reads. The threshold for a
-//! day follows from the peaks of *comparable* days: a weekday is compared with the weekdays
-//! of the history, a Saturday or Sunday with the weekend days (UTC), so a key busy on
-//! weekdays and quiet at weekends is not judged by a spread that is really its weekly rhythm.
+//! day follows from the peaks of *comparable* days: when some days of the week are at least
+//! twice as busy as the others (office hours: Monday to Friday; a consumer app: the weekend;
+//! shifted by a day at the edges for a key far from UTC), a busy day is compared with the
+//! busy days of the history and a quiet day with the quiet ones, so a key's weekly rhythm is
+//! not mistaken for spread.
 //! Recurring large reads (a nightly backup) raise every day's peak, so they are not
 //! anomalous; slow growth moves the peaks with it; a one-off spike far above every peak is.
 //!
@@ -32,44 +34,100 @@ pub struct DaySummary {
 /// most 31 days (33 for "the last business day") before its next run.
 pub const MIN_HISTORY_DAYS: i64 = 35;
 
-/// Which days a peak model was fitted on.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum PeakBasis {
-    /// Every day of the history (too few days of the day's own kind yet).
-    #[default]
-    AllDays,
-    /// Monday to Friday (UTC).
-    Weekdays,
-    /// Saturday and Sunday (UTC).
-    Weekends,
+/// The days of the week a peak model's statistics describe: bit 0 is Monday, bit 6 Sunday.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct DayMask(pub u8);
+
+impl Default for DayMask {
+    fn default() -> Self {
+        DayMask::ALL
+    }
 }
 
-impl PeakBasis {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PeakBasis::AllDays => "all_days",
-            PeakBasis::Weekdays => "weekdays",
-            PeakBasis::Weekends => "weekends",
-        }
+impl DayMask {
+    pub const ALL: DayMask = DayMask(0x7f);
+    const NAMES: [&'static str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+
+    /// The day of the week of a day number (days since 1970-01-01, a Thursday): 0 is Monday.
+    pub fn weekday(day: i64) -> u32 {
+        (day + 3).rem_euclid(7) as u32
+    }
+
+    pub fn contains(self, day: i64) -> bool {
+        self.0 & (1 << DayMask::weekday(day)) != 0
     }
 
     pub fn code(self) -> u8 {
-        self as u8
+        self.0
     }
 
     pub fn from_code(c: u8) -> Option<Self> {
-        [PeakBasis::AllDays, PeakBasis::Weekdays, PeakBasis::Weekends].get(c as usize).copied()
+        (c != 0 && c <= 0x7f).then_some(DayMask(c))
     }
 
-    /// The word for a person: "daily", "weekday", "weekend".
-    pub fn noun(self) -> &'static str {
-        match self {
-            PeakBasis::AllDays => "daily",
-            PeakBasis::Weekdays => "weekday",
-            PeakBasis::Weekends => "weekend",
+    /// For a person: "daily", or the days as ranges ("Mon-Fri", "Sat-Sun", "Sun", "Mon/Wed").
+    pub fn noun(self) -> String {
+        if self == DayMask::ALL {
+            return "daily".into();
         }
+        let mut parts: Vec<String> = Vec::new();
+        let mut d = 0;
+        while d < 7 {
+            if self.0 & (1 << d) == 0 {
+                d += 1;
+                continue;
+            }
+            let first = d;
+            while d + 1 < 7 && self.0 & (1 << (d + 1)) != 0 {
+                d += 1;
+            }
+            parts.push(match d - first {
+                0 => DayMask::NAMES[first].to_string(),
+                1 => format!("{}/{}", DayMask::NAMES[first], DayMask::NAMES[d]),
+                _ => format!("{}-{}", DayMask::NAMES[first], DayMask::NAMES[d]),
+            });
+            d += 1;
+        }
+        parts.join("/")
     }
+}
+
+/// Days of the week whose typical peaks are at least this factor apart (in log) form their own
+/// classes: twice as busy.
+const LEVEL_GAP: f64 = std::f64::consts::LN_2;
+
+/// The days of the week comparable with `day`'s: the days of the week split in two at the widest
+/// gap between their median log peaks when that gap is at least [`LEVEL_GAP`] (busy days and
+/// quiet days, whatever the key's time zone and rhythm), else every day. Every day of the week
+/// needs a day of history first.
+fn comparable_days(days: &VecDeque<DaySummary>, day: i64) -> DayMask {
+    let mut by_weekday: [Vec<f64>; 7] = Default::default();
+    for d in days.iter().filter(|d| d.peak > 0) {
+        by_weekday[DayMask::weekday(d.day) as usize].push((d.peak as f64).ln());
+    }
+    if by_weekday.iter().any(|v| v.is_empty()) {
+        return DayMask::ALL;
+    }
+    let mut medians: Vec<(f64, u32)> = by_weekday
+        .iter_mut()
+        .enumerate()
+        .map(|(w, v)| {
+            v.sort_by(f64::total_cmp);
+            let n = v.len();
+            ((v[(n - 1) / 2] + v[n / 2]) / 2.0, w as u32)
+        })
+        .collect();
+    medians.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let (gap, at) =
+        (1..7).map(|i| (medians[i].0 - medians[i - 1].0, i)).fold((0.0, 0), |a, b| if b.0 > a.0 { b } else { a });
+    if gap < LEVEL_GAP {
+        return DayMask::ALL;
+    }
+    let today = DayMask::weekday(day);
+    let side = |i: usize| i >= at;
+    let mine = side(medians.iter().position(|m| m.1 == today).unwrap_or(0));
+    DayMask(medians.iter().enumerate().filter(|(i, _)| side(*i) == mine).fold(0, |m, (_, x)| m | 1 << x.1))
 }
 
 /// Whether a day number (days since 1970-01-01, a Thursday) is a Saturday or Sunday.
@@ -89,9 +147,9 @@ pub struct PeakModel {
     pub max_peak: u64,
     /// The bytes in the window at which `volume_anomaly` fires.
     pub threshold: u64,
-    /// The days the statistics describe.
+    /// The days of the week the statistics describe.
     #[serde(default)]
-    pub basis: PeakBasis,
+    pub basis: DayMask,
 }
 
 impl PeakModel {
@@ -261,9 +319,9 @@ pub fn grown_max_peak(days: &VecDeque<DaySummary>) -> f64 {
 /// Fits the peak model for `day`; `None` with fewer than `volume_min_history_days` days of
 /// reads.
 ///
-/// The statistics describe the days of `day`'s kind (weekdays or weekend days) once the
+/// The statistics describe the days comparable with `day` ([`comparable_days`]) once the
 /// history holds `volume_min_history_days` of them, every day before that (less sensitive on
-/// a quiet weekend, never more). The threshold is the Student's t quantile of the comparable
+/// a quiet day, never more). The threshold is the Student's t quantile of the comparable
 /// log peaks, kept above `volume_min_ratio` x the highest peak of the whole history (scaled by
 /// the key's growth since, [`grown_max_peak`]), below `volume_max_ratio` x the highest peak, and
 /// never below `volume_min_bytes`.
@@ -273,14 +331,9 @@ pub fn fit(days: &VecDeque<DaySummary>, day: i64, cfg: &DetectConfig, tq: &mut T
     if all.len() < min_days {
         return None;
     }
-    let weekend = is_weekend(day);
-    let same_kind: Vec<u64> =
-        days.iter().filter(|d| d.peak > 0 && is_weekend(d.day) == weekend).map(|d| d.peak).collect();
-    let (peaks, basis) = if same_kind.len() >= min_days {
-        (same_kind, if weekend { PeakBasis::Weekends } else { PeakBasis::Weekdays })
-    } else {
-        (all.clone(), PeakBasis::AllDays)
-    };
+    let class = comparable_days(days, day);
+    let same_kind: Vec<u64> = days.iter().filter(|d| d.peak > 0 && class.contains(d.day)).map(|d| d.peak).collect();
+    let (peaks, basis) = if same_kind.len() >= min_days { (same_kind, class) } else { (all.clone(), DayMask::ALL) };
     let logs: Vec<f64> = peaks.iter().map(|&p| (p as f64).ln()).collect();
     let n = logs.len();
     let nf = n as f64;
@@ -368,6 +421,34 @@ mod tests {
     }
 
     #[test]
+    fn busy_and_quiet_days_follow_the_key_not_utc() {
+        // A key eight hours west of UTC: its Friday afternoon falls on Saturday UTC, so the UTC
+        // Saturday is as busy as a weekday and only Sunday is quiet.
+        // Five weeks of history (the t quantile of four Sundays alone would still be wide).
+        let peaks: Vec<u64> = (0..35u64)
+            .map(|i| {
+                let w = DayMask::weekday(MONDAY + i as i64);
+                let mib = if w == 6 { 60.0 } else { 280.0 };
+                ((mib * (0.9 + 0.2 * noise(i + 900))) * MIB as f64) as u64
+            })
+            .collect();
+        let d = days(&peaks);
+        let cfg = DetectConfig::default();
+        let sunday = fit(&d, MONDAY + 34 + 7, &cfg, &mut TQuantiles::default()).unwrap();
+        assert_eq!(sunday.basis, DayMask(0x40));
+        assert_eq!(sunday.basis.noun(), "Sun");
+        assert_eq!(sunday.threshold, GIB, "a 1.67 GiB read on a Sunday fires");
+        let saturday = fit(&d, MONDAY + 33 + 7, &cfg, &mut TQuantiles::default()).unwrap();
+        assert_eq!(saturday.basis.noun(), "Mon-Sat");
+        // Days of one level are one class.
+        let flat: Vec<u64> = (0..28u64).map(|i| ((100.0 + 30.0 * noise(i)) * MIB as f64) as u64).collect();
+        assert_eq!(fit_(&days(&flat), &cfg).unwrap().basis, DayMask::ALL);
+        assert_eq!(DayMask(0x1f).noun(), "Mon-Fri");
+        assert_eq!(DayMask(0x60).noun(), "Sat/Sun");
+        assert_eq!(DayMask(0x45).noun(), "Mon/Wed/Sun");
+    }
+
+    #[test]
     fn too_little_history_has_no_model() {
         let cfg = DetectConfig::default();
         assert!(fit_(&days(&[100 * MIB, 120 * MIB]), &cfg).is_none());
@@ -383,12 +464,12 @@ mod tests {
         let max = history.iter().map(|d| d.peak).max().unwrap();
         // A weekday (Monday after four weeks): compared with weekdays.
         let monday = fit(&history, MONDAY + 28, &cfg, &mut TQuantiles::default()).unwrap();
-        assert_eq!(monday.basis, PeakBasis::Weekdays);
+        assert_eq!(monday.basis, DayMask(0x1f));
         assert_eq!(monday.threshold, GIB, "min_bytes binds: the weekday statistics put it below");
         assert!(theft >= monday.threshold);
         // A Saturday: compared with weekends, and the ratio floor to the highest peak of any day.
         let saturday = fit(&history, MONDAY + 26, &cfg, &mut TQuantiles::default()).unwrap();
-        assert_eq!(saturday.basis, PeakBasis::Weekends);
+        assert_eq!(saturday.basis, DayMask(0x60));
         assert_eq!(saturday.threshold, GIB);
         assert!(theft >= saturday.threshold);
         assert!(saturday.typical_peak() < 25 * MIB && monday.typical_peak() > 150 * MIB);
@@ -476,7 +557,7 @@ mod tests {
         h.observe(t, MIB, MIB, &cfg, &mut tq);
         assert!(h.parts().2.iter().any(|d| d.day == MONDAY + 5), "the batch day is still in the history");
         let m = h.model().copied().unwrap();
-        assert_eq!(m.basis, PeakBasis::Weekdays);
+        assert_eq!(m.basis, DayMask::ALL, "no weekly rhythm: every day is comparable");
         assert!(m.threshold >= 6 * GIB, "threshold {} MiB", m.threshold / MIB);
         assert!(3 * GIB + 500 * MIB < m.threshold);
     }

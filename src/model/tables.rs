@@ -8,7 +8,7 @@
 //! baseline.
 
 use crate::detect::{
-    AccountRow, DaySummary, Evidence, KeyRow, LearnedState, MarkRow, OriginRow, OriginWindow, PeakBasis, PeakModel,
+    AccountRow, DayMask, DaySummary, Evidence, KeyRow, LearnedState, MarkRow, OriginRow, OriginWindow, PeakModel,
     VolumeDayRow, WindowKind, WindowRow,
 };
 use crate::time::{Nanos, MINUTE};
@@ -365,7 +365,7 @@ pub fn decode_keys(batches: &[RecordBatch]) -> Result<Vec<KeyRow>, TableError> {
             let (vo, uo) = (vo.next().flatten(), uo.next().flatten());
             let peak_model = match (thr[i], mean[i], scale[i], dof[i], maxp[i], basis[i]) {
                 (Some(threshold), Some(mean_ln), Some(scale_ln), Some(dof), Some(max_peak), Some(basis)) => {
-                    let basis = PeakBasis::from_code(basis).ok_or("a peak model has an unknown basis")?;
+                    let basis = DayMask::from_code(basis).ok_or("a peak model has no days of the week")?;
                     Some(PeakModel { mean_ln, scale_ln, dof, max_peak, threshold, basis })
                 }
                 (None, None, None, None, None, None) => None,
