@@ -19,6 +19,7 @@ pub mod alert;
 pub mod config;
 pub mod decode;
 pub mod detect;
+pub mod feedback;
 pub mod model;
 pub mod replay;
 pub mod service;

@@ -6,6 +6,11 @@
 //! They are merged by event-time progress: the next unit is always read from the stream whose
 //! last record is the oldest, so the detector sees the records interleaved about as they
 //! happened, and its per-account reorder queues absorb the rest.
+//!
+//! Analysts' verdicts (`--verdicts`, `input.verdicts`) are an input too: sorted by their event
+//! time and applied just before the first record at or after it (the detector first processes
+//! the account's queued records older than the verdict), so a replay gives what the stream
+//! gives with each verdict applied at that time.
 
 use crate::alert::{Alert, Severity};
 use crate::config::Config;
@@ -30,6 +35,8 @@ pub enum ReplayError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    #[error(transparent)]
+    Feedback(#[from] crate::feedback::FeedbackError),
     #[error("malformed record ({reason}) at {location} (--strict)")]
     Strict { reason: Malformed, location: String },
 }
@@ -41,6 +48,8 @@ pub struct ReplayOptions {
     pub until: Option<Nanos>,
     pub dead_letter: Option<PathBuf>,
     pub strict: bool,
+    /// A verdicts file (JSON Lines) merged into the stream by event time.
+    pub verdicts: Option<PathBuf>,
     /// Called about every 250 ms of wall-clock time with the running totals (progress bar).
     pub progress_every: Option<Duration>,
 }
@@ -70,6 +79,23 @@ pub fn replay(
         None => None,
     };
     let mut stats = Stats::default();
+    let mut verdicts = Vec::new();
+    if let Some(path) = &opts.verdicts {
+        let file = crate::feedback::read_verdicts(path)?;
+        for (line, reason, text) in &file.malformed {
+            let location = format!("{}:{line}", path.display());
+            stats.verdicts_malformed += 1;
+            tracing::warn!(message = "Malformed verdict set aside.", location = %location, reason = %reason);
+            if let Some(d) = dead.as_mut() {
+                d.write(&DeadLetter { reason: "malformed_verdict", location: &location, record: text })?;
+                stats.dead_letters += 1;
+            }
+        }
+        verdicts = file.verdicts;
+        // By event time; verdicts of one time keep their order in the file.
+        verdicts.sort_by_key(|v| v.time());
+    }
+    let mut verdicts = verdicts.into_iter().peekable();
     let mut decoder = Decoder::new();
     let mut alerts: Vec<Alert> = Vec::new();
     let mut report = ReplayReport::default();
@@ -124,6 +150,9 @@ pub fn replay(
                     }
                     stats.response_bytes += ev.response_bytes;
                     newest = newest.max(ev.time);
+                    while let Some(v) = verdicts.next_if(|v| v.time() <= ev.time) {
+                        apply(detector, &v, &mut alerts, &mut stats);
+                    }
                     detector.ingest(&ev, &mut alerts);
                 }
                 Decoded::Skipped(c) => {
@@ -160,6 +189,9 @@ pub fn replay(
             }
         }
     }
+    for v in verdicts {
+        apply(detector, &v, &mut alerts, &mut stats);
+    }
     detector.finish(&mut alerts);
     deliver(sink, &mut alerts, &mut stats, &mut report)?;
     BatchProcessed { records: batch_records, elapsed: batch_started.elapsed(), lag: None }.emit(&mut stats);
@@ -171,6 +203,14 @@ pub fn replay(
     report.stats = stats;
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+fn apply(detector: &mut Detector, v: &crate::detect::Verdict, alerts: &mut Vec<Alert>, stats: &mut Stats) {
+    // Checked when the file was read; a failure here is counted like a malformed line.
+    if let Err(e) = detector.apply_verdict(v, alerts) {
+        stats.verdicts_malformed += 1;
+        tracing::warn!(message = "Verdict not applied.", alert_id = %v.alert_id, reason = %e);
+    }
 }
 
 fn deliver(

@@ -20,17 +20,21 @@
 //!   sweep (per account, in event time) that forgets origins and keys idle for
 //!   `history_window`, and evidence only for origins that are still new.
 
+mod allow;
 mod evidence;
 mod intern;
 mod learned;
+mod verdict;
 mod volume;
 mod window;
 
+pub use allow::{parse_cidr, AllowReason, Allowlist, Suppressed};
 pub use evidence::{format_guid, ip_bits, parse_guid, Evidence};
 pub use intern::{Interner, NameKey, Sym};
 pub use learned::{
     AccountRow, KeyRow, LearnedState, LearnedStateError, MarkRow, OriginRow, VolumeDayRow, WindowKind, WindowRow,
 };
+pub use verdict::{Verdict, VerdictError, VerdictKind, VerdictRow};
 pub use volume::{DaySummary, PeakModel, TQuantiles, VolumeHistory};
 pub use window::SlidingSum;
 
@@ -98,6 +102,9 @@ struct OriginEntry {
     mark_at: Nanos,
     /// Present while the origin is unfamiliar.
     evidence: Option<Box<Evidence>>,
+    /// An analyst's verdict on it (the detector's list of verdicts is the truth; see verdict.rs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    verdict: Option<VerdictKind>,
 }
 
 impl OriginEntry {
@@ -111,6 +118,7 @@ impl OriginEntry {
             mark_epoch: 0,
             mark_at: 0,
             evidence: None,
+            verdict: None,
         }
     }
 }
@@ -177,6 +185,11 @@ pub struct DetectorStats {
     pub origins_expired: u64,
     pub keys_expired: u64,
     pub alerts_suppressed_learning: u64,
+    /// Alerts not raised because of the allowlist or a benign verdict, by reason.
+    #[serde(default)]
+    pub suppressed: Suppressed,
+    #[serde(default)]
+    pub verdicts_applied: u64,
 }
 
 impl DetectorStats {
@@ -192,6 +205,8 @@ impl DetectorStats {
         self.origins_expired += o.origins_expired;
         self.keys_expired += o.keys_expired;
         self.alerts_suppressed_learning += o.alerts_suppressed_learning;
+        self.suppressed.add(&o.suppressed);
+        self.verdicts_applied += o.verdicts_applied;
     }
 }
 
@@ -206,6 +221,11 @@ struct Ctx {
     arrivals: ArrivalIndex,
     #[serde(skip)]
     tq: TQuantiles,
+    /// From the current configuration, never from a snapshot.
+    #[serde(skip)]
+    allow: Allowlist,
+    #[serde(default)]
+    verdicts: verdict::Verdicts,
 }
 
 /// Multiset of the `arrived` values of queued events, for the oldest one in O(1). Arrivals
@@ -272,6 +292,8 @@ impl Detector {
                 stats: DetectorStats::default(),
                 arrivals: ArrivalIndex::default(),
                 tq: TQuantiles::default(),
+                allow: Allowlist::default(),
+                verdicts: verdict::Verdicts::default(),
             },
             accounts: FxHashMap::default(),
             scratch: String::new(),
@@ -583,11 +605,15 @@ impl Ctx {
             *entry = OriginEntry::new(t);
             is_new = true;
         }
+        if is_new && !self.verdicts.is_empty() {
+            entry.verdict = self.verdicts.kind(account, self.syms.name(cred), origin);
+        }
         entry.first_seen = entry.first_seen.min(t);
         entry.last_seen = entry.last_seen.max(t);
         entry.bytes += s.bytes;
         entry.requests = entry.requests.saturating_add(1);
-        let unfamiliar = t < entry.first_seen + cfg.familiar_after.0;
+        let malicious = entry.verdict == Some(VerdictKind::Malicious);
+        let unfamiliar = verdict::unfamiliar_now(cfg, &mut self.stats, entry, t);
         if !unfamiliar {
             entry.evidence = None;
             return false;
@@ -600,17 +626,22 @@ impl Ctx {
             entry.evidence.get_or_insert_with(Default::default).add(s);
         }
         key.unfamiliar.add(t, s.bytes, cfg.aggregate_window.0);
+        if malicious {
+            self.malicious_read(account, cred, key, origin, s, out);
+        }
+        let cfg = &self.cfg;
 
         if is_new && cfg.new_origin {
             if learning {
                 self.stats.alerts_suppressed_learning += 1;
             } else {
                 let a = self.new_origin_alert(account, cred, key, origin, s);
-                out.push(a);
+                self.emit(a, cred, key, allow::Subject::Origin(origin), t, out);
             }
         }
 
         // unfamiliar_origin_volume: cumulative bytes since the origin's first request.
+        let cfg = &self.cfg;
         let Some(entry) = key.origins.get_mut(&origin) else {
             return created;
         };
@@ -619,18 +650,21 @@ impl Ctx {
             entry.mark_level = 0;
             entry.mark_epoch = entry.mark_epoch.wrapping_add(1);
         }
-        if let Some(level) = reached_level(entry.bytes, thr, cfg.escalation_factor, entry.mark_level) {
+        // A malicious origin raises malicious_origin instead (verdict.rs).
+        let level = reached_level(entry.bytes, thr, cfg.escalation_factor, entry.mark_level).filter(|_| !malicious);
+        if let Some(level) = level {
             if learning {
                 self.stats.alerts_suppressed_learning += 1;
             } else {
                 entry.mark_level = level + 1;
                 entry.mark_at = t;
                 let a = self.origin_volume_alert(account, cred, key, origin, t, level);
-                out.push(a);
+                self.emit(a, cred, key, allow::Subject::Origin(origin), t, out);
             }
         }
 
         // unfamiliar_origins_aggregate: all unfamiliar origins within the window.
+        let cfg = &self.cfg;
         let sum = key.unfamiliar.sum();
         if sum < thr {
             return created;
@@ -654,7 +688,7 @@ impl Ctx {
         let mut contributing: Vec<(u64, OriginKey)> = key
             .origins
             .iter()
-            .filter(|(_, o)| o.last_seen > since && t < o.first_seen + cfg.familiar_after.0)
+            .filter(|(_, o)| o.last_seen > since && o.unfamiliar_at(t, cfg.familiar_after.0))
             .map(|(k, o)| (o.bytes, *k))
             .collect();
         if contributing.len() < 2 || contributing.iter().any(|&(b, _)| b >= thr) {
@@ -673,7 +707,7 @@ impl Ctx {
         mark.at = t;
         let m = *mark;
         let a = self.aggregate_alert(account, cred, key, &contributing, t, level, m);
-        out.push(a);
+        self.emit(a, cred, key, allow::Subject::Origins(&contributing), t, out);
         created
     }
 
@@ -712,7 +746,7 @@ impl Ctx {
         mark.at = t;
         let m = *mark;
         let a = self.volume_alert(account, cred, key, &model, t, level, m);
-        out.push(a);
+        self.emit(a, cred, key, allow::Subject::Window, t, out);
     }
 
     fn sweep(&mut self, acct: &mut AccountState, t: Nanos) {
@@ -720,14 +754,16 @@ impl Ctx {
         let familiar_after = self.cfg.familiar_after.0;
         let stats = &mut self.stats;
         acct.keys.retain(|_, k| {
-            if t - k.last_seen > forget {
+            // An origin judged malicious is never forgotten while the verdict stands.
+            let malicious = |o: &OriginEntry| o.verdict == Some(VerdictKind::Malicious);
+            if t - k.last_seen > forget && !k.origins.values().any(malicious) {
                 stats.keys_expired += 1;
                 stats.keys_tracked -= 1;
                 stats.origins_tracked -= k.origins.len() as u64;
                 return false;
             }
             let before = k.origins.len();
-            k.origins.retain(|_, o| t - o.last_seen <= forget);
+            k.origins.retain(|_, o| t - o.last_seen <= forget || malicious(o));
             let gone = (before - k.origins.len()) as u64;
             stats.origins_expired += gone;
             stats.origins_tracked -= gone;

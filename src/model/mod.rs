@@ -42,7 +42,7 @@ pub use tables::FILES;
 
 /// The format this build writes and the only one it reads. Bump it on any change to the
 /// tables' columns or meaning.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// `format` in the manifest.
 pub const FORMAT_NAME: &str = "exfilwatch-model";
 pub const MANIFEST: &str = "manifest.json";
@@ -332,8 +332,20 @@ pub fn load(dir: &Path) -> Result<Model, ModelError> {
         let (b, e) = next(5)?;
         tables::decode_windows(&b).map_err(e)?
     };
-    let state =
-        LearnedState { config: manifest.config.clone(), symbols, accounts, keys, origins, volume_days, windows };
+    let verdicts = {
+        let (b, e) = next(6)?;
+        tables::decode_verdicts(&b).map_err(e)?
+    };
+    let state = LearnedState {
+        config: manifest.config.clone(),
+        symbols,
+        accounts,
+        keys,
+        origins,
+        volume_days,
+        windows,
+        verdicts,
+    };
     Ok(Model { manifest, state })
 }
 

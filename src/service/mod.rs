@@ -805,6 +805,8 @@ async fn run_all(
         }
         None => (Shard::new(initial_detector(&cfg)?, store), None),
     };
+    // The allowlist comes from this configuration, never from a checkpoint or model.
+    shard.detector.set_allowlist(allowlist(&cfg)?);
     let mut p = Pipeline::new(cfg, metrics, health.clone(), firing, checkpoints)?;
     health.set_restored();
     let consumer = kafka::consumer(&p.cfg.kafka, health.clone(), !checkpoints, p.metrics.consumer_lag())?;
@@ -931,6 +933,11 @@ pub(crate) fn internal_partitions(cfg: &Config) -> Result<i32, ServiceError> {
         )));
     }
     Ok(n as i32)
+}
+
+/// The detector's allowlist from `[allow]` (validated when the configuration was loaded).
+pub(crate) fn allowlist(cfg: &Config) -> Result<crate::detect::Allowlist, ServiceError> {
+    crate::detect::Allowlist::compile(&cfg.allow).map_err(ServiceError::Setup)
 }
 
 /// A state with no checkpoint starts from `service.model` when one is set.
