@@ -7,10 +7,11 @@
 //! last record is the oldest, so the detector sees the records interleaved about as they
 //! happened, and its per-account reorder queues absorb the rest.
 //!
-//! Analysts' verdicts (`--verdicts`, `input.verdicts`) are an input too: sorted by their event
-//! time and applied just before the first record at or after it (the detector first processes
-//! the account's queued records older than the verdict), so a replay gives what the stream
-//! gives with each verdict applied at that time.
+//! Analysts' verdicts (`--verdicts`, `input.verdicts`) are an input too: per account, sorted by
+//! their event time, each applied just before the account's first record at or after it (the
+//! detector first processes the account's queued records older than the verdict), so a replay
+//! gives what the stream gives with each verdict applied at that time. Verdicts after the
+//! account's last record are applied at the end, before the queues are drained.
 
 use crate::alert::{Alert, Severity};
 use crate::config::Config;
@@ -22,7 +23,7 @@ use crate::sources::{collect_streams, UnitReader};
 use crate::telemetry::{BatchProcessed, DeadLettered, MalformedRecord, Stats};
 use crate::time::Nanos;
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -79,7 +80,7 @@ pub fn replay(
         None => None,
     };
     let mut stats = Stats::default();
-    let mut verdicts = Vec::new();
+    let mut verdicts: Vec<crate::detect::Verdict> = Vec::new();
     if let Some(path) = &opts.verdicts {
         let file = crate::feedback::read_verdicts(path)?;
         for (line, reason, text) in &file.malformed {
@@ -95,7 +96,10 @@ pub fn replay(
         // By event time; verdicts of one time keep their order in the file.
         verdicts.sort_by_key(|v| v.time());
     }
-    let mut verdicts = verdicts.into_iter().peekable();
+    let mut pending: BTreeMap<String, VecDeque<crate::detect::Verdict>> = BTreeMap::new();
+    for v in verdicts {
+        pending.entry(v.account.clone()).or_default().push_back(v);
+    }
     let mut decoder = Decoder::new();
     let mut alerts: Vec<Alert> = Vec::new();
     let mut report = ReplayReport::default();
@@ -150,8 +154,14 @@ pub fn replay(
                     }
                     stats.response_bytes += ev.response_bytes;
                     newest = newest.max(ev.time);
-                    while let Some(v) = verdicts.next_if(|v| v.time() <= ev.time) {
-                        apply(detector, &v, &mut alerts, &mut stats);
+                    if !pending.is_empty() {
+                        if let Some(q) = pending.get_mut(&*ev.account) {
+                            while q.front().is_some_and(|v| v.time() <= ev.time) {
+                                if let Some(v) = q.pop_front() {
+                                    apply(detector, &v, &mut alerts, &mut stats);
+                                }
+                            }
+                        }
                     }
                     detector.ingest(&ev, &mut alerts);
                 }
@@ -189,7 +199,7 @@ pub fn replay(
             }
         }
     }
-    for v in verdicts {
+    for v in pending.into_values().flatten() {
         apply(detector, &v, &mut alerts, &mut stats);
     }
     detector.finish(&mut alerts);
