@@ -331,6 +331,9 @@ pub struct ServiceConfig {
     /// The internal topic between the rekey and detect roles; its partition count is the
     /// number of detect state shards, fixed for the life of the state store.
     pub internal_topic: String,
+    /// Topic of analysts' verdicts (`exfilwatch feedback --kafka`), consumed by role all
+    /// beside the log topics and applied when consumed; empty for none.
+    pub verdicts_topic: String,
 }
 
 impl Default for ServiceConfig {
@@ -345,6 +348,7 @@ impl Default for ServiceConfig {
             metrics_addr: "127.0.0.1:9464".to_string(),
             role: Role::All,
             internal_topic: "exfilwatch-events".to_string(),
+            verdicts_topic: String::new(),
         }
     }
 }

@@ -21,6 +21,10 @@ pub enum FeedbackError {
     UnknownAlert { id: String, path: PathBuf, alerts: u64 },
     #[error(transparent)]
     Verdict(#[from] VerdictError),
+    #[error(transparent)]
+    Kafka(#[from] crate::sources::kafka::KafkaSourceError),
+    #[error("cannot produce the verdict to topic {topic}: {source}")]
+    Produce { topic: String, source: rdkafka::error::KafkaError },
 }
 
 /// A verdicts file: the valid verdicts in file order, and the lines set aside.
@@ -64,6 +68,28 @@ pub fn find_alert(path: &Path, id: &str) -> Result<Alert, FeedbackError> {
         }
     }
     Err(FeedbackError::UnknownAlert { id: id.to_string(), path: path.to_path_buf(), alerts })
+}
+
+/// Produces verdicts to the verdicts topic (`service.verdicts_topic`), one message each keyed
+/// by the alert id, waiting for the broker's acknowledgement of every one.
+pub async fn produce_verdicts(
+    cfg: &crate::config::KafkaConfig,
+    topic: &str,
+    verdicts: &[Verdict],
+) -> Result<(), FeedbackError> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let perr = |source| FeedbackError::Produce { topic: topic.to_string(), source };
+    let producer: FutureProducer = crate::sources::kafka::client_config(cfg)?.create().map_err(perr)?;
+    for v in verdicts {
+        let json =
+            serde_json::to_string(v).map_err(|e| FeedbackError::Verdict(VerdictError::Malformed(e.to_string())))?;
+        let record = FutureRecord::to(topic).key(&v.alert_id).payload(&json);
+        producer
+            .send(record, rdkafka::util::Timeout::After(std::time::Duration::from_secs(30)))
+            .await
+            .map_err(|(e, _)| perr(e))?;
+    }
+    Ok(())
 }
 
 /// Appends verdicts to a verdicts file (created if needed), durably.

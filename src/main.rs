@@ -86,6 +86,10 @@ struct FeedbackArgs {
     /// Who records the verdict (informational; default: $USER).
     #[arg(long)]
     by: Option<String>,
+    /// Also (or, without --verdicts and input.verdicts, only) produce the verdict to
+    /// `service.verdicts_topic` on the brokers of --config's [kafka].
+    #[arg(long)]
+    kafka: bool,
 }
 
 /// What `replay` and `train` read, and how.
@@ -610,11 +614,14 @@ fn run_feedback(args: FeedbackArgs) -> Result<ExitCode> {
         Some(p) => Config::load(p)?,
         None => Config::default(),
     };
-    let path = args
-        .verdicts
-        .clone()
-        .or_else(|| (!cfg.input.verdicts.is_empty()).then(|| PathBuf::from(&cfg.input.verdicts)))
-        .context("no verdicts file: pass --verdicts FILE or set input.verdicts in --config")?;
+    let path =
+        args.verdicts.clone().or_else(|| (!cfg.input.verdicts.is_empty()).then(|| PathBuf::from(&cfg.input.verdicts)));
+    if path.is_none() && !args.kafka {
+        anyhow::bail!("no verdicts file: pass --verdicts FILE (or set input.verdicts in --config) and/or --kafka");
+    }
+    if args.kafka && cfg.service.verdicts_topic.is_empty() {
+        anyhow::bail!("--kafka needs service.verdicts_topic in --config");
+    }
     let kind = if args.malicious { VerdictKind::Malicious } else { VerdictKind::Benign };
     let alert = exfilwatch::feedback::find_alert(&args.alerts, &args.alert_id)?;
     let by = args.by.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_default();
@@ -623,10 +630,20 @@ fn run_feedback(args: FeedbackArgs) -> Result<ExitCode> {
         .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
         .unwrap_or(0);
     let verdicts = Verdict::from_alert(&alert, kind, &args.note, &by, &exfilwatch::time::format_rfc3339(now))?;
-    exfilwatch::feedback::append_verdicts(&path, &verdicts)?;
+    let mut to = Vec::new();
+    if let Some(path) = &path {
+        exfilwatch::feedback::append_verdicts(path, &verdicts)?;
+        to.push(path.display().to_string());
+    }
+    if args.kafka {
+        let topic = &cfg.service.verdicts_topic;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(exfilwatch::feedback::produce_verdicts(&cfg.kafka, topic, &verdicts))?;
+        to.push(format!("topic {topic}"));
+    }
     let origins: Vec<&str> = verdicts.iter().map(|v| v.origin.as_str()).collect();
     eprintln!(
-        "{} verdict on alert {} ({}, {} / {}, origin {}) from {}: appended to {}",
+        "{} verdict on alert {} ({}, {} / {}, origin {}) from {}: written to {}",
         kind.as_str(),
         alert.id,
         alert.rule,
@@ -634,7 +651,7 @@ fn run_feedback(args: FeedbackArgs) -> Result<ExitCode> {
         alert.credential,
         origins.join(", "),
         alert.trigger_event_time,
-        path.display()
+        to.join(" and ")
     );
     Ok(ExitCode::SUCCESS)
 }
