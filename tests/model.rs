@@ -101,7 +101,8 @@ fn the_shipped_model_is_current_and_training_is_deterministic() {
     let fresh = std::fs::read_to_string(model.join("manifest.json")).unwrap();
     assert_eq!(fresh, shipped, "models/sample-baseline is stale: run `make train-sample`");
     let m: Value = serde_json::from_str(&fresh).unwrap();
-    assert_eq!(m["format_version"], 1);
+    assert_eq!(m["format_version"], 2);
+    assert!(m["files"].as_array().unwrap().iter().any(|f| f["name"] == "verdicts.parquet"));
     assert_eq!(m["event_time"]["until"], CUT);
     assert_eq!(m["counts"]["keys"], 8);
     for f in m["files"].as_array().unwrap() {
@@ -145,9 +146,9 @@ fn a_newer_or_unknown_format_version_is_refused_with_a_clear_message() {
     let manifest = m.join("manifest.json");
     let text = std::fs::read_to_string(&manifest).unwrap();
     for (version, expected) in
-        [(2, "format version 2 is newer than this exfilwatch supports (1)"), (0, "format version 0 is not supported")]
+        [(3, "format version 3 is newer than this exfilwatch supports (2)"), (1, "format version 1 is not supported")]
     {
-        std::fs::write(&manifest, text.replace("\"format_version\": 1", &format!("\"format_version\": {version}")))
+        std::fs::write(&manifest, text.replace("\"format_version\": 2", &format!("\"format_version\": {version}")))
             .unwrap();
         for args in [vec!["replay", "--model", s(&m), SAMPLE], vec!["model", "inspect", s(&m)]] {
             let out = exfilwatch(&args);
