@@ -19,6 +19,9 @@
 //! - State is bounded: `max_origins_per_key` with least-recently-seen eviction, a daily
 //!   sweep (per account, in event time) that forgets origins and keys idle for
 //!   `history_window`, and evidence only for origins that are still new.
+//! - Triage: the allowlist (`allow.rs`) is checked where a rule pushes an alert; analysts'
+//!   verdicts (`verdict.rs`) are applied in event time and mark origins familiar (benign) or
+//!   unfamiliar for good (malicious, `malicious_origin`).
 
 mod allow;
 mod evidence;
