@@ -13,11 +13,18 @@ pub enum Rule {
     UnfamiliarOriginsAggregate,
     VolumeAnomaly,
     NewOrigin,
+    /// A read from an origin an analyst judged malicious (`exfilwatch feedback --malicious`).
+    MaliciousOrigin,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 4] =
-        [Rule::UnfamiliarOriginVolume, Rule::UnfamiliarOriginsAggregate, Rule::VolumeAnomaly, Rule::NewOrigin];
+    pub const ALL: [Rule; 5] = [
+        Rule::UnfamiliarOriginVolume,
+        Rule::UnfamiliarOriginsAggregate,
+        Rule::VolumeAnomaly,
+        Rule::NewOrigin,
+        Rule::MaliciousOrigin,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -25,6 +32,7 @@ impl Rule {
             Rule::UnfamiliarOriginsAggregate => "unfamiliar_origins_aggregate",
             Rule::VolumeAnomaly => "volume_anomaly",
             Rule::NewOrigin => "new_origin",
+            Rule::MaliciousOrigin => "malicious_origin",
         }
     }
 }

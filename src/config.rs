@@ -59,6 +59,7 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub sinks: SinksConfig,
     pub service: ServiceConfig,
+    pub allow: AllowConfig,
 }
 
 /// `[detect]`: the rules and their thresholds. All times are event time.
@@ -147,6 +148,55 @@ impl Default for DetectConfig {
     }
 }
 
+/// `[allow]`: traffic that never alerts (it is still learned and counted). Each entry may
+/// expire (`until`, compared with the alert's event time) and carries a comment. Which alert
+/// an entry suppresses: README, "Triage: allowlists and verdicts".
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AllowConfig {
+    /// Networks (IPv4 or IPv6 CIDR; an IPv4-mapped IPv6 address matches its IPv4 network).
+    pub cidrs: Vec<AllowCidr>,
+    /// Credentials in their canonical form, as alerts show them (`key:primarymasterkey`,
+    /// `aad:<object id>`); compared without regard to ASCII case.
+    pub credentials: Vec<AllowCredential>,
+    /// User-agent prefixes, compared without regard to ASCII case.
+    pub user_agents: Vec<AllowUserAgent>,
+}
+
+/// One `[allow] cidrs` entry.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowCidr {
+    pub cidr: String,
+    /// RFC 3339; the entry applies to alerts whose event time is before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub comment: String,
+}
+
+/// One `[allow] credentials` entry.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowCredential {
+    pub credential: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub comment: String,
+}
+
+/// One `[allow] user_agents` entry.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowUserAgent {
+    pub user_agent: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub comment: String,
+}
+
 /// `[input]`: how records are read.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -158,11 +208,19 @@ pub struct InputConfig {
     pub dead_letter: String,
     /// A multi-line JSON document (a pre-2018 blob) larger than this is set aside.
     pub max_document_bytes: ByteSize,
+    /// Analysts' verdicts on alerts (JSON Lines, `exfilwatch feedback` appends to it): `replay`
+    /// merges them into the stream by event time; empty for none.
+    pub verdicts: String,
 }
 
 impl Default for InputConfig {
     fn default() -> Self {
-        InputConfig { strict: false, dead_letter: String::new(), max_document_bytes: ByteSize(512 << 20) }
+        InputConfig {
+            strict: false,
+            dead_letter: String::new(),
+            max_document_bytes: ByteSize(512 << 20),
+            verdicts: String::new(),
+        }
     }
 }
 
@@ -281,6 +339,9 @@ pub struct ServiceConfig {
     /// The internal topic between the rekey and detect roles; its partition count is the
     /// number of detect state shards, fixed for the life of the state store.
     pub internal_topic: String,
+    /// Topic of analysts' verdicts (`exfilwatch feedback --kafka`), consumed by role all
+    /// beside the log topics and applied when consumed; empty for none.
+    pub verdicts_topic: String,
 }
 
 impl Default for ServiceConfig {
@@ -295,6 +356,7 @@ impl Default for ServiceConfig {
             metrics_addr: "127.0.0.1:9464".to_string(),
             role: Role::All,
             internal_topic: "exfilwatch-events".to_string(),
+            verdicts_topic: String::new(),
         }
     }
 }
@@ -365,6 +427,7 @@ impl Config {
         let cfg: Config =
             toml::Value::Table(value).try_into().map_err(|e: toml::de::Error| invalid(e.message().to_string()))?;
         cfg.detect.validate().map_err(invalid)?;
+        crate::detect::Allowlist::compile(&cfg.allow).map_err(invalid)?;
         Ok(cfg)
     }
 

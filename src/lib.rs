@@ -6,7 +6,10 @@
 //!   pre-2018 blobs) and stdin, framed into units of one JSON value.
 //! - [`decode`]: a unit's bytes into normalized [`decode::Event`]s; skipped categories and
 //!   malformed records are items too, never errors.
-//! - [`detect`]: the sans-IO detector: events in, [`alert::Alert`]s out, state snapshot/restore.
+//! - [`detect`]: the sans-IO detector: events in, [`alert::Alert`]s out, state snapshot/restore;
+//!   the allowlist (`[allow]`) and analysts' verdicts ([`detect::Verdict`]) are decided there.
+//! - [`feedback`]: `exfilwatch feedback`: an alert of an alerts file into verdicts, appended to
+//!   a verdicts file or produced to the verdicts topic; reading a verdicts file back.
 //! - [`alert`]: the alert format and its stable ids.
 //! - [`sinks`]: where alerts and dead letters go (JSON Lines files, stdout).
 //! - [`replay`]: the pipeline that wires them for `exfilwatch replay`.
@@ -19,6 +22,7 @@ pub mod alert;
 pub mod config;
 pub mod decode;
 pub mod detect;
+pub mod feedback;
 pub mod model;
 pub mod replay;
 pub mod service;

@@ -7,7 +7,7 @@
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use exfilwatch::config::{Config, DEFAULTS_TOML};
-use exfilwatch::detect::Detector;
+use exfilwatch::detect::{Allowlist, Detector, Suppressed, Verdict, VerdictKind};
 use exfilwatch::model::{self, KeySummary, Manifest};
 use exfilwatch::replay::{replay, ReplayError, ReplayOptions, ReplayReport};
 use exfilwatch::sinks::{AlertSink, JsonLinesSink};
@@ -54,6 +54,42 @@ enum Command {
     /// Print or check the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Record an analyst's verdict on an alert: appended to the verdicts file, which `replay`
+    /// (and `train`) merge into the stream at the alert's event time.
+    Feedback(FeedbackArgs),
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("judgement").required(true).args(["benign", "malicious"])))]
+struct FeedbackArgs {
+    /// The alert's id (the `id` field of the alert).
+    alert_id: String,
+    /// The alert was expected traffic: its origin becomes familiar for its key.
+    #[arg(long)]
+    benign: bool,
+    /// The alert was theft: the origin stays unfamiliar forever and every further read from
+    /// it raises `malicious_origin` (critical).
+    #[arg(long)]
+    malicious: bool,
+    /// A note kept with the verdict (shown in `malicious_origin` alerts).
+    #[arg(long, default_value = "")]
+    note: String,
+    /// The alerts file (JSON Lines, as `replay -o` or the file sink writes it) to find the alert in.
+    #[arg(long)]
+    alerts: PathBuf,
+    /// The verdicts file to append to (default: `input.verdicts` of --config).
+    #[arg(long)]
+    verdicts: Option<PathBuf>,
+    /// Configuration file (TOML), for `input.verdicts`.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Who records the verdict (informational; default: $USER).
+    #[arg(long)]
+    by: Option<String>,
+    /// Also (or, without --verdicts and input.verdicts, only) produce the verdict to
+    /// `service.verdicts_topic` on the brokers of --config's [kafka].
+    #[arg(long)]
+    kafka: bool,
 }
 
 /// What `replay` and `train` read, and how.
@@ -77,6 +113,10 @@ struct InputArgs {
     /// Stop with exit code 1 at the first malformed record.
     #[arg(long)]
     strict: bool,
+    /// Analysts' verdicts (JSON Lines, `exfilwatch feedback`) merged into the stream by event
+    /// time (default: `input.verdicts` of --config).
+    #[arg(long)]
+    verdicts: Option<PathBuf>,
     /// No summary on stderr at the end.
     #[arg(long, short)]
     quiet: bool,
@@ -215,6 +255,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             inspect(&model, account.as_deref(), credential.as_deref(), format)
         }
         Command::Run { config, model, role } => run_service(&config, model, role),
+        Command::Feedback(args) => run_feedback(args),
     }
 }
 
@@ -272,7 +313,10 @@ fn input_options(args: &InputArgs) -> Result<(Config, ReplayOptions)> {
         .dead_letter
         .clone()
         .or_else(|| (!cfg.input.dead_letter.is_empty()).then(|| PathBuf::from(&cfg.input.dead_letter)));
+    let verdicts =
+        args.verdicts.clone().or_else(|| (!cfg.input.verdicts.is_empty()).then(|| PathBuf::from(&cfg.input.verdicts)));
     let opts = ReplayOptions {
+        verdicts,
         inputs: args.paths.clone(),
         since: event_time("since", &args.since)?,
         until: event_time("until", &args.until)?,
@@ -329,6 +373,8 @@ fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
         }
         None => Detector::new(cfg.detect.clone()),
     };
+    // The allowlist comes from the configuration, never from the model.
+    detector.set_allowlist(Allowlist::compile(&cfg.allow).map_err(anyhow::Error::msg)?);
     let mut sink: Box<dyn AlertSink> = match &args.output {
         Some(p) => {
             let f = std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?;
@@ -416,6 +462,19 @@ fn print_summary(what: &str, r: &ReplayReport) {
         "  state: {} keys, {} (key, origin) pairs; {} origins evicted, {} expired\n",
         d.keys_tracked, d.origins_tracked, d.origins_evicted, d.origins_expired
     ));
+    let suppressed: Vec<(String, u64)> = [("learning", d.alerts_suppressed_learning)]
+        .into_iter()
+        .chain(Suppressed::REASONS.into_iter().zip(d.suppressed.counts()))
+        .filter(|(_, n)| *n > 0)
+        .map(|(r, n)| (r.to_string(), n))
+        .collect();
+    out.push_str(&format!("  alerts suppressed: {}\n", list(suppressed)));
+    if d.verdicts_applied > 0 || s.verdicts_malformed > 0 {
+        out.push_str(&format!(
+            "  verdicts: {} applied, {} malformed (set aside)\n",
+            d.verdicts_applied, s.verdicts_malformed
+        ));
+    }
     out.push_str(&format!(
         "  alerts: {}\n",
         list(s.alerts.iter().map(|((rule, sev), v)| (format!("{rule}/{sev}"), *v)).collect())
@@ -548,4 +607,51 @@ fn key_table(k: &KeySummary, m: &Manifest) -> String {
         out.push_str(&format!("    {}\n", cells.join("  ").trim_end()));
     }
     out
+}
+
+fn run_feedback(args: FeedbackArgs) -> Result<ExitCode> {
+    let cfg = match &args.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    let path =
+        args.verdicts.clone().or_else(|| (!cfg.input.verdicts.is_empty()).then(|| PathBuf::from(&cfg.input.verdicts)));
+    if path.is_none() && !args.kafka {
+        anyhow::bail!("no verdicts file: pass --verdicts FILE (or set input.verdicts in --config) and/or --kafka");
+    }
+    if args.kafka && cfg.service.verdicts_topic.is_empty() {
+        anyhow::bail!("--kafka needs service.verdicts_topic in --config");
+    }
+    let kind = if args.malicious { VerdictKind::Malicious } else { VerdictKind::Benign };
+    let alert = exfilwatch::feedback::find_alert(&args.alerts, &args.alert_id)?;
+    let by = args.by.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    let verdicts = Verdict::from_alert(&alert, kind, &args.note, &by, &exfilwatch::time::format_rfc3339(now))?;
+    let mut to = Vec::new();
+    if let Some(path) = &path {
+        exfilwatch::feedback::append_verdicts(path, &verdicts)?;
+        to.push(path.display().to_string());
+    }
+    if args.kafka {
+        let topic = &cfg.service.verdicts_topic;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(exfilwatch::feedback::produce_verdicts(&cfg.kafka, topic, &verdicts))?;
+        to.push(format!("topic {topic}"));
+    }
+    let origins: Vec<&str> = verdicts.iter().map(|v| v.origin.as_str()).collect();
+    eprintln!(
+        "{} verdict on alert {} ({}, {} / {}, origin {}) from {}: written to {}",
+        kind.as_str(),
+        alert.id,
+        alert.rule,
+        alert.account,
+        alert.credential,
+        origins.join(", "),
+        alert.trigger_event_time,
+        to.join(" and ")
+    );
+    Ok(ExitCode::SUCCESS)
 }

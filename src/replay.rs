@@ -6,6 +6,12 @@
 //! They are merged by event-time progress: the next unit is always read from the stream whose
 //! last record is the oldest, so the detector sees the records interleaved about as they
 //! happened, and its per-account reorder queues absorb the rest.
+//!
+//! Analysts' verdicts (`--verdicts`, `input.verdicts`) are an input too: per account, sorted by
+//! their event time, each applied just before the account's first record at or after it (the
+//! detector first processes the account's queued records older than the verdict), so a replay
+//! gives what the stream gives with each verdict applied at that time. Verdicts after the
+//! account's last record are applied at the end, before the queues are drained.
 
 use crate::alert::{Alert, Severity};
 use crate::config::Config;
@@ -18,7 +24,7 @@ use crate::sources::{collect_streams, UnitReader};
 use crate::telemetry::{BatchProcessed, DeadLettered, MalformedRecord, Stats};
 use crate::time::Nanos;
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -31,6 +37,8 @@ pub enum ReplayError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    #[error(transparent)]
+    Feedback(#[from] crate::feedback::FeedbackError),
     #[error("malformed record ({reason}) at {location} (--strict)")]
     Strict { reason: Malformed, location: String },
 }
@@ -42,6 +50,8 @@ pub struct ReplayOptions {
     pub until: Option<Nanos>,
     pub dead_letter: Option<PathBuf>,
     pub strict: bool,
+    /// A verdicts file (JSON Lines) merged into the stream by event time.
+    pub verdicts: Option<PathBuf>,
     /// Called about every 250 ms of wall-clock time with the running totals (progress bar).
     pub progress_every: Option<Duration>,
 }
@@ -78,6 +88,26 @@ pub fn replay(
         None => None,
     };
     let mut stats = Stats::default();
+    let mut verdicts: Vec<crate::detect::Verdict> = Vec::new();
+    if let Some(path) = &opts.verdicts {
+        let file = crate::feedback::read_verdicts(path)?;
+        for (line, reason, text) in &file.malformed {
+            let location = format!("{}:{line}", path.display());
+            stats.verdicts_malformed += 1;
+            tracing::warn!(message = "Malformed verdict set aside.", location = %location, reason = %reason);
+            if let Some(d) = dead.as_mut() {
+                d.write(&DeadLetter { reason: "malformed_verdict", location: &location, record: text })?;
+                stats.dead_letters += 1;
+            }
+        }
+        verdicts = file.verdicts;
+        // By event time; verdicts of one time keep their order in the file.
+        verdicts.sort_by_key(|v| v.time());
+    }
+    let mut pending: BTreeMap<String, VecDeque<crate::detect::Verdict>> = BTreeMap::new();
+    for v in verdicts {
+        pending.entry(v.account.clone()).or_default().push_back(v);
+    }
     let mut decoder = Decoder::new();
     let mut alerts: Vec<Alert> = Vec::new();
     let mut report = ReplayReport::default();
@@ -142,7 +172,7 @@ pub fn replay(
                                 *stats.records.entry(ev.category).or_default() += 1;
                                 stats.response_bytes += ev.response_bytes;
                                 newest = newest.max(ev.time);
-                                detector.ingest(&ev, &mut alerts);
+                                ingest(detector, &mut pending, &ev, &mut alerts, &mut stats);
                             }
                             // Counted as a record now; moved to malformed if it is set aside.
                             Admit::Held => *stats.records.entry(ev.category).or_default() += 1,
@@ -155,7 +185,7 @@ pub fn replay(
                             match out {
                                 Out::Release(h) => {
                                     stats.response_bytes += h.event.response_bytes;
-                                    detector.ingest(&h.event, &mut alerts);
+                                    ingest(detector, &mut pending, &h.event, &mut alerts, &mut stats);
                                 }
                                 Out::Reject(h, reason) => {
                                     if let Some(n) = stats.records.get_mut(&h.event.category) {
@@ -207,7 +237,7 @@ pub fn replay(
         match out {
             Out::Release(h) => {
                 stats.response_bytes += h.event.response_bytes;
-                detector.ingest(&h.event, &mut alerts);
+                ingest(detector, &mut pending, &h.event, &mut alerts, &mut stats);
             }
             Out::Reject(h, reason) => {
                 if let Some(n) = stats.records.get_mut(&h.event.category) {
@@ -224,6 +254,9 @@ pub fn replay(
             }
         }
     }
+    for v in pending.into_values().flatten() {
+        apply(detector, &v, &mut alerts, &mut stats);
+    }
     detector.finish(&mut alerts);
     deliver(sink, &mut alerts, &mut stats, &mut report)?;
     BatchProcessed { records: batch_records, elapsed: batch_started.elapsed(), lag: None }.emit(&mut stats);
@@ -235,6 +268,35 @@ pub fn replay(
     report.stats = stats;
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// Feeds one event to the detector, after the verdicts of its account that take effect at or
+/// before its time.
+fn ingest(
+    detector: &mut Detector,
+    pending: &mut BTreeMap<String, VecDeque<crate::detect::Verdict>>,
+    ev: &Event<'_>,
+    alerts: &mut Vec<Alert>,
+    stats: &mut Stats,
+) {
+    if !pending.is_empty() {
+        if let Some(q) = pending.get_mut(&*ev.account) {
+            while q.front().is_some_and(|v| v.time() <= ev.time) {
+                if let Some(v) = q.pop_front() {
+                    apply(detector, &v, alerts, stats);
+                }
+            }
+        }
+    }
+    detector.ingest(ev, alerts);
+}
+
+fn apply(detector: &mut Detector, v: &crate::detect::Verdict, alerts: &mut Vec<Alert>, stats: &mut Stats) {
+    // Checked when the file was read; a failure here is counted like a malformed line.
+    if let Err(e) = detector.apply_verdict(v, alerts) {
+        stats.verdicts_malformed += 1;
+        tracing::warn!(message = "Verdict not applied.", alert_id = %v.alert_id, reason = %e);
+    }
 }
 
 fn deliver(

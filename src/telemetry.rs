@@ -38,6 +38,8 @@ pub struct Stats {
     pub response_bytes: u64,
     pub alerts: BTreeMap<(Rule, Severity), u64>,
     pub detector: DetectorStats,
+    /// Lines of a verdicts file that are not verdicts (set aside).
+    pub verdicts_malformed: u64,
     /// Per alert sink: alerts accepted, failed attempts, retries.
     pub sinks: BTreeMap<SinkKind, SinkCounts>,
     /// Malformed records written to the dead-letter file or topic.
@@ -63,6 +65,7 @@ impl Default for Stats {
             detector: DetectorStats::default(),
             sinks: BTreeMap::new(),
             dead_letters: 0,
+            verdicts_malformed: 0,
             processing: Histo::new(PROCESSING_BUCKETS),
             lag: Histo::new(LAG_BUCKETS),
         }
@@ -572,6 +575,16 @@ pub fn register_readiness(registry: &Registry, health: Arc<Health>) -> Result<()
     }
 }
 
+/// `reason` labels of `exfilwatch_alerts_suppressed_total`, in [`suppressed_counts`] order.
+pub const SUPPRESSION_REASONS: [&str; 5] =
+    ["learning", "allow_cidr", "allow_credential", "allow_user_agent", "verdict_benign"];
+
+/// The detector's suppressed-alert counters in [`SUPPRESSION_REASONS`] order.
+pub fn suppressed_counts(d: &crate::detect::DetectorStats) -> [u64; 5] {
+    let [c, k, u, v] = d.suppressed.counts();
+    [d.alerts_suppressed_learning, c, k, u, v]
+}
+
 /// The Prometheus side of [`Stats`], and what is measured outside the hot path (checkpoints,
 /// consumer lag, build info).
 pub struct Metrics {
@@ -587,6 +600,9 @@ pub struct Metrics {
     origins: IntGauge,
     evictions: IntCounter,
     expirations: IntCounter,
+    suppressed: IntCounterVec,
+    verdicts_applied: IntCounter,
+    verdicts_malformed: IntCounter,
     sink_delivered: IntCounterVec,
     sink_failures: IntCounterVec,
     sink_retries: IntCounterVec,
@@ -703,6 +719,20 @@ impl Metrics {
                 "exfilwatch_origin_expirations_total",
                 "Origins forgotten after history_window without use.",
             )?,
+            suppressed: vec(
+                "exfilwatch_alerts_suppressed_total",
+                "Alerts not raised, by reason: learning (the account's learning period), allow_cidr, \
+                 allow_credential, allow_user_agent ([allow]), verdict_benign (an analyst's benign verdict).",
+                &["reason"],
+            )?,
+            verdicts_applied: counter(
+                "exfilwatch_verdicts_applied_total",
+                "Analysts' verdicts applied to the detector (benign or malicious).",
+            )?,
+            verdicts_malformed: counter(
+                "exfilwatch_verdicts_malformed_total",
+                "Lines of a verdicts file that are not verdicts (set aside).",
+            )?,
             sink_delivered: vec(
                 "exfilwatch_sink_delivered_alerts_total",
                 "Alerts an alert sink accepted, by sink.",
@@ -754,6 +784,9 @@ impl Metrics {
                 m.alerts.with_label_values(&[rule.as_str(), sev.as_str()]);
             }
         }
+        for r in SUPPRESSION_REASONS {
+            m.suppressed.with_label_values(&[r]);
+        }
         for s in SinkKind::ALL {
             for v in [&m.sink_delivered, &m.sink_failures, &m.sink_retries] {
                 v.with_label_values(&[s.as_str()]);
@@ -791,7 +824,15 @@ impl Metrics {
         self.response_bytes.inc_by(s.response_bytes - p.response_bytes);
         self.evictions.inc_by(s.detector.origins_evicted - p.detector.origins_evicted);
         self.expirations.inc_by(s.detector.origins_expired - p.detector.origins_expired);
+        for (r, (now, was)) in SUPPRESSION_REASONS
+            .iter()
+            .zip(suppressed_counts(&s.detector).into_iter().zip(suppressed_counts(&p.detector)))
+        {
+            self.suppressed.with_label_values(&[*r]).inc_by(now.saturating_sub(was));
+        }
         self.dead_letters.inc_by(s.dead_letters - p.dead_letters);
+        self.verdicts_applied.inc_by(s.detector.verdicts_applied.saturating_sub(p.detector.verdicts_applied));
+        self.verdicts_malformed.inc_by(s.verdicts_malformed.saturating_sub(p.verdicts_malformed));
         self.keys.set(s.detector.keys_tracked as i64);
         self.origins.set(s.detector.origins_tracked as i64);
         if s.processing != p.processing {

@@ -340,3 +340,69 @@ fn records_from_the_future_and_the_distant_past_are_dead_lettered_and_change_not
     assert_eq!(reason_of(&future), ["future_time"]);
     assert_eq!(reason_of(&stale), ["stale_time"]);
 }
+
+#[test]
+fn a_malicious_verdict_on_the_verdicts_topic_raises_critical_on_a_later_read() {
+    let (topic, alerts_topic, verdicts_topic, group) =
+        (unique("logsv"), unique("alertsv"), unique("verdicts"), unique("gv"));
+    create_topic(&topic, 1);
+    create_topic(&alerts_topic, 1);
+    create_topic(&verdicts_topic, 1);
+    let (contoso, msgs) = contoso_messages();
+    produce(&topic, &msgs);
+    let dir = tempfile::tempdir().unwrap();
+    let svc = start_service_with(
+        dir.path(),
+        &topic,
+        &group,
+        &alerts_topic,
+        &format!("state_store = \"\"\nverdicts_topic = \"{verdicts_topic}\"\n"),
+    );
+    let expected = replay_alerts(&contoso);
+    read_until(&alerts_topic, Duration::from_secs(120), |m| m.len() >= expected.len());
+    let theft = expected.values().find(|a| a["rule"] == "unfamiliar_origin_volume").unwrap().clone();
+
+    // The analyst's verdict, through `feedback --kafka`.
+    let alerts_file = dir.path().join("alerts.jsonl");
+    std::fs::write(&alerts_file, format!("{theft}\n")).unwrap();
+    let cfg = dir.path().join("feedback.toml");
+    std::fs::write(
+        &cfg,
+        format!("[kafka]\nbootstrap_servers = \"{}\"\n[service]\nverdicts_topic = \"{verdicts_topic}\"\n", broker()),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_exfilwatch"))
+        .args(["feedback", theft["id"].as_str().unwrap(), "--malicious", "--kafka", "--alerts"])
+        .arg(&alerts_file)
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = read_until(&verdicts_topic, Duration::from_secs(30), |m| !m.is_empty());
+    let v: serde_json::Value = serde_json::from_slice(&v[0]).unwrap();
+    assert_eq!(v["verdict"], "malicious");
+
+    // A day later, one small read from the thief's address.
+    let thief = units(&contoso)
+        .into_iter()
+        .flat_map(|(_, us)| us)
+        .find(|u| String::from_utf8_lossy(u).contains("203.0.113.77"))
+        .unwrap();
+    let mut rec: serde_json::Value = serde_json::from_slice(&thief).unwrap();
+    rec["time"] = "2021-08-18T03:00:00.0000000Z".into();
+    produce(&topic, &[(String::new(), serde_json::to_vec(&rec).unwrap())]);
+    let got = read_until(&alerts_topic, Duration::from_secs(60), |m| {
+        m.iter().any(|a| String::from_utf8_lossy(a).contains("\"rule\":\"malicious_origin\""))
+    });
+    terminate(svc);
+    let mal: Vec<serde_json::Value> = got
+        .iter()
+        .map(|m| serde_json::from_slice::<serde_json::Value>(m).unwrap())
+        .filter(|a| a["rule"] == "malicious_origin")
+        .collect();
+    assert_eq!(mal.len(), 1, "{mal:?}");
+    assert_eq!(mal[0]["severity"], "critical");
+    assert_eq!(mal[0]["trigger_event_time"], "2021-08-18T03:00:00Z");
+    assert_eq!(mal[0]["origin"]["prefix"], theft["origin"]["prefix"]);
+}

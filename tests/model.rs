@@ -102,6 +102,7 @@ fn the_shipped_model_is_current_and_training_is_deterministic() {
     assert_eq!(fresh, shipped, "models/sample-baseline is stale: run `make train-sample`");
     let m: Value = serde_json::from_str(&fresh).unwrap();
     assert_eq!(m["format_version"], 2);
+    assert!(m["files"].as_array().unwrap().iter().any(|f| f["name"] == "verdicts.parquet"));
     assert_eq!(m["event_time"]["until"], CUT);
     assert_eq!(m["counts"]["keys"], 8);
     for f in m["files"].as_array().unwrap() {

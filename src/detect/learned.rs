@@ -26,6 +26,8 @@ pub struct LearnedState {
     pub origins: Vec<OriginRow>,
     pub volume_days: Vec<VolumeDayRow>,
     pub windows: Vec<WindowRow>,
+    /// Analysts' verdicts in force (see `verdict.rs`), sorted by account, credential, origin.
+    pub verdicts: Vec<VerdictRow>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -183,6 +185,7 @@ impl Detector {
             origins: Vec::new(),
             volume_days: Vec::new(),
             windows: Vec::new(),
+            verdicts: self.verdicts(),
         };
         let mut names: Vec<&NameKey> = self.accounts.keys().collect();
         names.sort();
@@ -396,12 +399,14 @@ impl Detector {
                 mark_epoch: o.mark_epoch,
                 mark_at: o.mark_at,
                 evidence: o.evidence,
+                verdict: None,
             };
             if key.origins.insert(origin, entry).is_some() {
                 return Err(invalid(format!("{}/{}: origin {} appears twice", o.account, o.credential, o.origin)));
             }
             d.ctx.stats.origins_tracked += 1;
         }
+        d.load_verdicts(state.verdicts)?;
         Ok(d)
     }
 }

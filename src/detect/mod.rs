@@ -19,15 +19,21 @@
 //! - State is bounded: `max_origins_per_key` with least-recently-seen eviction, a daily
 //!   sweep (per account, in event time) that forgets origins and keys idle for
 //!   `history_window`, and evidence only for origins that are still new.
+//! - Triage: the allowlist (`allow.rs`) is checked where a rule pushes an alert; analysts'
+//!   verdicts (`verdict.rs`) are applied in event time and mark origins familiar (benign) or
+//!   unfamiliar for good (malicious, `malicious_origin`).
 
+mod allow;
 mod clock;
 mod evidence;
 mod intern;
 mod learned;
 mod sketch;
+mod verdict;
 mod volume;
 mod window;
 
+pub use allow::{parse_cidr, AllowReason, Allowlist, Suppressed};
 pub use clock::{Admit, ClockGuard, Out, CONFIRM_RUN, MAX_HELD};
 pub use evidence::{format_guid, ip_bits, parse_guid, Evidence};
 pub use intern::{Interner, NameKey, Sym};
@@ -35,6 +41,7 @@ pub use learned::{
     AccountRow, KeyRow, LearnedState, LearnedStateError, MarkRow, OriginRow, VolumeDayRow, WindowKind, WindowRow,
 };
 pub use sketch::OriginWindow;
+pub use verdict::{Verdict, VerdictError, VerdictKind, VerdictRow};
 pub use volume::{is_weekend, DayMask, DaySummary, PeakModel, TQuantiles, VolumeHistory};
 pub use window::SlidingSum;
 
@@ -102,6 +109,9 @@ struct OriginEntry {
     mark_at: Nanos,
     /// Present while the origin is unfamiliar.
     evidence: Option<Box<Evidence>>,
+    /// An analyst's verdict on it (the detector's list of verdicts is the truth; see verdict.rs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    verdict: Option<VerdictKind>,
 }
 
 impl OriginEntry {
@@ -115,6 +125,7 @@ impl OriginEntry {
             mark_epoch: 0,
             mark_at: 0,
             evidence: None,
+            verdict: None,
         }
     }
 }
@@ -191,6 +202,11 @@ pub struct DetectorStats {
     pub origins_expired: u64,
     pub keys_expired: u64,
     pub alerts_suppressed_learning: u64,
+    /// Alerts not raised because of the allowlist or a benign verdict, by reason.
+    #[serde(default)]
+    pub suppressed: Suppressed,
+    #[serde(default)]
+    pub verdicts_applied: u64,
 }
 
 impl DetectorStats {
@@ -206,6 +222,8 @@ impl DetectorStats {
         self.origins_expired += o.origins_expired;
         self.keys_expired += o.keys_expired;
         self.alerts_suppressed_learning += o.alerts_suppressed_learning;
+        self.suppressed.add(&o.suppressed);
+        self.verdicts_applied += o.verdicts_applied;
     }
 }
 
@@ -220,6 +238,11 @@ struct Ctx {
     arrivals: ArrivalIndex,
     #[serde(skip)]
     tq: TQuantiles,
+    /// From the current configuration, never from a snapshot.
+    #[serde(skip)]
+    allow: Allowlist,
+    #[serde(default)]
+    verdicts: verdict::Verdicts,
 }
 
 /// Multiset of the `arrived` values of queued events, for the oldest one in O(1). Arrivals
@@ -286,6 +309,8 @@ impl Detector {
                 stats: DetectorStats::default(),
                 arrivals: ArrivalIndex::default(),
                 tq: TQuantiles::default(),
+                allow: Allowlist::default(),
+                verdicts: verdict::Verdicts::default(),
             },
             accounts: FxHashMap::default(),
             scratch: String::new(),
@@ -602,11 +627,15 @@ impl Ctx {
             *entry = OriginEntry::new(t);
             is_new = true;
         }
+        if is_new && !self.verdicts.is_empty() {
+            entry.verdict = self.verdicts.kind(account, self.syms.name(cred), origin);
+        }
         entry.first_seen = entry.first_seen.min(t);
         entry.last_seen = entry.last_seen.max(t);
         entry.bytes += s.bytes;
         entry.requests = entry.requests.saturating_add(1);
-        let unfamiliar = t < entry.first_seen + cfg.familiar_after.0;
+        let malicious = entry.verdict == Some(VerdictKind::Malicious);
+        let unfamiliar = verdict::unfamiliar_now(cfg, &mut self.stats, entry, t);
         if !unfamiliar {
             entry.evidence = None;
             return false;
@@ -623,17 +652,22 @@ impl Ctx {
             let w = key.unfamiliar_origins.get_or_insert_with(Default::default);
             w.add(t, origin, ip, s.bytes, cfg.aggregate_window.0);
         }
+        if malicious {
+            self.malicious_read(account, cred, key, origin, s, out);
+        }
+        let cfg = &self.cfg;
 
         if is_new && cfg.new_origin {
             if learning {
                 self.stats.alerts_suppressed_learning += 1;
             } else {
                 let a = self.new_origin_alert(account, cred, key, origin, s);
-                out.push(a);
+                self.emit(a, cred, key, allow::Subject::Origin(origin), t, out);
             }
         }
 
         // unfamiliar_origin_volume: cumulative bytes since the origin's first request.
+        let cfg = &self.cfg;
         let Some(entry) = key.origins.get_mut(&origin) else {
             return created;
         };
@@ -642,18 +676,21 @@ impl Ctx {
             entry.mark_level = 0;
             entry.mark_epoch = entry.mark_epoch.wrapping_add(1);
         }
-        if let Some(level) = reached_level(entry.bytes, thr, cfg.escalation_factor, entry.mark_level) {
+        // A malicious origin raises malicious_origin instead (verdict.rs).
+        let level = reached_level(entry.bytes, thr, cfg.escalation_factor, entry.mark_level).filter(|_| !malicious);
+        if let Some(level) = level {
             if learning {
                 self.stats.alerts_suppressed_learning += 1;
             } else {
                 entry.mark_level = level + 1;
                 entry.mark_at = t;
                 let a = self.origin_volume_alert(account, cred, key, origin, t, level);
-                out.push(a);
+                self.emit(a, cred, key, allow::Subject::Origin(origin), t, out);
             }
         }
 
         // unfamiliar_origins_aggregate: all unfamiliar origins within the window.
+        let cfg = &self.cfg;
         let sum = key.unfamiliar.sum();
         if sum < thr {
             return created;
@@ -677,7 +714,7 @@ impl Ctx {
         let mut contributing: Vec<(u64, OriginKey)> = key
             .origins
             .iter()
-            .filter(|(_, o)| o.last_seen > since && t < o.first_seen + cfg.familiar_after.0)
+            .filter(|(_, o)| o.last_seen > since && o.unfamiliar_at(t, cfg.familiar_after.0))
             .map(|(k, o)| (o.bytes, *k))
             .collect();
         if contributing.len() < 2 || contributing.iter().any(|&(b, _)| b >= thr) {
@@ -696,7 +733,7 @@ impl Ctx {
         mark.at = t;
         let m = *mark;
         let a = self.aggregate_alert(account, cred, key, &contributing, t, level, m);
-        out.push(a);
+        self.emit(a, cred, key, allow::Subject::Origins(&contributing), t, out);
         created
     }
 
@@ -735,7 +772,7 @@ impl Ctx {
         mark.at = t;
         let m = *mark;
         let a = self.volume_alert(account, cred, key, &model, t, level, m);
-        out.push(a);
+        self.emit(a, cred, key, allow::Subject::Window, t, out);
     }
 
     fn sweep(&mut self, acct: &mut AccountState, t: Nanos) {
@@ -744,14 +781,16 @@ impl Ctx {
         let (aggregate_window, volume_window) = (self.cfg.aggregate_window.0, self.cfg.volume_window.0);
         let stats = &mut self.stats;
         acct.keys.retain(|_, k| {
-            if t - k.last_seen > forget {
+            // An origin judged malicious is never forgotten while the verdict stands.
+            let malicious = |o: &OriginEntry| o.verdict == Some(VerdictKind::Malicious);
+            if t - k.last_seen > forget && !k.origins.values().any(malicious) {
                 stats.keys_expired += 1;
                 stats.keys_tracked -= 1;
                 stats.origins_tracked -= k.origins.len() as u64;
                 return false;
             }
             let before = k.origins.len();
-            k.origins.retain(|_, o| t - o.last_seen <= forget);
+            k.origins.retain(|_, o| t - o.last_seen <= forget || malicious(o));
             let gone = (before - k.origins.len()) as u64;
             stats.origins_expired += gone;
             stats.origins_tracked -= gone;

@@ -332,8 +332,20 @@ pub fn load(dir: &Path) -> Result<Model, ModelError> {
         let (b, e) = next(5)?;
         tables::decode_windows(&b).map_err(e)?
     };
-    let state =
-        LearnedState { config: manifest.config.clone(), symbols, accounts, keys, origins, volume_days, windows };
+    let verdicts = {
+        let (b, e) = next(6)?;
+        tables::decode_verdicts(&b).map_err(e)?
+    };
+    let state = LearnedState {
+        config: manifest.config.clone(),
+        symbols,
+        accounts,
+        keys,
+        origins,
+        volume_days,
+        windows,
+        verdicts,
+    };
     Ok(Model { manifest, state })
 }
 

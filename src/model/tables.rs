@@ -9,7 +9,7 @@
 
 use crate::detect::{
     AccountRow, DayMask, DaySummary, Evidence, KeyRow, LearnedState, MarkRow, OriginRow, OriginWindow, PeakModel,
-    VolumeDayRow, WindowKind, WindowRow,
+    VerdictKind, VerdictRow, VolumeDayRow, WindowKind, WindowRow,
 };
 use crate::time::{Nanos, MINUTE};
 use arrow::array::{Array, ArrayRef, PrimitiveArray, RecordBatch, StringArray, TimestampNanosecondArray};
@@ -21,13 +21,14 @@ use parquet::file::properties::WriterProperties;
 use std::sync::Arc;
 
 /// The tables of a model, by file name, in the order they are written.
-pub const FILES: [&str; 6] = [
+pub const FILES: [&str; 7] = [
     "symbols.parquet",
     "accounts.parquet",
     "keys.parquet",
     "origins.parquet",
     "volume_days.parquet",
     "windows.parquet",
+    "verdicts.parquet",
 ];
 
 /// What went wrong with one table; the caller adds the model and file.
@@ -169,6 +170,48 @@ pub fn encode(st: &LearnedState) -> Result<Vec<Encoded>, (&'static str, TableErr
             c
         }),
     )?;
+
+    let v = &st.verdicts;
+    let mut c = Cols::default();
+    c.str("account", v.iter().map(|r| r.account.as_str()));
+    c.str("credential", v.iter().map(|r| r.credential.as_str()));
+    c.str("origin", v.iter().map(|r| r.origin.as_str()));
+    c.str("verdict", v.iter().map(|r| r.verdict.as_str()));
+    c.ts("effective", v.iter().map(|r| Some(r.effective)));
+    c.str("alert_id", v.iter().map(|r| r.alert_id.as_str()));
+    c.str("note", v.iter().map(|r| r.note.as_str()));
+    c.ts("alerted_at", v.iter().map(|r| r.alerted_at));
+    c.prim::<U32>("alert_epoch", v.iter().map(|r| Some(r.epoch)));
+    c.prim::<U64>("bytes_since", v.iter().map(|r| Some(r.bytes)));
+    put(FILES[6], Ok(c))?;
+    Ok(out)
+}
+
+pub fn decode_verdicts(batches: &[RecordBatch]) -> Result<Vec<VerdictRow>, TableError> {
+    let mut out = Vec::new();
+    for b in batches {
+        let b = Batch(b);
+        let (acc, cred, origin, verdict) =
+            (b.str("account")?, b.str("credential")?, b.str("origin")?, b.str("verdict")?);
+        let (effective, alert_id, note) = (b.ts("effective")?, b.str("alert_id")?, b.str("note")?);
+        let (alerted_at, epoch, bytes) =
+            (b.opt_ts("alerted_at")?, b.req::<U32>("alert_epoch")?, b.req::<U64>("bytes_since")?);
+        for i in 0..acc.len() {
+            let kind = VerdictKind::parse(&verdict[i]).ok_or_else(|| format!("unknown verdict {:?}", verdict[i]))?;
+            out.push(VerdictRow {
+                account: acc[i].clone(),
+                credential: cred[i].clone(),
+                origin: origin[i].clone(),
+                verdict: kind,
+                effective: effective[i],
+                alert_id: alert_id[i].clone(),
+                note: note[i].clone(),
+                alerted_at: alerted_at[i],
+                epoch: epoch[i],
+                bytes: bytes[i],
+            });
+        }
+    }
     Ok(out)
 }
 

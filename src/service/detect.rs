@@ -159,7 +159,10 @@ impl DetectContext {
         if let Some((s, offsets)) = super::restore(&mut store)? {
             let s: SavedState = s;
             let marks = s.alert_topic_marks.clone();
-            return Ok((Shard::restored(s, offsets, Some(store)), Some(marks)));
+            let mut shard = Shard::restored(s, offsets, Some(store));
+            // The allowlist comes from this configuration, never from a checkpoint.
+            shard.detector.set_allowlist(super::allowlist(&self.cfg)?);
+            return Ok((shard, Some(marks)));
         }
         let detector = if self.cfg.service.model.is_empty() {
             Detector::new(self.cfg.detect.clone())
@@ -172,7 +175,7 @@ impl DetectContext {
             d.retain_accounts(|account| partition_for(account, self.partitions) == partition);
             d
         };
-        let mut shard = Shard::new(detector, Some(store));
+        let mut shard = Shard::new(detector.with_allowlist(super::allowlist(&self.cfg)?), Some(store));
         // A first checkpoint, so that the journal of delivered ids always follows one.
         shard.save(None)?;
         Ok((shard, None))

@@ -426,6 +426,42 @@ impl Pipeline {
         self.deliver(shard, alerts).await
     }
 
+    /// One message of the verdicts topic (JSON verdicts, one per line): each applied to the
+    /// detector now, at its own event time; a malformed one is logged, counted and skipped.
+    async fn handle_verdicts(
+        &mut self,
+        shard: &mut Shard,
+        payload: &[u8],
+        source: (&str, i32, i64),
+    ) -> Result<(), ServiceError> {
+        let mut alerts = Vec::new();
+        let text = String::from_utf8_lossy(payload);
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let applied = crate::detect::Verdict::parse_line(line)
+                .and_then(|v| shard.detector.apply_verdict(&v, &mut alerts).map(|()| v));
+            match applied {
+                Ok(v) => tracing::info!(
+                    message = "Verdict applied.",
+                    alert_id = %v.alert_id,
+                    verdict = v.verdict.as_str(),
+                    account = %v.account,
+                    origin = %v.origin
+                ),
+                Err(error) => {
+                    self.stats.verdicts_malformed += 1;
+                    tracing::warn!(
+                        message = "Malformed verdict set aside.",
+                        topic = source.0,
+                        partition = source.1,
+                        offset = source.2,
+                        %error
+                    );
+                }
+            }
+        }
+        self.deliver(shard, alerts).await
+    }
+
     /// Role detect: one batch of the internal topic (see [`crate::decode::wire`]) into the
     /// partition's detector. A batch from a raw offset the state already covers is a copy
     /// (a rekey instance restarted before committing) and is dropped.
@@ -676,6 +712,13 @@ pub async fn run_with(
         health.set_http_addr(addr);
     }
     tracing::info!(message = "Starting.", role = cfg.service.role.as_str());
+    if cfg.service.role != Role::All && !cfg.service.verdicts_topic.is_empty() {
+        return Err(ServiceError::Setup(format!(
+            "service.verdicts_topic is only consumed by role \"all\" so far, not by role \"{}\": \
+             leave it empty there (a model trained with --verdicts carries the verdicts)",
+            cfg.service.role.as_str()
+        )));
+    }
     match cfg.service.role {
         Role::All => run_all(cfg, metrics, health, shutdown).await,
         Role::Rekey => rekey::run(cfg, metrics, health, shutdown).await,
@@ -818,9 +861,18 @@ async fn run_all(
         }
         None => (Shard::new(initial_detector(&cfg)?, store), None),
     };
+    // The allowlist comes from this configuration, never from a checkpoint or model.
+    shard.detector.set_allowlist(allowlist(&cfg)?);
     let mut p = Pipeline::new(cfg, metrics, health.clone(), firing, checkpoints)?;
     health.set_restored();
-    let consumer = kafka::consumer(&p.cfg.kafka, health.clone(), !checkpoints, p.metrics.consumer_lag())?;
+    // The verdicts topic is one more input, in the same group: its offsets are checkpointed
+    // with the state like the logs'.
+    let verdicts_topic = p.cfg.service.verdicts_topic.clone();
+    let mut kafka_cfg = p.cfg.kafka.clone();
+    if !verdicts_topic.is_empty() {
+        kafka_cfg.topics.push(verdicts_topic.clone());
+    }
+    let consumer = kafka::consumer(&kafka_cfg, health.clone(), !checkpoints, p.metrics.consumer_lag())?;
     // Only a restored state can have delivered alerts it never journaled.
     if was_restored {
         let marks = shard.alert_marks.clone();
@@ -851,7 +903,12 @@ async fn run_all(
                     }
                     let now = p.now();
                     if let Some(payload) = m.payload() {
-                        p.handle(&mut shard, payload, (m.topic(), m.partition(), m.offset()), now).await?;
+                        let source = (m.topic(), m.partition(), m.offset());
+                        if !verdicts_topic.is_empty() && m.topic() == verdicts_topic {
+                            p.handle_verdicts(&mut shard, payload, source).await?;
+                        } else {
+                            p.handle(&mut shard, payload, source, now).await?;
+                        }
                     }
                     p.messages += 1;
                     shard.positions.insert(tp, m.offset() + 1);
@@ -950,6 +1007,11 @@ pub(crate) fn internal_partitions(cfg: &Config) -> Result<i32, ServiceError> {
         )));
     }
     Ok(n as i32)
+}
+
+/// The detector's allowlist from `[allow]` (validated when the configuration was loaded).
+pub(crate) fn allowlist(cfg: &Config) -> Result<crate::detect::Allowlist, ServiceError> {
+    crate::detect::Allowlist::compile(&cfg.allow).map_err(ServiceError::Setup)
 }
 
 /// A state with no checkpoint starts from `service.model` when one is set.
