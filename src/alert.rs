@@ -10,6 +10,9 @@ use std::fmt;
 #[serde(rename_all = "snake_case")]
 pub enum Rule {
     UnfamiliarOriginVolume,
+    /// One origin no key of the account knows, read by several keys, each below the
+    /// threshold and together above it.
+    UnfamiliarOriginAccountVolume,
     UnfamiliarOriginsAggregate,
     VolumeAnomaly,
     NewOrigin,
@@ -18,8 +21,9 @@ pub enum Rule {
 }
 
 impl Rule {
-    pub const ALL: [Rule; 5] = [
+    pub const ALL: [Rule; 6] = [
         Rule::UnfamiliarOriginVolume,
+        Rule::UnfamiliarOriginAccountVolume,
         Rule::UnfamiliarOriginsAggregate,
         Rule::VolumeAnomaly,
         Rule::NewOrigin,
@@ -29,6 +33,7 @@ impl Rule {
     pub fn as_str(self) -> &'static str {
         match self {
             Rule::UnfamiliarOriginVolume => "unfamiliar_origin_volume",
+            Rule::UnfamiliarOriginAccountVolume => "unfamiliar_origin_account_volume",
             Rule::UnfamiliarOriginsAggregate => "unfamiliar_origins_aggregate",
             Rule::VolumeAnomaly => "volume_anomaly",
             Rule::NewOrigin => "new_origin",
@@ -126,6 +131,10 @@ pub struct EvidenceOut {
     pub activity_ids: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin_first_seen: Option<String>,
+    /// `unfamiliar_origin_account_volume` only: each key that read from the origin, with the
+    /// bytes it read (`count`), most first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<Vec<NameCount>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -42,6 +42,8 @@ pub struct AccountRow {
     pub next_sweep: Nanos,
     /// When evidence was last created; `None` when none can be left.
     pub evidence_created: Option<Nanos>,
+    /// Origins unfamiliar to the whole account that its keys read from, by origin.
+    pub unfamiliar_origins: Option<Vec<(u128, super::AccountOrigin)>>,
 }
 
 /// Dedup state of a key-level condition (`unfamiliar_origins_aggregate`, `volume_anomaly`).
@@ -200,6 +202,12 @@ impl Detector {
                 released: (acct.released != Nanos::MIN).then_some(acct.released),
                 next_sweep: acct.next_sweep,
                 evidence_created: (acct.evidence_created != Nanos::MIN).then_some(acct.evidence_created),
+                unfamiliar_origins: (!acct.unfamiliar.is_empty()).then(|| {
+                    let mut v: Vec<(u128, super::AccountOrigin)> =
+                        acct.unfamiliar.iter().map(|(o, e)| (*o, e.clone())).collect();
+                    v.sort_by_key(|x| x.0);
+                    v
+                }),
             });
             let mut keys: Vec<(&str, &KeyState)> = acct.keys.iter().map(|(c, k)| (ctx.syms.name(*c), k)).collect();
             keys.sort_by(|a, b| a.0.cmp(b.0));
@@ -302,6 +310,7 @@ impl Detector {
                 released: a.released.unwrap_or(Nanos::MIN),
                 keys: FxHashMap::default(),
                 evidence_created: a.evidence_created.unwrap_or(Nanos::MIN),
+                unfamiliar: a.unfamiliar_origins.clone().unwrap_or_default().into_iter().collect(),
             };
             if d.accounts.insert(NameKey::new(&a.account), acct).is_some() {
                 return Err(invalid(format!("account {:?} appears twice", a.account)));

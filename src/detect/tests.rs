@@ -842,3 +842,49 @@ mod window_origins {
         }
     }
 }
+
+#[test]
+fn a_theft_spread_over_two_keys_is_seen_by_the_account() {
+    // Two keys of one account, each reading 700 MiB from one new origin: each below 1 GiB.
+    let mut evs = history("contoso", "key:primarymasterkey");
+    evs.extend(history("contoso", "key:secondaryreadonlymasterkey"));
+    let start = t0() + 2 * DAY + HOUR;
+    for i in 0..350 {
+        for cred in ["key:primarymasterkey", "key:secondaryreadonlymasterkey"] {
+            evs.push(ev(start + i * 2 * SECOND, "contoso", cred, "203.0.113.77", 2 * MIB));
+        }
+    }
+    evs.sort_by_key(|e| e.time);
+    let (alerts, _) = run(origin_cfg(), &evs);
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    let a = &alerts[0];
+    assert_eq!((a.rule, a.severity), (Rule::UnfamiliarOriginAccountVolume, Severity::High));
+    assert!(a.observed_bytes >= GIB && a.observed_bytes < GIB + 4 * MIB, "{}", a.observed_bytes);
+    assert_eq!(a.origin.as_ref().unwrap().ip, "203.0.113.77");
+    let keys = a.evidence.credentials.as_ref().unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys.iter().map(|k| k.count).sum::<u64>(), a.observed_bytes);
+    assert!(a.summary.starts_with("2 keys of account contoso read 1.0 GiB"), "{}", a.summary);
+    // A key alone above the threshold is the key's own alert, not the account's.
+    let mut one = history("contoso", "key:primarymasterkey");
+    one.extend(history("contoso", "key:secondaryreadonlymasterkey"));
+    for i in 0..600 {
+        one.push(ev(start + i * 2 * SECOND, "contoso", "key:primarymasterkey", "203.0.113.77", 2 * MIB));
+    }
+    one.push(ev(start + 1300 * SECOND, "contoso", "key:secondaryreadonlymasterkey", "203.0.113.77", 2 * MIB));
+    one.sort_by_key(|e| e.time);
+    let (alerts, _) = run(origin_cfg(), &one);
+    assert_eq!(alerts.iter().map(|a| a.rule).collect::<Vec<_>>(), [Rule::UnfamiliarOriginVolume]);
+    // An origin one key already knows is familiar to the account: nothing.
+    let mut known = history("contoso", "key:primarymasterkey");
+    known.extend(history("contoso", "key:secondaryreadonlymasterkey"));
+    for i in 0..48 {
+        known.push(ev(t0() + i * HOUR + MINUTE, "contoso", "key:primarymasterkey", "203.0.113.77", MIB));
+    }
+    for i in 0..700 {
+        known.push(ev(start + i * 2 * SECOND, "contoso", "key:secondaryreadonlymasterkey", "203.0.113.77", MIB));
+    }
+    known.sort_by_key(|e| e.time);
+    let (alerts, _) = run(origin_cfg(), &known);
+    assert!(alerts.iter().all(|a| a.rule != Rule::UnfamiliarOriginAccountVolume), "{alerts:?}");
+}

@@ -112,6 +112,9 @@ pub fn encode(st: &LearnedState) -> Result<Vec<Encoded>, (&'static str, TableErr
     c.ts("released", a.iter().map(|r| r.released));
     c.ts("next_sweep", a.iter().map(|r| Some(r.next_sweep)));
     c.ts("evidence_created", a.iter().map(|r| r.evidence_created));
+    let uo: Result<Vec<Option<String>>, TableError> =
+        a.iter().map(|r| evidence_json(r.unfamiliar_origins.as_ref())).collect();
+    c.opt_str("unfamiliar_origins_json", uo.map_err(|e| (FILES[1], e))?);
     put(FILES[1], Ok(c))?;
 
     put(FILES[2], keys(&st.keys))?;
@@ -349,6 +352,7 @@ pub fn decode_accounts(batches: &[RecordBatch]) -> Result<Vec<AccountRow>, Table
         let b = Batch(b);
         let (acc, first, last, max) = (b.str("account")?, b.ts("first_seen")?, b.ts("last_seen")?, b.ts("max_time")?);
         let (rel, sweep, evc) = (b.opt_ts("released")?, b.ts("next_sweep")?, b.opt_ts("evidence_created")?);
+        let mut uo = b.opt_str("unfamiliar_origins_json")?.into_iter();
         for i in 0..acc.len() {
             out.push(AccountRow {
                 account: acc[i].clone(),
@@ -358,6 +362,7 @@ pub fn decode_accounts(batches: &[RecordBatch]) -> Result<Vec<AccountRow>, Table
                 released: rel[i],
                 next_sweep: sweep[i],
                 evidence_created: evc[i],
+                unfamiliar_origins: from_json(uo.next().flatten(), "an account's unfamiliar origins")?,
             });
         }
     }
