@@ -281,6 +281,10 @@ pub struct ServiceConfig {
     /// The internal topic between the rekey and detect roles; its partition count is the
     /// number of detect state shards, fixed for the life of the state store.
     pub internal_topic: String,
+    /// Wall-clock time after which a raw partition with nothing to fetch (lag 0) and no data
+    /// leaves the event-time alignment, so that it no longer holds the others back (README,
+    /// "Order").
+    pub partition_idle_timeout: Span,
 }
 
 impl Default for ServiceConfig {
@@ -295,6 +299,7 @@ impl Default for ServiceConfig {
             metrics_addr: "127.0.0.1:9464".to_string(),
             role: Role::All,
             internal_topic: "exfilwatch-events".to_string(),
+            partition_idle_timeout: Span(5 * crate::time::SECOND),
         }
     }
 }
