@@ -11,8 +11,9 @@
 //!   *active* partition, or whose buffer holds `buffer_bytes` or more, should be paused
 //!   ([`Aligner::paused`]; the Kafka source calls `Consumer::pause`/`resume`). Memory is
 //!   bounded by the buffers and librdkafka's fetch queues, never by the backlog.
-//! - **Merge**: [`Aligner::pop`] hands out the buffered message with the oldest event time
-//!   (ties by partition), but only when no partition that could still deliver something older
+//! - **Merge**: [`Aligner::pop`] hands out the buffered message with the oldest event time,
+//!   a message's time being its newest record's (as replay's progress: one late record in an
+//!   envelope does not pull the envelope ahead of its neighbours) (ties by partition), but only when no partition that could still deliver something older
 //!   has nothing buffered: a partition with an empty buffer holds the merge back while it is
 //!   behind on its fetch (its next offset below the high watermark, or the watermark not known
 //!   yet), like Kafka Streams waiting on a partition with known lag. A caught-up partition (lag
@@ -50,7 +51,7 @@ pub struct AlignOptions {
 }
 
 struct Held<M> {
-    /// The message's oldest record time (its partition's progress when it has no record).
+    /// The message's newest record time (the key before it when it has no record).
     key: Nanos,
     bytes: usize,
     item: M,
@@ -147,9 +148,9 @@ impl<M> Aligner<M> {
     ) {
         let p = self.parts.entry(tp).or_insert_with(|| Part::new(now_ms));
         let key = match times {
-            Some((oldest, newest)) => {
+            Some((_, newest)) => {
                 p.progress = Some(p.progress.map_or(newest, |t| t.max(newest)));
-                oldest
+                newest
             }
             // Nothing to order: it goes after what the partition already holds.
             None => p.queue.back().map_or(Nanos::MIN, |h| h.key),
@@ -202,6 +203,12 @@ impl<M> Aligner<M> {
         Some((tp, h.item))
     }
 
+    /// Every partition is caught up (or idle) and nothing is buffered: the stream is live, not a
+    /// backlog.
+    pub fn live(&self, now_ms: i64) -> bool {
+        self.parts.values().all(|p| p.queue.is_empty() && (p.caught_up() || p.idle(now_ms, self.opts.idle_timeout_ms)))
+    }
+
     /// Messages buffered over all partitions.
     pub fn buffered(&self) -> usize {
         self.parts.values().map(|p| p.queue.len()).sum()
@@ -248,20 +255,20 @@ mod tests {
         // Partition 0 fetched a day ahead of partition 1; partition 2 not fetched yet.
         a.push(tp(0), 0, Some((DAY, DAY + MIN)), 10, "p0-day1", 1);
         a.push(tp(0), 1, Some((2 * DAY, 2 * DAY)), 10, "p0-day2", 1);
-        a.push(tp(1), 0, Some((0, MIN)), 10, "p1-day0", 1);
+        a.push(tp(1), 0, Some((0, 20 * 1_000_000_000)), 10, "p1-day0", 1);
         a.set_watermark(&tp(2), 5, None);
         // Partition 2 has a backlog and nothing buffered: nothing may go.
         assert_eq!(a.pop(2), None);
         // Partition 0 is more than the bound ahead of the slowest: paused.
         assert_eq!(a.paused(2), BTreeSet::from([tp(0)]));
         a.push(tp(2), 0, Some((30 * 1_000_000_000, 30 * 1_000_000_000)), 10, "p2-day0", 3);
-        // Partition 1's progress (one minute) is past p2-day0: both go; then partition 2 (a
-        // backlog, nothing buffered) and partition 1 (watermark unknown, not idle yet) hold
-        // the merge: either may still deliver something older than p0-day1.
-        assert_eq!(pop_all(&mut a, 3), vec!["p1-day0", "p2-day0"]);
+        // The oldest goes; then partition 1 (watermark unknown, not idle yet) holds the merge:
+        // it may deliver something older than p2-day0.
+        assert_eq!(pop_all(&mut a, 3), vec!["p1-day0"]);
         a.set_watermark(&tp(1), 1, None);
+        // Caught up: p2-day0 goes, then partition 2 (a backlog, nothing buffered) holds back.
+        assert_eq!(pop_all(&mut a, 4), vec!["p2-day0"]);
         assert_eq!(a.pop(4), None, "partition 2 still has a backlog");
-        // Caught up: nothing holds back any more.
         a.set_watermark(&tp(2), 1, None);
         assert_eq!(pop_all(&mut a, 4), vec!["p0-day1", "p0-day2"]);
         assert_eq!(a.buffered(), 0);
@@ -357,6 +364,20 @@ mod tests {
     }
 
     #[test]
+    fn a_message_goes_by_its_newest_record() {
+        // An envelope holding one record from long ago goes at its newest record's time, not
+        // ahead of the messages around it.
+        let mut a = Aligner::new(opts());
+        a.assign(tp(0), 0);
+        a.assign(tp(1), 0);
+        a.push(tp(0), 0, Some((DAY - 60 * MIN, DAY + 2 * MIN)), 10, "with-a-late-record", 0);
+        a.push(tp(1), 0, Some((DAY, DAY + MIN)), 10, "before", 0);
+        a.set_watermark(&tp(0), 1, None);
+        a.set_watermark(&tp(1), 1, None);
+        assert_eq!(pop_all(&mut a, 0), vec!["before", "with-a-late-record"]);
+    }
+
+    #[test]
     fn caught_up_partitions_add_no_wait() {
         // Live traffic: every partition caught up; each message goes as soon as it arrives.
         let mut a = Aligner::new(opts());
@@ -370,5 +391,8 @@ mod tests {
             assert!(a.pop(1).is_some(), "message {i} goes at once");
         }
         assert_eq!(a.paused(1), BTreeSet::new());
+        assert!(a.live(1));
+        a.set_watermark(&tp(3), 9, None);
+        assert!(!a.live(1), "partition 3 has a backlog");
     }
 }
