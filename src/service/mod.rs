@@ -9,6 +9,14 @@
 //!   reports the oldest queued arrival) and their alerts were accepted; librdkafka commits
 //!   stored offsets periodically, so a committed offset always covers fully processed
 //!   messages only. While a sink fails, the loop retries it and nothing later is stored.
+//! - **Aligning** (role all, `sources::align`): fetched messages wait in a per-partition
+//!   buffer and are handled in event-time order across the raw partitions (a partition behind
+//!   its high watermark with nothing buffered holds the others back; one more than
+//!   `detect.max_out_of_order` ahead of the slowest is paused; an idle one leaves after
+//!   `service.partition_idle_timeout`). Only a message that left the buffer was handled, so
+//!   only its offset can be stored or checkpointed; a revoked partition's buffered messages are
+//!   dropped unhandled (read again by the new owner). While a backlog is merged (some partition
+//!   behind its high watermark), `max_hold` releases nothing: event time alone decides.
 //! - **Holding**: a record waits in its account's reorder queue until the account's event time
 //!   is `detect.max_out_of_order` past it, but never longer than `service.max_hold` of
 //!   processing time: every 100 ms the records that waited that long are processed (with
