@@ -54,8 +54,11 @@ pub struct AlignReport {
     /// Assignments (true) and revocations (false), in order.
     pub rebalances: Vec<(bool, String, i32)>,
     /// Per partition: high watermark, and the consumer's position when known.
-    pub watermarks: std::collections::BTreeMap<(String, i32), (i64, Option<i64>)>,
+    pub watermarks: std::collections::BTreeMap<(String, i32), Watermark>,
 }
+
+/// A partition's high watermark and the consumer's position in it (when known).
+pub type Watermark = (i64, Option<i64>);
 
 impl AlignFeed {
     fn with(&self, f: impl FnOnce(&mut AlignReport)) {
@@ -133,7 +136,7 @@ fn partition_lags(statistics: &Statistics) -> Vec<(&str, i32, i64)> {
 
 /// High watermark and position (the next offset handed to the service, else the committed
 /// offset) of every fetched partition whose high watermark is known.
-fn watermarks(statistics: &Statistics) -> Vec<((String, i32), (i64, Option<i64>))> {
+fn watermarks(statistics: &Statistics) -> Vec<((String, i32), Watermark)> {
     let mut out = Vec::new();
     for (topic, t) in &statistics.topics {
         for (&partition, p) in &t.partitions {
