@@ -342,6 +342,10 @@ pub struct ServiceConfig {
     /// Topic of analysts' verdicts (`exfilwatch feedback --kafka`), consumed by role all
     /// beside the log topics and applied when consumed; empty for none.
     pub verdicts_topic: String,
+    /// Wall-clock time after which a raw partition with nothing to fetch (lag 0) and no data
+    /// leaves the event-time alignment, so that it no longer holds the others back (README,
+    /// "Order").
+    pub partition_idle_timeout: Span,
 }
 
 impl Default for ServiceConfig {
@@ -357,6 +361,7 @@ impl Default for ServiceConfig {
             role: Role::All,
             internal_topic: "exfilwatch-events".to_string(),
             verdicts_topic: String::new(),
+            partition_idle_timeout: Span(5 * crate::time::SECOND),
         }
     }
 }

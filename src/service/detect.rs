@@ -226,7 +226,7 @@ pub(super) async fn run(
     let partitions = super::internal_partitions(&cfg)?;
     let shared = Arc::new(Mutex::new(Shared::default()));
     let context = DetectContext {
-        source: SourceContext { health: health.clone(), lag: metrics.consumer_lag() },
+        source: SourceContext { health: health.clone(), lag: metrics.consumer_lag(), align: Default::default() },
         shared: shared.clone(),
         cfg: cfg.clone(),
         partitions,

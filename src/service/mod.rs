@@ -9,6 +9,14 @@
 //!   reports the oldest queued arrival) and their alerts were accepted; librdkafka commits
 //!   stored offsets periodically, so a committed offset always covers fully processed
 //!   messages only. While a sink fails, the loop retries it and nothing later is stored.
+//! - **Aligning** (role all, `sources::align`): fetched messages wait in a per-partition
+//!   buffer and are handled in event-time order across the raw partitions (a partition behind
+//!   its high watermark with nothing buffered holds the others back; one more than
+//!   `detect.max_out_of_order` ahead of the slowest is paused; an idle one leaves after
+//!   `service.partition_idle_timeout`). Only a message that left the buffer was handled, so
+//!   only its offset can be stored or checkpointed; a revoked partition's buffered messages are
+//!   dropped unhandled (read again by the new owner). While a backlog is merged (some partition
+//!   behind its high watermark), `max_hold` releases nothing: event time alone decides.
 //! - **Holding**: a record waits in its account's reorder queue until the account's event time
 //!   is `detect.max_out_of_order` past it, but never longer than `service.max_hold` of
 //!   processing time: every 100 ms the records that waited that long are processed (with
@@ -57,6 +65,7 @@ use crate::detect::{Admit, ClockGuard, Detector, DetectorStats};
 use crate::sinks::alertmanager::{AlertmanagerOptions, AlertmanagerSink};
 use crate::sinks::kafka::KafkaProducerSink;
 use crate::sinks::{AlertSink, JsonLinesSink, SinkError};
+use crate::sources::align::{AlignOptions, Aligner, TopicPartition};
 use crate::sources::kafka::{self, KafkaSourceError, LogConsumer};
 use crate::telemetry::{
     AlertsDelivered, BatchProcessed, DeadLettered, Health, MalformedRecord, Metrics, ResendFailed, SinkFailed,
@@ -64,10 +73,10 @@ use crate::telemetry::{
 };
 use crate::time::{parse_timestamp, Nanos};
 use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::io::Write;
 use std::sync::Arc;
@@ -866,13 +875,15 @@ async fn run_all(
     let mut p = Pipeline::new(cfg, metrics, health.clone(), firing, checkpoints)?;
     health.set_restored();
     // The verdicts topic is one more input, in the same group: its offsets are checkpointed
-    // with the state like the logs'.
+    // with the state like the logs'. It is not part of the event-time alignment: a verdict is
+    // applied when consumed.
     let verdicts_topic = p.cfg.service.verdicts_topic.clone();
     let mut kafka_cfg = p.cfg.kafka.clone();
     if !verdicts_topic.is_empty() {
         kafka_cfg.topics.push(verdicts_topic.clone());
     }
-    let consumer = kafka::consumer(&kafka_cfg, health.clone(), !checkpoints, p.metrics.consumer_lag())?;
+    let feed = kafka::AlignFeed::default();
+    let consumer = kafka::consumer(&kafka_cfg, health.clone(), !checkpoints, p.metrics.consumer_lag(), feed.clone())?;
     // Only a restored state can have delivered alerts it never journaled.
     if was_restored {
         let marks = shard.alert_marks.clone();
@@ -888,35 +899,66 @@ async fn run_all(
 
     tokio::pin!(shutdown);
     let mut tick = ticker();
+    // Raw partitions are merged by event time (`sources::align`): fetched messages wait in the
+    // aligner, and a message is handled (and its offset may be stored) only when it comes out.
+    let mut align: Aligner<OwnedMessage> = Aligner::new(align_options(&p.cfg));
+    let mut paused = BTreeSet::new();
     loop {
+        if feed.changed() {
+            apply_align_feed(&feed, &mut align, &mut paused, &verdicts_topic, p.now());
+        }
+        while let Some((_, m)) = align.pop(p.now()) {
+            let now = p.now();
+            if let Some(payload) = m.payload() {
+                p.handle(&mut shard, payload, (m.topic(), m.partition(), m.offset()), now).await?;
+            }
+            p.messages += 1;
+            shard.positions.insert(format!("{}/{}", m.topic(), m.partition()), m.offset() + 1);
+            if !checkpoints {
+                p.pending.entry((m.topic().to_string(), m.partition())).or_default().push_back((now, m.offset()));
+                p.store_ready(&shard, &consumer);
+            }
+            health.progress(p.messages, p.stats.records_total(), p.health.alerts());
+            if feed.changed() {
+                apply_align_feed(&feed, &mut align, &mut paused, &verdicts_topic, p.now());
+            }
+        }
+        sync_pauses(&consumer, &align, &mut paused, p.now());
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
             msg = consumer.recv() => match msg {
                 Ok(m) => {
                     health.set_kafka(true, "");
+                    if feed.changed() {
+                        apply_align_feed(&feed, &mut align, &mut paused, &verdicts_topic, p.now());
+                    }
                     let tp = format!("{}/{}", m.topic(), m.partition());
                     if shard.positions.get(&tp).is_some_and(|next| m.offset() < *next) {
                         // Already in the restored state (read again from an older commit).
                         p.skipped_replayed += 1;
                         continue;
                     }
-                    let now = p.now();
-                    if let Some(payload) = m.payload() {
-                        let source = (m.topic(), m.partition(), m.offset());
-                        if !verdicts_topic.is_empty() && m.topic() == verdicts_topic {
-                            p.handle_verdicts(&mut shard, payload, source).await?;
-                        } else {
-                            p.handle(&mut shard, payload, source, now).await?;
+                    if !verdicts_topic.is_empty() && m.topic() == verdicts_topic {
+                        let now = p.now();
+                        if let Some(payload) = m.payload() {
+                            p.handle_verdicts(&mut shard, payload, (m.topic(), m.partition(), m.offset())).await?;
                         }
+                        p.messages += 1;
+                        shard.positions.insert(tp, m.offset() + 1);
+                        if !checkpoints {
+                            p.pending.entry((m.topic().to_string(), m.partition())).or_default().push_back((now, m.offset()));
+                            p.store_ready(&shard, &consumer);
+                        }
+                        continue;
                     }
-                    p.messages += 1;
-                    shard.positions.insert(tp, m.offset() + 1);
-                    if !checkpoints {
-                        p.pending.entry((m.topic().to_string(), m.partition())).or_default().push_back((now, m.offset()));
-                        p.store_ready(&shard, &consumer);
-                    }
-                    health.progress(p.messages, p.stats.records_total(), p.health.alerts());
+                    // One partition needs no merge: its messages go straight through.
+                    let times = match (m.payload(), align.partitions().nth(1)) {
+                        (Some(payload), Some(_)) => p.decoder.time_range(payload),
+                        _ => None,
+                    };
+                    let size = m.payload().map_or(0, <[u8]>::len);
+                    align.push((m.topic().to_string(), m.partition()), m.offset(), times, size, m.detach(), p.now());
                 }
                 Err(error) => {
                     tracing::warn!(message = "Kafka receive error; retrying.", %error);
@@ -924,7 +966,11 @@ async fn run_all(
                 }
             },
             _ = tick.tick() => {
-                p.release_held(&mut shard).await?;
+                // While a backlog is merged, event time alone releases the reorder queues (as
+                // in replay): a wait for a partition's next fetch is not disorder.
+                if align.live(p.now()) {
+                    p.release_held(&mut shard).await?;
+                }
                 p.tick_alertmanager().await;
                 if !checkpoints {
                     p.store_ready(&shard, &consumer);
@@ -968,6 +1014,86 @@ async fn run_all(
         .map_err(|_| ServiceError::ShutdownTimeout(shutdown_timeout))??;
     p.stats.detector = shard.detector.stats().clone();
     Ok(p.stats)
+}
+
+/// Bytes of fetched messages a raw partition may hold in the aligner before it is paused
+/// (librdkafka's default `max.partition.fetch.bytes`: one fetch).
+const ALIGN_BUFFER_BYTES: usize = 1 << 20;
+
+/// The event-time alignment of the raw partitions: `detect.max_out_of_order` ahead of the
+/// slowest pauses a partition; `service.partition_idle_timeout` lets an idle one go.
+pub(crate) fn align_options(cfg: &Config) -> AlignOptions {
+    AlignOptions {
+        bound: cfg.detect.max_out_of_order.0,
+        idle_timeout_ms: cfg.service.partition_idle_timeout.0 / 1_000_000,
+        buffer_bytes: ALIGN_BUFFER_BYTES,
+    }
+}
+
+/// Takes the consumer callbacks' reports into the aligner: rebalances (a revoked partition's
+/// buffered messages are dropped unhandled: their offsets were never stored, the new owner
+/// reads them again; an assigned one starts unpaused) and watermarks.
+pub(crate) fn apply_align_feed<M>(
+    feed: &kafka::AlignFeed,
+    align: &mut Aligner<M>,
+    paused: &mut BTreeSet<TopicPartition>,
+    outside: &str,
+    now_ms: i64,
+) {
+    let report = feed.take();
+    for (assigned, topic, partition) in report.rebalances {
+        if !outside.is_empty() && topic == outside {
+            continue; // not aligned (the verdicts topic)
+        }
+        let tp = (topic, partition);
+        paused.remove(&tp);
+        if assigned {
+            align.assign(tp, now_ms);
+        } else {
+            let dropped = align.revoke(&tp).len();
+            tracing::debug!(message = "Partition left the alignment.", topic = %tp.0, partition = tp.1, dropped);
+        }
+    }
+    for (tp, (high, position)) in report.watermarks {
+        if !outside.is_empty() && tp.0 == outside {
+            continue;
+        }
+        align.set_watermark(&tp, high, position);
+    }
+}
+
+/// Pauses the partitions the aligner wants paused and resumes the others.
+pub(crate) fn sync_pauses<C: rdkafka::consumer::ConsumerContext, M>(
+    consumer: &rdkafka::consumer::StreamConsumer<C>,
+    align: &Aligner<M>,
+    paused: &mut BTreeSet<TopicPartition>,
+    now_ms: i64,
+) {
+    let want = align.paused(now_ms);
+    if want == *paused {
+        return;
+    }
+    let list = |tps: Vec<&TopicPartition>| {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for (topic, partition) in tps {
+            tpl.add_partition(topic, *partition);
+        }
+        tpl
+    };
+    let to_pause = list(want.difference(paused).collect());
+    let to_resume = list(paused.difference(&want).collect());
+    if to_pause.count() > 0 {
+        if let Err(error) = consumer.pause(&to_pause) {
+            tracing::warn!(message = "Cannot pause partitions.", %error);
+        }
+    }
+    if to_resume.count() > 0 {
+        if let Err(error) = consumer.resume(&to_resume) {
+            tracing::warn!(message = "Cannot resume partitions.", %error);
+        }
+    }
+    tracing::debug!(message = "Alignment pauses.", paused = want.len(), partitions = align.partitions().count());
+    *paused = want;
 }
 
 /// The loop's 100 ms tick (held records, Alertmanager re-sends, checkpoints, metrics); a late

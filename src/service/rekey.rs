@@ -52,7 +52,7 @@ pub(super) async fn run(
     let partitions = super::internal_partitions(&cfg)?;
     let dead_letters = (!cfg.kafka.dead_letter_topic.is_empty()).then(|| KafkaProducerSink::new(producer.clone()));
     // Offsets are stored by hand once landed, and auto-committed.
-    let consumer = kafka::consumer(&cfg.kafka, health.clone(), true, metrics.consumer_lag())?;
+    let consumer = kafka::consumer(&cfg.kafka, health.clone(), true, metrics.consumer_lag(), Default::default())?;
     health.set_restored();
     tracing::info!(
         message = "Rekeying.",

@@ -31,6 +31,61 @@ pub enum KafkaSourceError {
 pub struct SourceContext {
     pub health: Arc<Health>,
     pub lag: ConsumerLag,
+    /// What the event-time alignment needs from the callbacks (role all and rekey).
+    pub align: AlignFeed,
+}
+
+/// Reported by the consumer's callbacks for the event-time alignment
+/// ([`crate::sources::align`]): rebalances and, per partition, the high watermark and the
+/// consumer's position from the statistics. The service loop takes them between messages
+/// (a flag, checked per message, says whether there is anything; the lock is taken only then).
+#[derive(Clone, Default)]
+pub struct AlignFeed(Arc<AlignShared>);
+
+#[derive(Default)]
+struct AlignShared {
+    changed: std::sync::atomic::AtomicBool,
+    inner: std::sync::Mutex<AlignReport>,
+}
+
+/// What the callbacks reported since the last [`AlignFeed::take`].
+#[derive(Default)]
+pub struct AlignReport {
+    /// Assignments (true) and revocations (false), in order.
+    pub rebalances: Vec<(bool, String, i32)>,
+    /// Per partition: high watermark, and the consumer's position when known.
+    pub watermarks: std::collections::BTreeMap<(String, i32), Watermark>,
+}
+
+/// A partition's high watermark and the consumer's position in it (when known).
+pub type Watermark = (i64, Option<i64>);
+
+impl AlignFeed {
+    fn with(&self, f: impl FnOnce(&mut AlignReport)) {
+        if let Ok(mut r) = self.0.inner.lock() {
+            f(&mut r);
+            self.0.changed.store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    /// Whether anything was reported since the last take (cheap: one atomic load).
+    pub fn changed(&self) -> bool {
+        self.0.changed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Takes the reports.
+    pub fn take(&self) -> AlignReport {
+        self.0.changed.store(false, std::sync::atomic::Ordering::Release);
+        self.0.inner.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default()
+    }
+
+    fn rebalance(&self, assigned: bool, tpl: &rdkafka::TopicPartitionList) {
+        self.with(|r| {
+            for e in tpl.elements() {
+                r.rebalances.push((assigned, e.topic().to_string(), e.partition()));
+            }
+        });
+    }
 }
 
 impl ClientContext for SourceContext {
@@ -48,6 +103,10 @@ impl ClientContext for SourceContext {
         let up = statistics.brokers.values().any(|b| b.nodeid >= 0 && b.state == "UP");
         self.health.set_kafka(up, if up { "" } else { "no connection to a broker is up" });
         self.lag.set(&partition_lags(&statistics));
+        let marks = watermarks(&statistics);
+        if !marks.is_empty() {
+            self.align.with(|r| r.watermarks.extend(marks));
+        }
     }
 }
 
@@ -75,9 +134,28 @@ fn partition_lags(statistics: &Statistics) -> Vec<(&str, i32, i64)> {
     lags
 }
 
+/// High watermark and position (the next offset handed to the service, else the committed
+/// offset) of every fetched partition whose high watermark is known.
+fn watermarks(statistics: &Statistics) -> Vec<((String, i32), Watermark)> {
+    let mut out = Vec::new();
+    for (topic, t) in &statistics.topics {
+        for (&partition, p) in &t.partitions {
+            if partition < 0 || !(p.desired || p.fetch_state == "active") || p.hi_offset < 0 {
+                continue;
+            }
+            let position = [p.app_offset, p.committed_offset].into_iter().find(|o| *o >= 0);
+            // Nothing retained: caught up wherever the position is.
+            let position = if p.lo_offset >= 0 && p.lo_offset >= p.hi_offset { Some(p.hi_offset) } else { position };
+            out.push(((topic.clone(), partition), (p.hi_offset, position)));
+        }
+    }
+    out
+}
+
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
+            self.align.rebalance(false, tpl);
             // Stored offsets belong to fully processed messages: commit them before the
             // partitions move to another member.
             if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
@@ -91,6 +169,7 @@ impl ConsumerContext for SourceContext {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             self.health.set_kafka(true, "");
+            self.align.rebalance(true, tpl);
             tracing::info!(message = "Partitions assigned.", partitions = tpl.count());
         }
     }
@@ -122,14 +201,16 @@ pub fn client_config(cfg: &KafkaConfig) -> Result<ClientConfig, KafkaSourceError
 /// `auto_commit`: librdkafka commits the offsets the service stores, periodically; without it
 /// the service commits by itself (after each checkpoint).
 ///
-/// `lag` receives the consumer lag per partition from librdkafka's statistics.
+/// `lag` receives the consumer lag per partition from librdkafka's statistics; `align` the
+/// rebalances and watermarks for the event-time alignment.
 pub fn consumer(
     cfg: &KafkaConfig,
     health: Arc<Health>,
     auto_commit: bool,
     lag: ConsumerLag,
+    align: AlignFeed,
 ) -> Result<LogConsumer, KafkaSourceError> {
-    consumer_with(cfg, &cfg.group_id, &cfg.topics, auto_commit, SourceContext { health, lag })
+    consumer_with(cfg, &cfg.group_id, &cfg.topics, auto_commit, SourceContext { health, lag, align })
 }
 
 /// A consumer of `topics` in `group` with the service's settings and the given context (the

@@ -34,6 +34,32 @@ pub fn produce(bootstrap: &str, topic: &str, messages: &[(String, Vec<u8>)]) {
     produce_compressed(bootstrap, topic, messages, "none")
 }
 
+/// Produces payloads without a key, each to the partition given with it (as Azure Monitor fills
+/// Event Hubs: no partition key, an account's records on every partition), in order, and waits
+/// for every delivery.
+pub fn produce_to_partitions(bootstrap: &str, topic: &str, messages: &[(i32, Vec<u8>)]) {
+    rt().block_on(async {
+        let p: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("linger.ms", "5")
+            .set("enable.idempotence", "true")
+            .create()
+            .unwrap();
+        for chunk in messages.chunks(500) {
+            let futs: Vec<_> = chunk
+                .iter()
+                .map(|(partition, v)| {
+                    let record = FutureRecord::<(), _>::to(topic).partition(*partition).payload(v);
+                    p.send(record, Timeout::After(Duration::from_secs(30)))
+                })
+                .collect();
+            for f in futs {
+                f.await.map_err(|(e, _)| e).unwrap();
+            }
+        }
+    });
+}
+
 /// As [`produce`], with the producer's `compression.type` (librdkafka's mock cluster keeps only
 /// the last 5 MB of a partition, counted compressed).
 pub fn produce_compressed(bootstrap: &str, topic: &str, messages: &[(String, Vec<u8>)], compression: &str) {
