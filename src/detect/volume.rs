@@ -296,21 +296,28 @@ pub const MAX_GROWTH: f64 = 4.0;
 
 /// The highest daily peak of the history, each scaled by the key's growth since its day: the
 /// level (median daily peak) of the last seven days over the level of the seven days around
-/// it, between 1 and [`MAX_GROWTH`]. A month-end batch that grows with the data (3x a month)
+/// it (a whole week, moved inside the history at its ends), between 1 and [`MAX_GROWTH`]; with
+/// under two weeks of history, no growth. A month-end batch that grows with the data (3x a month)
 /// is then compared with last month's batch as it would read today, not as it read then.
 pub fn grown_max_peak(days: &VecDeque<DaySummary>) -> f64 {
     let peaks: Vec<(i64, u64)> = days.iter().filter(|d| d.peak > 0).map(|d| (d.day, d.peak)).collect();
-    let Some(&(last, _)) = peaks.last() else { return 0.0 };
-    let level = |from: i64, to: i64| -> Option<f64> {
-        let mut v: Vec<u64> = peaks.iter().filter(|(d, _)| (from..=to).contains(d)).map(|&(_, p)| p).collect();
+    let (Some(&(first, _)), Some(&(last, _))) = (peaks.first(), peaks.last()) else { return 0.0 };
+    // The level of the seven days from `from`: always a whole week, so that a weekly rhythm
+    // (quiet weekends) weighs the same in every level.
+    let level = |from: i64| -> Option<f64> {
+        let mut v: Vec<u64> = peaks.iter().filter(|(d, _)| (from..from + 7).contains(d)).map(|&(_, p)| p).collect();
         v.sort_unstable();
         v.get(v.len().checked_sub(1)? / 2).map(|&p| p as f64)
     };
-    let now = level(last - 6, last).unwrap_or(0.0);
+    if last - first < 13 {
+        return peaks.iter().map(|&(_, p)| p as f64).fold(0.0, f64::max); // under two weeks: no trend
+    }
+    let now = level(last - 6).unwrap_or(0.0);
     peaks
         .iter()
         .map(|&(d, p)| {
-            let growth = level(d - 3, d + 3).map_or(1.0, |then| (now / then.max(1.0)).clamp(1.0, MAX_GROWTH));
+            let week = (d - 3).clamp(first, last - 6);
+            let growth = level(week).map_or(1.0, |then| (now / then.max(1.0)).clamp(1.0, MAX_GROWTH));
             p as f64 * growth
         })
         .fold(0.0, f64::max)
@@ -587,6 +594,25 @@ mod tests {
         let g = grown_max_peak(&days(&flat));
         assert!(g >= flat_max && g <= 1.15 * flat_max, "{g} vs {flat_max}");
         assert!(next_batch as f64 > 2.0 * g, "without growth it would be twice last month's");
+    }
+
+    #[test]
+    fn a_weekly_rhythm_is_not_growth() {
+        // Steady weekdays of ~540 MiB and weekends of ~100 MiB, the history ending on a Monday
+        // after a weekend: no day may be scaled as if the key had grown 5x since.
+        let peaks: Vec<u64> = (0..35u64)
+            .map(|i| {
+                let w = DayMask::weekday(MONDAY + 1 + i as i64);
+                let mib = if w >= 5 { 100.0 } else { 540.0 };
+                ((mib * (0.95 + 0.1 * noise(i + 77))) * MIB as f64) as u64
+            })
+            .collect();
+        let d = days_from(MONDAY + 1, &peaks);
+        let max = *peaks.iter().max().unwrap() as f64;
+        let g = grown_max_peak(&d);
+        assert!(g <= 1.1 * max, "{} MiB vs {} MiB", g / MIB as f64, max / MIB as f64);
+        let m = fit(&d, MONDAY + 36, &DetectConfig::default(), &mut TQuantiles::default()).unwrap();
+        assert!(m.threshold < 2 * GIB, "a weekday threshold of {} MiB", m.threshold / MIB);
     }
 
     #[test]
