@@ -89,3 +89,27 @@ pub fn unique(name: &str) -> String {
     let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     format!("{name}-{}-{n}", std::process::id())
 }
+
+/// Where two sets of alerts by id differ: for each id, the fields whose values differ (with
+/// both values), so that a failing comparison says what changed, not two walls of JSON.
+#[allow(dead_code)]
+pub fn alert_differences(
+    got: &BTreeMap<String, serde_json::Value>,
+    want: &BTreeMap<String, serde_json::Value>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (id, w) in want {
+        match got.get(id) {
+            None => out.push(format!("{id}: missing")),
+            Some(g) => {
+                for (k, wv) in w.as_object().into_iter().flatten() {
+                    if g.get(k) != Some(wv) {
+                        out.push(format!("{id} {k}: got {} want {wv}", g.get(k).unwrap_or(&serde_json::Value::Null)));
+                    }
+                }
+            }
+        }
+    }
+    out.extend(got.keys().filter(|id| !want.contains_key(*id)).map(|id| format!("{id}: unexpected")));
+    out
+}
