@@ -182,17 +182,8 @@ pub fn replay(
                             }
                         }
                         while let Some(out) = guard.pop() {
-                            match out {
-                                Out::Release(h) => {
-                                    stats.response_bytes += h.event.response_bytes;
-                                    ingest(detector, &mut pending, &h.event, &mut alerts, &mut stats);
-                                }
-                                Out::Reject(h, reason) => {
-                                    if let Some(n) = stats.records.get_mut(&h.event.category) {
-                                        *n = n.saturating_sub(1);
-                                    }
-                                    set_aside(reason, &h.location, &h.text, &mut stats);
-                                }
+                            if let Some((h, reason)) = settle(out, detector, &mut pending, &mut alerts, &mut stats) {
+                                set_aside(reason, &h.location, &h.text, &mut stats);
                             }
                         }
                     }
@@ -234,23 +225,14 @@ pub fn replay(
     // shorter than the guard's first run, released).
     guard.finish();
     while let Some(out) = guard.pop() {
-        match out {
-            Out::Release(h) => {
-                stats.response_bytes += h.event.response_bytes;
-                ingest(detector, &mut pending, &h.event, &mut alerts, &mut stats);
+        if let Some((h, reason)) = settle(out, detector, &mut pending, &mut alerts, &mut stats) {
+            MalformedRecord { reason, location: &h.location }.emit(&mut stats);
+            if let Some(d) = dead.as_mut() {
+                d.write(&DeadLetter { reason: reason.code(), location: &h.location, record: &h.text })?;
+                DeadLettered { reason, location: &h.location }.emit(&mut stats);
             }
-            Out::Reject(h, reason) => {
-                if let Some(n) = stats.records.get_mut(&h.event.category) {
-                    *n = n.saturating_sub(1);
-                }
-                MalformedRecord { reason, location: &h.location }.emit(&mut stats);
-                if let Some(d) = dead.as_mut() {
-                    d.write(&DeadLetter { reason: reason.code(), location: &h.location, record: &h.text })?;
-                    DeadLettered { reason, location: &h.location }.emit(&mut stats);
-                }
-                if opts.strict {
-                    return Err(ReplayError::Strict { reason, location: h.location });
-                }
+            if opts.strict {
+                return Err(ReplayError::Strict { reason, location: h.location });
             }
         }
     }
@@ -268,6 +250,30 @@ pub fn replay(
     report.stats = stats;
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// A held record's fate from the clock guard: a released one goes to the detector; a rejected
+/// one leaves its category's record count (it becomes malformed) and is returned to be set aside.
+fn settle(
+    out: Out<HeldRecord>,
+    detector: &mut Detector,
+    pending: &mut BTreeMap<String, VecDeque<crate::detect::Verdict>>,
+    alerts: &mut Vec<Alert>,
+    stats: &mut Stats,
+) -> Option<(HeldRecord, Malformed)> {
+    match out {
+        Out::Release(h) => {
+            stats.response_bytes += h.event.response_bytes;
+            ingest(detector, pending, &h.event, alerts, stats);
+            None
+        }
+        Out::Reject(h, reason) => {
+            if let Some(n) = stats.records.get_mut(&h.event.category) {
+                *n = n.saturating_sub(1);
+            }
+            Some((h, reason))
+        }
+    }
 }
 
 /// Feeds one event to the detector, after the verdicts of its account that take effect at or
