@@ -752,11 +752,14 @@ mod window_origins {
         }
     }
 
+    /// An alert and the true bytes per origin (bytes, prefix) in its sliding window.
+    type AlertWithTruth = (Alert, Vec<(u64, String)>);
+
     /// Runs `traffic` ((minute, origin, host, MiB), minute from the start of day 9, 2 a.m.)
     /// after nine days of rhythm through the real detector; for every alert that lists
     /// origins, checks that the sums add up and returns (alert, true bytes per origin in its
     /// sliding window).
-    fn check(traffic: &[(i64, u8, u8, u64)]) -> Result<Vec<(Alert, Vec<(u64, String)>)>, TestCaseError> {
+    fn check(traffic: &[(i64, u8, u8, u64)]) -> Result<Vec<AlertWithTruth>, TestCaseError> {
         let cred = "key:primarymasterkey";
         let mut evs = rhythm("contoso", cred, 9, 1.0);
         let base = t0() + 9 * DAY + 2 * HOUR;
