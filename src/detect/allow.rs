@@ -16,8 +16,9 @@
 //!   could not name does not qualify);
 //! - `unfamiliar_origins_aggregate`: every contributing origin lies inside allowed networks;
 //!   or every user agent of every contributing origin's evidence is allowed;
-//! - `volume_anomaly`: every origin of the window's evidence lies inside allowed networks
-//!   (bytes without a known address disqualify), or every user agent of it is allowed;
+//! - `volume_anomaly`: every origin the alert lists (the window's origin sketch, exact) lies
+//!   inside allowed networks (bytes without a known address disqualify), or every user agent
+//!   of the window is allowed;
 //! - `malicious_origin` is never suppressed: an analyst's verdict outranks the allowlist.
 
 use super::*;
@@ -218,16 +219,17 @@ impl Ctx {
                     ev.merge(&w.1);
                     ev.merge(&w.2);
                 }
-                let addrs = if ev.addresses.is_full() { Vec::new() } else { ev.addresses.top() };
-                let known: u64 = addrs.iter().map(|x| x.1).sum();
-                if !addrs.is_empty()
-                    && known == ev.bytes
-                    && addrs.iter().all(|&(a, _)| {
-                        let o = self.origin_of(a);
-                        allow.network(o, self.origin_len(o), t)
-                    })
-                {
-                    return Some(AllowReason::Cidr);
+                // The origins the alert lists (the window's origin sketch): every one of them
+                // allowed, each with only its own bytes, and no bytes without an address.
+                if let Some(w) = key.volume_origins.as_deref() {
+                    let origins = w.top(usize::MAX);
+                    if w.exact()
+                        && !origins.is_empty()
+                        && w.total() == key.volume.sum()
+                        && origins.iter().all(|o| allow.network(o.origin, self.origin_len(o.origin), t))
+                    {
+                        return Some(AllowReason::Cidr);
+                    }
                 }
                 self.agents_allowed([Some(&ev)], t).then_some(AllowReason::UserAgent)
             }

@@ -42,7 +42,7 @@ pub use learned::{
 };
 pub use sketch::OriginWindow;
 pub use verdict::{Verdict, VerdictError, VerdictKind, VerdictRow};
-pub use volume::{is_weekend, DayMask, DaySummary, PeakModel, TQuantiles, VolumeHistory};
+pub use volume::{DayMask, DaySummary, PeakModel, TQuantiles, VolumeHistory};
 pub use window::SlidingSum;
 
 use crate::alert::{alert_id, Alert, Baseline, EvidenceOut, NameCount, OriginRef, Rule, Severity, Window};
@@ -579,6 +579,9 @@ impl Ctx {
             activity: e.activity,
         };
 
+        // The origin the request came from, once for every rule below.
+        let origin = e.ip.map(|ip| self.origin_of(ip));
+
         // Volume of the key, from any origin.
         key.volume.add(t, e.bytes, cfg.volume_window.0);
         key.history.observe(t, e.bytes, key.volume.sum(), cfg, &mut self.tq);
@@ -594,8 +597,7 @@ impl Ctx {
             if bucket >= w.0 {
                 w.1.add(&sample);
             }
-            if let Some(ip) = e.ip {
-                let o = self.origin_of(ip);
+            if let (Some(ip), Some(o)) = (e.ip, origin) {
                 key.volume_origins.get_or_insert_with(Default::default).add(t, o, ip, e.bytes, cfg.volume_window.0);
             }
         } else {
@@ -603,8 +605,7 @@ impl Ctx {
             key.volume_origins = None;
         }
 
-        if let Some(ip) = e.ip {
-            let origin = self.origin_of(ip);
+        if let Some(origin) = origin {
             if self.observe_origin(account, e.cred, key, origin, &sample, learning, out) {
                 acct.evidence_created = acct.evidence_created.max(t);
             }
@@ -612,8 +613,7 @@ impl Ctx {
         if self.cfg.volume_anomaly {
             self.check_volume(account, e.cred, key, t, learning, out);
         }
-        if let Some(ip) = e.ip {
-            let origin = self.origin_of(ip);
+        if let Some(origin) = origin {
             self.observe_account_origin(account, acct, e.cred, origin, &sample, learning, out);
         }
     }

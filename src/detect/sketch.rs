@@ -144,6 +144,10 @@ struct OriginSlot {
     bytes: u64,
     /// Addresses of the origin by bytes, since it took the counter.
     addresses: TopK<u128, 2>,
+    /// When it took the counter over from another origin that still had bytes in the window:
+    /// the newest minute those bytes can be from (they count as this origin's until then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    inherited_until: Option<i64>,
 }
 
 /// Space-Saving of origins by bytes over a sliding window of event time (see the module doc).
@@ -204,6 +208,7 @@ impl OriginWindow {
                 let s = &mut self.slots[min];
                 s.origin = origin;
                 s.addresses = TopK::default();
+                s.inherited_until = (s.bytes > 0).then_some(newest);
                 min
             }
         };
@@ -227,6 +232,13 @@ impl OriginWindow {
     /// Bytes in the window (what the counters add up to).
     pub fn total(&self) -> u64 {
         self.total
+    }
+
+    /// Every origin with bytes in the window is named with exactly its own bytes: no counter
+    /// holds bytes it inherited from an origin it took over from.
+    pub fn exact(&self) -> bool {
+        let oldest = self.minutes.front().map_or(i64::MAX, |e| e.0);
+        self.slots.iter().all(|s| s.bytes == 0 || s.inherited_until.is_none_or(|m| m < oldest))
     }
 
     /// The most a listed origin's bytes over-estimate: total / [`CAPACITY`].
@@ -339,6 +351,21 @@ mod tests {
         assert_eq!(top.iter().map(|o| o.bytes).sum::<u64>(), w.total());
         assert!(w.minutes.len() <= 42 * CAPACITY, "{} entries", w.minutes.len());
         assert!(w.is_consistent());
+    }
+
+    #[test]
+    fn the_origin_window_is_exact_until_a_counter_inherits_bytes_in_the_window() {
+        let mut w = OriginWindow::default();
+        for o in 0..CAPACITY as u128 {
+            w.add(o as i64 * MINUTE, o, o, 100, HOUR);
+        }
+        assert!(w.exact(), "one counter per origin");
+        // A ninth origin takes over the smallest counter, whose 100 bytes are still inside.
+        w.add(10 * MINUTE, 99, 99, 5, HOUR);
+        assert!(!w.exact());
+        // Once the inherited minutes have left the window, the counter holds only its own.
+        w.add(80 * MINUTE, 99, 99, 5, HOUR);
+        assert!(w.exact(), "{w:?}");
     }
 
     #[test]

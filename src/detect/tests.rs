@@ -577,7 +577,7 @@ fn monday() -> Nanos {
 fn weekly(account: &str, cred: &str, days: i64, weekday_mib: f64, weekend_mib: f64) -> Vec<Event<'static>> {
     let mut v = Vec::new();
     for d in 0..days {
-        let weekend = crate::detect::is_weekend(crate::time::day_of(monday() + d * DAY));
+        let weekend = crate::detect::DayMask::weekday(crate::time::day_of(monday() + d * DAY)) >= 5;
         // A fixed wobble per day: 0.75..1.25.
         let wobble = 0.75 + 0.5 * (((d * 7919) % 101) as f64 / 100.0);
         let hourly = if weekend { weekend_mib } else { weekday_mib * wobble };

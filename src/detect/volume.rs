@@ -130,11 +130,6 @@ fn comparable_days(days: &VecDeque<DaySummary>, day: i64) -> DayMask {
     DayMask(medians.iter().enumerate().filter(|(i, _)| side(*i) == mine).fold(0, |m, (_, x)| m | 1 << x.1))
 }
 
-/// Whether a day number (days since 1970-01-01, a Thursday) is a Saturday or Sunday.
-pub fn is_weekend(day: i64) -> bool {
-    (day + 3).rem_euclid(7) >= 5
-}
-
 /// The fitted model of a key's daily peaks, for one day (of the day's kind).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
 pub struct PeakModel {
@@ -394,6 +389,11 @@ mod tests {
     fn fit_(d: &VecDeque<DaySummary>, cfg: &DetectConfig) -> Option<PeakModel> {
         let next = d.back().map_or(MONDAY, |l| l.day + 1);
         fit(d, next, cfg, &mut TQuantiles::default())
+    }
+
+    /// Whether a day number (days since 1970-01-01, a Thursday) is a Saturday or Sunday.
+    fn is_weekend(day: i64) -> bool {
+        DayMask::weekday(day) >= 5
     }
 
     /// Deterministic noise in [0, 1) (no RNG crate in the library).

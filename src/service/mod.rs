@@ -395,34 +395,12 @@ impl Pipeline {
     ) -> Result<(), ServiceError> {
         let mut alerts = Vec::new();
         let mut bad: Vec<(Malformed, Option<usize>)> = Vec::new();
-        let (detector, stats, clock) = (&mut shard.detector, &mut self.stats, &mut self.clock);
-        let mut newest = Nanos::MIN;
-        let (started, mut records) = (std::time::Instant::now(), 0u64);
-        let wall = wall_clock_nanos();
-        let mut item = 0usize;
-        self.decoder.decode(payload, |decoded| {
-            let index = item;
-            item += 1;
-            match decoded {
-                Decoded::Event(ev) => match clock.admit_at(&ev.account, ev.time, wall) {
-                    // Wall-clock mode holds nothing.
-                    Admit::Accept | Admit::Held => {
-                        records += 1;
-                        newest = newest.max(ev.time);
-                        *stats.records.entry(ev.category).or_default() += 1;
-                        stats.response_bytes += ev.response_bytes;
-                        detector.ingest_at(&ev, now, &mut alerts);
-                    }
-                    Admit::Reject(reason) => bad.push((reason, Some(index))),
-                },
-                Decoded::Skipped(c) => {
-                    records += 1;
-                    *stats.records.entry(c).or_default() += 1;
-                    *stats.skipped.entry(c).or_default() += 1;
-                }
-                Decoded::Malformed { reason, index } => bad.push((reason, index)),
-            }
-        });
+        let detector = &mut shard.detector;
+        let started = std::time::Instant::now();
+        let (records, newest) =
+            decode_message(&mut self.decoder, &mut self.clock, &mut self.stats, payload, &mut bad, |ev| {
+                detector.ingest_at(ev, now, &mut alerts)
+            });
         let elapsed = started.elapsed();
         let lag = event_lag(newest);
         BatchProcessed { records: records + bad.len() as u64, elapsed, lag }.emit(&mut self.stats);
@@ -650,6 +628,47 @@ struct SavedStateRef<'a> {
     alertmanager: Option<crate::sinks::alertmanager::FiringSnapshot>,
     alert_topic_marks: &'a BTreeMap<i32, i64>,
     raw_marks: &'a BTreeMap<String, i64>,
+}
+
+/// Decodes one message of a raw topic for roles all and rekey: counts its records, sets aside
+/// (into `bad`, with their index) the malformed ones and those the clock guard refuses against
+/// the wall clock, and hands every other event to `take`. Returns the records counted (events
+/// and skips) and the newest event time taken.
+pub(crate) fn decode_message(
+    decoder: &mut Decoder,
+    clock: &mut ClockGuard<()>,
+    stats: &mut Stats,
+    payload: &[u8],
+    bad: &mut Vec<(Malformed, Option<usize>)>,
+    mut take: impl FnMut(&crate::decode::Event<'_>),
+) -> (u64, Nanos) {
+    let (mut records, mut newest) = (0u64, Nanos::MIN);
+    let wall = wall_clock_nanos();
+    let mut item = 0usize;
+    decoder.decode(payload, |decoded| {
+        let index = item;
+        item += 1;
+        match decoded {
+            Decoded::Event(ev) => match clock.admit_at(&ev.account, ev.time, wall) {
+                // Wall-clock mode holds nothing.
+                Admit::Accept | Admit::Held => {
+                    records += 1;
+                    newest = newest.max(ev.time);
+                    *stats.records.entry(ev.category).or_default() += 1;
+                    stats.response_bytes += ev.response_bytes;
+                    take(&ev);
+                }
+                Admit::Reject(reason) => bad.push((reason, Some(index))),
+            },
+            Decoded::Skipped(c) => {
+                records += 1;
+                *stats.records.entry(c).or_default() += 1;
+                *stats.skipped.entry(c).or_default() += 1;
+            }
+            Decoded::Malformed { reason, index } => bad.push((reason, index)),
+        }
+    });
+    (records, newest)
 }
 
 /// Counts malformed records, logs each kind once, and writes them to the dead-letter topic

@@ -12,12 +12,11 @@
 use super::{set_aside, ServiceError};
 use crate::config::Config;
 use crate::decode::wire::{partition_for, BatchBuilder, Source};
-use crate::decode::{Decoded, Decoder, Malformed};
-use crate::detect::{Admit, ClockGuard};
+use crate::decode::{Decoder, Malformed};
+use crate::detect::ClockGuard;
 use crate::sinks::kafka::KafkaProducerSink;
 use crate::sources::kafka;
 use crate::telemetry::{BatchProcessed, Health, Metrics, Stats};
-use crate::time::Nanos;
 use futures::stream::{FuturesOrdered, StreamExt};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
@@ -89,33 +88,11 @@ pub(super) async fn run(
                     let source = (m.topic(), m.partition(), m.offset());
                     let payload = m.payload().unwrap_or_default();
                     let started = std::time::Instant::now();
-                    let (mut records, mut newest) = (0u64, Nanos::MIN);
                     let mut bad: Vec<(Malformed, Option<usize>)> = Vec::new();
-                    let wall = super::wall_clock_nanos();
-                    let mut item = 0usize;
-                    decoder.decode(payload, |decoded| {
-                        let index = item;
-                        item += 1;
-                        match decoded {
-                            Decoded::Event(ev) => match clock.admit_at(&ev.account, ev.time, wall) {
-                                // Wall-clock mode holds nothing.
-                                Admit::Accept | Admit::Held => {
-                                    records += 1;
-                                    newest = newest.max(ev.time);
-                                    *stats.records.entry(ev.category).or_default() += 1;
-                                    stats.response_bytes += ev.response_bytes;
-                                    builders[partition_for(&ev.account, partitions) as usize].push(&ev);
-                                }
-                                Admit::Reject(reason) => bad.push((reason, Some(index))),
-                            },
-                            Decoded::Skipped(c) => {
-                                records += 1;
-                                *stats.records.entry(c).or_default() += 1;
-                                *stats.skipped.entry(c).or_default() += 1;
-                            }
-                            Decoded::Malformed { reason, index } => bad.push((reason, index)),
-                        }
-                    });
+                    let (records, newest) =
+                        super::decode_message(&mut decoder, &mut clock, &mut stats, payload, &mut bad, |ev| {
+                            builders[partition_for(&ev.account, partitions) as usize].push(ev)
+                        });
                     let src = Source { topic: source.0.into(), partition: source.1, offset: source.2 };
                     let mut deliveries = Vec::new();
                     for (p, b) in builders.iter_mut().enumerate().filter(|(_, b)| !b.is_empty()) {
