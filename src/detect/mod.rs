@@ -595,7 +595,8 @@ impl Ctx {
                 w.0 = bucket;
             }
             if bucket >= w.0 {
-                w.1.add(&sample);
+                // Without the address: the window's origins are `volume_origins`' to count.
+                w.1.add(&Sample { ip: None, ..sample });
             }
             if let (Some(ip), Some(o)) = (e.ip, origin) {
                 key.volume_origins.get_or_insert_with(Default::default).add(t, o, ip, e.bytes, cfg.volume_window.0);
