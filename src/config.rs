@@ -346,6 +346,9 @@ pub struct ServiceConfig {
     /// leaves the event-time alignment, so that it no longer holds the others back (README,
     /// "Order").
     pub partition_idle_timeout: Span,
+    /// Roles all and rekey merge the raw partitions by event time (README, "Order"). false:
+    /// messages are handled as fetched, which equals replay only when producers key by account.
+    pub align_partitions: bool,
 }
 
 impl Default for ServiceConfig {
@@ -362,6 +365,7 @@ impl Default for ServiceConfig {
             internal_topic: "exfilwatch-events".to_string(),
             verdicts_topic: String::new(),
             partition_idle_timeout: Span(5 * crate::time::SECOND),
+            align_partitions: true,
         }
     }
 }

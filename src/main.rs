@@ -274,7 +274,14 @@ fn run_service(
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let stats = rt.block_on(exfilwatch::service::run(cfg, shutdown_signal()))?;
     let alerts: u64 = stats.alerts.values().sum();
-    tracing::info!(message = "Stopped.", records = stats.records_total(), alerts);
+    let d = &stats.detector;
+    tracing::info!(
+        message = "Stopped.",
+        records = stats.records_total(),
+        events = d.events,
+        late = d.late_events,
+        alerts
+    );
     Ok(ExitCode::SUCCESS)
 }
 

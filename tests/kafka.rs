@@ -410,27 +410,17 @@ fn a_malicious_verdict_on_the_verdicts_topic_raises_critical_on_a_later_read() {
     assert_eq!(mal[0]["origin"]["prefix"], theft["origin"]["prefix"]);
 }
 
-/// The detector's counters (events, late records) of `exfilwatch replay` over `dir`.
-fn replay_counts(dir: &str) -> exfilwatch::detect::DetectorStats {
-    let cfg = exfilwatch::config::Config::default();
-    let opts = exfilwatch::replay::ReplayOptions { inputs: vec![dir.into()], ..Default::default() };
-    let mut detector = exfilwatch::detect::Detector::new(cfg.detect.clone());
-    let mut sink = exfilwatch::sinks::JsonLinesSink::new(std::io::sink(), "nowhere");
-    let report = exfilwatch::replay::replay(&cfg, &opts, &mut detector, &mut sink, |_, _| {}).unwrap();
-    report.stats.detector
-}
-
-#[test]
-fn a_backlog_round_robin_over_unkeyed_partitions_raises_what_replay_raises() {
-    // How Azure Monitor fills Event Hubs: no partition key, an account's envelopes spread over
-    // every partition (here round-robin over three of four; partition 3 stays empty), consumed
-    // as a backlog: librdkafka fetches partition by partition, days apart in event time.
+/// A backlog of the contoso sample spread over `partitions` without keys
+/// ([`sample::spread_unkeyed`]: one partition empty, one whose producer stops halfway),
+/// consumed by role all: the alert topic holds exactly replay's alerts (same ids, none twice),
+/// and the detector counts the same records and the same late records as replay.
+fn a_backlog_over(partitions: i32) {
     let bootstrap = broker();
     let (topic, alerts_topic, group) = (unique("rr"), unique("rr-alerts"), unique("rr-g"));
-    create_topic(&topic, 4);
+    create_topic(&topic, partitions);
     create_topic(&alerts_topic, 1);
     let (contoso, msgs) = sample::contoso_envelopes(20);
-    let spread: Vec<(i32, Vec<u8>)> = msgs.into_iter().enumerate().map(|(i, (_, m))| ((i % 3) as i32, m)).collect();
+    let spread = sample::spread_unkeyed(msgs, partitions);
     kafka_client::produce_to_partitions(&bootstrap, &topic, &spread);
     let expected = replay_alerts(&contoso);
     assert!(!expected.is_empty());
@@ -442,10 +432,26 @@ fn a_backlog_round_robin_over_unkeyed_partitions_raises_what_replay_raises() {
     let stats = svc.stop();
     // All the alert topic holds (duplicates would show): replay's alerts, same ids.
     let got = kafka_client::read_all(&broker(), &alerts_topic);
-    assert_eq!(by_id(&got), expected);
+    assert_eq!(by_id(&got), expected, "{partitions} partitions");
     assert_eq!(got.len(), expected.len(), "no alert twice");
-    let replayed = replay_counts(&contoso);
+    let replayed = sample::replay_counts(&contoso);
     assert!(replayed.events > 0);
     assert_eq!(stats.detector.events, replayed.events, "every record through the detector");
     assert_eq!(stats.detector.late_events, replayed.late_events, "late records as in replay");
+}
+
+#[test]
+fn a_backlog_on_one_partition_raises_what_replay_raises() {
+    a_backlog_over(1);
+}
+
+#[test]
+fn a_backlog_round_robin_over_four_unkeyed_partitions_raises_what_replay_raises() {
+    // librdkafka fetches a backlog partition by partition, days apart in event time.
+    a_backlog_over(4);
+}
+
+#[test]
+fn a_backlog_round_robin_over_eight_unkeyed_partitions_raises_what_replay_raises() {
+    a_backlog_over(8);
 }

@@ -81,16 +81,37 @@ struct Instance {
 
 /// Whether `group` has committed every message of `topic`.
 fn caught_up(topic: &str, group: &str) -> bool {
+    caught_up_over(topic, group, 4)
+}
+
+/// Whether `group` has committed every message of the `partitions` partitions of `topic`.
+fn caught_up_over(topic: &str, group: &str, partitions: i32) -> bool {
     use rdkafka::config::ClientConfig;
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", broker()).create().unwrap();
-    (0..4).all(|p| {
+    (0..partitions).all(|p| {
         let (_, high) = c.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap();
         kafka_client::committed(&broker(), topic, p, group) >= high
     })
 }
 
 fn start(dir: &Path, name: &str, role: &str, raw: &str, internal: &str, group: &str, alerts: &str) -> Instance {
+    // Only the checkpoints on assign, revoke and shutdown: a kill loses everything since.
+    start_with(dir, name, role, raw, internal, group, alerts, "1h")
+}
+
+/// As [`start`], with `service.checkpoint_interval` (detect commits after each checkpoint).
+#[allow(clippy::too_many_arguments)]
+fn start_with(
+    dir: &Path,
+    name: &str,
+    role: &str,
+    raw: &str,
+    internal: &str,
+    group: &str,
+    alerts: &str,
+    checkpoint_interval: &str,
+) -> Instance {
     let cfg = dir.join(format!("{name}.toml"));
     std::fs::write(
         &cfg,
@@ -99,8 +120,7 @@ fn start(dir: &Path, name: &str, role: &str, raw: &str, internal: &str, group: &
              librdkafka_options = {{ \"session.timeout.ms\" = \"6000\", \"heartbeat.interval.ms\" = \"500\" }}\n\
              [sinks]\nstdout = false\nkafka_topic = \"{alerts}\"\n\
              [service]\nmetrics_addr = \"\"\nstate_store = \"{}\"\ninternal_topic = \"{internal}\"\n\
-             # Only the checkpoints on assign, revoke and shutdown: a kill loses everything since.\n\
-             checkpoint_interval = \"1h\"\n",
+             checkpoint_interval = \"{checkpoint_interval}\"\n",
             broker(),
             dir.join("state").display()
         ),
@@ -258,6 +278,64 @@ fn two_detect_instances_one_killed_give_the_single_process_alerts() {
     for (id, want) in &golden {
         assert_eq!(&got[id], want, "alert {id}: as one process raised it");
     }
+}
+
+/// A number logged by an instance's "Stopped." line (`field=value`).
+fn stopped_figure(log: &Path, field: &str) -> u64 {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let line = text.lines().rev().find(|l| l.contains("Stopped.")).unwrap_or_else(|| panic!("no Stopped. line in {log:?}"));
+    let key = format!(" {field}=");
+    line.split(&key).nth(1).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no {field} in {line}"))
+}
+
+#[test]
+fn a_backlog_over_unkeyed_partitions_through_rekey_and_two_detect_instances_raises_what_replay_raises() {
+    // The contoso sample as Azure Monitor fills Event Hubs (no key: round-robin over 8 raw
+    // partitions, one empty, one whose producer stops halfway), consumed as a backlog by one
+    // rekey instance (which merges the raw partitions by event time) and two detect instances.
+    let (raw, internal, alerts, group) = (unique("raw8"), unique("events8"), unique("alerts8"), unique("g8"));
+    kafka_client::create_topic(&broker(), &raw, 8);
+    kafka_client::create_topic(&broker(), &internal, 4);
+    kafka_client::create_topic(&broker(), &alerts, 1);
+    let (contoso, msgs) = sample::contoso_envelopes(20);
+    let spread = sample::spread_unkeyed(msgs, 8);
+    kafka_client::produce_to_partitions(&broker(), &raw, &spread);
+    let expected = sample::replay_alerts(&contoso);
+    let replayed = sample::replay_counts(&contoso);
+    assert!(!expected.is_empty() && replayed.events > 0);
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let start = |name: &str, role: &str| start_with(d, name, role, &raw, &internal, &group, &alerts, "1s");
+    let mut a = start("detect-a", "detect");
+    wait_for(Duration::from_secs(60), "detect-a to hold all 4 partitions", || a.held().len() == 4);
+    let mut b = start("detect-b", "detect");
+    wait_for(Duration::from_secs(60), "the partitions to be split between detect-a and detect-b", || {
+        let (ha, hb) = (a.held(), b.held());
+        ha.len() == 2 && hb.len() == 2 && ha.is_disjoint(&hb)
+    });
+    // The backlog is there before the rekey instance starts.
+    let mut rekey = start("rekey", "rekey");
+    wait_for(Duration::from_secs(120), "rekey to commit every raw message", || caught_up_over(&raw, &group, 8));
+    let detect_group = format!("{group}-detect");
+    wait_for(Duration::from_secs(120), "detect to commit the whole internal topic", || {
+        caught_up_over(&internal, &detect_group, 4)
+    });
+    let got =
+        kafka_client::read_until(&broker(), &alerts, Duration::from_secs(60), |m| by_id(m).len() >= expected.len());
+    rekey.terminate();
+    a.terminate();
+    b.terminate();
+
+    let all = kafka_client::read_all(&broker(), &alerts);
+    assert!(all.len() >= got.len());
+    assert_eq!(by_id(&all), expected, "replay's alerts, same ids");
+    assert_eq!(all.len(), expected.len(), "no alert twice");
+    let (events, late) = [&a, &b].iter().fold((0, 0), |(e, l), i| {
+        (e + stopped_figure(&i.log, "events"), l + stopped_figure(&i.log, "late"))
+    });
+    assert_eq!(events, replayed.events, "every record through a detector");
+    assert_eq!(late, replayed.late_events, "late records as in replay");
 }
 
 #[test]

@@ -318,18 +318,6 @@ impl Decoder {
         Decoder { input: Vec::with_capacity(8192), buffers: simd_json::Buffers::new(8192), tape: Vec::new() }
     }
 
-    /// The oldest and newest event time in `unit` (None when it holds no event): where a
-    /// message belongs in the event-time merge of several partitions (`sources::align`).
-    pub fn time_range(&mut self, unit: &[u8]) -> Option<(Nanos, Nanos)> {
-        let mut range: Option<(Nanos, Nanos)> = None;
-        self.decode(unit, |d| {
-            if let Decoded::Event(ev) = d {
-                range = Some(range.map_or((ev.time, ev.time), |(a, b)| (a.min(ev.time), b.max(ev.time))));
-            }
-        });
-        range
-    }
-
     /// Decodes one unit (one JSON value: a record or an envelope) and calls `emit` once per
     /// record.
     pub fn decode<'s>(&'s mut self, unit: &[u8], mut emit: impl FnMut(Decoded<'s>)) {

@@ -8,6 +8,13 @@
 //! offsets were not committed yet): raw offsets only grow per raw partition, so a batch from
 //! an offset below the highest one already taken is a copy.
 //!
+//! A batch also says whether the rekey instance was still merging a backlog when it produced
+//! it (`backlog`, left out when false): a detect partition then lets event time alone release
+//! its reorder queues, as replay does, instead of `service.max_hold` of processing time (a
+//! pause of the upstream's alignment is not disorder). When the rekey instance catches up it
+//! sends each internal partition an empty batch without the flag (a copy of its last source,
+//! so it changes nothing else).
+//!
 //! Partitioning is by account ([`partition_for`]): every event of an account lands on one
 //! partition, so the account's event-time clock, reorder queue and learning period (all per
 //! account in the detector) are whole in one detect instance and its alerts are those of a
@@ -78,6 +85,8 @@ struct BatchIn<'a> {
     format: Cow<'a, str>,
     #[serde(flatten, borrow)]
     source: Source<'a>,
+    #[serde(default)]
+    backlog: bool,
     #[serde(borrow)]
     events: Vec<WireEvent<'a>>,
 }
@@ -85,6 +94,8 @@ struct BatchIn<'a> {
 /// A decoded batch; its events borrow from the message.
 pub struct Batch<'a> {
     pub source: Source<'a>,
+    /// Produced while the rekey instance was merging a backlog (see the module documentation).
+    pub backlog: bool,
     events: Vec<WireEvent<'a>>,
 }
 
@@ -105,6 +116,8 @@ struct Head<'a> {
     format: &'static str,
     #[serde(flatten)]
     source: &'a Source<'a>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    backlog: bool,
 }
 
 impl BatchBuilder {
@@ -143,9 +156,9 @@ impl BatchBuilder {
         self.len
     }
 
-    /// The message value; the builder is emptied.
-    pub fn finish(&mut self, source: &Source<'_>) -> Vec<u8> {
-        let mut out = serde_json::to_vec(&Head { format: FORMAT, source }).unwrap_or_default();
+    /// The message value; the builder is emptied. `backlog`: see the module documentation.
+    pub fn finish(&mut self, source: &Source<'_>, backlog: bool) -> Vec<u8> {
+        let mut out = serde_json::to_vec(&Head { format: FORMAT, source, backlog }).unwrap_or_default();
         out.pop(); // the head's closing brace
         out.extend_from_slice(b",\"events\":[");
         out.append(&mut self.events);
@@ -161,7 +174,7 @@ impl<'a> Batch<'a> {
         if b.format != FORMAT {
             return Err(WireError::Format(b.format.into_owned()));
         }
-        Ok(Batch { source: b.source, events: b.events })
+        Ok(Batch { source: b.source, backlog: b.backlog, events: b.events })
     }
 
     pub fn len(&self) -> usize {
@@ -244,12 +257,24 @@ mod tests {
         assert!(originals.len() > 100, "{}", originals.len());
         assert_eq!(builder.len(), originals.len());
         let source = Source { topic: "logs".into(), partition: 3, offset: 41 };
-        let bytes = builder.finish(&source);
+        let bytes = builder.finish(&source, false);
         assert!(builder.is_empty());
+        assert!(!String::from_utf8_lossy(&bytes).contains("backlog"), "left out when false");
         let batch = Batch::parse(&bytes).unwrap();
         assert_eq!(batch.source, source);
+        assert!(!batch.backlog);
         let back: Vec<String> = batch.events().map(|e| format!("{e:?}")).collect();
         assert_eq!(back, originals);
+    }
+
+    #[test]
+    fn the_backlog_flag_round_trips_and_an_empty_batch_is_valid() {
+        let source = Source { topic: "logs".into(), partition: 1, offset: 7 };
+        let bytes = BatchBuilder::default().finish(&source, true);
+        let batch = Batch::parse(&bytes).unwrap();
+        assert!(batch.backlog);
+        assert!(batch.is_empty());
+        assert_eq!(batch.source, source);
     }
 
     #[test]

@@ -141,6 +141,9 @@ pub(crate) struct Shard {
     /// Next offset to read per `topic/partition`: everything before it is in the state.
     positions: BTreeMap<String, i64>,
     store: Option<crate::state::StateStore>,
+    /// Role detect: the last batch said the rekey instance was merging a backlog; event time
+    /// alone releases the reorder queues until one says otherwise (`decode::wire`).
+    upstream_backlog: bool,
 }
 
 impl Shard {
@@ -152,6 +155,7 @@ impl Shard {
             raw_marks: BTreeMap::new(),
             positions: BTreeMap::new(),
             store,
+            upstream_backlog: false,
         }
     }
 
@@ -164,6 +168,7 @@ impl Shard {
             raw_marks: s.raw_marks,
             positions,
             store,
+            upstream_backlog: false,
         }
     }
 
@@ -384,24 +389,17 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Decodes one message, feeds the detector and delivers the alerts.
-    /// `now` is the processing time ([`Pipeline::now`]) its records are queued with.
-    async fn handle(
-        &mut self,
-        shard: &mut Shard,
-        payload: &[u8],
-        source: (&str, i32, i64),
-        now: i64,
-    ) -> Result<(), ServiceError> {
+    /// Feeds a fetched message's records to the detector and delivers the alerts.
+    /// `now` is the processing time ([`Pipeline::now`]) its records are queued with;
+    async fn handle(&mut self, shard: &mut Shard, fetched: &Fetched, now: i64) -> Result<(), ServiceError> {
         let mut alerts = Vec::new();
         let mut bad: Vec<(Malformed, Option<usize>)> = Vec::new();
         let detector = &mut shard.detector;
         let started = std::time::Instant::now();
         let (records, newest) =
-            decode_message(&mut self.decoder, &mut self.clock, &mut self.stats, payload, &mut bad, |ev| {
-                detector.ingest_at(ev, now, &mut alerts)
-            });
-        let elapsed = started.elapsed();
+            admit(&mut self.clock, &mut self.stats, fetched, &mut bad, |ev| detector.ingest_at(ev, now, &mut alerts));
+        let elapsed = started.elapsed() + fetched.decoding;
+        let (payload, source) = (fetched.payload(), fetched.source());
         let lag = event_lag(newest);
         BatchProcessed { records: records + bad.len() as u64, elapsed, lag }.emit(&mut self.stats);
         self.stats.input_bytes += payload.len() as u64;
@@ -481,6 +479,8 @@ impl Pipeline {
                 return Ok(());
             }
         };
+        // Also from a copy: the rekey instance's live mark repeats its last batch's source.
+        shard.upstream_backlog = batch.backlog;
         let raw = format!("{}/{}", batch.source.topic, batch.source.partition);
         if shard.raw_marks.get(&raw).is_some_and(|next| batch.source.offset < *next) {
             self.skipped_replayed += 1;
@@ -506,7 +506,7 @@ impl Pipeline {
     /// by an earlier process, or another instance) compare with this process's. (Event time
     /// decides everything else; this only bounds how long a record may wait.)
     fn now(&self) -> i64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+        now_ms()
     }
 
     /// Stores the offsets of handled messages none of whose records waits in a reorder queue.
@@ -582,9 +582,10 @@ impl Pipeline {
         self.deliver(shard, alerts).await
     }
 
-    /// Processes the records that waited `service.max_hold` or longer.
+    /// Processes the records that waited `service.max_hold` or longer (none while the rekey
+    /// instance upstream merges a backlog: event time alone decides then, as in replay).
     async fn release_held(&mut self, shard: &mut Shard) -> Result<(), ServiceError> {
-        if !shard.detector.has_queued() {
+        if !shard.detector.has_queued() || shard.upstream_backlog {
             return Ok(());
         }
         let hold = self.cfg.service.max_hold.0 / 1_000_000;
@@ -630,24 +631,65 @@ struct SavedStateRef<'a> {
     raw_marks: &'a BTreeMap<String, i64>,
 }
 
-/// Decodes one message of a raw topic for roles all and rekey: counts its records, sets aside
+/// A raw message (roles all and rekey), decoded once when fetched; it waits in the event-time
+/// alignment as this and is handed on by [`admit`].
+pub(crate) struct Fetched {
+    pub(crate) msg: OwnedMessage,
+    /// Its records as decoded, in order: a record's index in its envelope is its place here.
+    items: Vec<Decoded<'static>>,
+    /// How long the decode took.
+    decoding: Duration,
+}
+
+impl Fetched {
+    pub(crate) fn decode(decoder: &mut Decoder, msg: OwnedMessage) -> Fetched {
+        let started = std::time::Instant::now();
+        let mut items = Vec::new();
+        if let Some(payload) = msg.payload() {
+            decoder.decode(payload, |d| {
+                items.push(match d {
+                    Decoded::Event(ev) => Decoded::Event(ev.into_owned()),
+                    Decoded::Skipped(c) => Decoded::Skipped(c),
+                    Decoded::Malformed { reason, index } => Decoded::Malformed { reason, index },
+                })
+            });
+        }
+        Fetched { msg, items, decoding: started.elapsed() }
+    }
+
+    /// The oldest and newest time of its records (None without any): its place in the merge.
+    pub(crate) fn times(&self) -> Option<(Nanos, Nanos)> {
+        self.items.iter().fold(None, |range, d| match d {
+            Decoded::Event(ev) => Some(range.map_or((ev.time, ev.time), |(a, b): (Nanos, Nanos)| {
+                (a.min(ev.time), b.max(ev.time))
+            })),
+            _ => range,
+        })
+    }
+
+    pub(crate) fn payload(&self) -> &[u8] {
+        self.msg.payload().unwrap_or_default()
+    }
+
+    pub(crate) fn source(&self) -> (&str, i32, i64) {
+        (self.msg.topic(), self.msg.partition(), self.msg.offset())
+    }
+}
+
+/// Hands a fetched message's records on, when it leaves the alignment: counts them, sets aside
 /// (into `bad`, with their index) the malformed ones and those the clock guard refuses against
-/// the wall clock, and hands every other event to `take`. Returns the records counted (events
+/// the wall clock, and passes every other event to `take`. Returns the records counted (events
 /// and skips) and the newest event time taken.
-pub(crate) fn decode_message(
-    decoder: &mut Decoder,
+pub(crate) fn admit(
     clock: &mut ClockGuard<()>,
     stats: &mut Stats,
-    payload: &[u8],
+    fetched: &Fetched,
     bad: &mut Vec<(Malformed, Option<usize>)>,
     mut take: impl FnMut(&crate::decode::Event<'_>),
 ) -> (u64, Nanos) {
     let (mut records, mut newest) = (0u64, Nanos::MIN);
     let wall = wall_clock_nanos();
-    let mut item = 0usize;
-    decoder.decode(payload, |decoded| {
-        let index = item;
-        item += 1;
+    for (index, decoded) in fetched.items.iter().enumerate() {
         match decoded {
             Decoded::Event(ev) => match clock.admit_at(&ev.account, ev.time, wall) {
                 // Wall-clock mode holds nothing.
@@ -656,18 +698,18 @@ pub(crate) fn decode_message(
                     newest = newest.max(ev.time);
                     *stats.records.entry(ev.category).or_default() += 1;
                     stats.response_bytes += ev.response_bytes;
-                    take(&ev);
+                    take(ev);
                 }
                 Admit::Reject(reason) => bad.push((reason, Some(index))),
             },
             Decoded::Skipped(c) => {
                 records += 1;
-                *stats.records.entry(c).or_default() += 1;
-                *stats.skipped.entry(c).or_default() += 1;
+                *stats.records.entry(*c).or_default() += 1;
+                *stats.skipped.entry(*c).or_default() += 1;
             }
-            Decoded::Malformed { reason, index } => bad.push((reason, index)),
+            Decoded::Malformed { reason, index } => bad.push((*reason, *index)),
         }
-    });
+    }
     (records, newest)
 }
 
@@ -920,21 +962,20 @@ async fn run_all(
     let mut tick = ticker();
     // Raw partitions are merged by event time (`sources::align`): fetched messages wait in the
     // aligner, and a message is handled (and its offset may be stored) only when it comes out.
-    let mut align: Aligner<OwnedMessage> = Aligner::new(align_options(&p.cfg));
+    let mut align: Aligner<Fetched> = Aligner::new(align_options(&p.cfg));
     let mut paused = BTreeSet::new();
     loop {
         if feed.changed() {
             apply_align_feed(&feed, &mut align, &mut paused, &verdicts_topic, p.now());
         }
-        while let Some((_, m)) = align.pop(p.now()) {
+        while let Some((_, f)) = align.pop(p.now()) {
             let now = p.now();
-            if let Some(payload) = m.payload() {
-                p.handle(&mut shard, payload, (m.topic(), m.partition(), m.offset()), now).await?;
-            }
+            p.handle(&mut shard, &f, now).await?;
+            let (topic, partition, offset) = f.source();
             p.messages += 1;
-            shard.positions.insert(format!("{}/{}", m.topic(), m.partition()), m.offset() + 1);
+            shard.positions.insert(format!("{topic}/{partition}"), offset + 1);
             if !checkpoints {
-                p.pending.entry((m.topic().to_string(), m.partition())).or_default().push_back((now, m.offset()));
+                p.pending.entry((topic.to_string(), partition)).or_default().push_back((now, offset));
                 p.store_ready(&shard, &consumer);
             }
             health.progress(p.messages, p.stats.records_total(), p.health.alerts());
@@ -971,13 +1012,12 @@ async fn run_all(
                         }
                         continue;
                     }
-                    // One partition needs no merge: its messages go straight through.
-                    let times = match (m.payload(), align.partitions().nth(1)) {
-                        (Some(payload), Some(_)) => p.decoder.time_range(payload),
-                        _ => None,
-                    };
-                    let size = m.payload().map_or(0, <[u8]>::len);
-                    align.push((m.topic().to_string(), m.partition()), m.offset(), times, size, m.detach(), p.now());
+                    // Decoded once, here: the merge orders it by its records' times.
+                    let f = Fetched::decode(&mut p.decoder, m.detach());
+                    let (size, times) = (f.payload().len(), f.times());
+                    let (topic, partition, offset) = f.source();
+                    let tp = (topic.to_string(), partition);
+                    align.push(tp, offset, times, size, f, p.now());
                 }
                 Err(error) => {
                     tracing::warn!(message = "Kafka receive error; retrying.", %error);
@@ -1046,6 +1086,7 @@ pub(crate) fn align_options(cfg: &Config) -> AlignOptions {
         bound: cfg.detect.max_out_of_order.0,
         idle_timeout_ms: cfg.service.partition_idle_timeout.0 / 1_000_000,
         buffer_bytes: ALIGN_BUFFER_BYTES,
+        enabled: cfg.service.align_partitions,
     }
 }
 
@@ -1121,6 +1162,12 @@ pub(crate) fn ticker() -> tokio::time::Interval {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick
+}
+
+/// Wall-clock milliseconds since the Unix epoch: processing time (`max_hold`, the alignment's
+/// idle timeout).
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The wall clock in nanoseconds since the epoch: the clock guard's "now" in the service.

@@ -9,7 +9,7 @@
 //! Malformed records are counted, logged once per kind and set aside on the dead-letter topic
 //! here, where they are decoded.
 
-use super::{set_aside, ServiceError};
+use super::{now_ms, set_aside, Fetched, ServiceError};
 use crate::config::Config;
 use crate::decode::wire::{partition_for, BatchBuilder, Source};
 use crate::decode::{Decoder, Malformed};
@@ -17,12 +17,13 @@ use crate::detect::ClockGuard;
 use crate::sinks::kafka::KafkaProducerSink;
 use crate::sources::kafka;
 use crate::telemetry::{BatchProcessed, Health, Metrics, Stats};
-use futures::stream::{FuturesOrdered, StreamExt};
+use crate::sources::align::Aligner;
+use futures::stream::{FuturesOrdered, FuturesUnordered, StreamExt};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,9 @@ const MAX_IN_FLIGHT: usize = 5_000;
 
 /// One raw message's batches on their way: resolves to its source once every batch landed.
 type Landing = std::pin::Pin<Box<dyn Future<Output = Result<(String, i32, i64), KafkaError>> + Send>>;
+
+/// A live mark on its way to an internal partition.
+type Mark = std::pin::Pin<Box<dyn Future<Output = (usize, Result<(), KafkaError>)> + Send>>;
 
 pub(super) async fn run(
     cfg: Config,
@@ -51,7 +55,8 @@ pub(super) async fn run(
     let partitions = super::internal_partitions(&cfg)?;
     let dead_letters = (!cfg.kafka.dead_letter_topic.is_empty()).then(|| KafkaProducerSink::new(producer.clone()));
     // Offsets are stored by hand once landed, and auto-committed.
-    let consumer = kafka::consumer(&cfg.kafka, health.clone(), true, metrics.consumer_lag(), Default::default())?;
+    let feed = kafka::AlignFeed::default();
+    let consumer = kafka::consumer(&cfg.kafka, health.clone(), true, metrics.consumer_lag(), feed.clone())?;
     health.set_restored();
     tracing::info!(
         message = "Rekeying.",
@@ -67,11 +72,62 @@ pub(super) async fn run(
     let mut clock: ClockGuard<()> = ClockGuard::new(&cfg.detect);
     let mut stats = Stats::default();
     let mut builders: Vec<BatchBuilder> = (0..partitions).map(|_| BatchBuilder::default()).collect();
+    // Per internal partition: the source of the last batch produced there and whether it was
+    // flagged as produced from a backlog (a live mark follows once caught up).
+    let mut last: Vec<Option<(String, i32, i64, bool)>> = vec![None; partitions as usize];
+    let mut marks: FuturesUnordered<Mark> = FuturesUnordered::new();
     let mut in_flight: FuturesOrdered<Landing> = FuturesOrdered::new();
     let (mut messages, mut produced) = (0u64, 0u64);
+    // The raw partitions are merged by event time (`sources::align`), as in role all: the
+    // internal topic gets the records in the order replay would process them.
+    let mut align: Aligner<Fetched> = Aligner::new(super::align_options(&cfg));
+    let mut paused = BTreeSet::new();
     tokio::pin!(shutdown);
     let mut tick = super::ticker();
     loop {
+        if feed.changed() {
+            super::apply_align_feed(&feed, &mut align, &mut paused, "", now_ms());
+        }
+        while in_flight.len() < MAX_IN_FLIGHT {
+            let Some((_, f)) = align.pop(now_ms()) else { break };
+            let backlog = !align.live(now_ms());
+            let started = std::time::Instant::now();
+            let mut bad: Vec<(Malformed, Option<usize>)> = Vec::new();
+            let (records, newest) = super::admit(&mut clock, &mut stats, &f, &mut bad, |ev| {
+                builders[partition_for(&ev.account, partitions) as usize].push(ev)
+            });
+            let source = f.source();
+            let src = Source { topic: source.0.into(), partition: source.1, offset: source.2 };
+            let mut deliveries = Vec::new();
+            for (p, b) in builders.iter_mut().enumerate().filter(|(_, b)| !b.is_empty()) {
+                let bytes = b.finish(&src, backlog);
+                deliveries.push(send(&producer, &topic, p as i32, bytes).await?);
+                last[p] = Some((source.0.to_string(), source.1, source.2, backlog));
+                produced += 1;
+            }
+            let lag = super::event_lag(newest);
+            let elapsed = started.elapsed() + f.decoding;
+            BatchProcessed { records: records + bad.len() as u64, elapsed, lag }.emit(&mut stats);
+            stats.input_bytes += f.payload().len() as u64;
+            set_aside(dead_letters.as_ref(), &cfg.kafka.dead_letter_topic, &mut stats, f.payload(), source, bad).await;
+            let owned = (source.0.to_string(), source.1, source.2);
+            in_flight.push_back(Box::pin(async move {
+                for d in deliveries {
+                    match d.await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err((e, _))) => return Err(e),
+                        Err(_) => return Err(KafkaError::Canceled),
+                    }
+                }
+                Ok(owned)
+            }));
+            messages += 1;
+            health.progress(messages, stats.records_total(), 0);
+            if feed.changed() {
+                super::apply_align_feed(&feed, &mut align, &mut paused, "", now_ms());
+            }
+        }
+        super::sync_pauses(&consumer, &align, &mut paused, now_ms());
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
@@ -82,41 +138,27 @@ pub(super) async fn run(
                     tracing::debug!(message = "Cannot store offset.", topic = %t, partition = p, %error);
                 }
             }
+            Some((p, landed)) = marks.next(), if !marks.is_empty() => {
+                if let Err(error) = landed {
+                    // Sent again on the next tick.
+                    tracing::warn!(message = "Live mark not delivered; retrying.", partition = p, %error);
+                    if let Some(l) = &mut last[p] {
+                        l.3 = true;
+                    }
+                }
+            }
             msg = consumer.recv(), if in_flight.len() < MAX_IN_FLIGHT => match msg {
                 Ok(m) => {
                     health.set_kafka(true, "");
-                    let source = (m.topic(), m.partition(), m.offset());
-                    let payload = m.payload().unwrap_or_default();
-                    let started = std::time::Instant::now();
-                    let mut bad: Vec<(Malformed, Option<usize>)> = Vec::new();
-                    let (records, newest) =
-                        super::decode_message(&mut decoder, &mut clock, &mut stats, payload, &mut bad, |ev| {
-                            builders[partition_for(&ev.account, partitions) as usize].push(ev)
-                        });
-                    let src = Source { topic: source.0.into(), partition: source.1, offset: source.2 };
-                    let mut deliveries = Vec::new();
-                    for (p, b) in builders.iter_mut().enumerate().filter(|(_, b)| !b.is_empty()) {
-                        let bytes = b.finish(&src);
-                        deliveries.push(send(&producer, &topic, p as i32, bytes).await?);
-                        produced += 1;
+                    if feed.changed() {
+                        super::apply_align_feed(&feed, &mut align, &mut paused, "", now_ms());
                     }
-                    let lag = super::event_lag(newest);
-                    BatchProcessed { records: records + bad.len() as u64, elapsed: started.elapsed(), lag }.emit(&mut stats);
-                    stats.input_bytes += payload.len() as u64;
-                    set_aside(dead_letters.as_ref(), &cfg.kafka.dead_letter_topic, &mut stats, payload, source, bad).await;
-                    let owned = (source.0.to_string(), source.1, source.2);
-                    in_flight.push_back(Box::pin(async move {
-                        for d in deliveries {
-                            match d.await {
-                                Ok(Ok(_)) => {}
-                                Ok(Err((e, _))) => return Err(e),
-                                Err(_) => return Err(KafkaError::Canceled),
-                            }
-                        }
-                        Ok(owned)
-                    }));
-                    messages += 1;
-                    health.progress(messages, stats.records_total(), 0);
+                    // Decoded once, here: the merge orders it by its records' times.
+                    let f = Fetched::decode(&mut decoder, m.detach());
+                    let (size, times) = (f.payload().len(), f.times());
+                    let (t, p, offset) = f.source();
+                    let tp = (t.to_string(), p);
+                    align.push(tp, offset, times, size, f, now_ms());
                 }
                 Err(error) => {
                     tracing::warn!(message = "Kafka receive error; retrying.", %error);
@@ -124,6 +166,25 @@ pub(super) async fn run(
                 }
             },
             _ = tick.tick() => {
+                if align.live(now_ms()) {
+                    // Caught up: tell every internal partition that last heard "backlog" (an
+                    // empty batch repeating that batch's source: a copy to the detect role, so
+                    // it changes nothing but the flag).
+                    for (p, l) in last.iter_mut().enumerate() {
+                        let Some((t, rp, o, backlog @ true)) = l else { continue };
+                        let bytes = BatchBuilder::default().finish(&Source { topic: t.as_str().into(), partition: *rp, offset: *o }, false);
+                        let d = send(&producer, &topic, p as i32, bytes).await?;
+                        *backlog = false;
+                        marks.push(Box::pin(async move {
+                            let r = match d.await {
+                                Ok(Ok(_)) => Ok(()),
+                                Ok(Err((e, _))) => Err(e),
+                                Err(_) => Err(KafkaError::Canceled),
+                            };
+                            (p, r)
+                        }));
+                    }
+                }
                 metrics.publish(&stats);
             }
         }

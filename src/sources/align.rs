@@ -48,6 +48,9 @@ pub struct AlignOptions {
     pub idle_timeout_ms: i64,
     /// A partition whose buffered messages add up to this many bytes is paused.
     pub buffer_bytes: usize,
+    /// false (`service.align_partitions = false`): no alignment; `pop` hands out what is
+    /// buffered at once, nothing is paused for being ahead, and the stream counts as live.
+    pub enabled: bool,
 }
 
 struct Held<M> {
@@ -170,6 +173,9 @@ impl<M> Aligner<M> {
     /// The partitions that should be paused now: too far ahead of the slowest active one, or
     /// with a full buffer. Every other partition should be fetching.
     pub fn paused(&self, now_ms: i64) -> BTreeSet<TopicPartition> {
+        if !self.opts.enabled {
+            return BTreeSet::new();
+        }
         let floor = self.floor(now_ms);
         self.parts
             .iter()
@@ -191,7 +197,7 @@ impl<M> Aligner<M> {
             .min_by_key(|(tp, key)| (*key, (*tp).clone()))
             .map(|(tp, key)| (tp.clone(), key))?;
         let timeout = self.opts.idle_timeout_ms;
-        let blocked = self.parts.values().any(|p| {
+        let blocked = self.opts.enabled && self.parts.values().any(|p| {
             p.queue.is_empty() && !p.caught_up() && !p.idle(now_ms, timeout) && p.progress.is_none_or(|t| t <= key)
         });
         if blocked {
@@ -206,7 +212,9 @@ impl<M> Aligner<M> {
     /// Every partition is caught up (or idle) and nothing is buffered: the stream is live, not a
     /// backlog.
     pub fn live(&self, now_ms: i64) -> bool {
-        self.parts.values().all(|p| p.queue.is_empty() && (p.caught_up() || p.idle(now_ms, self.opts.idle_timeout_ms)))
+        !self.opts.enabled
+            || self
+                .parts.values().all(|p| p.queue.is_empty() && (p.caught_up() || p.idle(now_ms, self.opts.idle_timeout_ms)))
     }
 
     /// Messages buffered over all partitions.
@@ -234,7 +242,7 @@ mod tests {
     const DAY: Nanos = 24 * 60 * MIN;
 
     fn opts() -> AlignOptions {
-        AlignOptions { bound: 10 * MIN, idle_timeout_ms: 5_000, buffer_bytes: 1_000 }
+        AlignOptions { bound: 10 * MIN, idle_timeout_ms: 5_000, buffer_bytes: 1_000, enabled: true }
     }
 
     fn tp(p: i32) -> TopicPartition {
@@ -394,5 +402,21 @@ mod tests {
         assert!(a.live(1));
         a.set_watermark(&tp(3), 9, None);
         assert!(!a.live(1), "partition 3 has a backlog");
+    }
+
+    #[test]
+    fn disabled_hands_out_in_fetch_order_and_pauses_nothing() {
+        let mut a = Aligner::new(AlignOptions { enabled: false, ..opts() });
+        a.assign(tp(0), 0);
+        a.assign(tp(1), 0);
+        a.set_watermark(&tp(1), 100, Some(0));
+        // Partition 1 has a backlog and nothing buffered, partition 0 is a day ahead: still
+        // handed out at once, and never paused.
+        a.push(tp(0), 0, Some((DAY, DAY)), 10, "ahead", 0);
+        a.push(tp(1), 0, Some((0, 0)), 10, "behind", 0);
+        a.push(tp(0), 1, Some((2 * DAY, 2 * DAY)), 10, "further", 0);
+        assert_eq!(a.paused(0), BTreeSet::new());
+        assert!(a.pop(0).is_some());
+        assert!(a.live(0), "no alignment: the stream always counts as live");
     }
 }

@@ -61,6 +61,34 @@ pub fn contoso_envelopes(n: usize) -> (String, Vec<(String, Vec<u8>)>) {
     (contoso, msgs)
 }
 
+/// How Azure Monitor fills Event Hubs: no partition key, so an account's messages land on every
+/// partition. Round-robin over `partitions`, except that (with three or more) the last one
+/// stays empty and the second-to-last one's producer stops halfway through the stream.
+pub fn spread_unkeyed(msgs: Vec<(String, Vec<u8>)>, partitions: i32) -> Vec<(i32, Vec<u8>)> {
+    let half = msgs.len() / 2;
+    msgs.into_iter()
+        .enumerate()
+        .map(|(i, (_, m))| {
+            let active = match partitions {
+                1 | 2 => partitions,
+                n if i < half => n - 1,
+                n => n - 2,
+            };
+            ((i as i32) % active, m)
+        })
+        .collect()
+}
+
+/// The detector's counters (events, late records) of `exfilwatch replay` over `dir`.
+pub fn replay_counts(dir: &str) -> exfilwatch::detect::DetectorStats {
+    let cfg = exfilwatch::config::Config::default();
+    let opts = exfilwatch::replay::ReplayOptions { inputs: vec![dir.into()], ..Default::default() };
+    let mut detector = exfilwatch::detect::Detector::new(cfg.detect.clone());
+    let mut sink = exfilwatch::sinks::JsonLinesSink::new(std::io::sink(), "nowhere");
+    let report = exfilwatch::replay::replay(&cfg, &opts, &mut detector, &mut sink, |_, _| {}).unwrap();
+    report.stats.detector
+}
+
 /// The alerts `exfilwatch replay` raises over `dir`, by id.
 pub fn replay_alerts(dir: &str) -> BTreeMap<String, serde_json::Value> {
     let out = Command::new(env!("CARGO_BIN_EXE_exfilwatch")).args(["replay", "-q", dir]).output().unwrap();
