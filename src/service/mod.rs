@@ -983,7 +983,7 @@ async fn run_all(
                 apply_align_feed(&feed, &mut align, &mut paused, &verdicts_topic, p.now());
             }
         }
-        sync_pauses(&consumer, &align, &mut paused, p.now());
+        sync_pauses(&consumer, &mut align, &mut paused, p.now());
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
@@ -1125,7 +1125,7 @@ pub(crate) fn apply_align_feed<M>(
 /// Pauses the partitions the aligner wants paused and resumes the others.
 pub(crate) fn sync_pauses<C: rdkafka::consumer::ConsumerContext, M>(
     consumer: &rdkafka::consumer::StreamConsumer<C>,
-    align: &Aligner<M>,
+    align: &mut Aligner<M>,
     paused: &mut BTreeSet<TopicPartition>,
     now_ms: i64,
 ) {
@@ -1152,7 +1152,7 @@ pub(crate) fn sync_pauses<C: rdkafka::consumer::ConsumerContext, M>(
             tracing::warn!(message = "Cannot resume partitions.", %error);
         }
     }
-    tracing::debug!(message = "Alignment pauses.", paused = want.len(), partitions = align.partitions().count());
+    tracing::debug!(message = "Alignment pauses.", paused = ?want.iter().map(|tp| tp.1).collect::<Vec<_>>(), partitions = align.partitions().count(), buffered = align.buffered());
     *paused = want;
 }
 

@@ -127,7 +127,7 @@ pub(super) async fn run(
                 super::apply_align_feed(&feed, &mut align, &mut paused, "", now_ms());
             }
         }
-        super::sync_pauses(&consumer, &align, &mut paused, now_ms());
+        super::sync_pauses(&consumer, &mut align, &mut paused, now_ms());
         tokio::select! {
             biased;
             _ = &mut shutdown => break,

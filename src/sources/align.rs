@@ -7,10 +7,18 @@
 //!
 //! - **Progress**: per assigned partition, the newest record time seen (the records' own
 //!   `time`, not the Kafka timestamp).
-//! - **Pause**: a partition more than `bound` (`detect.max_out_of_order`) ahead of the slowest
-//!   *active* partition, or whose buffer holds `buffer_bytes` or more, should be paused
-//!   ([`Aligner::paused`]; the Kafka source calls `Consumer::pause`/`resume`). Memory is
-//!   bounded by the buffers and librdkafka's fetch queues, never by the backlog.
+//! - **Pause**: a partition whose whole buffer is more than `bound` (`detect.max_out_of_order`)
+//!   ahead of the slowest *active* partition (its oldest buffered message is: nothing of it can
+//!   be handed out before the others catch up, so fetching more would only fill memory), or
+//!   whose buffer holds `buffer_bytes` or more, should be paused ([`Aligner::paused`]; the
+//!   Kafka source calls `Consumer::pause`/`resume`). It resumes once the others are within the
+//!   bound of its oldest message, or its buffer is below half of `buffer_bytes`: with that
+//!   hysteresis a partition is paused and resumed about once per buffer's worth of messages, not
+//!   once per message (librdkafka drops what it prefetched for a paused partition and fetches it
+//!   again on resume), and it still holds messages when it resumes, so the merge rarely waits
+//!   for a fetch. A partition with nothing buffered is never paused, so the slowest partition
+//!   always fetches. Memory is bounded by the buffers and librdkafka's fetch queues, never by
+//!   the backlog.
 //! - **Merge**: [`Aligner::pop`] hands out the buffered message with the oldest event time,
 //!   a message's time being its newest record's (as replay's progress: one late record in an
 //!   envelope does not pull the envelope ahead of its neighbours) (ties by partition), but only when no partition that could still deliver something older
@@ -72,6 +80,8 @@ struct Part<M> {
     position: Option<i64>,
     /// Wall-clock milliseconds of the last message (or of the assignment).
     last_data_ms: i64,
+    /// Paused for a full buffer by the last [`Aligner::paused`] (until below half of it).
+    full: bool,
 }
 
 impl<M> Part<M> {
@@ -84,6 +94,7 @@ impl<M> Part<M> {
             high: None,
             position: None,
             last_data_ms: now_ms,
+            full: false,
         }
     }
 
@@ -165,26 +176,38 @@ impl<M> Aligner<M> {
     }
 
     /// The slowest active partition's progress: over partitions with a progress that are not
-    /// idle.
+    /// idle and not drained (nothing buffered and known to be caught up: whatever such a
+    /// partition receives next is new, so its old progress says nothing about what to fetch).
     fn floor(&self, now_ms: i64) -> Option<Nanos> {
-        self.parts.values().filter(|p| !p.idle(now_ms, self.opts.idle_timeout_ms)).filter_map(|p| p.progress).min()
+        self.parts
+            .values()
+            .filter(|p| !p.idle(now_ms, self.opts.idle_timeout_ms) && !(p.queue.is_empty() && p.caught_up()))
+            .filter_map(|p| p.progress)
+            .min()
     }
 
-    /// The partitions that should be paused now: too far ahead of the slowest active one, or
-    /// with a full buffer. Every other partition should be fetching.
-    pub fn paused(&self, now_ms: i64) -> BTreeSet<TopicPartition> {
+    /// The partitions that should be paused now (too far ahead of the slowest active one, or
+    /// with a full buffer; see the module documentation for the hysteresis). Every other
+    /// partition should be fetching.
+    pub fn paused(&mut self, now_ms: i64) -> BTreeSet<TopicPartition> {
         if !self.opts.enabled {
             return BTreeSet::new();
         }
         let floor = self.floor(now_ms);
-        self.parts
-            .iter()
-            .filter(|(_, p)| {
-                let ahead = matches!((p.progress, floor), (Some(t), Some(f)) if t > f.saturating_add(self.opts.bound));
-                ahead || p.bytes >= self.opts.buffer_bytes
-            })
-            .map(|(tp, _)| tp.clone())
-            .collect()
+        let (bound, cap) = (self.opts.bound, self.opts.buffer_bytes);
+        let mut out = BTreeSet::new();
+        for (tp, p) in &mut self.parts {
+            let Some(head) = p.queue.front() else {
+                p.full = false;
+                continue;
+            };
+            let ahead = floor.is_some_and(|f| head.key > f.saturating_add(bound));
+            p.full = if p.full { p.bytes >= cap / 2 } else { p.bytes >= cap };
+            if ahead || p.full {
+                out.insert(tp.clone());
+            }
+        }
+        out
     }
 
     /// The next message in event-time order, or None while nothing is buffered or a partition
@@ -305,20 +328,42 @@ mod tests {
         let mut a = Aligner::new(opts());
         a.assign(tp(0), 0);
         a.assign(tp(1), 0);
-        // Partition 1's producer stopped at day 0; partition 0 goes on to day 1.
+        // Partition 1's high watermark was never reported; it went quiet at day 0.
         a.push(tp(1), 0, Some((0, 0)), 10, "p1", 0);
-        a.set_watermark(&tp(1), 1, None);
         a.push(tp(0), 0, Some((DAY, DAY)), 10, "p0", 100);
         a.set_watermark(&tp(0), 1, None);
-        assert_eq!(pop_all(&mut a, 100), vec!["p1", "p0"]);
-        // Partition 1's stale progress pauses partition 0 until the idle timeout...
+        // Partition 1 might still deliver something older: partition 0 waits, paused (its
+        // whole buffer is a day ahead)...
+        assert_eq!(pop_all(&mut a, 100), vec!["p1"]);
         assert_eq!(a.paused(4_999), BTreeSet::from([tp(0)]));
-        // ...then partition 1 leaves the alignment.
+        // ...until partition 1 has been idle for the timeout: it leaves the alignment.
         assert_eq!(a.paused(5_000), BTreeSet::new());
-        // Data on partition 1 brings it back: partition 0 is paused again.
+        assert_eq!(pop_all(&mut a, 5_000), vec!["p0"]);
+        // Data on partition 1 brings it back: partition 0 waits for it again.
+        a.push(tp(0), 1, Some((DAY + 1, DAY + 1)), 10, "p0-next", 5_500);
+        a.set_watermark(&tp(0), 2, None);
         a.push(tp(1), 1, Some((MIN, MIN)), 10, "p1-later", 6_000);
         assert_eq!(a.paused(6_000), BTreeSet::from([tp(0)]));
         assert_eq!(pop_all(&mut a, 6_000), vec!["p1-later"]);
+        assert_eq!(pop_all(&mut a, 11_000), vec!["p0-next"]);
+    }
+
+    #[test]
+    fn a_caught_up_partition_whose_producer_stopped_holds_nothing_back() {
+        let mut a = Aligner::new(opts());
+        a.assign(tp(0), 0);
+        a.assign(tp(1), 0);
+        // Partition 1's producer stopped at day 0 (lag 0); partition 0 goes on to day 1.
+        a.push(tp(1), 0, Some((0, 0)), 10, "p1", 0);
+        a.set_watermark(&tp(1), 1, None);
+        a.push(tp(0), 0, Some((DAY, DAY)), 10, "p0", 100);
+        a.push(tp(0), 1, Some((DAY + 1, DAY + 1)), 10, "p0-next", 100);
+        a.set_watermark(&tp(0), 5, None);
+        assert_eq!(a.paused(100), BTreeSet::from([tp(0)]), "partition 1 still holds a record of day 0");
+        assert_eq!(pop_all(&mut a, 100), vec!["p1", "p0", "p0-next"]);
+        a.push(tp(0), 2, Some((DAY + 2, DAY + 2)), 10, "p0-later", 200);
+        // Drained and caught up: its day-0 progress pauses nobody, with no idle timeout to wait.
+        assert_eq!(a.paused(200), BTreeSet::new());
     }
 
     #[test]
@@ -337,6 +382,25 @@ mod tests {
         a.set_watermark(&tp(0), 3, None);
         assert_eq!(pop_all(&mut a, 1), vec!["x", "y", "x", "x"]);
         assert_eq!(a.paused(1), BTreeSet::new());
+    }
+
+    #[test]
+    fn a_paused_partition_resumes_below_half_its_buffer_not_at_once() {
+        let mut a = Aligner::new(opts());
+        a.assign(tp(0), 0);
+        a.set_watermark(&tp(0), 10, Some(0));
+        for i in 0..4 {
+            a.push(tp(0), i, Some((i, i)), 300, "x", 0);
+        }
+        assert_eq!(a.paused(0), BTreeSet::from([tp(0)]), "1,200 bytes of 1,000");
+        a.pop(0);
+        assert_eq!(a.paused(0), BTreeSet::from([tp(0)]), "900 bytes: still paused");
+        a.pop(0);
+        assert_eq!(a.paused(0), BTreeSet::from([tp(0)]), "600 bytes: still paused");
+        a.pop(0);
+        assert_eq!(a.paused(0), BTreeSet::new(), "300 bytes, under half: resumed");
+        a.push(tp(0), 4, Some((4, 4)), 300, "x", 0);
+        assert_eq!(a.paused(0), BTreeSet::new(), "600 bytes: not paused again until full");
     }
 
     #[test]
