@@ -3,8 +3,12 @@
 //! 1. Throughput: produces RECORDS legacy records (from a `gen-logs bench` file) in envelopes of
 //!    20 (by default) to a 4-partition topic, then, in three alternating rounds, (a) drains it
 //!    with a bare rdkafka consumer that only reads, with the service's fetch settings (the
-//!    broker-side limit) and (b) times `exfilwatch run` catching up from the beginning (until
-//!    its committed offsets reach the end). Medians are compared. The broker is the real one
+//!    broker-side limit), (b) times `exfilwatch run` catching up from the beginning (until
+//!    its committed offsets reach the end) and (c) the same with `align_partitions = false` (no
+//!    event-time alignment of the partitions), each with its peak resident memory. The
+//!    envelopes are spread over the partitions as they come (8 rotating keys), each partition
+//!    holding a slice of the whole time range: how an unkeyed Event Hub fills. Medians are
+//!    compared. The broker is the real one
 //!    (Tansu via scripts/with-tansu.sh), uncompressed (lz4 batches stalled its produce path
 //!    here). librdkafka's mock cluster cannot serve this: it keeps only the last 5 MB of a
 //!    partition; it took 206 s to take 200k records, then stalled a bare drain (tried here).
@@ -186,6 +190,30 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// Times `exfilwatch run` (a fresh group; `extra` goes into `[service]`) from its start until
+/// its committed offsets reach `total`; returns the seconds and its peak resident memory (MiB,
+/// VmHWM, read just before it is stopped).
+async fn catch_up(dir: &std::path::Path, topic: &str, total: i64, extra: &str) -> anyhow::Result<(f64, u64)> {
+    let (group, alerts) = (unique("bench-g"), unique("bench-alerts"));
+    create_topic(&alerts, 1).await?;
+    let cfg = config(dir, topic, &group, &alerts, extra)?;
+    let t = Instant::now();
+    let mut child = Command::new(exfilwatch()).args(["run", "--config"]).arg(&cfg).stdout(Stdio::null()).spawn()?;
+    while committed(topic, &group, BENCH_PARTITIONS)? < total {
+        anyhow::ensure!(t.elapsed() < Duration::from_secs(900), "exfilwatch run did not catch up in 15 min");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+    let hwm_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    stop(&mut child);
+    Ok((secs, hwm_kib / 1024))
+}
+
 fn read_envelopes(file: &str, records: usize, envelope: usize) -> anyhow::Result<(usize, Vec<Vec<u8>>)> {
     let mut lines = Vec::with_capacity(records);
     for l in std::io::BufReader::new(std::fs::File::open(file)?).lines().take(records) {
@@ -326,26 +354,25 @@ async fn main() -> anyhow::Result<()> {
     produce_all(&p, &topic, &msgs).await?;
     eprintln!("produced {n_records} records in {} messages in {:.1} s", msgs.len(), t.elapsed().as_secs_f64());
     let total = end_offsets(&topic, BENCH_PARTITIONS)?;
-    // Rounds alternate bare drain and exfilwatch run on the same topic (the broker's caches
-    // warm for both alike); medians are reported.
-    let (mut bare, mut run, mut bytes) = (Vec::new(), Vec::new(), 0);
+    // Rounds alternate bare drain, exfilwatch run (event-time alignment on, the default) and
+    // exfilwatch run with `align_partitions = false` on the same topic (the broker's caches warm
+    // for all alike); medians are reported, with each run's peak resident memory.
+    let (mut bare, mut run, mut unaligned, mut bytes) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    let (mut run_rss, mut unaligned_rss) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
+        let (run_s, rss) = catch_up(dir.path(), &topic, total, "").await?;
+        let (off_s, off_rss) = catch_up(dir.path(), &topic, total, "align_partitions = false\n").await?;
         let (bare_s, b) = bare_drain(&topic, total)?;
         bytes = b;
-        let (group, alerts) = (unique("bench-g"), unique("bench-alerts"));
-        create_topic(&alerts, 1).await?;
-        let cfg = config(dir.path(), &topic, &group, &alerts, "")?;
-        let t = Instant::now();
-        let mut child = Command::new(exfilwatch()).args(["run", "--config"]).arg(&cfg).stdout(Stdio::null()).spawn()?;
-        while committed(&topic, &group, BENCH_PARTITIONS)? < total {
-            anyhow::ensure!(t.elapsed() < Duration::from_secs(900), "exfilwatch run did not catch up in 15 min");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let run_s = t.elapsed().as_secs_f64();
-        stop(&mut child);
-        eprintln!("round {}: bare drain {bare_s:.2} s, exfilwatch run {run_s:.2} s", round + 1);
+        eprintln!(
+            "round {}: bare drain {bare_s:.2} s, exfilwatch run {run_s:.2} s ({rss} MiB), without alignment {off_s:.2} s ({off_rss} MiB)",
+            round + 1
+        );
         bare.push(bare_s);
         run.push(run_s);
+        unaligned.push(off_s);
+        run_rss.push(rss as f64);
+        unaligned_rss.push(off_rss as f64);
     }
     let n = n_records as f64;
     println!(
@@ -355,20 +382,29 @@ async fn main() -> anyhow::Result<()> {
         total
     );
     let rounds = |v: &[f64]| v.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(", ");
-    println!("| consumer | rounds (s) | median s | records/s | MB/s |\n|---|---|---:|---:|---:|");
-    let (bare_rounds, run_rounds) = (rounds(&bare), rounds(&run));
-    let (bare_s, run_s) = (percentile(&mut bare, 0.5), percentile(&mut run, 0.5));
+    println!("| consumer | rounds (s) | median s | records/s | MB/s | peak RSS MiB (median) |\n|---|---|---:|---:|---:|---:|");
+    let (bare_rounds, run_rounds, off_rounds) = (rounds(&bare), rounds(&run), rounds(&unaligned));
+    let (bare_s, run_s, off_s) =
+        (percentile(&mut bare, 0.5), percentile(&mut run, 0.5), percentile(&mut unaligned, 0.5));
     println!(
-        "| bare rdkafka drain | {bare_rounds} | {bare_s:.2} | {:.0} | {:.0} |",
+        "| bare rdkafka drain | {bare_rounds} | {bare_s:.2} | {:.0} | {:.0} | |",
         n / bare_s,
         bytes as f64 / 1e6 / bare_s
     );
     println!(
-        "| exfilwatch run (catch-up, incl. start) | {run_rounds} | {run_s:.2} | {:.0} | {:.0} |",
+        "| exfilwatch run (catch-up, incl. start) | {run_rounds} | {run_s:.2} | {:.0} | {:.0} | {:.0} |",
         n / run_s,
-        bytes as f64 / 1e6 / run_s
+        bytes as f64 / 1e6 / run_s,
+        percentile(&mut run_rss, 0.5)
+    );
+    println!(
+        "| exfilwatch run, align_partitions = false | {off_rounds} | {off_s:.2} | {:.0} | {:.0} | {:.0} |",
+        n / off_s,
+        bytes as f64 / 1e6 / off_s,
+        percentile(&mut unaligned_rss, 0.5)
     );
     println!("exfilwatch run rate / bare drain rate (medians): {:.2}", bare_s / run_s);
+    println!("with alignment / without (catch-up rate, medians): {:.2}", off_s / run_s);
 
     // ---- latency ----
     let p = producer("none")?;

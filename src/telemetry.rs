@@ -795,42 +795,49 @@ impl Metrics {
         Ok(m)
     }
 
-    /// Moves what changed since the last call into the Prometheus counters.
+    /// Moves what changed since the last call into the Prometheus counters. Counters only go
+    /// up: a total that went down (a bug upstream) adds nothing rather than wrapping.
     pub fn publish(&mut self, s: &Stats) {
         let p = &self.published;
         for (c, n) in &s.records {
-            self.records.with_label_values(&[c.as_str()]).inc_by(n - p.records.get(c).copied().unwrap_or(0));
+            self.records
+                .with_label_values(&[c.as_str()])
+                .inc_by(n.saturating_sub(p.records.get(c).copied().unwrap_or(0)));
         }
         for (c, n) in &s.skipped {
-            self.skipped.with_label_values(&[c.as_str()]).inc_by(n - p.skipped.get(c).copied().unwrap_or(0));
+            self.skipped
+                .with_label_values(&[c.as_str()])
+                .inc_by(n.saturating_sub(p.skipped.get(c).copied().unwrap_or(0)));
         }
         for (r, n) in &s.malformed {
-            self.malformed.with_label_values(&[r.code()]).inc_by(n - p.malformed.get(r).copied().unwrap_or(0));
+            self.malformed
+                .with_label_values(&[r.code()])
+                .inc_by(n.saturating_sub(p.malformed.get(r).copied().unwrap_or(0)));
         }
         for ((rule, sev), n) in &s.alerts {
             self.alerts
                 .with_label_values(&[rule.as_str(), sev.as_str()])
-                .inc_by(n - p.alerts.get(&(*rule, *sev)).copied().unwrap_or(0));
+                .inc_by(n.saturating_sub(p.alerts.get(&(*rule, *sev)).copied().unwrap_or(0)));
         }
         for (sink, c) in &s.sinks {
             let was = p.sinks.get(sink).copied().unwrap_or_default();
             let label = [sink.as_str()];
-            self.sink_delivered.with_label_values(&label).inc_by(c.delivered - was.delivered);
-            self.sink_failures.with_label_values(&label).inc_by(c.failures - was.failures);
-            self.sink_retries.with_label_values(&label).inc_by(c.retries - was.retries);
+            self.sink_delivered.with_label_values(&label).inc_by(c.delivered.saturating_sub(was.delivered));
+            self.sink_failures.with_label_values(&label).inc_by(c.failures.saturating_sub(was.failures));
+            self.sink_retries.with_label_values(&label).inc_by(c.retries.saturating_sub(was.retries));
         }
-        self.late.inc_by(s.detector.late_events - p.detector.late_events);
-        self.input_bytes.inc_by(s.input_bytes - p.input_bytes);
-        self.response_bytes.inc_by(s.response_bytes - p.response_bytes);
-        self.evictions.inc_by(s.detector.origins_evicted - p.detector.origins_evicted);
-        self.expirations.inc_by(s.detector.origins_expired - p.detector.origins_expired);
+        self.late.inc_by(s.detector.late_events.saturating_sub(p.detector.late_events));
+        self.input_bytes.inc_by(s.input_bytes.saturating_sub(p.input_bytes));
+        self.response_bytes.inc_by(s.response_bytes.saturating_sub(p.response_bytes));
+        self.evictions.inc_by(s.detector.origins_evicted.saturating_sub(p.detector.origins_evicted));
+        self.expirations.inc_by(s.detector.origins_expired.saturating_sub(p.detector.origins_expired));
         for (r, (now, was)) in SUPPRESSION_REASONS
             .iter()
             .zip(suppressed_counts(&s.detector).into_iter().zip(suppressed_counts(&p.detector)))
         {
             self.suppressed.with_label_values(&[*r]).inc_by(now.saturating_sub(was));
         }
-        self.dead_letters.inc_by(s.dead_letters - p.dead_letters);
+        self.dead_letters.inc_by(s.dead_letters.saturating_sub(p.dead_letters));
         self.verdicts_applied.inc_by(s.detector.verdicts_applied.saturating_sub(p.detector.verdicts_applied));
         self.verdicts_malformed.inc_by(s.verdicts_malformed.saturating_sub(p.verdicts_malformed));
         self.keys.set(s.detector.keys_tracked as i64);

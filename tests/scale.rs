@@ -284,9 +284,14 @@ fn two_detect_instances_one_killed_give_the_single_process_alerts() {
 /// A number logged by an instance's "Stopped." line (`field=value`).
 fn stopped_figure(log: &Path, field: &str) -> u64 {
     let text = std::fs::read_to_string(log).unwrap_or_default();
-    let line = text.lines().rev().find(|l| l.contains("Stopped.")).unwrap_or_else(|| panic!("no Stopped. line in {log:?}"));
+    let line =
+        text.lines().rev().find(|l| l.contains("Stopped.")).unwrap_or_else(|| panic!("no Stopped. line in {log:?}"));
     let key = format!(" {field}=");
-    line.split(&key).nth(1).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no {field} in {line}"))
+    line.split(&key)
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in {line}"))
 }
 
 #[test]
@@ -332,9 +337,9 @@ fn a_backlog_over_unkeyed_partitions_through_rekey_and_two_detect_instances_rais
     assert!(all.len() >= got.len());
     assert_eq!(by_id(&all), expected, "replay's alerts, same ids");
     assert_eq!(all.len(), expected.len(), "no alert twice");
-    let (events, late) = [&a, &b].iter().fold((0, 0), |(e, l), i| {
-        (e + stopped_figure(&i.log, "events"), l + stopped_figure(&i.log, "late"))
-    });
+    let (events, late) = [&a, &b]
+        .iter()
+        .fold((0, 0), |(e, l), i| (e + stopped_figure(&i.log, "events"), l + stopped_figure(&i.log, "late")));
     assert_eq!(events, replayed.events, "every record through a detector");
     assert_eq!(late, replayed.late_events, "late records as in replay");
 }

@@ -43,6 +43,16 @@ impl Suppressed {
         [self.allow_cidr, self.allow_credential, self.allow_user_agent, self.verdict_benign]
     }
 
+    /// The growth since `base`, an earlier reading.
+    pub fn since(&self, base: &Suppressed) -> Suppressed {
+        Suppressed {
+            allow_cidr: self.allow_cidr.saturating_sub(base.allow_cidr),
+            allow_credential: self.allow_credential.saturating_sub(base.allow_credential),
+            allow_user_agent: self.allow_user_agent.saturating_sub(base.allow_user_agent),
+            verdict_benign: self.verdict_benign.saturating_sub(base.verdict_benign),
+        }
+    }
+
     pub fn add(&mut self, o: &Suppressed) {
         self.allow_cidr += o.allow_cidr;
         self.allow_credential += o.allow_credential;

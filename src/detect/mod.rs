@@ -232,6 +232,25 @@ pub struct DetectorStats {
 }
 
 impl DetectorStats {
+    /// The counters' growth since `base` (an earlier reading of the same detector); the gauges
+    /// (keys and origins tracked) as they are now.
+    pub fn since(&self, base: &DetectorStats) -> DetectorStats {
+        DetectorStats {
+            events: self.events.saturating_sub(base.events),
+            failed_requests: self.failed_requests.saturating_sub(base.failed_requests),
+            late_events: self.late_events.saturating_sub(base.late_events),
+            without_ip: self.without_ip.saturating_sub(base.without_ip),
+            keys_tracked: self.keys_tracked,
+            origins_tracked: self.origins_tracked,
+            origins_evicted: self.origins_evicted.saturating_sub(base.origins_evicted),
+            origins_expired: self.origins_expired.saturating_sub(base.origins_expired),
+            keys_expired: self.keys_expired.saturating_sub(base.keys_expired),
+            alerts_suppressed_learning: self.alerts_suppressed_learning.saturating_sub(base.alerts_suppressed_learning),
+            suppressed: self.suppressed.since(&base.suppressed),
+            verdicts_applied: self.verdicts_applied.saturating_sub(base.verdicts_applied),
+        }
+    }
+
     /// Adds another detector's counters (several partitions' detectors make one report).
     pub fn add(&mut self, o: &DetectorStats) {
         self.events += o.events;

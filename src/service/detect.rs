@@ -53,6 +53,10 @@ struct Shared {
     /// A partition's state could not be restored: the service stops with this (its
     /// supervisor restarts it; the partition is retried by whoever gets it).
     fatal: Option<String>,
+    /// The counters of the partitions this instance gave up, so that the published totals
+    /// (this process's work) never go backwards when a partition leaves. Gauges (keys and
+    /// origins tracked) are not kept: they describe the partitions held now.
+    departed: DetectorStats,
 }
 
 struct DetectContext {
@@ -63,6 +67,27 @@ struct DetectContext {
     partitions: i32,
     /// `service.model`, loaded on the first partition that starts without a checkpoint.
     model: Mutex<Option<Detector>>,
+}
+
+impl Shared {
+    /// Takes a partition's state out for good (revoked); what this process counted on it stays
+    /// in the totals.
+    fn give_up(&mut self, partition: i32) -> Option<Shard> {
+        let shard = self.shards.remove(&partition)?;
+        let mut departed = shard.detector.stats().since(&shard.baseline);
+        (departed.keys_tracked, departed.origins_tracked) = (0, 0);
+        self.departed.add(&departed);
+        Some(shard)
+    }
+}
+
+impl Shard {
+    /// A partition taken with its checkpoint: the counters it carries were counted by whoever
+    /// held it before, so this process publishes only their growth from here.
+    fn counting_from_now(mut self) -> Shard {
+        self.baseline = self.detector.stats().clone();
+        self
+    }
 }
 
 fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
@@ -159,7 +184,7 @@ impl DetectContext {
         if let Some((s, offsets)) = super::restore(&mut store)? {
             let s: SavedState = s;
             let marks = s.alert_topic_marks.clone();
-            let mut shard = Shard::restored(s, offsets, Some(store));
+            let mut shard = Shard::restored(s, offsets, Some(store)).counting_from_now();
             // The allowlist comes from this configuration, never from a checkpoint.
             shard.detector.set_allowlist(super::allowlist(&self.cfg)?);
             return Ok((shard, Some(marks)));
@@ -184,7 +209,7 @@ impl DetectContext {
     /// Saves each revoked partition's state and commits the offsets it covers, then drops it.
     fn revoked(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
         for e in tpl.elements() {
-            let Some(mut shard) = lock(&self.shared).shards.remove(&e.partition()) else { continue };
+            let Some(mut shard) = lock(&self.shared).give_up(e.partition()) else { continue };
             let saved = match shard.save(None) {
                 Ok(written) => {
                     lock(&self.shared).written.extend(written);
@@ -313,11 +338,13 @@ pub(super) async fn run(
     Ok(p.stats)
 }
 
-/// The detectors' counters, summed over the assigned partitions.
+/// What this process's detectors counted: on the partitions given up, plus the growth of
+/// those held now since it took them (gauges: only those held now). Never goes backwards.
 fn events(shared: &Mutex<Shared>) -> DetectorStats {
-    let mut total = DetectorStats::default();
-    for s in lock(shared).shards.values() {
-        total.add(s.detector.stats());
+    let shared = lock(shared);
+    let mut total = shared.departed.clone();
+    for s in shared.shards.values() {
+        total.add(&s.detector.stats().since(&s.baseline));
     }
     total
 }
@@ -372,5 +399,72 @@ impl Pipeline {
             self.metrics.checkpoint_written(took, bytes, std::time::SystemTime::now());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{Decoded, Decoder};
+
+    /// A shard whose detector took the first `n` records of a sample file.
+    fn shard_with(n: usize) -> Shard {
+        let mut detector = Detector::new(Config::default().detect);
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/sample-logs/fabrikam/cdbdataplanerequests.jsonl");
+        let text = std::fs::read(path).unwrap();
+        let (mut d, mut out) = (Decoder::new(), Vec::new());
+        for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).take(n) {
+            d.decode(line, |item| {
+                if let Decoded::Event(ev) = item {
+                    detector.ingest(&ev, &mut out);
+                }
+            });
+        }
+        detector.finish(&mut out);
+        Shard::new(detector, None)
+    }
+
+    #[test]
+    fn counters_never_go_backwards_when_a_partition_leaves_and_comes_back() {
+        let shared = Mutex::new(Shared::default());
+        lock(&shared).shards.insert(0, shard_with(300));
+        lock(&shared).shards.insert(1, shard_with(200));
+        let before = events(&shared);
+        assert!(before.events >= 500 && before.keys_tracked > 0, "{before:?}");
+        // Partition 1 leaves, then comes back with its checkpoint (counters start at zero in
+        // a restored detector) and takes more records.
+        let gone = lock(&shared).give_up(1).unwrap();
+        let left = events(&shared);
+        let restored: Detector = serde_json::from_slice(&serde_json::to_vec(&gone.detector).unwrap()).unwrap();
+        assert_eq!(restored.stats().events, 200, "a checkpoint carries the counters");
+        let mut back = Shard::new(restored, None).counting_from_now();
+        assert_eq!(events(&shared).events, left.events, "taken back: not counted twice");
+        // It takes 50 more records.
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/sample-logs/fabrikam/cdbdataplanerequests.jsonl");
+        let text = std::fs::read(path).unwrap();
+        let (mut d, mut out) = (Decoder::new(), Vec::new());
+        for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).skip(200).take(50) {
+            d.decode(line, |item| {
+                if let Decoded::Event(ev) = item {
+                    back.detector.ingest(&ev, &mut out);
+                }
+            });
+        }
+        back.detector.finish(&mut out);
+        lock(&shared).shards.insert(1, back);
+        let after = events(&shared);
+        assert_eq!(after.events, left.events + 50);
+        for (name, b, l, a) in [
+            ("events", before.events, left.events, after.events),
+            ("late_events", before.late_events, left.late_events, after.late_events),
+            ("failed_requests", before.failed_requests, left.failed_requests, after.failed_requests),
+            ("without_ip", before.without_ip, left.without_ip, after.without_ip),
+            ("origins_evicted", before.origins_evicted, left.origins_evicted, after.origins_evicted),
+            ("origins_expired", before.origins_expired, left.origins_expired, after.origins_expired),
+        ] {
+            assert!(b <= l && l <= a, "{name}: {b} -> {l} -> {a}");
+        }
+        assert_eq!(left.events, before.events, "the departed partition's events still count");
+        assert!(left.keys_tracked < before.keys_tracked, "gauges: only the partitions held now");
     }
 }

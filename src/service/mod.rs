@@ -9,11 +9,11 @@
 //!   reports the oldest queued arrival) and their alerts were accepted; librdkafka commits
 //!   stored offsets periodically, so a committed offset always covers fully processed
 //!   messages only. While a sink fails, the loop retries it and nothing later is stored.
-//! - **Aligning** (role all, `sources::align`): fetched messages wait in a per-partition
-//!   buffer and are handled in event-time order across the raw partitions (a partition behind
-//!   its high watermark with nothing buffered holds the others back; one more than
-//!   `detect.max_out_of_order` ahead of the slowest is paused; an idle one leaves after
-//!   `service.partition_idle_timeout`). Only a message that left the buffer was handled, so
+//! - **Aligning** (roles all and rekey, `sources::align`): fetched messages are decoded once
+//!   ([`Fetched`]), wait in a per-partition buffer and are handled in event-time order across
+//!   the raw partitions (a partition behind its high watermark with nothing buffered holds the
+//!   others back; one whose buffer is all more than `detect.max_out_of_order` ahead of the
+//!   slowest, or full, is paused; an idle one leaves after `service.partition_idle_timeout`). Only a message that left the buffer was handled, so
 //!   only its offset can be stored or checkpointed; a revoked partition's buffered messages are
 //!   dropped unhandled (read again by the new owner). While a backlog is merged (some partition
 //!   behind its high watermark), `max_hold` releases nothing: event time alone decides.
@@ -144,6 +144,9 @@ pub(crate) struct Shard {
     /// Role detect: the last batch said the rekey instance was merging a backlog; event time
     /// alone releases the reorder queues until one says otherwise (`decode::wire`).
     upstream_backlog: bool,
+    /// Role detect: the detector's counters when this process took the partition (a
+    /// checkpoint carries them); this process publishes only their growth since.
+    baseline: DetectorStats,
 }
 
 impl Shard {
@@ -156,6 +159,7 @@ impl Shard {
             positions: BTreeMap::new(),
             store,
             upstream_backlog: false,
+            baseline: DetectorStats::default(),
         }
     }
 
@@ -169,6 +173,7 @@ impl Shard {
             positions,
             store,
             upstream_backlog: false,
+            baseline: DetectorStats::default(),
         }
     }
 
@@ -660,9 +665,9 @@ impl Fetched {
     /// The oldest and newest time of its records (None without any): its place in the merge.
     pub(crate) fn times(&self) -> Option<(Nanos, Nanos)> {
         self.items.iter().fold(None, |range, d| match d {
-            Decoded::Event(ev) => Some(range.map_or((ev.time, ev.time), |(a, b): (Nanos, Nanos)| {
-                (a.min(ev.time), b.max(ev.time))
-            })),
+            Decoded::Event(ev) => {
+                Some(range.map_or((ev.time, ev.time), |(a, b): (Nanos, Nanos)| (a.min(ev.time), b.max(ev.time))))
+            }
             _ => range,
         })
     }

@@ -8,6 +8,13 @@
 //! produced again; every batch names its raw message, and the detect role drops the copies.
 //! Malformed records are counted, logged once per kind and set aside on the dead-letter topic
 //! here, where they are decoded.
+//!
+//! The raw partitions are merged by event time as in role all (`sources::align`): a message
+//! is decoded when fetched and forwarded when it leaves the aligner, so the internal topic
+//! holds each account's records in replay's order. Batches forwarded while the aligner is not
+//! live (a backlog is being merged) are flagged `backlog`; once it is live again, every
+//! internal partition that last heard "backlog" gets an empty batch without the flag
+//! (`decode::wire`), so that its detect instance goes back to releasing by `max_hold`.
 
 use super::{now_ms, set_aside, Fetched, ServiceError};
 use crate::config::Config;
@@ -15,9 +22,9 @@ use crate::decode::wire::{partition_for, BatchBuilder, Source};
 use crate::decode::{Decoder, Malformed};
 use crate::detect::ClockGuard;
 use crate::sinks::kafka::KafkaProducerSink;
+use crate::sources::align::Aligner;
 use crate::sources::kafka;
 use crate::telemetry::{BatchProcessed, Health, Metrics, Stats};
-use crate::sources::align::Aligner;
 use futures::stream::{FuturesOrdered, FuturesUnordered, StreamExt};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;

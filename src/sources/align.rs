@@ -181,7 +181,7 @@ impl<M> Aligner<M> {
     fn floor(&self, now_ms: i64) -> Option<Nanos> {
         self.parts
             .values()
-            .filter(|p| !p.idle(now_ms, self.opts.idle_timeout_ms) && !(p.queue.is_empty() && p.caught_up()))
+            .filter(|p| !(p.idle(now_ms, self.opts.idle_timeout_ms) || p.queue.is_empty() && p.caught_up()))
             .filter_map(|p| p.progress)
             .min()
     }
@@ -220,9 +220,10 @@ impl<M> Aligner<M> {
             .min_by_key(|(tp, key)| (*key, (*tp).clone()))
             .map(|(tp, key)| (tp.clone(), key))?;
         let timeout = self.opts.idle_timeout_ms;
-        let blocked = self.opts.enabled && self.parts.values().any(|p| {
-            p.queue.is_empty() && !p.caught_up() && !p.idle(now_ms, timeout) && p.progress.is_none_or(|t| t <= key)
-        });
+        let blocked = self.opts.enabled
+            && self.parts.values().any(|p| {
+                p.queue.is_empty() && !p.caught_up() && !p.idle(now_ms, timeout) && p.progress.is_none_or(|t| t <= key)
+            });
         if blocked {
             return None;
         }
@@ -237,7 +238,9 @@ impl<M> Aligner<M> {
     pub fn live(&self, now_ms: i64) -> bool {
         !self.opts.enabled
             || self
-                .parts.values().all(|p| p.queue.is_empty() && (p.caught_up() || p.idle(now_ms, self.opts.idle_timeout_ms)))
+                .parts
+                .values()
+                .all(|p| p.queue.is_empty() && (p.caught_up() || p.idle(now_ms, self.opts.idle_timeout_ms)))
     }
 
     /// Messages buffered over all partitions.
