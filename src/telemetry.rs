@@ -170,6 +170,8 @@ pub struct SinkCounts {
     pub failures: u64,
     /// Attempts repeated after a failure.
     pub retries: u64,
+    /// Alerts the sink refused for good (set aside on the dead-letter topic, not retried).
+    pub rejected: u64,
 }
 
 impl Stats {
@@ -280,6 +282,28 @@ impl SinkFailed<'_> {
                 error = %self.error,
             );
         }
+    }
+}
+
+/// A sink refused an alert for good (its answer says the alert itself is wrong): not retried,
+/// set aside on the dead-letter topic. Each one is logged: an analyst may never see it.
+pub struct SinkRejected<'a> {
+    pub sink: SinkKind,
+    pub target: &'a str,
+    pub alert_id: &'a str,
+    pub error: &'a dyn std::fmt::Display,
+}
+
+impl SinkRejected<'_> {
+    pub fn emit(&self, stats: &mut Stats) {
+        stats.sinks.entry(self.sink).or_default().rejected += 1;
+        tracing::error!(
+            message = "Alert sink refused an alert for good; set aside on the dead-letter topic, not retried.",
+            sink = self.sink.as_str(),
+            target = self.target,
+            alert_id = self.alert_id,
+            error = %self.error,
+        );
     }
 }
 
@@ -605,6 +629,7 @@ pub struct Metrics {
     verdicts_malformed: IntCounter,
     sink_delivered: IntCounterVec,
     sink_failures: IntCounterVec,
+    sink_rejected: IntCounterVec,
     sink_retries: IntCounterVec,
     dead_letters: IntCounter,
     processing: Arc<Mutex<Histo>>,
@@ -743,6 +768,11 @@ impl Metrics {
                 "Failed delivery or re-send attempts, by sink.",
                 &["sink"],
             )?,
+            sink_rejected: vec(
+                "exfilwatch_sink_rejected_alerts_total",
+                "Alerts a sink refused for good (e.g. HTTP 400), set aside instead of retried, by sink.",
+                &["sink"],
+            )?,
             sink_retries: vec(
                 "exfilwatch_sink_retries_total",
                 "Delivery attempts repeated after a failure, by sink.",
@@ -788,7 +818,7 @@ impl Metrics {
             m.suppressed.with_label_values(&[r]);
         }
         for s in SinkKind::ALL {
-            for v in [&m.sink_delivered, &m.sink_failures, &m.sink_retries] {
+            for v in [&m.sink_delivered, &m.sink_failures, &m.sink_retries, &m.sink_rejected] {
                 v.with_label_values(&[s.as_str()]);
             }
         }
@@ -825,6 +855,7 @@ impl Metrics {
             self.sink_delivered.with_label_values(&label).inc_by(c.delivered.saturating_sub(was.delivered));
             self.sink_failures.with_label_values(&label).inc_by(c.failures.saturating_sub(was.failures));
             self.sink_retries.with_label_values(&label).inc_by(c.retries.saturating_sub(was.retries));
+            self.sink_rejected.with_label_values(&label).inc_by(c.rejected.saturating_sub(was.rejected));
         }
         self.late.inc_by(s.detector.late_events.saturating_sub(p.detector.late_events));
         self.input_bytes.inc_by(s.input_bytes.saturating_sub(p.input_bytes));

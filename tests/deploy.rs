@@ -94,14 +94,14 @@ fn prometheus_runs_the_example_scrape_config() {
     assert_eq!(active.len(), 1, "{targets}");
     assert_eq!(active[0]["scrapeUrl"], format!("http://{target}/metrics"));
     let rules = prom.get_json("/api/v1/rules");
-    assert_eq!(rules["data"]["groups"][0]["rules"].as_array().unwrap().len(), 7, "{rules}");
+    assert_eq!(rules["data"]["groups"][0]["rules"].as_array().unwrap().len(), 8, "{rules}");
 }
 
 #[test]
 fn promtool_accepts_the_rules() {
     let Some((ok, out)) = monitoring::promtool(&["check", "rules", RULES]) else { return };
     assert!(ok, "{out}");
-    assert!(out.contains("SUCCESS: 7 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 8 rules found"), "{out}");
 }
 
 #[test]

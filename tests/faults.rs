@@ -136,3 +136,40 @@ fn failing_webhook_holds_offsets_back_then_delivers_each_alert_once() {
     assert_eq!(by_id(&accepted), s.expected);
     assert_eq!(s.committed(), s.msgs.len() as i64);
 }
+
+#[test]
+fn an_alert_the_webhook_refuses_for_good_is_dead_lettered_and_the_stream_goes_on() {
+    use script_server::{Reply, Server};
+    let s = Setup::new();
+    s.mock().create_topic("dead", 1, 1).unwrap();
+    s.produce(&s.msgs);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    // The receiver refuses the first alert it gets (HTTP 400: retrying would never end).
+    let server = rt.block_on(Server::start(vec![Reply::Status(400)]));
+    let extra = format!("webhook_url = \"{}\"\nwebhook_timeout = \"2s\"", server.url());
+    let mut cfg = config(&s.bootstrap, "logs", "exfilwatch", &s.alerts_file(), &extra);
+    cfg.kafka.dead_letter_topic = "dead".into();
+    let mut svc = Service::start(cfg);
+    wait_for(DEADLINE, "every message", || svc.messages() >= s.msgs.len() as u64);
+    let stats = svc.stop();
+
+    let requests = server.requests();
+    assert_eq!(requests[0].answered, Some(400));
+    let refused: serde_json::Value = serde_json::from_slice(&requests[0].body).unwrap();
+    let accepted: Vec<Vec<u8>> = requests.iter().filter(|r| r.answered == Some(200)).map(|r| r.body.clone()).collect();
+    assert_eq!(accepted.len(), s.expected.len() - 1, "every other alert accepted once; the refused one not retried");
+    let mut all = by_id(&accepted);
+    all.insert(refused["id"].as_str().unwrap().to_string(), refused.clone());
+    assert_eq!(all, s.expected);
+    // The refused alert is on the dead-letter topic with the reason and the sink's answer.
+    let dead = kafka_client::read_all_with_headers(&s.bootstrap, "dead");
+    let set_aside: Vec<_> =
+        dead.iter().filter(|(_, h)| h.get("exfilwatch.reason").map(String::as_str) == Some("sink_rejected")).collect();
+    assert_eq!(set_aside.len(), 1, "{dead:?}");
+    let (body, headers) = set_aside[0];
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(body).unwrap()["id"], refused["id"]);
+    assert_eq!(headers.get("exfilwatch.sink").map(String::as_str), Some("webhook"));
+    assert!(headers.get("exfilwatch.detail").is_some_and(|d| d.contains("400")), "{headers:?}");
+    assert_eq!(stats.sinks[&exfilwatch::telemetry::SinkKind::Webhook].rejected, 1);
+    assert_eq!(s.committed(), s.msgs.len() as i64, "the stream went on to the end");
+}

@@ -195,6 +195,34 @@ async fn retry_after_partial_success_skips_accepted_alerts() {
     assert_eq!(received, expected, "6 requests: the failed one again, the accepted ones not");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_refused_for_good_is_set_aside_and_the_batch_goes_on() {
+    // 400 for the second alert (the receiver says it is wrong: retrying would never end);
+    // 429 for the fourth (slow down: worth a retry).
+    let server = Server::start(vec![Reply::Ok, Reply::Status(400), Reply::Ok, Reply::Status(429)]).await;
+    let sink = WebhookSink::new(&server.url(), Duration::from_secs(5), &BTreeMap::new()).unwrap();
+    let batch = alerts(5);
+    let err = sink.send_alerts(&batch).await.unwrap_err();
+    assert!(matches!(err, WebhookError::Status { status: 429, .. }), "{err:?}");
+    assert!(err.is_retryable());
+    let rejected = sink.take_rejected();
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(rejected[0].id, batch[1].id);
+    assert!(matches!(rejected[0].error, WebhookError::Status { status: 400, .. }));
+    assert!(!rejected[0].error.is_retryable());
+    let back: Alert = serde_json::from_slice(&rejected[0].alert).unwrap();
+    assert_eq!(back.id, batch[1].id, "the alert itself is kept for the dead-letter topic");
+    // The retry sends the 429'd alert and the rest; the refused one is not sent again.
+    sink.send_alerts(&batch).await.unwrap();
+    assert!(sink.take_rejected().is_empty());
+    let received: Vec<String> = server.requests().iter().map(|r| r.alert_id().unwrap().to_owned()).collect();
+    let expected: Vec<String> = [0, 1, 2, 3, 3, 4].iter().map(|&i| batch[i].id.clone()).collect();
+    assert_eq!(received, expected);
+    let accepted = server.accepted_ids();
+    let want: Vec<String> = [0, 2, 3, 4].iter().map(|&i| batch[i].id.clone()).collect();
+    assert_eq!(accepted, want);
+}
+
 #[tokio::test]
 async fn connection_refused_is_an_error_and_nothing_is_remembered() {
     // A port bound but not listening: reserved for this test, and connecting to it is refused.

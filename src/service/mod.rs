@@ -69,7 +69,7 @@ use crate::sources::align::{AlignOptions, Aligner, TopicPartition};
 use crate::sources::kafka::{self, KafkaSourceError, LogConsumer};
 use crate::telemetry::{
     AlertsDelivered, BatchProcessed, DeadLettered, Health, MalformedRecord, Metrics, ResendFailed, SinkFailed,
-    SinkKind, SinkRecovered, Stats,
+    SinkKind, SinkRecovered, SinkRejected, Stats,
 };
 use crate::time::{parse_timestamp, Nanos};
 use rdkafka::consumer::{CommitMode, Consumer};
@@ -361,10 +361,30 @@ impl Pipeline {
         }
         if let Some(w) = &self.webhook {
             let mut retry = Retrying::new(SinkKind::Webhook);
-            while let Err(error) = w.send_alerts(&alerts).await {
-                retry.failed(w.target(), &error, &mut self.stats, &self.health).await;
+            let mut rejected = 0;
+            loop {
+                let outcome = w.send_alerts(&alerts).await;
+                // Refused for good (e.g. HTTP 400): set aside, and the stream goes on.
+                for r in w.take_rejected() {
+                    rejected += 1;
+                    let detail = r.error.to_string();
+                    SinkRejected { sink: SinkKind::Webhook, target: w.target(), alert_id: &r.id, error: &detail }
+                        .emit(&mut self.stats);
+                    set_aside_alert(
+                        self.producer.as_ref(),
+                        &self.cfg.kafka.dead_letter_topic,
+                        "webhook",
+                        &r.alert,
+                        &detail,
+                    )
+                    .await;
+                }
+                match outcome {
+                    Ok(()) => break,
+                    Err(error) => retry.failed(w.target(), &error, &mut self.stats, &self.health).await,
+                }
             }
-            AlertsDelivered { sink: SinkKind::Webhook, alerts: alerts.len() }.emit(&mut self.stats);
+            AlertsDelivered { sink: SinkKind::Webhook, alerts: alerts.len() - rejected }.emit(&mut self.stats);
             retry.done(&self.health);
         }
         if let Some(am) = &mut self.alertmanager {
@@ -747,6 +767,18 @@ pub(crate) async fn set_aside(
             }
             DeadLettered { reason, location: &location }.emit(stats);
         }
+    }
+}
+
+/// An alert a sink refused for good, onto the dead-letter topic (when one is configured),
+/// retried until the topic takes it.
+async fn set_aside_alert(producer: Option<&KafkaProducerSink>, topic: &str, sink: &str, alert: &[u8], detail: &str) {
+    let (Some(p), false) = (producer, topic.is_empty()) else { return };
+    let mut backoff = Duration::from_millis(100);
+    while let Err(error) = p.send_rejected_alert(topic, alert, sink, detail).await {
+        tracing::warn!(message = "Dead-letter topic failing; retrying.", %error);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }
 

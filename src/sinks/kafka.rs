@@ -68,6 +68,27 @@ impl KafkaProducerSink {
     }
 }
 
+impl KafkaProducerSink {
+    /// An alert a sink refused for good, on the dead-letter topic: the alert's JSON, with
+    /// headers `exfilwatch.reason` = `sink_rejected`, `exfilwatch.sink` and
+    /// `exfilwatch.detail` (the sink's answer).
+    pub async fn send_rejected_alert(
+        &self,
+        topic: &str,
+        alert: &[u8],
+        sink: &str,
+        detail: &str,
+    ) -> Result<(), KafkaError> {
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "exfilwatch.reason", value: Some("sink_rejected") })
+            .insert(Header { key: "exfilwatch.sink", value: Some(sink) })
+            .insert(Header { key: "exfilwatch.detail", value: Some(detail) });
+        let record: FutureRecord<'_, (), [u8]> = FutureRecord::to(topic).payload(alert).headers(headers);
+        self.producer.send(record, Timeout::After(Duration::from_secs(30))).await.map_err(|(e, _)| e)?;
+        Ok(())
+    }
+}
+
 fn map_json(_: serde_json::Error) -> rdkafka::types::RDKafkaErrorCode {
     rdkafka::types::RDKafkaErrorCode::InvalidMessage
 }

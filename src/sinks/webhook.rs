@@ -21,6 +21,13 @@
 //!   (the service awaits one before the next); two concurrent calls with overlapping batches
 //!   may both send an alert that neither had seen accepted yet.
 //!
+//! # Rejected alerts
+//! An answer that says the alert itself is wrong (a `4xx` other than `408 Request Timeout` and
+//! `429 Too Many Requests`), or an alert that cannot be sent at all, is not retried: retrying
+//! would get the same answer forever and hold every later alert back. The alert is settled
+//! (remembered like an accepted one), kept for [`WebhookSink::take_rejected`] with the answer,
+//! and the batch goes on. The service sets it aside on the dead-letter topic and counts it.
+//!
 //! Redirects are not followed (a `3xx` is a failure like any other non-`2xx`), so the alert and
 //! the configured headers (e.g. `Authorization`) go to the configured endpoint only. TLS is
 //! rustls with the `ring` provider and the Mozilla root certificates (webpki-roots); an
@@ -67,6 +74,27 @@ pub enum WebhookError {
     Timeout { target: String, id: String, timeout: Duration },
 }
 
+impl WebhookError {
+    /// Whether sending the same alert again may succeed: false for an answer that refuses the
+    /// alert itself (4xx other than 408 and 429) and for an alert that cannot be sent.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            WebhookError::Status { status, .. } => !((400..500).contains(status) && *status != 408 && *status != 429),
+            WebhookError::InvalidAlert { .. } => false,
+            _ => true,
+        }
+    }
+}
+
+/// An alert the endpoint refused for good, with the reason.
+#[derive(Debug)]
+pub struct Rejected {
+    pub id: String,
+    /// The alert as it was sent (its JSON).
+    pub alert: Vec<u8>,
+    pub error: WebhookError,
+}
+
 /// The ids the endpoint has accepted, bounded, oldest forgotten first.
 struct Accepted {
     ids: HashSet<Arc<str>>,
@@ -106,6 +134,8 @@ pub struct WebhookSink {
     target: String,
     timeout: Duration,
     accepted: Mutex<Accepted>,
+    /// Refused for good since the last [`WebhookSink::take_rejected`].
+    rejected: Mutex<Vec<Rejected>>,
 }
 
 impl WebhookSink {
@@ -154,6 +184,7 @@ impl WebhookSink {
             target: shown.to_string(),
             timeout,
             accepted: Mutex::new(Accepted::new(ACCEPTED_MEMORY)),
+            rejected: Mutex::new(Vec::new()),
         })
     }
 
@@ -161,19 +192,36 @@ impl WebhookSink {
     /// application/json, plus a header `X-Exfilwatch-Alert-Id: <id>`) that this sink has not
     /// accepted before, in order.
     ///
-    /// Returns Ok(()) once every alert was accepted (a 2xx response). On the first failure
-    /// (connection error, timeout, non-2xx) it returns Err; the alerts accepted before the
-    /// failure are remembered (by id) and are not sent again by the next call, so a caller that
-    /// retries the same batch delivers each alert exactly once.
+    /// Returns Ok(()) once every alert was accepted (a 2xx response) or refused for good (see
+    /// "Rejected alerts": those wait in [`WebhookSink::take_rejected`]). On the first failure
+    /// worth a retry (connection error, timeout, 5xx, 408, 429) it returns Err; the alerts
+    /// settled before it are remembered (by id) and are not sent again by the next call, so a
+    /// caller that retries the same batch delivers each alert exactly once.
     pub async fn send_alerts(&self, alerts: &[Alert]) -> Result<(), WebhookError> {
         for alert in alerts {
             if self.lock_accepted().contains(&alert.id) {
                 continue;
             }
-            self.post(alert).await?;
+            match self.post(alert).await {
+                Ok(()) => {}
+                Err(error) if !error.is_retryable() => {
+                    let body = serde_json::to_vec(alert).unwrap_or_default();
+                    self.lock_rejected().push(Rejected { id: alert.id.clone(), alert: body, error });
+                }
+                Err(error) => return Err(error),
+            }
             self.lock_accepted().insert(&alert.id);
         }
         Ok(())
+    }
+
+    /// The alerts refused for good since the last call.
+    pub fn take_rejected(&self) -> Vec<Rejected> {
+        std::mem::take(&mut *self.lock_rejected())
+    }
+
+    fn lock_rejected(&self) -> std::sync::MutexGuard<'_, Vec<Rejected>> {
+        self.rejected.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Where it posts (for logs): scheme, host, port and path; never user info, query string

@@ -18,6 +18,8 @@ pub enum Reply {
     Fail,
     /// No answer until the client hangs up (or 10 s pass), then 503 on the closed connection.
     Hang,
+    /// This status at once, with an empty body.
+    Status(u16),
 }
 
 #[derive(Clone, Debug)]
@@ -141,6 +143,7 @@ async fn serve(mut stream: TcpStream, script: Arc<Vec<Reply>>, log: Arc<Mutex<Lo
                 Reply::Ok => Some(200),
                 Reply::Fail => Some(503),
                 Reply::Hang => None,
+                Reply::Status(code) => Some(code),
             };
             log.requests.push(Received { method, path, headers, body, answered });
             (n, reply)
@@ -155,6 +158,12 @@ async fn serve(mut stream: TcpStream, script: Arc<Vec<Reply>>, log: Arc<Mutex<Lo
             (_, Reply::Fail) => {
                 let answer = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n";
                 if stream.write_all(answer).await.is_err() {
+                    return;
+                }
+            }
+            (_, Reply::Status(code)) => {
+                let answer = format!("HTTP/1.1 {code} Refused\r\nContent-Length: 0\r\n\r\n");
+                if stream.write_all(answer.as_bytes()).await.is_err() {
                     return;
                 }
             }
