@@ -10,8 +10,10 @@ build:
 	$(CARGO) build --release --locked
 
 ## The main job on the embedded default: replay the sample logs, print alerts and the summary.
+## The build shows its progress (the first one takes minutes on a fresh machine).
 run:
-	$(CARGO) run --release --locked --quiet --bin exfilwatch -- replay $(SAMPLE_LOGS)
+	$(CARGO) build --release --locked --bin exfilwatch
+	$(BIN_DIR)/exfilwatch replay $(SAMPLE_LOGS)
 
 ## The streaming service end to end on a real broker (Tansu: installed when missing, started
 ## and stopped): topics, the sample logs produced, `exfilwatch run` until caught up, the alerts.

@@ -27,7 +27,7 @@ pub enum OriginGranularity {
 }
 
 /// Which part of the pipeline `exfilwatch run` runs (scale-out: docs/scaling.md).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Decode and detect in one process, no internal topic (one machine).

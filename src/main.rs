@@ -49,7 +49,7 @@ enum Command {
         /// partitioned by account; `detect` consumes the internal topic in a consumer group
         /// with state per partition (docs/scaling.md).
         #[arg(long, value_enum)]
-        role: Option<exfilwatch::config::Role>,
+        role: Option<RoleArg>,
     },
     /// Print or check the configuration.
     #[command(subcommand)]
@@ -259,17 +259,33 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn run_service(
-    config: &std::path::Path,
-    model: Option<PathBuf>,
-    role: Option<exfilwatch::config::Role>,
-) -> Result<ExitCode> {
+/// `run --role`: the command line's names for [`exfilwatch::config::Role`] (clap stays out of
+/// the library).
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum RoleArg {
+    All,
+    Rekey,
+    Detect,
+}
+
+impl From<RoleArg> for exfilwatch::config::Role {
+    fn from(r: RoleArg) -> Self {
+        use exfilwatch::config::Role;
+        match r {
+            RoleArg::All => Role::All,
+            RoleArg::Rekey => Role::Rekey,
+            RoleArg::Detect => Role::Detect,
+        }
+    }
+}
+
+fn run_service(config: &std::path::Path, model: Option<PathBuf>, role: Option<RoleArg>) -> Result<ExitCode> {
     let mut cfg = Config::load(config)?;
     if let Some(m) = model {
         cfg.service.model = m.display().to_string();
     }
     if let Some(r) = role {
-        cfg.service.role = r;
+        cfg.service.role = r.into();
     }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let stats = rt.block_on(exfilwatch::service::run(cfg, shutdown_signal()))?;

@@ -134,7 +134,7 @@ fn dashboard_and_rules_name_only_metrics_the_running_service_exports() {
     let queries = dashboard_queries();
     assert!(queries.len() >= 20, "{queries:?}");
     let rules = rule_exprs();
-    assert_eq!(rules.len(), 7, "{rules:?}");
+    assert_eq!(rules.len(), 8, "{rules:?}");
     let mut used = BTreeSet::new();
     for (what, expr) in queries.iter().chain(&rules) {
         let names = named_metrics(expr);
@@ -251,7 +251,7 @@ fn prometheus_scrapes_what_the_service_processed() {
         let rules = v["data"]["groups"][0]["rules"].as_array()?.clone();
         rules.iter().all(|r| r["health"] == "ok").then_some(rules)
     });
-    assert_eq!(rules.len(), 7, "{rules:?}");
+    assert_eq!(rules.len(), 8, "{rules:?}");
     // The whole feed was read before Prometheus started: as far as it knows, no record came
     // since, and ExfilwatchNoRecords is pending. Nothing else is.
     monitoring::wait_for(DEADLINE, "ExfilwatchNoRecords pending", || {
