@@ -265,17 +265,32 @@ pub(crate) struct Pipeline {
     health: Arc<Health>,
 }
 
+/// Waits between retries of something outside (a sink, the dead-letter topic): 100 ms,
+/// doubling, at most 30 s.
+pub(crate) struct Backoff(Duration);
+
+impl Backoff {
+    pub(crate) fn new() -> Backoff {
+        Backoff(Duration::from_millis(100))
+    }
+
+    pub(crate) async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Duration::from_secs(30));
+    }
+}
+
 /// One sink's retries within a delivery: exponential backoff from 100 ms to 30 s; the failure
 /// is counted every time, logged and reported (not ready) once per failing spell.
 struct Retrying {
     sink: SinkKind,
-    backoff: Duration,
+    backoff: Backoff,
     failing: bool,
 }
 
 impl Retrying {
     fn new(sink: SinkKind) -> Retrying {
-        Retrying { sink, backoff: Duration::from_millis(100), failing: false }
+        Retrying { sink, backoff: Backoff::new(), failing: false }
     }
 
     /// Records a failed attempt and waits before the next.
@@ -285,8 +300,7 @@ impl Retrying {
             self.failing = true;
             health.set_sink_failing(true);
         }
-        tokio::time::sleep(self.backoff).await;
-        self.backoff = (self.backoff * 2).min(Duration::from_secs(30));
+        self.backoff.wait().await;
     }
 
     /// The sink accepted: a failing spell ends.
@@ -757,13 +771,12 @@ pub(crate) async fn set_aside(
         MalformedRecord { reason, location: &location }.emit(stats);
         if let (Some(p), false) = (producer, dead_letter_topic.is_empty()) {
             let text = raw_record_text(payload, index);
-            let mut backoff = Duration::from_millis(100);
+            let mut backoff = Backoff::new();
             while let Err(error) =
                 p.send_dead_letter(dead_letter_topic, text.as_bytes(), reason.code(), source, index).await
             {
                 tracing::warn!(message = "Dead-letter topic failing; retrying.", %error);
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                backoff.wait().await;
             }
             DeadLettered { reason, location: &location }.emit(stats);
         }
@@ -774,11 +787,10 @@ pub(crate) async fn set_aside(
 /// retried until the topic takes it.
 async fn set_aside_alert(producer: Option<&KafkaProducerSink>, topic: &str, sink: &str, alert: &[u8], detail: &str) {
     let (Some(p), false) = (producer, topic.is_empty()) else { return };
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new();
     while let Err(error) = p.send_rejected_alert(topic, alert, sink, detail).await {
         tracing::warn!(message = "Dead-letter topic failing; retrying.", %error);
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(30));
+        backoff.wait().await;
     }
 }
 
