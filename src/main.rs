@@ -424,7 +424,7 @@ fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
     if let Some(path) = &args.metrics_textfile {
         let mut metrics = Metrics::new().context("cannot register metrics")?;
         metrics.publish(&report.stats);
-        write_atomically(path, metrics.render().as_bytes())
+        exfilwatch::state::write_atomically(path, &[metrics.render().as_bytes()])
             .with_context(|| format!("cannot write metrics to {}", path.display()))?;
     }
     if !args.input.quiet {
@@ -434,14 +434,6 @@ fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(3));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 fn print_summary(what: &str, r: &ReplayReport) {

@@ -1236,11 +1236,8 @@ pub(crate) fn event_lag(newest: Nanos) -> Option<Duration> {
 /// Partition count of the internal topic, which must exist: it is the number of detect state
 /// shards, a deployment decision, so it is never created implicitly.
 pub(crate) fn internal_partitions(cfg: &Config) -> Result<i32, ServiceError> {
-    let client: rdkafka::consumer::BaseConsumer =
-        kafka::client_config(&cfg.kafka)?.create().map_err(KafkaSourceError::Create)?;
     let topic = &cfg.service.internal_topic;
-    let md = client.fetch_metadata(Some(topic), Duration::from_secs(30)).map_err(KafkaSourceError::Scan)?;
-    let n = md.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len());
+    let n = kafka::partition_count(&cfg.kafka, topic, Duration::from_secs(30))?;
     if n == 0 {
         return Err(ServiceError::Setup(format!(
             "the internal topic {topic:?} does not exist (or has no partitions): create it with as many \

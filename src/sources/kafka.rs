@@ -1,4 +1,6 @@
-//! The Kafka source: the only module that consumes with rdkafka.
+//! The Kafka source: the consumer and its callbacks, topic metadata, and the alert topic's
+//! read-back. (Role detect's rebalance context lives in `service/detect.rs`; the service
+//! commits offsets itself.)
 //!
 //! Offsets are stored by hand (`enable.auto.offset.store = false`) once a message's records
 //! went through the detector and the sinks accepted every alert they raised; librdkafka's
@@ -239,6 +241,17 @@ pub fn consumer_with<C: ConsumerContext + 'static>(
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names).map_err(|source| KafkaSourceError::Subscribe { topics: topics.to_vec(), source })?;
     Ok(consumer)
+}
+
+/// How many partitions `topic` has (0 when it does not exist), from the cluster's metadata.
+pub fn partition_count(
+    cfg: &KafkaConfig,
+    topic: &str,
+    timeout: std::time::Duration,
+) -> Result<usize, KafkaSourceError> {
+    let client: BaseConsumer = client_config(cfg)?.create().map_err(KafkaSourceError::Create)?;
+    let md = client.fetch_metadata(Some(topic), timeout).map_err(KafkaSourceError::Scan)?;
+    Ok(md.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len()))
 }
 
 /// The keys (alert ids) of the messages on `topic` from `from[partition]` (the low watermark

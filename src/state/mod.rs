@@ -238,16 +238,7 @@ impl StateStore {
         match &self.backend {
             Backend::Dir(dir) => {
                 let path = dir.join(name);
-                let tmp = dir.join(format!("{name}.tmp"));
-                let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-                for p in parts {
-                    f.write_all(p).map_err(io(&tmp))?;
-                }
-                f.sync_all().map_err(io(&tmp))?;
-                drop(f);
-                std::fs::rename(&tmp, &path).map_err(io(&path))?;
-                // The rename itself must survive a crash.
-                std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+                write_atomically(&path, parts).map_err(io(&path))
             }
             Backend::Object { .. } => {
                 let payload: object_store::PutPayload =
@@ -401,12 +392,46 @@ fn parse_seq(name: &str, prefix: &str) -> Option<u64> {
     name.strip_prefix(prefix)?.get(..12)?.parse().ok()
 }
 
+/// Writes `parts` to `path` atomically and durably: a temporary file beside it, fsynced, renamed
+/// over `path`, then the directory fsynced so that the rename survives a crash. A reader sees
+/// the old content or the new, never a part. (Checkpoints, and replay's `--metrics-file`.)
+pub fn write_atomically(path: &std::path::Path, parts: &[&[u8]]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp)?;
+    for p in parts {
+        f.write_all(p)?;
+    }
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(&dir).and_then(|d| d.sync_all())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn offsets(n: i64) -> BTreeMap<String, i64> {
         BTreeMap::from([("logs/0".to_string(), n)])
+    }
+
+    #[test]
+    fn an_atomic_write_replaces_the_whole_file_and_leaves_no_temporary_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.prom");
+        write_atomically(&path, &[b"old ", b"content"]).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"old content");
+        write_atomically(&path, &[b"new"]).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        let names: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        assert_eq!(names, vec!["metrics.prom".to_string()]);
+        assert!(write_atomically(&dir.path().join("missing/x"), &[b"x"]).is_err());
     }
 
     #[test]
