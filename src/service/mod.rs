@@ -13,10 +13,11 @@
 //!   ([`Fetched`]), wait in a per-partition buffer and are handled in event-time order across
 //!   the raw partitions (a partition behind its high watermark with nothing buffered holds the
 //!   others back; one whose buffer is all more than `detect.max_out_of_order` ahead of the
-//!   slowest, or full, is paused; an idle one leaves after `service.partition_idle_timeout`). Only a message that left the buffer was handled, so
-//!   only its offset can be stored or checkpointed; a revoked partition's buffered messages are
-//!   dropped unhandled (read again by the new owner). While a backlog is merged (some partition
-//!   behind its high watermark), `max_hold` releases nothing: event time alone decides.
+//!   slowest, or full, is paused; an idle one leaves after `service.partition_idle_timeout`).
+//!   Only a message that left the buffer was handled, so only its offset can be stored or
+//!   checkpointed; a revoked partition's buffered messages are dropped unhandled (read again by
+//!   the new owner). While a backlog is merged (some partition behind its high watermark),
+//!   `max_hold` releases nothing: event time alone decides.
 //! - **Holding**: a record waits in its account's reorder queue until the account's event time
 //!   is `detect.max_out_of_order` past it, but never longer than `service.max_hold` of
 //!   processing time: every 100 ms the records that waited that long are processed (with
@@ -429,7 +430,7 @@ impl Pipeline {
     }
 
     /// Feeds a fetched message's records to the detector and delivers the alerts.
-    /// `now` is the processing time ([`Pipeline::now`]) its records are queued with;
+    /// `now` is the processing time ([`Pipeline::now`]) its records are queued with.
     async fn handle(&mut self, shard: &mut Shard, fetched: &Fetched, now: i64) -> Result<(), ServiceError> {
         let mut alerts = Vec::new();
         let mut bad: Vec<(Malformed, Option<usize>)> = Vec::new();
