@@ -142,9 +142,10 @@ pub(crate) struct Shard {
     /// Next offset to read per `topic/partition`: everything before it is in the state.
     positions: BTreeMap<String, i64>,
     store: Option<crate::state::StateStore>,
-    /// Role detect: the last batch said the rekey instance was merging a backlog; event time
-    /// alone releases the reorder queues until one says otherwise (`decode::wire`).
-    upstream_backlog: bool,
+    /// A backlog is being merged upstream of this state: in role all its own aligner is not
+    /// live; in role detect the last batch said the rekey instance's was not (`decode::wire`).
+    /// Event time alone releases the reorder queues then, as in replay (`release_held`).
+    backlog: bool,
     /// Role detect: the detector's counters when this process took the partition (a
     /// checkpoint carries them); this process publishes only their growth since.
     baseline: DetectorStats,
@@ -159,7 +160,7 @@ impl Shard {
             raw_marks: BTreeMap::new(),
             positions: BTreeMap::new(),
             store,
-            upstream_backlog: false,
+            backlog: false,
             baseline: DetectorStats::default(),
         }
     }
@@ -173,7 +174,7 @@ impl Shard {
             raw_marks: s.raw_marks,
             positions,
             store,
-            upstream_backlog: false,
+            backlog: false,
             baseline: DetectorStats::default(),
         }
     }
@@ -520,7 +521,7 @@ impl Pipeline {
             }
         };
         // Also from a copy: the rekey instance's live mark repeats its last batch's source.
-        shard.upstream_backlog = batch.backlog;
+        shard.backlog = batch.backlog;
         let raw = format!("{}/{}", batch.source.topic, batch.source.partition);
         if shard.raw_marks.get(&raw).is_some_and(|next| batch.source.offset < *next) {
             self.skipped_replayed += 1;
@@ -622,10 +623,10 @@ impl Pipeline {
         self.deliver(shard, alerts).await
     }
 
-    /// Processes the records that waited `service.max_hold` or longer (none while the rekey
-    /// instance upstream merges a backlog: event time alone decides then, as in replay).
+    /// Processes the records that waited `service.max_hold` or longer (none while a backlog
+    /// is merged upstream, [`Shard::backlog`]: event time alone decides then, as in replay).
     async fn release_held(&mut self, shard: &mut Shard) -> Result<(), ServiceError> {
-        if !shard.detector.has_queued() || shard.upstream_backlog {
+        if !shard.detector.has_queued() || shard.backlog {
             return Ok(());
         }
         let hold = self.cfg.service.max_hold.0 / 1_000_000;
@@ -1075,11 +1076,9 @@ async fn run_all(
                 }
             },
             _ = tick.tick() => {
-                // While a backlog is merged, event time alone releases the reorder queues (as
-                // in replay): a wait for a partition's next fetch is not disorder.
-                if align.live(p.now()) {
-                    p.release_held(&mut shard).await?;
-                }
+                // While a backlog is merged, a wait for a partition's next fetch is not disorder.
+                shard.backlog = !align.live(p.now());
+                p.release_held(&mut shard).await?;
                 p.tick_alertmanager().await;
                 if !checkpoints {
                     p.store_ready(&shard, &consumer);
