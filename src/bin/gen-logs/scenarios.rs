@@ -28,8 +28,15 @@
 //!
 //! Output: `DIR/logs/<account>.jsonl` (time-ordered) and `DIR/labels.json`.
 
-use super::*;
 use std::collections::HashMap;
+use std::fs;
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+
+use super::request::{arm_path, duration_ms, ru_for, sorted_times};
+use super::rng::{mix64, Rng};
+use super::timefmt::{iso7, push_iso7, split_time, ticks, Tm, DAY, HOUR, MIN, MS, SEC, TPS};
+use super::write::{f6, fmt_bytes, write_file, GIB, KIB, MIB};
 
 const DAYS: u64 = 42;
 const WARMUP_DAYS: u64 = 10;
