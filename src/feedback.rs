@@ -21,10 +21,8 @@ pub enum FeedbackError {
     UnknownAlert { id: String, path: PathBuf, alerts: u64 },
     #[error(transparent)]
     Verdict(#[from] VerdictError),
-    #[error(transparent)]
-    Kafka(#[from] crate::sources::kafka::KafkaSourceError),
     #[error("cannot produce the verdict to topic {topic}: {source}")]
-    Produce { topic: String, source: rdkafka::error::KafkaError },
+    Produce { topic: String, source: crate::sinks::SinkError },
 }
 
 /// A verdicts file: the valid verdicts in file order, and the lines set aside.
@@ -77,19 +75,14 @@ pub async fn produce_verdicts(
     topic: &str,
     verdicts: &[Verdict],
 ) -> Result<(), FeedbackError> {
-    use rdkafka::producer::{FutureProducer, FutureRecord};
-    let perr = |source| FeedbackError::Produce { topic: topic.to_string(), source };
-    let producer: FutureProducer = crate::sources::kafka::client_config(cfg)?.create().map_err(perr)?;
+    let mut messages = Vec::with_capacity(verdicts.len());
     for v in verdicts {
-        let json =
-            serde_json::to_string(v).map_err(|e| FeedbackError::Verdict(VerdictError::Malformed(e.to_string())))?;
-        let record = FutureRecord::to(topic).key(&v.alert_id).payload(&json);
-        producer
-            .send(record, rdkafka::util::Timeout::After(std::time::Duration::from_secs(30)))
-            .await
-            .map_err(|(e, _)| perr(e))?;
+        let json = serde_json::to_vec(v).map_err(|e| FeedbackError::Verdict(VerdictError::Malformed(e.to_string())))?;
+        messages.push((v.alert_id.clone(), json));
     }
-    Ok(())
+    crate::sinks::kafka::produce_keyed(cfg, topic, &messages)
+        .await
+        .map_err(|source| FeedbackError::Produce { topic: topic.to_string(), source })
 }
 
 /// Appends verdicts to a verdicts file (created if needed), durably.

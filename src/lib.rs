@@ -11,8 +11,12 @@
 //! - [`feedback`]: `exfilwatch feedback`: an alert of an alerts file into verdicts, appended to
 //!   a verdicts file or produced to the verdicts topic; reading a verdicts file back.
 //! - [`alert`]: the alert format and its stable ids.
-//! - [`sinks`]: where alerts and dead letters go (JSON Lines files, stdout).
-//! - [`replay`]: the pipeline that wires them for `exfilwatch replay`.
+//! - [`sinks`]: where alerts and what is set aside go: one [`sinks::AlertSink`] per destination
+//!   (JSON Lines file or stdout, Kafka, webhook, Alertmanager) behind one fan-out.
+//! - [`pipeline`]: the per-message bookkeeping every driver shares (decoded once, admitted
+//!   through the clock guard, counted).
+//! - [`replay`]: the driver of `exfilwatch replay` (files, merged by event time);
+//!   [`service`]: the driver of `exfilwatch run` (Kafka, its roles, checkpoints).
 //! - [`model`]: baselines trained from archives (`exfilwatch train`), as Parquet tables and a
 //!   manifest; loaded into a detector by [`model::load_detector`] (`--model`).
 //! - Beside them: [`config`] (the TOML file), [`telemetry`] (counters, metrics, once-per-kind
@@ -24,6 +28,7 @@ pub mod decode;
 pub mod detect;
 pub mod feedback;
 pub mod model;
+pub mod pipeline;
 pub mod replay;
 pub mod service;
 pub mod sinks;

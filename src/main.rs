@@ -10,6 +10,7 @@ use exfilwatch::config::{Config, DEFAULTS_TOML};
 use exfilwatch::detect::{Allowlist, Detector, Suppressed, Verdict, VerdictKind};
 use exfilwatch::model::{self, KeySummary, Manifest};
 use exfilwatch::replay::{replay, ReplayError, ReplayOptions, ReplayReport};
+use exfilwatch::sinks::fanout::Fanout;
 use exfilwatch::sinks::{AlertSink, JsonLinesSink};
 use exfilwatch::telemetry::{Health, Metrics, Stats};
 use exfilwatch::time::parse_timestamp;
@@ -398,13 +399,14 @@ fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
     };
     // The allowlist comes from the configuration, never from the model.
     detector.set_allowlist(Allowlist::compile(&cfg.allow).map_err(anyhow::Error::msg)?);
-    let mut sink: Box<dyn AlertSink> = match &args.output {
+    let sink: Box<dyn AlertSink> = match &args.output {
         Some(p) => {
             let f = std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?;
             Box::new(JsonLinesSink::new(std::io::BufWriter::new(f), p.display().to_string()))
         }
-        None => Box::new(JsonLinesSink::new(std::io::BufWriter::new(std::io::stdout().lock()), "stdout")),
+        None => Box::new(JsonLinesSink::new(std::io::BufWriter::new(std::io::stdout()), "stdout")),
     };
+    let mut sink = Fanout::new(vec![sink], exfilwatch::sinks::DeadLetters::Off, cfg.detect.realert.0);
     let progress = |s: &Stats, elapsed: Duration| {
         if let Some(live) = live.as_mut() {
             live.publish(s);
@@ -413,7 +415,7 @@ fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
             progress_line(s, elapsed);
         }
     };
-    let result = replay(&cfg, &opts, &mut detector, sink.as_mut(), progress);
+    let result = replay(&cfg, &opts, &mut detector, &mut sink, progress);
     if terminal {
         eprint!("\r\x1b[2K");
     }

@@ -18,7 +18,8 @@ use crate::config::Config;
 use crate::decode::Event;
 use crate::decode::{raw_record_text, Decoded, Decoder, Malformed};
 use crate::detect::{Admit, ClockGuard, Detector, Out};
-use crate::sinks::{AlertSink, DeadLetter, DeadLetterFile, SinkError};
+use crate::sinks::fanout::{Fanout, Ledger};
+use crate::sinks::{DeadLetter, DeadLetterFile, SinkError};
 use crate::sources::file::SourceError;
 use crate::sources::{collect_streams, UnitReader};
 use crate::telemetry::{BatchProcessed, DeadLettered, MalformedRecord, Stats};
@@ -71,12 +72,14 @@ pub struct ReplayReport {
     pub elapsed: Duration,
 }
 
-/// Runs the pipeline over the inputs. `progress` gets the running stats now and then.
+/// Runs the pipeline over the inputs, delivering through `sinks` (the fan-out the service
+/// uses; replay has no runtime, so it drives it with `block_on`: its sinks write files).
+/// `progress` gets the running stats now and then.
 pub fn replay(
     cfg: &Config,
     opts: &ReplayOptions,
     detector: &mut Detector,
-    sink: &mut dyn AlertSink,
+    sinks: &mut Fanout,
     mut progress: impl FnMut(&Stats, Duration),
 ) -> Result<ReplayReport, ReplayError> {
     let started = Instant::now();
@@ -96,7 +99,7 @@ pub fn replay(
             stats.verdicts_malformed += 1;
             tracing::warn!(message = "Malformed verdict set aside.", location = %location, reason = %reason);
             if let Some(d) = dead.as_mut() {
-                d.write(&DeadLetter { reason: "malformed_verdict", location: &location, record: text })?;
+                d.write(&DeadLetter { reason: "malformed_verdict", location: &location, record: text, detail: None })?;
                 stats.dead_letters += 1;
             }
         }
@@ -111,6 +114,8 @@ pub fn replay(
     let mut decoder = Decoder::new();
     let mut alerts: Vec<Alert> = Vec::new();
     let mut report = ReplayReport::default();
+    // What the fan-out delivered (an id is delivered once, as in the service).
+    let (mut delivered, mut alert_marks) = (BTreeMap::new(), BTreeMap::new());
     let mut last_progress = Instant::now();
     // Processing time is measured per batch of records (reading included), never per record.
     let (mut batch_started, mut batch_records) = (Instant::now(), 0u64);
@@ -130,7 +135,7 @@ pub fn replay(
         let mut set_aside = |reason: Malformed, location: &str, text: &str, stats: &mut Stats| {
             MalformedRecord { reason, location }.emit(stats);
             if let Some(d) = dead.as_mut() {
-                match d.write(&DeadLetter { reason: reason.code(), location, record: text }) {
+                match d.write(&DeadLetter { reason: reason.code(), location, record: text, detail: None }) {
                     Ok(()) => DeadLettered { reason, location }.emit(stats),
                     Err(e) => {
                         dead_error.get_or_insert(e);
@@ -169,8 +174,7 @@ pub fn replay(
                         });
                         match admit {
                             Admit::Accept => {
-                                *stats.records.entry(ev.category).or_default() += 1;
-                                stats.response_bytes += ev.response_bytes;
+                                stats.count_event(&ev);
                                 newest = newest.max(ev.time);
                                 ingest(detector, &mut pending, &ev, &mut alerts, &mut stats);
                             }
@@ -187,10 +191,7 @@ pub fn replay(
                             }
                         }
                     }
-                    Decoded::Skipped(c) => {
-                        *stats.records.entry(c).or_default() += 1;
-                        *stats.skipped.entry(c).or_default() += 1;
-                    }
+                    Decoded::Skipped(c) => stats.count_skipped(c),
                     Decoded::Malformed { reason, index } => {
                         let text = raw_record_text(unit.bytes, index);
                         set_aside(reason, &location(index), &text, &mut stats)
@@ -206,7 +207,8 @@ pub fn replay(
             return Err(ReplayError::Strict { reason, location });
         }
         if !alerts.is_empty() {
-            deliver(sink, &mut alerts, &mut stats, &mut report)?;
+            let ledger = Ledger { delivered: &mut delivered, alert_marks: &mut alert_marks, journal: None };
+            deliver(sinks, &mut alerts, ledger, &mut stats, &mut report)?;
         }
         heap.push(Reverse((newest, idx)));
         if batch_records >= PROCESSING_BATCH {
@@ -228,7 +230,7 @@ pub fn replay(
         if let Some((h, reason)) = settle(out, detector, &mut pending, &mut alerts, &mut stats) {
             MalformedRecord { reason, location: &h.location }.emit(&mut stats);
             if let Some(d) = dead.as_mut() {
-                d.write(&DeadLetter { reason: reason.code(), location: &h.location, record: &h.text })?;
+                d.write(&DeadLetter { reason: reason.code(), location: &h.location, record: &h.text, detail: None })?;
                 DeadLettered { reason, location: &h.location }.emit(&mut stats);
             }
             if opts.strict {
@@ -240,9 +242,10 @@ pub fn replay(
         apply(detector, &v, &mut alerts, &mut stats);
     }
     detector.finish(&mut alerts);
-    deliver(sink, &mut alerts, &mut stats, &mut report)?;
+    let ledger = Ledger { delivered: &mut delivered, alert_marks: &mut alert_marks, journal: None };
+    deliver(sinks, &mut alerts, ledger, &mut stats, &mut report)?;
     BatchProcessed { records: batch_records, elapsed: batch_started.elapsed(), lag: None }.emit(&mut stats);
-    sink.flush()?;
+    futures::executor::block_on(sinks.close())?;
     if let Some(d) = dead.as_mut() {
         d.flush()?;
     }
@@ -306,14 +309,12 @@ fn apply(detector: &mut Detector, v: &crate::detect::Verdict, alerts: &mut Vec<A
 }
 
 fn deliver(
-    sink: &mut dyn AlertSink,
+    sinks: &mut Fanout,
     alerts: &mut Vec<Alert>,
+    ledger: Ledger<'_>,
     stats: &mut Stats,
     report: &mut ReplayReport,
 ) -> Result<(), SinkError> {
-    sink.emit(alerts)?;
-    stats.count_alerts(alerts);
     report.alerts_medium_or_higher += alerts.iter().filter(|a| a.severity >= Severity::Medium).count() as u64;
-    alerts.clear();
-    Ok(())
+    futures::executor::block_on(sinks.deliver(std::mem::take(alerts), ledger, stats))
 }

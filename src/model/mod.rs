@@ -29,6 +29,7 @@ mod tables;
 use crate::config::{Config, DetectConfig};
 use crate::detect::{Detector, LearnedState, LearnedStateError};
 use crate::replay::{replay, ReplayError, ReplayOptions, ReplayReport};
+use crate::sinks::fanout::Fanout;
 use crate::sinks::JsonLinesSink;
 use crate::telemetry::Stats;
 use crate::time::{format_rfc3339, Nanos, DAY};
@@ -170,7 +171,7 @@ pub fn train(
     progress: impl FnMut(&Stats, Duration),
 ) -> Result<(Manifest, ReplayReport), ModelError> {
     let mut detector = Detector::new(cfg.detect.clone());
-    let mut sink = JsonLinesSink::new(std::io::sink(), "training (alerts dropped)");
+    let mut sink = Fanout::one(JsonLinesSink::new(std::io::sink(), "training (alerts dropped)"), cfg.detect.realert.0);
     let report = replay(cfg, opts, &mut detector, &mut sink, progress)?;
     let state = detector.export_model().map_err(|source| ModelError::State { dir: out.to_path_buf(), source })?;
     let info = TrainInfo { since: opts.since, until: opts.until, stats: report.stats.clone() };

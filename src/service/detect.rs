@@ -25,21 +25,12 @@ use super::{Pipeline, SavedState, ServiceError, Shard};
 use crate::config::Config;
 use crate::decode::wire::partition_for;
 use crate::detect::{Detector, DetectorStats};
-use crate::sources::kafka::{self, SourceContext};
+use crate::sources::kafka::{self, Consumer, OwnerContext, PartitionOwner};
 use crate::state::StateStore;
 use crate::telemetry::{Health, Metrics, Stats};
-use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
-use rdkafka::statistics::Statistics;
-use rdkafka::topic_partition_list::TopicPartitionList;
-use rdkafka::types::RDKafkaRespErr;
-use rdkafka::Offset;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 /// What the rebalance callback and the loop share. The loop never holds the lock across a
 /// call that can run the callback (`recv`), so the two never wait for each other.
@@ -49,7 +40,7 @@ struct Shared {
     /// Alert-topic marks of states restored in a callback, for the loop's read-back.
     restored_marks: Vec<BTreeMap<i32, i64>>,
     /// Checkpoints written in a callback (size, time taken), for the metrics.
-    written: Vec<(u64, Duration)>,
+    written: Vec<(u64, std::time::Duration)>,
     /// A partition's state could not be restored: the service stops with this (its
     /// supervisor restarts it; the partition is retried by whoever gets it).
     fatal: Option<String>,
@@ -59,8 +50,8 @@ struct Shared {
     departed: DetectorStats,
 }
 
-struct DetectContext {
-    source: SourceContext,
+/// The partitions' states, restored and saved from the consumer's rebalance callback.
+struct Partitions {
     shared: Arc<Mutex<Shared>>,
     cfg: Config,
     /// Partition count of the internal topic (a model's accounts are split by it).
@@ -74,7 +65,7 @@ impl Shared {
     /// in the totals.
     fn give_up(&mut self, partition: i32) -> Option<Shard> {
         let shard = self.shards.remove(&partition)?;
-        let mut departed = shard.detector.stats().since(&shard.baseline);
+        let mut departed = shard.detector().stats().since(&shard.baseline);
         (departed.keys_tracked, departed.origins_tracked) = (0, 0);
         self.departed.add(&departed);
         Some(shard)
@@ -85,7 +76,7 @@ impl Shard {
     /// A partition taken with its checkpoint: the counters it carries were counted by whoever
     /// held it before, so this process publishes only their growth from here.
     fn counting_from_now(mut self) -> Shard {
-        self.baseline = self.detector.stats().clone();
+        self.baseline = self.detector().stats().clone();
         self
     }
 }
@@ -96,52 +87,18 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
     shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-impl ClientContext for DetectContext {
-    fn error(&self, error: KafkaError, reason: &str) {
-        self.source.error(error, reason)
-    }
-
-    fn stats(&self, statistics: Statistics) {
-        self.source.stats(statistics)
-    }
-}
-
-impl ConsumerContext for DetectContext {
-    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
-        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
-        match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                self.assigned(tpl);
-                let done = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
-                if let Err(error) = done {
-                    tracing::error!(message = "Cannot take the assigned partitions.", %error);
-                }
-                self.source.health.set_kafka(true, "");
-            }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                self.revoked(consumer, tpl);
-                let done = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
-                if let Err(error) = done {
-                    tracing::warn!(message = "Cannot give the revoked partitions up.", %error);
-                }
-            }
-            other => tracing::warn!(message = "Rebalance error.", error = ?other),
-        }
-    }
-}
-
 /// Where a partition's state lives: a subdirectory, or a prefix under the object store URL.
 pub(crate) fn partition_location(store: &str, topic: &str, partition: i32) -> String {
     format!("{}/{topic}-{partition}", store.trim_end_matches('/'))
 }
 
-impl DetectContext {
-    /// Restores (or starts) the state of each assigned partition and sets where fetching
-    /// starts: the offset its checkpoint covers.
-    fn assigned(&self, tpl: &mut TopicPartitionList) {
+impl PartitionOwner for Partitions {
+    /// Restores (or starts) the state of each assigned partition; fetching starts at the
+    /// offset its checkpoint covers.
+    fn assigned(&self, partitions: &[(String, i32)]) -> Vec<(String, i32, i64)> {
         let mut starts = Vec::new();
-        for e in tpl.elements() {
-            let (topic, partition) = (e.topic().to_string(), e.partition());
+        for (topic, partition) in partitions {
+            let (topic, partition) = (topic.clone(), *partition);
             if lock(&self.shared).shards.contains_key(&partition) {
                 continue;
             }
@@ -168,13 +125,33 @@ impl DetectContext {
                 }
             }
         }
-        for (topic, partition, next) in starts {
-            if let Err(error) = tpl.set_partition_offset(&topic, partition, Offset::Offset(next)) {
-                tracing::warn!(message = "Cannot set the start offset.", partition, %error);
-            }
-        }
+        starts
     }
 
+    /// Saves each revoked partition's state and drops it; the offsets it covers are committed.
+    fn revoked(&self, partitions: &[(String, i32)]) -> BTreeMap<String, i64> {
+        let mut commit = BTreeMap::new();
+        for (topic, partition) in partitions {
+            let Some(mut shard) = lock(&self.shared).give_up(*partition) else { continue };
+            let saved = match shard.save(BTreeMap::new()) {
+                Ok(written) => {
+                    lock(&self.shared).written.extend(written);
+                    commit.extend(std::mem::take(&mut shard.positions));
+                    true
+                }
+                // Its new owner restores the previous checkpoint and reads on from there.
+                Err(error) => {
+                    tracing::warn!(message = "Checkpoint on revoke failed.", partition, %error);
+                    false
+                }
+            };
+            tracing::info!(message = "Partition revoked.", topic = %topic, partition, saved);
+        }
+        commit
+    }
+}
+
+impl Partitions {
     /// A partition's state: its newest checkpoint (with the alert marks to read back from),
     /// or a fresh state.
     #[allow(clippy::type_complexity)]
@@ -186,7 +163,7 @@ impl DetectContext {
             let marks = s.alert_topic_marks.clone();
             let mut shard = Shard::restored(s, offsets, Some(store)).counting_from_now();
             // The allowlist comes from this configuration, never from a checkpoint.
-            shard.detector.set_allowlist(super::allowlist(&self.cfg)?);
+            shard.state.detector.set_allowlist(super::allowlist(&self.cfg)?);
             return Ok((shard, Some(marks)));
         }
         let detector = if self.cfg.service.model.is_empty() {
@@ -202,33 +179,8 @@ impl DetectContext {
         };
         let mut shard = Shard::new(detector.with_allowlist(super::allowlist(&self.cfg)?), Some(store));
         // A first checkpoint, so that the journal of delivered ids always follows one.
-        shard.save(None)?;
+        shard.save(BTreeMap::new())?;
         Ok((shard, None))
-    }
-
-    /// Saves each revoked partition's state and commits the offsets it covers, then drops it.
-    fn revoked(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
-        for e in tpl.elements() {
-            let Some(mut shard) = lock(&self.shared).give_up(e.partition()) else { continue };
-            let saved = match shard.save(None) {
-                Ok(written) => {
-                    lock(&self.shared).written.extend(written);
-                    let offsets = shard.offsets_to_commit();
-                    if offsets.count() > 0 {
-                        if let Err(error) = consumer.commit(&offsets, CommitMode::Sync) {
-                            tracing::warn!(message = "Commit on revoke failed.", partition = e.partition(), %error);
-                        }
-                    }
-                    true
-                }
-                // Its new owner restores the previous checkpoint and reads on from there.
-                Err(error) => {
-                    tracing::warn!(message = "Checkpoint on revoke failed.", partition = e.partition(), %error);
-                    false
-                }
-            };
-            tracing::info!(message = "Partition revoked.", topic = e.topic(), partition = e.partition(), saved);
-        }
     }
 }
 
@@ -236,6 +188,8 @@ impl DetectContext {
 pub fn detect_group(cfg: &Config) -> String {
     format!("{}-detect", cfg.kafka.group_id)
 }
+
+type DetectConsumer = Consumer<OwnerContext<Partitions>>;
 
 pub(super) async fn run(
     cfg: Config,
@@ -250,17 +204,12 @@ pub(super) async fn run(
     }
     let partitions = super::internal_partitions(&cfg)?;
     let shared = Arc::new(Mutex::new(Shared::default()));
-    let context = DetectContext {
-        source: SourceContext { health: health.clone(), lag: metrics.consumer_lag(), align: Default::default() },
-        shared: shared.clone(),
-        cfg: cfg.clone(),
-        partitions,
-        model: Mutex::new(None),
-    };
+    let owner = Partitions { shared: shared.clone(), cfg: cfg.clone(), partitions, model: Mutex::new(None) };
     let topics = vec![cfg.service.internal_topic.clone()];
     let group = detect_group(&cfg);
-    let consumer: StreamConsumer<DetectContext> = kafka::consumer_with(&cfg.kafka, &group, &topics, false, context)?;
-    let mut p = Pipeline::new(cfg, metrics, health.clone(), None, true)?;
+    let consumer: DetectConsumer =
+        kafka::owning_consumer(&cfg.kafka, &group, &topics, health.clone(), metrics.consumer_lag(), owner)?;
+    let mut p = Pipeline::new(cfg, metrics, health.clone(), true)?;
     health.set_restored();
     tracing::info!(message = "Detecting.", topic = %topics[0], partitions, group = %group);
 
@@ -275,31 +224,24 @@ pub(super) async fn run(
                 match msg {
                     Ok(m) => {
                         health.set_kafka(true, "");
-                        let Some(mut shard) = lock(&shared).shards.remove(&m.partition()) else {
+                        let Some(mut shard) = lock(&shared).shards.remove(&m.partition) else {
                             // Fetched before the partition went; its new owner reads it.
                             continue;
                         };
-                        let tp = format!("{}/{}", m.topic(), m.partition());
-                        let outcome = if shard.positions.get(&tp).is_some_and(|next| m.offset() < *next) {
+                        let tp = format!("{}/{}", m.topic, m.partition);
+                        let outcome = if shard.positions.get(&tp).is_some_and(|next| m.offset < *next) {
                             p.skipped_replayed += 1;
                             Ok(())
                         } else {
                             let now = p.now();
-                            let r = match m.payload() {
-                                Some(payload) => p.handle_batch(&mut shard, payload, (m.topic(), m.partition(), m.offset()), now).await,
-                                None => Ok(()),
-                            };
-                            shard.positions.insert(tp, m.offset() + 1);
-                            p.messages += 1;
+                            let r = p.handle_batch(&mut shard, &m, now).await;
+                            p.handled(&mut shard, &consumer, m.source(), now);
                             r
                         };
-                        lock(&shared).shards.insert(m.partition(), shard);
+                        lock(&shared).shards.insert(m.partition, shard);
                         outcome?;
                     }
-                    Err(error) => {
-                        tracing::warn!(message = "Kafka receive error; retrying.", %error);
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
+                    Err(error) => super::receive_error(error).await,
                 }
             }
             _ = tick.tick() => {
@@ -311,9 +253,9 @@ pub(super) async fn run(
                     lock(&shared).shards.insert(partition, shard);
                     r?;
                 }
-                p.tick_alertmanager().await;
+                p.sinks.tick(&mut p.stats).await;
                 if p.checkpoint_due() {
-                    let outcome = checkpoint_all(&mut p, &shared, &consumer, CommitMode::Async);
+                    let outcome = checkpoint_all(&mut p, &shared, &consumer, false);
                     p.checkpoint_outcome(outcome);
                 }
                 p.publish(events(&shared));
@@ -322,19 +264,17 @@ pub(super) async fn run(
     }
 
     tracing::info!(message = "Shutting down: saving partition state.");
-    let shutdown_timeout = Duration::from_nanos(p.cfg.service.shutdown_timeout.0.max(0) as u64);
+    let cfg = p.cfg.clone();
     let finish = async {
-        checkpoint_all(&mut p, &shared, &consumer, CommitMode::Sync)?;
-        // Saved: the revoke when the consumer closes has nothing left to save.
-        let stats = events(&shared);
-        lock(&shared).shards.clear();
-        p.publish(stats);
-        p.flush_files()?;
-        Ok::<(), ServiceError>(())
+        checkpoint_all(&mut p, &shared, &consumer, true)?;
+        p.sinks.close().await?;
+        Ok(())
     };
-    tokio::time::timeout(shutdown_timeout, finish)
-        .await
-        .map_err(|_| ServiceError::ShutdownTimeout(shutdown_timeout))??;
+    super::finish_within(&cfg, finish).await?;
+    // Saved: the revoke when the consumer closes has nothing left to save.
+    let stats = events(&shared);
+    lock(&shared).shards.clear();
+    p.publish(stats);
     Ok(p.stats)
 }
 
@@ -344,7 +284,7 @@ fn events(shared: &Mutex<Shared>) -> DetectorStats {
     let shared = lock(shared);
     let mut total = shared.departed.clone();
     for s in shared.shards.values() {
-        total.add(&s.detector.stats().since(&s.baseline));
+        total.add(&s.detector().stats().since(&s.baseline));
     }
     total
 }
@@ -353,30 +293,26 @@ fn events(shared: &Mutex<Shared>) -> DetectorStats {
 fn checkpoint_all(
     p: &mut Pipeline,
     shared: &Mutex<Shared>,
-    consumer: &StreamConsumer<DetectContext>,
-    mode: CommitMode,
+    consumer: &DetectConsumer,
+    sync: bool,
 ) -> Result<(), ServiceError> {
     let mut shared = lock(shared);
-    let mut offsets = TopicPartitionList::new();
+    let mut offsets = BTreeMap::new();
     let mut failed = None;
     for shard in shared.shards.values_mut() {
-        match shard.save(None) {
+        match shard.save(BTreeMap::new()) {
             Ok(written) => {
                 if let Some((bytes, took)) = written {
                     p.metrics.checkpoint_written(took, bytes, std::time::SystemTime::now());
                 }
-                for e in shard.offsets_to_commit().elements() {
-                    let _ = offsets.add_partition_offset(e.topic(), e.partition(), e.offset());
-                }
+                offsets.extend(shard.positions.clone());
             }
             Err(error) => failed = Some(error),
         }
     }
     p.last_checkpoint = std::time::Instant::now();
-    if offsets.count() > 0 {
-        if let Err(error) = consumer.commit(&offsets, mode) {
-            tracing::warn!(message = "Commit after checkpoint failed.", %error);
-        }
+    if let Err(error) = consumer.commit(&offsets, sync) {
+        tracing::warn!(message = "Commit after checkpoint failed.", %error);
     }
     failed.map_or(Ok(()), Err)
 }
@@ -393,7 +329,7 @@ impl Pipeline {
             return Err(ServiceError::Setup(format!("cannot restore partition state: {why}")));
         }
         for m in &marks {
-            self.scan_alert_topic_from(m);
+            self.sinks.restored_marks(m);
         }
         for (bytes, took) in written {
             self.metrics.checkpoint_written(took, bytes, std::time::SystemTime::now());
@@ -435,7 +371,7 @@ mod tests {
         // a restored detector) and takes more records.
         let gone = lock(&shared).give_up(1).unwrap();
         let left = events(&shared);
-        let restored: Detector = serde_json::from_slice(&serde_json::to_vec(&gone.detector).unwrap()).unwrap();
+        let restored: Detector = serde_json::from_slice(&serde_json::to_vec(&gone.state.detector).unwrap()).unwrap();
         assert_eq!(restored.stats().events, 200, "a checkpoint carries the counters");
         let mut back = Shard::new(restored, None).counting_from_now();
         assert_eq!(events(&shared).events, left.events, "taken back: not counted twice");
@@ -446,11 +382,11 @@ mod tests {
         for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).skip(200).take(50) {
             d.decode(line, |item| {
                 if let Decoded::Event(ev) = item {
-                    back.detector.ingest(&ev, &mut out);
+                    back.state.detector.ingest(&ev, &mut out);
                 }
             });
         }
-        back.detector.finish(&mut out);
+        back.state.detector.finish(&mut out);
         lock(&shared).shards.insert(1, back);
         let after = events(&shared);
         assert_eq!(after.events, left.events + 50);

@@ -21,28 +21,23 @@ use crate::config::Config;
 use crate::decode::wire::{partition_for, BatchBuilder, Source};
 use crate::decode::{Decoder, Malformed};
 use crate::detect::ClockGuard;
-use crate::sinks::kafka::KafkaProducerSink;
+use crate::sinks::kafka::{DeadLetterTopic, InternalTopic, Landing, Producer};
 use crate::sources::align::Aligner;
 use crate::sources::kafka;
 use crate::telemetry::{BatchProcessed, Health, Metrics, Stats};
 use futures::stream::{FuturesOrdered, FuturesUnordered, StreamExt};
-use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::types::RDKafkaErrorCode;
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Raw messages decoded and produced whose acknowledgements are still awaited.
 const MAX_IN_FLIGHT: usize = 5_000;
 
 /// One raw message's batches on their way: resolves to its source once every batch landed.
-type Landing = std::pin::Pin<Box<dyn Future<Output = Result<(String, i32, i64), KafkaError>> + Send>>;
+type Landed = std::pin::Pin<Box<dyn Future<Output = Result<(String, i32, i64), ServiceError>> + Send>>;
 
 /// A live mark on its way to an internal partition.
-type Mark = std::pin::Pin<Box<dyn Future<Output = (usize, Result<(), KafkaError>)> + Send>>;
+type Mark = std::pin::Pin<Box<dyn Future<Output = (usize, Result<(), ServiceError>)> + Send>>;
 
 pub(super) async fn run(
     cfg: Config,
@@ -50,17 +45,14 @@ pub(super) async fn run(
     health: Arc<Health>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Stats, ServiceError> {
-    let producer = {
-        let mut c = kafka::client_config(&cfg.kafka)?;
-        // Idempotent (no duplicates or reordering from retries) and patient: a broker that is
-        // away holds the deliveries (and the offsets) until it returns, as in role all.
-        c.set("enable.idempotence", "true").set("message.timeout.ms", "0").set("linger.ms", "5");
-        let p: FutureProducer = c.create().map_err(ServiceError::Producer)?;
-        p
-    };
+    // Idempotent and patient: a broker that is away holds the deliveries (and the offsets)
+    // until it returns, as in role all.
+    let producer = Producer::new(&cfg.kafka, true)?;
     let topic = cfg.service.internal_topic.clone();
+    let internal = InternalTopic::new(producer.clone(), &topic);
     let partitions = super::internal_partitions(&cfg)?;
-    let dead_letters = (!cfg.kafka.dead_letter_topic.is_empty()).then(|| KafkaProducerSink::new(producer.clone()));
+    let dead_letters =
+        (!cfg.kafka.dead_letter_topic.is_empty()).then(|| DeadLetterTopic::new(producer, &cfg.kafka.dead_letter_topic));
     // Offsets are stored by hand once landed, and auto-committed.
     let feed = kafka::AlignFeed::default();
     let consumer = kafka::consumer(&cfg.kafka, health.clone(), true, metrics.consumer_lag(), feed.clone())?;
@@ -83,7 +75,7 @@ pub(super) async fn run(
     // flagged as produced from a backlog (a live mark follows once caught up).
     let mut last: Vec<Option<(String, i32, i64, bool)>> = vec![None; partitions as usize];
     let mut marks: FuturesUnordered<Mark> = FuturesUnordered::new();
-    let mut in_flight: FuturesOrdered<Landing> = FuturesOrdered::new();
+    let mut in_flight: FuturesOrdered<Landed> = FuturesOrdered::new();
     let (mut messages, mut produced) = (0u64, 0u64);
     // The raw partitions are merged by event time (`sources::align`), as in role all: the
     // internal topic gets the records in the order replay would process them.
@@ -105,10 +97,10 @@ pub(super) async fn run(
             });
             let source = f.source();
             let src = Source { topic: source.0.into(), partition: source.1, offset: source.2 };
-            let mut deliveries = Vec::new();
+            let mut deliveries: Vec<Landing> = Vec::new();
             for (p, b) in builders.iter_mut().enumerate().filter(|(_, b)| !b.is_empty()) {
                 let bytes = b.finish(&src, backlog);
-                deliveries.push(send(&producer, &topic, p as i32, bytes).await?);
+                deliveries.push(internal.send(p as i32, bytes).await?);
                 last[p] = Some((source.0.to_string(), source.1, source.2, backlog));
                 produced += 1;
             }
@@ -116,15 +108,11 @@ pub(super) async fn run(
             let elapsed = started.elapsed() + f.decoding;
             BatchProcessed { records: records + bad.len() as u64, elapsed, lag }.emit(&mut stats);
             stats.input_bytes += f.payload().len() as u64;
-            set_aside(dead_letters.as_ref(), &cfg.kafka.dead_letter_topic, &mut stats, f.payload(), source, bad).await;
+            set_aside(dead_letters.as_ref(), &mut stats, f.payload(), source, bad).await;
             let owned = (source.0.to_string(), source.1, source.2);
             in_flight.push_back(Box::pin(async move {
                 for d in deliveries {
-                    match d.await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err((e, _))) => return Err(e),
-                        Err(_) => return Err(KafkaError::Canceled),
-                    }
+                    d.await?;
                 }
                 Ok(owned)
             }));
@@ -139,11 +127,8 @@ pub(super) async fn run(
             biased;
             _ = &mut shutdown => break,
             Some(landed) = in_flight.next(), if !in_flight.is_empty() => {
-                let (t, p, o) = landed.map_err(ServiceError::Producer)?;
-                if let Err(error) = consumer.store_offset(&t, p, o) {
-                    // Revoked meanwhile: the new owner re-reads from the last commit.
-                    tracing::debug!(message = "Cannot store offset.", topic = %t, partition = p, %error);
-                }
+                let (t, p, o) = landed?;
+                consumer.store_offset(&t, p, o);
             }
             Some((p, landed)) = marks.next(), if !marks.is_empty() => {
                 if let Err(error) = landed {
@@ -161,16 +146,9 @@ pub(super) async fn run(
                         super::apply_align_feed(&feed, &mut align, &mut paused, "", now_ms());
                     }
                     // Decoded once, here: the merge orders it by its records' times.
-                    let f = Fetched::decode(&mut decoder, m.detach());
-                    let (size, times) = (f.payload().len(), f.times());
-                    let (t, p, offset) = f.source();
-                    let tp = (t.to_string(), p);
-                    align.push(tp, offset, times, size, f, now_ms());
+                    Fetched::decode(&mut decoder, m).push_into(&mut align, now_ms());
                 }
-                Err(error) => {
-                    tracing::warn!(message = "Kafka receive error; retrying.", %error);
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
+                Err(error) => super::receive_error(error).await,
             },
             _ = tick.tick() => {
                 if align.live(now_ms()) {
@@ -180,16 +158,9 @@ pub(super) async fn run(
                     for (p, l) in last.iter_mut().enumerate() {
                         let Some((t, rp, o, backlog @ true)) = l else { continue };
                         let bytes = BatchBuilder::default().finish(&Source { topic: t.as_str().into(), partition: *rp, offset: *o }, false);
-                        let d = send(&producer, &topic, p as i32, bytes).await?;
+                        let d = internal.send(p as i32, bytes).await?;
                         *backlog = false;
-                        marks.push(Box::pin(async move {
-                            let r = match d.await {
-                                Ok(Ok(_)) => Ok(()),
-                                Ok(Err((e, _))) => Err(e),
-                                Err(_) => Err(KafkaError::Canceled),
-                            };
-                            (p, r)
-                        }));
+                        marks.push(Box::pin(async move { (p, d.await.map_err(ServiceError::from)) }));
                     }
                 }
                 metrics.publish(&stats);
@@ -202,41 +173,17 @@ pub(super) async fn run(
         in_flight = in_flight.len(),
         produced
     );
-    let shutdown_timeout = Duration::from_nanos(cfg.service.shutdown_timeout.0.max(0) as u64);
     let finish = async {
         while let Some(landed) = in_flight.next().await {
-            let (t, p, o) = landed.map_err(ServiceError::Producer)?;
-            let _ = consumer.store_offset(&t, p, o);
+            let (t, p, o) = landed?;
+            consumer.store_offset(&t, p, o);
         }
-        match consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-            Err(error) => tracing::warn!(message = "Final commit failed.", %error),
+        if let Err(error) = consumer.commit_stored() {
+            tracing::warn!(message = "Final commit failed.", %error);
         }
-        Ok::<(), ServiceError>(())
+        Ok(())
     };
-    tokio::time::timeout(shutdown_timeout, finish)
-        .await
-        .map_err(|_| ServiceError::ShutdownTimeout(shutdown_timeout))??;
+    super::finish_within(&cfg, finish).await?;
     metrics.publish(&stats);
     Ok(stats)
-}
-
-/// Queues one batch; while librdkafka's queue is full, waits for it to make room (earlier
-/// batches land in the background).
-async fn send(
-    producer: &FutureProducer,
-    topic: &str,
-    partition: i32,
-    bytes: Vec<u8>,
-) -> Result<rdkafka::producer::DeliveryFuture, ServiceError> {
-    loop {
-        let record: FutureRecord<'_, (), [u8]> = FutureRecord::to(topic).partition(partition).payload(&bytes);
-        match producer.send_result(record) {
-            Ok(d) => return Ok(d),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            Err((e, _)) => return Err(ServiceError::Producer(e)),
-        }
-    }
 }

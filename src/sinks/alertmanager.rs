@@ -715,6 +715,69 @@ fn error_chain(e: reqwest::Error) -> String {
     out
 }
 
+#[async_trait::async_trait]
+impl super::AlertSink for AlertmanagerSink {
+    fn kind(&self) -> crate::telemetry::SinkKind {
+        crate::telemetry::SinkKind::Alertmanager
+    }
+
+    fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// An alert that cannot be posted, or a batch Alertmanager refuses (a 4xx other than 408
+    /// and 429: it names the reason), is rejected: set aside, and the stream goes on.
+    async fn send(&mut self, alerts: &[Alert]) -> Result<super::Sent, super::SinkError> {
+        let rejected_all = |error: &AlertmanagerError| {
+            alerts
+                .iter()
+                .map(|a| super::Rejected {
+                    id: a.id.clone(),
+                    alert: serde_json::to_vec(a).unwrap_or_default(),
+                    detail: error.to_string(),
+                })
+                .collect()
+        };
+        match self.send_alerts(alerts, SystemTime::now()).await {
+            Ok(()) => Ok(super::Sent::default()),
+            Err(error) if error.is_retryable() => Err(error.into()),
+            Err(AlertmanagerError::InvalidAlert { id, reason }) => {
+                let detail = AlertmanagerError::InvalidAlert { id: id.clone(), reason }.to_string();
+                let rejected = alerts
+                    .iter()
+                    .filter(|a| a.id == id)
+                    .map(|a| super::Rejected {
+                        id: a.id.clone(),
+                        alert: serde_json::to_vec(a).unwrap_or_default(),
+                        detail: detail.clone(),
+                    })
+                    .collect();
+                Ok(super::Sent { rejected, landed: Vec::new() })
+            }
+            Err(error) => Ok(super::Sent { rejected: rejected_all(&error), landed: Vec::new() }),
+        }
+    }
+
+    fn observe_event_time(&mut self, t: Nanos) {
+        AlertmanagerSink::observe_event_time(self, t)
+    }
+
+    async fn tick(&mut self, now: SystemTime) -> Result<bool, super::SinkError> {
+        Ok(!AlertmanagerSink::tick(self, now).await?.backing_off)
+    }
+
+    fn checkpoint(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(self.snapshot()).ok()
+    }
+
+    fn restore(&mut self, saved: serde_json::Value) -> Result<(), super::SinkError> {
+        let snapshot: FiringSnapshot = serde_json::from_value(saved)
+            .map_err(|e| super::SinkError::State { kind: "alertmanager", detail: e.to_string() })?;
+        AlertmanagerSink::restore(self, snapshot);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -297,6 +297,30 @@ fn error_chain(e: reqwest::Error) -> String {
     out
 }
 
+#[async_trait::async_trait]
+impl super::AlertSink for WebhookSink {
+    fn kind(&self) -> crate::telemetry::SinkKind {
+        crate::telemetry::SinkKind::Webhook
+    }
+
+    fn target(&self) -> &str {
+        &self.target
+    }
+
+    async fn send(&mut self, alerts: &[Alert]) -> Result<super::Sent, super::SinkError> {
+        // On an error, alerts refused before it stay in `take_rejected` for the retry's answer
+        // (the retry does not send them again).
+        self.send_alerts(alerts).await?;
+        // Refused for good (e.g. HTTP 400).
+        let rejected = self
+            .take_rejected()
+            .into_iter()
+            .map(|r| super::Rejected { id: r.id, alert: r.alert, detail: r.error.to_string() })
+            .collect();
+        Ok(super::Sent { rejected, landed: Vec::new() })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

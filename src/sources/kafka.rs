@@ -1,6 +1,8 @@
-//! The Kafka source: the consumer and its callbacks, topic metadata, and the alert topic's
-//! read-back. (Role detect's rebalance context lives in `service/detect.rs`; the service
-//! commits offsets itself.)
+//! The Kafka source: the consumer ([`Consumer`]: fetch, store and commit offsets, pause and
+//! resume), its callbacks (errors, statistics, rebalances; [`PartitionOwner`] lets role detect
+//! restore and save partition state in the rebalance callback), and topic metadata. With
+//! `sinks/kafka.rs` (the producers and the alert topic's read-back), the only place that
+//! speaks rdkafka.
 //!
 //! Offsets are stored by hand (`enable.auto.offset.store = false`) once a message's records
 //! went through the detector and the sinks accepted every alert they raised; librdkafka's
@@ -9,12 +11,17 @@
 //! message at a time, so nothing is in flight when the callback runs.
 
 use crate::config::KafkaConfig;
+use crate::sources::align::TopicPartition;
 use crate::telemetry::{ConsumerLag, Health};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+pub use rdkafka::consumer::ConsumerContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, Rebalance, RebalanceProtocol, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,8 +32,12 @@ pub enum KafkaSourceError {
     Create(#[source] KafkaError),
     #[error("cannot subscribe to {topics:?}: {source}")]
     Subscribe { topics: Vec<String>, source: KafkaError },
-    #[error("cannot read back the alert topic: {0}")]
+    #[error("cannot read the topic metadata: {0}")]
     Scan(#[source] KafkaError),
+    #[error("Kafka receive error: {0}")]
+    Receive(#[source] KafkaError),
+    #[error("cannot commit offsets: {0}")]
+    Commit(#[source] KafkaError),
 }
 
 /// rdkafka callbacks: errors, statistics (broker reachability, consumer lag), rebalances.
@@ -177,7 +188,179 @@ impl ConsumerContext for SourceContext {
     }
 }
 
-pub type LogConsumer = StreamConsumer<SourceContext>;
+/// A message as fetched (its payload copied out of librdkafka's buffer).
+pub struct RawMessage {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// Empty for a message without one.
+    pub payload: Vec<u8>,
+}
+
+impl RawMessage {
+    /// `(topic, partition, offset)`: where it came from.
+    pub fn source(&self) -> (&str, i32, i64) {
+        (&self.topic, self.partition, self.offset)
+    }
+}
+
+/// A subscribed consumer, with the calls the service loops make.
+pub struct Consumer<C: ConsumerContext + 'static = SourceContext>(StreamConsumer<C>);
+
+impl<C: ConsumerContext + 'static> Consumer<C> {
+    /// The next message (librdkafka reconnects by itself while the broker is away).
+    pub async fn recv(&self) -> Result<RawMessage, KafkaSourceError> {
+        use rdkafka::message::Message;
+        let m = self.0.recv().await.map_err(KafkaSourceError::Receive)?;
+        Ok(RawMessage {
+            topic: m.topic().to_string(),
+            partition: m.partition(),
+            offset: m.offset(),
+            payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        })
+    }
+
+    /// Stores `offset` as handled (the next commit covers it). A partition revoked meanwhile
+    /// refuses: its new owner reads from the last commit (at-least-once).
+    pub fn store_offset(&self, topic: &str, partition: i32, offset: i64) {
+        if let Err(error) = self.0.store_offset(topic, partition, offset) {
+            tracing::debug!(message = "Cannot store offset.", topic = %topic, partition, %error);
+        }
+    }
+
+    /// Commits `positions` (next offset per `topic/partition`), synchronously or not.
+    pub fn commit(&self, positions: &BTreeMap<String, i64>, sync: bool) -> Result<(), KafkaSourceError> {
+        let tpl = offsets_list(positions);
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        let mode = if sync { CommitMode::Sync } else { CommitMode::Async };
+        self.0.commit(&tpl, mode).map_err(KafkaSourceError::Commit)
+    }
+
+    /// Commits the stored offsets synchronously (the end of a run); nothing stored is fine.
+    pub fn commit_stored(&self) -> Result<(), KafkaSourceError> {
+        match self.0.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => Ok(()),
+            Err(error) => Err(KafkaSourceError::Commit(error)),
+        }
+    }
+
+    /// Pauses the partitions in `want` and resumes the others of `paused` (the event-time
+    /// alignment's wish); `paused` becomes `want`.
+    pub fn set_paused(&self, want: BTreeSet<TopicPartition>, paused: &mut BTreeSet<TopicPartition>) {
+        if want == *paused {
+            return;
+        }
+        let list = |tps: Vec<&TopicPartition>| {
+            let mut tpl = TopicPartitionList::new();
+            for (topic, partition) in tps {
+                tpl.add_partition(topic, *partition);
+            }
+            tpl
+        };
+        let to_pause = list(want.difference(paused).collect());
+        let to_resume = list(paused.difference(&want).collect());
+        if to_pause.count() > 0 {
+            if let Err(error) = self.0.pause(&to_pause) {
+                tracing::warn!(message = "Cannot pause partitions.", %error);
+            }
+        }
+        if to_resume.count() > 0 {
+            if let Err(error) = self.0.resume(&to_resume) {
+                tracing::warn!(message = "Cannot resume partitions.", %error);
+            }
+        }
+        *paused = want;
+    }
+}
+
+/// `topic/partition` -> offset as librdkafka's list.
+fn offsets_list(positions: &BTreeMap<String, i64>) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for (tp, off) in positions {
+        if let Some((topic, partition)) = tp.rsplit_once('/').and_then(|(t, p)| Some((t, p.parse().ok()?))) {
+            let _ = tpl.add_partition_offset(topic, partition, Offset::Offset(*off));
+        }
+    }
+    tpl
+}
+
+/// Who owns state per partition (role detect): called from the rebalance callback, between
+/// two messages, so nothing of the partitions is in flight.
+pub trait PartitionOwner: Send + Sync + 'static {
+    /// Before fetching starts: takes up each assigned `(topic, partition)`; returns where to
+    /// start fetching those it has a position for (others start at the committed offset).
+    fn assigned(&self, partitions: &[(String, i32)]) -> Vec<(String, i32, i64)>;
+    /// Before the partitions go: lets them go; returns the positions to commit (synchronously)
+    /// as `topic/partition` -> next offset.
+    fn revoked(&self, partitions: &[(String, i32)]) -> BTreeMap<String, i64>;
+}
+
+/// The callbacks of a consumer whose partitions carry state ([`PartitionOwner`]).
+pub struct OwnerContext<O: PartitionOwner> {
+    source: SourceContext,
+    owner: O,
+}
+
+impl<O: PartitionOwner> ClientContext for OwnerContext<O> {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.source.error(error, reason)
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        self.source.stats(statistics)
+    }
+}
+
+impl<O: PartitionOwner> ConsumerContext for OwnerContext<O> {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let partitions: Vec<(String, i32)> =
+            tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                for (topic, partition, next) in self.owner.assigned(&partitions) {
+                    if let Err(error) = tpl.set_partition_offset(&topic, partition, Offset::Offset(next)) {
+                        tracing::warn!(message = "Cannot set the start offset.", partition, %error);
+                    }
+                }
+                let done = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
+                if let Err(error) = done {
+                    tracing::error!(message = "Cannot take the assigned partitions.", %error);
+                }
+                self.source.health.set_kafka(true, "");
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let offsets = offsets_list(&self.owner.revoked(&partitions));
+                if offsets.count() > 0 {
+                    if let Err(error) = consumer.commit(&offsets, CommitMode::Sync) {
+                        tracing::warn!(message = "Commit on revoke failed.", partitions = offsets.count(), %error);
+                    }
+                }
+                let done = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
+                if let Err(error) = done {
+                    tracing::warn!(message = "Cannot give the revoked partitions up.", %error);
+                }
+            }
+            other => tracing::warn!(message = "Rebalance error.", error = ?other),
+        }
+    }
+}
+
+/// A consumer of `topics` in `group` whose partitions' state `owner` restores and saves in the
+/// rebalance callback (role detect). Offsets are committed by the service (after checkpoints).
+pub fn owning_consumer<O: PartitionOwner>(
+    cfg: &KafkaConfig,
+    group: &str,
+    topics: &[String],
+    health: Arc<Health>,
+    lag: ConsumerLag,
+    owner: O,
+) -> Result<Consumer<OwnerContext<O>>, KafkaSourceError> {
+    let source = SourceContext { health, lag, align: AlignFeed::default() };
+    consumer_with(cfg, group, topics, false, OwnerContext { source, owner })
+}
 
 /// Client settings shared by the consumer and the producers (servers, security).
 pub fn client_config(cfg: &KafkaConfig) -> Result<ClientConfig, KafkaSourceError> {
@@ -211,19 +394,18 @@ pub fn consumer(
     auto_commit: bool,
     lag: ConsumerLag,
     align: AlignFeed,
-) -> Result<LogConsumer, KafkaSourceError> {
+) -> Result<Consumer, KafkaSourceError> {
     consumer_with(cfg, &cfg.group_id, &cfg.topics, auto_commit, SourceContext { health, lag, align })
 }
 
-/// A consumer of `topics` in `group` with the service's settings and the given context (the
-/// detect role's restores and saves partition state in its rebalance callback).
-pub fn consumer_with<C: ConsumerContext + 'static>(
+/// A consumer of `topics` in `group` with the service's settings and the given context.
+fn consumer_with<C: ConsumerContext + 'static>(
     cfg: &KafkaConfig,
     group: &str,
     topics: &[String],
     auto_commit: bool,
     context: C,
-) -> Result<StreamConsumer<C>, KafkaSourceError> {
+) -> Result<Consumer<C>, KafkaSourceError> {
     let mut c = client_config(cfg)?;
     c.set("group.id", group)
         .set("enable.auto.commit", if auto_commit { "true" } else { "false" })
@@ -240,7 +422,7 @@ pub fn consumer_with<C: ConsumerContext + 'static>(
     let consumer: StreamConsumer<C> = c.create_with_context(context).map_err(KafkaSourceError::Create)?;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names).map_err(|source| KafkaSourceError::Subscribe { topics: topics.to_vec(), source })?;
-    Ok(consumer)
+    Ok(Consumer(consumer))
 }
 
 /// How many partitions `topic` has (0 when it does not exist), from the cluster's metadata.
@@ -252,60 +434,4 @@ pub fn partition_count(
     let client: BaseConsumer = client_config(cfg)?.create().map_err(KafkaSourceError::Create)?;
     let md = client.fetch_metadata(Some(topic), timeout).map_err(KafkaSourceError::Scan)?;
     Ok(md.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len()))
-}
-
-/// The keys (alert ids) of the messages on `topic` from `from[partition]` (the low watermark
-/// for a partition not in `from`) up to the high watermark as it is now. Blocking; used once
-/// after a restart to learn which re-raised alerts a crashed run already delivered.
-pub fn keys_since(
-    cfg: &KafkaConfig,
-    topic: &str,
-    from: &std::collections::BTreeMap<i32, i64>,
-    timeout: std::time::Duration,
-) -> Result<std::collections::HashSet<String>, KafkaSourceError> {
-    use rdkafka::message::Message;
-    use rdkafka::{Offset, TopicPartitionList};
-    let deadline = std::time::Instant::now() + timeout;
-    let left = || deadline.saturating_duration_since(std::time::Instant::now());
-    let mut c = client_config(cfg)?;
-    c.set("group.id", format!("{}.alert-scan", cfg.group_id))
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false");
-    let consumer: BaseConsumer = c.create().map_err(KafkaSourceError::Create)?;
-    let md = consumer.fetch_metadata(Some(topic), left()).map_err(KafkaSourceError::Scan)?;
-    let mut ends = std::collections::BTreeMap::new();
-    let mut tpl = TopicPartitionList::new();
-    for p in md.topics().iter().filter(|t| t.name() == topic).flat_map(|t| t.partitions()) {
-        let (low, high) = consumer.fetch_watermarks(topic, p.id(), left()).map_err(KafkaSourceError::Scan)?;
-        let start = from.get(&p.id()).copied().unwrap_or(low).max(low);
-        if start < high {
-            tpl.add_partition_offset(topic, p.id(), Offset::Offset(start)).map_err(KafkaSourceError::Scan)?;
-            ends.insert(p.id(), high);
-        }
-    }
-    let mut keys = std::collections::HashSet::new();
-    if ends.is_empty() {
-        return Ok(keys);
-    }
-    consumer.assign(&tpl).map_err(KafkaSourceError::Scan)?;
-    while !ends.is_empty() {
-        if left().is_zero() {
-            return Err(KafkaSourceError::Scan(KafkaError::MessageConsumption(
-                rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
-            )));
-        }
-        match consumer.poll(left().min(std::time::Duration::from_millis(500))) {
-            Some(Ok(m)) => {
-                if let Some(k) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
-                    keys.insert(k.to_string());
-                }
-                if ends.get(&m.partition()).is_some_and(|h| m.offset() + 1 >= *h) {
-                    ends.remove(&m.partition());
-                }
-            }
-            Some(Err(e)) => return Err(KafkaSourceError::Scan(e)),
-            None => {}
-        }
-    }
-    Ok(keys)
 }

@@ -84,7 +84,8 @@ pub fn replay_counts(dir: &str) -> exfilwatch::detect::DetectorStats {
     let cfg = exfilwatch::config::Config::default();
     let opts = exfilwatch::replay::ReplayOptions { inputs: vec![dir.into()], ..Default::default() };
     let mut detector = exfilwatch::detect::Detector::new(cfg.detect.clone());
-    let mut sink = exfilwatch::sinks::JsonLinesSink::new(std::io::sink(), "nowhere");
+    let sink = exfilwatch::sinks::JsonLinesSink::new(std::io::sink(), "nowhere");
+    let mut sink = exfilwatch::sinks::fanout::Fanout::one(sink, cfg.detect.realert.0);
     let report = exfilwatch::replay::replay(&cfg, &opts, &mut detector, &mut sink, |_, _| {}).unwrap();
     report.stats.detector
 }
