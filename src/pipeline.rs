@@ -1,31 +1,17 @@
 //! The per-message bookkeeping every driver shares (replay, and roles all, rekey and detect of
 //! `exfilwatch run`): a decoded message ([`Fetched`]: decoded once, when fetched), its
 //! records handed through the clock guard to the detector or the internal topic ([`admit`]),
-//! and the counting of records, skips and bytes ([`Stats::count_event`],
-//! [`Stats::count_skipped`]), written once. Free of Kafka: a message is bytes and where they
+//! counted with [`Stats::count_event`] and [`Stats::count_skipped`] (replay counts with the
+//! same two). Free of Kafka: a message is bytes and where they
 //! came from.
 
-use crate::decode::{Decoded, Decoder, Event, Malformed};
+use crate::decode::{Decoded, Decoder, Malformed};
 use crate::detect::{Admit, ClockGuard};
 use crate::sources::align::Aligner;
 use crate::sources::kafka::RawMessage;
 use crate::telemetry::Stats;
 use crate::time::Nanos;
 use std::time::Duration;
-
-impl Stats {
-    /// A record that became an event the detector (or the internal topic) takes.
-    pub fn count_event(&mut self, ev: &Event<'_>) {
-        *self.records.entry(ev.category).or_default() += 1;
-        self.response_bytes += ev.response_bytes;
-    }
-
-    /// A record of a category the detector does not read.
-    pub fn count_skipped(&mut self, category: crate::decode::Category) {
-        *self.records.entry(category).or_default() += 1;
-        *self.skipped.entry(category).or_default() += 1;
-    }
-}
 
 /// A raw message (roles all and rekey), decoded once when fetched; it waits in the event-time
 /// alignment as this and is handed on by [`admit`].

@@ -172,6 +172,20 @@ impl Stats {
     }
 }
 
+impl Stats {
+    /// A record that became an event the detector (or the internal topic) takes.
+    pub fn count_event(&mut self, ev: &crate::decode::Event<'_>) {
+        *self.records.entry(ev.category).or_default() += 1;
+        self.response_bytes += ev.response_bytes;
+    }
+
+    /// A record of a category the detector does not read.
+    pub fn count_skipped(&mut self, category: crate::decode::Category) {
+        *self.records.entry(category).or_default() += 1;
+        *self.skipped.entry(category).or_default() += 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
