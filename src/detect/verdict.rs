@@ -318,11 +318,7 @@ impl Detector {
         let account = v.account.as_str();
         if let Some(acct) = self.accounts.get_mut(account.as_bytes()) {
             while acct.queue.front().is_some_and(|q| q.time < t) {
-                if let Some(q) = acct.queue.pop_front() {
-                    acct.released = acct.released.max(q.time);
-                    self.ctx.arrivals.remove(q.arrived);
-                    self.ctx.process(account, acct, &q, out);
-                }
+                self.ctx.release_next(account, acct, out);
             }
         }
         self.ctx.set_verdict(Standing {

@@ -1,0 +1,147 @@
+//! The detector's state: per account ([`AccountState`], with its reorder queue of [`Ev`]s and
+//! the origins no key of it knows, [`AccountOrigin`]), per key ([`KeyState`]) and per origin of
+//! a key ([`OriginEntry`]), and the dedup marks of key-level conditions ([`Mark`]). Plain data:
+//! the rules that update it are `rules.rs` and the files it names; snapshots serialize it as is.
+
+use super::{Evidence, OriginKey, OriginWindow, SlidingSum, Sym, VerdictKind, VolumeHistory};
+use crate::time::Nanos;
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+
+/// An event as the detector keeps it while it waits in a reorder queue: owned and compact.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub(super) struct Ev {
+    pub(super) time: Nanos,
+    /// When the caller handed it over (processing time, caller's clock; 0 in replay).
+    pub(super) arrived: i64,
+    pub(super) cred: Sym,
+    pub(super) ip: Option<u128>,
+    pub(super) bytes: u64,
+    pub(super) op: Sym,
+    pub(super) ua: Sym,
+    pub(super) db: Sym,
+    pub(super) coll: Sym,
+    pub(super) activity: u128,
+}
+
+/// Dedup state of one condition: when it last alerted, how far it escalated, and how many
+/// times it re-alerted (part of the id, so a re-alert is a new alert).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub(super) struct Mark {
+    pub(super) at: Nanos,
+    /// Levels already alerted (0: none).
+    pub(super) level: u8,
+    pub(super) epoch: u32,
+    pub(super) since: Nanos,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub(super) struct OriginEntry {
+    pub(super) first_seen: Nanos,
+    pub(super) last_seen: Nanos,
+    pub(super) bytes: u64,
+    pub(super) requests: u32,
+    pub(super) mark_level: u8,
+    pub(super) mark_epoch: u16,
+    pub(super) mark_at: Nanos,
+    /// Present while the origin is unfamiliar.
+    pub(super) evidence: Option<Box<Evidence>>,
+    /// An analyst's verdict on it (the detector's list of verdicts is the truth; see verdict.rs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) verdict: Option<VerdictKind>,
+}
+
+impl OriginEntry {
+    pub(super) fn new(t: Nanos) -> Self {
+        OriginEntry {
+            first_seen: t,
+            last_seen: t,
+            bytes: 0,
+            requests: 0,
+            mark_level: 0,
+            mark_epoch: 0,
+            mark_at: 0,
+            evidence: None,
+            verdict: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub(super) struct KeyState {
+    pub(super) first_seen: Nanos,
+    pub(super) last_seen: Nanos,
+    pub(super) origins: FxHashMap<OriginKey, OriginEntry>,
+    pub(super) unfamiliar: SlidingSum,
+    pub(super) volume: SlidingSum,
+    pub(super) history: VolumeHistory,
+    /// Evidence of the current and the previous `volume_window` (for `volume_anomaly`).
+    pub(super) window_evidence: Option<Box<(i64, Evidence, Evidence)>>,
+    /// Bytes per origin in the sliding `volume_window`, kept while `window_evidence` is (the
+    /// origins `volume_anomaly` lists).
+    #[serde(default)]
+    pub(super) volume_origins: Option<Box<OriginWindow>>,
+    /// Bytes per unfamiliar origin in the sliding `aggregate_window` (the origins
+    /// `unfamiliar_origins_aggregate` lists); dropped by the sweep once the key is idle that long.
+    #[serde(default)]
+    pub(super) unfamiliar_origins: Option<Box<OriginWindow>>,
+    pub(super) aggregate_mark: Option<Mark>,
+    pub(super) volume_mark: Option<Mark>,
+    pub(super) aggregate_checked_minute: i64,
+}
+
+impl KeyState {
+    pub(super) fn new(t: Nanos) -> Self {
+        KeyState {
+            first_seen: t,
+            last_seen: t,
+            origins: FxHashMap::default(),
+            unfamiliar: SlidingSum::default(),
+            volume: SlidingSum::default(),
+            history: VolumeHistory::default(),
+            window_evidence: None,
+            volume_origins: None,
+            unfamiliar_origins: None,
+            aggregate_mark: None,
+            volume_mark: None,
+            aggregate_checked_minute: i64::MIN,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub(super) struct AccountState {
+    pub(super) first_seen: Nanos,
+    pub(super) last_seen: Nanos,
+    /// Newest event time seen: the account's event-time progress.
+    pub(super) max_time: Nanos,
+    pub(super) next_sweep: Nanos,
+    /// Events not yet processed, in time order (ties in arrival order).
+    pub(super) queue: VecDeque<Ev>,
+    /// Newest event time processed from the queue: an event older than it is late.
+    pub(super) released: Nanos,
+    pub(super) keys: FxHashMap<Sym, KeyState>,
+    /// When evidence was last created in this account: until `familiar_after` after it, a
+    /// sweep may have evidence to drop.
+    pub(super) evidence_created: Nanos,
+    /// Origins unfamiliar to the whole account while keys read from them
+    /// (`unfamiliar_origin_account_volume`); each leaves `familiar_after` after its first read.
+    #[serde(default)]
+    pub(super) unfamiliar: FxHashMap<OriginKey, AccountOrigin>,
+}
+
+/// An origin as the account sees it: bytes its keys read from it since the account's first
+/// read from it, while no key of the account knows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AccountOrigin {
+    pub(super) first_seen: Nanos,
+    /// Some key of the account already knew the origin when this entry was made.
+    pub(super) familiar: bool,
+    pub(super) bytes: u64,
+    /// Bytes per key (credential symbol), in the order the keys came.
+    pub(super) keys: Vec<(Sym, u64)>,
+    pub(super) mark_level: u8,
+    pub(super) mark_epoch: u32,
+    pub(super) mark_at: Nanos,
+}

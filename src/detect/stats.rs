@@ -1,0 +1,61 @@
+//! [`DetectorStats`]: the counters the detector keeps, and how readings of them are combined.
+
+use super::Suppressed;
+use serde::{Deserialize, Serialize};
+
+/// Counters the detector keeps; the pipeline turns them into metrics.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct DetectorStats {
+    pub events: u64,
+    pub failed_requests: u64,
+    pub late_events: u64,
+    pub without_ip: u64,
+    pub keys_tracked: u64,
+    pub origins_tracked: u64,
+    pub origins_evicted: u64,
+    pub origins_expired: u64,
+    pub keys_expired: u64,
+    pub alerts_suppressed_learning: u64,
+    /// Alerts not raised because of the allowlist or a benign verdict, by reason.
+    #[serde(default)]
+    pub suppressed: Suppressed,
+    #[serde(default)]
+    pub verdicts_applied: u64,
+}
+
+impl DetectorStats {
+    /// The counters' growth since `base` (an earlier reading of the same detector); the gauges
+    /// (keys and origins tracked) as they are now.
+    pub fn since(&self, base: &DetectorStats) -> DetectorStats {
+        DetectorStats {
+            events: self.events.saturating_sub(base.events),
+            failed_requests: self.failed_requests.saturating_sub(base.failed_requests),
+            late_events: self.late_events.saturating_sub(base.late_events),
+            without_ip: self.without_ip.saturating_sub(base.without_ip),
+            keys_tracked: self.keys_tracked,
+            origins_tracked: self.origins_tracked,
+            origins_evicted: self.origins_evicted.saturating_sub(base.origins_evicted),
+            origins_expired: self.origins_expired.saturating_sub(base.origins_expired),
+            keys_expired: self.keys_expired.saturating_sub(base.keys_expired),
+            alerts_suppressed_learning: self.alerts_suppressed_learning.saturating_sub(base.alerts_suppressed_learning),
+            suppressed: self.suppressed.since(&base.suppressed),
+            verdicts_applied: self.verdicts_applied.saturating_sub(base.verdicts_applied),
+        }
+    }
+
+    /// Adds another detector's counters (several partitions' detectors make one report).
+    pub fn add(&mut self, o: &DetectorStats) {
+        self.events += o.events;
+        self.failed_requests += o.failed_requests;
+        self.late_events += o.late_events;
+        self.without_ip += o.without_ip;
+        self.keys_tracked += o.keys_tracked;
+        self.origins_tracked += o.origins_tracked;
+        self.origins_evicted += o.origins_evicted;
+        self.origins_expired += o.origins_expired;
+        self.keys_expired += o.keys_expired;
+        self.alerts_suppressed_learning += o.alerts_suppressed_learning;
+        self.suppressed.add(&o.suppressed);
+        self.verdicts_applied += o.verdicts_applied;
+    }
+}
