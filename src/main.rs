@@ -246,7 +246,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Config(ConfigCommand::Check { file }) => {
-            Config::load(&file)?;
+            // The same checks `run` makes at start (URLs, spans, what a role needs).
+            Config::load(&file)?.options(&file.display().to_string())?;
             println!("{}: ok", file.display());
             Ok(ExitCode::SUCCESS)
         }

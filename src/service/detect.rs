@@ -22,7 +22,7 @@
 //! ids (journal) and the alert topic's read-back, so none is emitted twice.
 
 use super::{Pipeline, SavedState, ServiceError, Shard};
-use crate::config::Config;
+use crate::config::{Options, StateStoreOptions};
 use crate::decode::wire::partition_for;
 use crate::detect::{Detector, DetectorStats};
 use crate::sources::kafka::{self, Consumer, OwnerContext, PartitionOwner};
@@ -53,7 +53,9 @@ struct Shared {
 /// The partitions' states, restored and saved from the consumer's rebalance callback.
 struct Partitions {
     shared: Arc<Mutex<Shared>>,
-    cfg: Config,
+    cfg: Options,
+    /// `service.state_store` (role detect needs one).
+    store: StateStoreOptions,
     /// Partition count of the internal topic (a model's accounts are split by it).
     partitions: i32,
     /// `service.model`, loaded on the first partition that starts without a checkpoint.
@@ -156,8 +158,8 @@ impl Partitions {
     /// or a fresh state.
     #[allow(clippy::type_complexity)]
     fn open(&self, topic: &str, partition: i32) -> Result<(Shard, Option<BTreeMap<i32, i64>>), ServiceError> {
-        let location = partition_location(&self.cfg.service.state_store, topic, partition);
-        let mut store = StateStore::open_with(&location, &self.cfg.service.state_store_options)?;
+        let location = partition_location(&self.store.location, topic, partition);
+        let mut store = StateStore::open_with(&location, &self.store.options)?;
         if let Some((s, offsets)) = super::restore(&mut store)? {
             let s: SavedState = s;
             let marks = s.alert_topic_marks.clone();
@@ -166,7 +168,7 @@ impl Partitions {
             shard.state.detector.set_allowlist(super::allowlist(&self.cfg)?);
             return Ok((shard, Some(marks)));
         }
-        let detector = if self.cfg.service.model.is_empty() {
+        let detector = if self.cfg.service.model.is_none() {
             Detector::new(self.cfg.detect.clone())
         } else {
             let mut model = self.model.lock().unwrap_or_else(|p| p.into_inner());
@@ -185,26 +187,27 @@ impl Partitions {
 }
 
 /// The consumer group of the detect role.
-pub fn detect_group(cfg: &Config) -> String {
+pub(crate) fn detect_group(cfg: &Options) -> String {
     format!("{}-detect", cfg.kafka.group_id)
 }
 
 type DetectConsumer = Consumer<OwnerContext<Partitions>>;
 
 pub(super) async fn run(
-    cfg: Config,
+    cfg: Options,
     metrics: Metrics,
     health: Arc<Health>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Stats, ServiceError> {
-    if cfg.service.state_store.is_empty() {
+    // Checked with the options; here for the type.
+    let Some(store) = cfg.service.state_store.clone() else {
         return Err(ServiceError::Setup(
             "role detect needs service.state_store: partition state moves between instances through it".into(),
         ));
-    }
+    };
     let partitions = super::internal_partitions(&cfg)?;
     let shared = Arc::new(Mutex::new(Shared::default()));
-    let owner = Partitions { shared: shared.clone(), cfg: cfg.clone(), partitions, model: Mutex::new(None) };
+    let owner = Partitions { shared: shared.clone(), cfg: cfg.clone(), store, partitions, model: Mutex::new(None) };
     let topics = vec![cfg.service.internal_topic.clone()];
     let group = detect_group(&cfg);
     let consumer: DetectConsumer =
@@ -345,7 +348,7 @@ mod tests {
 
     /// A shard whose detector took the first `n` records of a sample file.
     fn shard_with(n: usize) -> Shard {
-        let mut detector = Detector::new(Config::default().detect);
+        let mut detector = Detector::new(crate::config::Config::default().detect);
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/sample-logs/fabrikam/cdbdataplanerequests.jsonl");
         let text = std::fs::read(path).unwrap();
         let (mut d, mut out) = (Decoder::new(), Vec::new());

@@ -60,7 +60,7 @@ pub mod http;
 mod rekey;
 
 use crate::alert::Alert;
-use crate::config::{Config, Role};
+use crate::config::{Config, Options, Role};
 use crate::decode::{raw_record_text, Decoder, Malformed};
 use crate::detect::{ClockGuard, Detector, DetectorStats};
 pub(crate) use crate::pipeline::{admit, Fetched};
@@ -191,7 +191,7 @@ impl Shard {
 /// The per-run machinery every role that detects shares: decoder and clock guard, the sinks'
 /// fan-out, the dead-letter topic, offsets waiting to be stored, checkpoint cadence, counters.
 pub(crate) struct Pipeline {
-    cfg: Config,
+    cfg: Options,
     decoder: Decoder,
     /// Sets aside records stamped ahead of the wall clock or long behind their account.
     clock: ClockGuard<()>,
@@ -395,7 +395,7 @@ impl Pipeline {
         if !shard.detector().has_queued() || shard.backlog {
             return Ok(());
         }
-        let hold = self.cfg.service.max_hold.0 / 1_000_000;
+        let hold = self.cfg.service.max_hold.as_millis() as i64;
         let cutoff = self.now() - hold;
         let mut alerts = Vec::new();
         shard.state.detector.release_held(cutoff, &mut alerts);
@@ -405,8 +405,7 @@ impl Pipeline {
     /// Whether the periodic checkpoint is due.
     fn checkpoint_due(&self) -> bool {
         self.checkpoints
-            && self.cfg.service.checkpoint_interval.0 > 0
-            && self.last_checkpoint.elapsed().as_nanos() as i64 >= self.cfg.service.checkpoint_interval.0
+            && self.cfg.service.checkpoint_interval.is_some_and(|every| self.last_checkpoint.elapsed() >= every)
     }
 
     /// Notes the outcome of a periodic checkpoint: a failure commits nothing (the previous
@@ -482,25 +481,19 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<Stat
 }
 
 /// As [`run`], reporting readiness and progress through `health` (tests watch it). The
-/// prologue every role shares (metrics, the HTTP endpoints, the checks) is here.
+/// prologue every role shares (the checked options, metrics, the HTTP endpoints) is here.
 pub async fn run_with(
     cfg: Config,
     health: Arc<Health>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Stats, ServiceError> {
+    let cfg = cfg.options("the configuration").map_err(|e| ServiceError::Setup(e.to_string()))?;
     let metrics = Metrics::for_role(cfg.service.role.as_str())?;
-    if !cfg.service.metrics_addr.is_empty() {
-        let addr = http::serve(&cfg.service.metrics_addr, health.clone(), metrics.registry.clone()).await?;
+    if let Some(addr) = &cfg.service.metrics_addr {
+        let addr = http::serve(addr, health.clone(), metrics.registry.clone()).await?;
         health.set_http_addr(addr);
     }
     tracing::info!(message = "Starting.", role = cfg.service.role.as_str());
-    if cfg.service.role != Role::All && !cfg.service.verdicts_topic.is_empty() {
-        return Err(ServiceError::Setup(format!(
-            "service.verdicts_topic is only consumed by role \"all\" so far, not by role \"{}\": \
-             leave it empty there (a model trained with --verdicts carries the verdicts)",
-            cfg.service.role.as_str()
-        )));
-    }
     match cfg.service.role {
         Role::All => run_all(cfg, metrics, health, shutdown).await,
         Role::Rekey => rekey::run(cfg, metrics, health, shutdown).await,
@@ -510,29 +503,27 @@ pub async fn run_with(
 
 /// The configured alert sinks, in delivery order: stdout, file, the alert topic, the webhook,
 /// Alertmanager. A new destination is one more line here (and its file in `sinks/`).
-fn sinks_for(cfg: &Config, producer: Option<&Producer>) -> Result<Vec<Box<dyn AlertSink>>, ServiceError> {
+fn sinks_for(cfg: &Options, producer: Option<&Producer>) -> Result<Vec<Box<dyn AlertSink>>, ServiceError> {
     let mut sinks: Vec<Box<dyn AlertSink>> = Vec::new();
     if cfg.sinks.stdout {
         sinks.push(Box::new(JsonLinesSink::new(std::io::stdout(), "stdout").flushing()));
     }
-    if !cfg.sinks.file.is_empty() {
-        sinks.push(Box::new(crate::sinks::jsonl::file(&cfg.sinks.file, true)?.flushing()));
+    if let Some(path) = &cfg.sinks.file {
+        sinks.push(Box::new(crate::sinks::jsonl::file(&path.display().to_string(), true)?.flushing()));
     }
-    if let (Some(p), false) = (producer, cfg.sinks.kafka_topic.is_empty()) {
-        sinks.push(Box::new(KafkaAlertSink::new(p.clone(), &cfg.sinks.kafka_topic, &cfg.kafka)));
+    if let (Some(p), Some(topic)) = (producer, &cfg.sinks.kafka_topic) {
+        sinks.push(Box::new(KafkaAlertSink::new(p.clone(), topic, &cfg.kafka)));
     }
-    if !cfg.sinks.webhook_url.is_empty() {
-        let timeout = Duration::from_nanos(cfg.sinks.webhook_timeout.0.max(1) as u64);
-        let w = crate::sinks::webhook::WebhookSink::new(&cfg.sinks.webhook_url, timeout, &Default::default())
+    if let Some(w) = &cfg.sinks.webhook {
+        let sink = crate::sinks::webhook::WebhookSink::new(w.url.as_str(), w.timeout, &Default::default())
             .map_err(SinkError::from)?;
-        sinks.push(Box::new(w));
+        sinks.push(Box::new(sink));
     }
-    if !cfg.sinks.alertmanager_url.is_empty() {
-        let span = |s: crate::units::Span| Duration::from_nanos(s.0.max(0) as u64);
-        let mut opts = AlertmanagerOptions::new(&cfg.sinks.alertmanager_url, cfg.detect.realert.0);
-        opts.timeout = span(cfg.sinks.alertmanager_timeout);
-        opts.resend_interval = span(cfg.sinks.alertmanager_resend_interval);
-        opts.min_firing = span(cfg.sinks.alertmanager_min_firing);
+    if let Some(am) = &cfg.sinks.alertmanager {
+        let mut opts = AlertmanagerOptions::new(am.url.as_str(), cfg.detect.realert.0);
+        opts.timeout = am.timeout;
+        opts.resend_interval = am.resend_interval;
+        opts.min_firing = am.min_firing;
         sinks.push(Box::new(AlertmanagerSink::new(opts).map_err(SinkError::from)?));
     }
     Ok(sinks)
@@ -540,14 +531,14 @@ fn sinks_for(cfg: &Config, producer: Option<&Producer>) -> Result<Vec<Box<dyn Al
 
 impl Pipeline {
     /// The sinks and counters of a run.
-    fn new(cfg: Config, metrics: Metrics, health: Arc<Health>, checkpoints: bool) -> Result<Pipeline, ServiceError> {
-        let producer = if !cfg.sinks.kafka_topic.is_empty() || !cfg.kafka.dead_letter_topic.is_empty() {
+    fn new(cfg: Options, metrics: Metrics, health: Arc<Health>, checkpoints: bool) -> Result<Pipeline, ServiceError> {
+        let producer = if cfg.sinks.kafka_topic.is_some() || cfg.dead_letter_topic.is_some() {
             Some(Producer::new(&cfg.kafka, false)?)
         } else {
             None
         };
-        let dead_letters = match (&producer, cfg.kafka.dead_letter_topic.as_str()) {
-            (Some(p), topic) if !topic.is_empty() => Some(DeadLetterTopic::new(p.clone(), topic)),
+        let dead_letters = match (&producer, &cfg.dead_letter_topic) {
+            (Some(p), Some(topic)) => Some(DeadLetterTopic::new(p.clone(), topic)),
             _ => None,
         };
         let refused = dead_letters.clone().map_or(DeadLetters::Off, DeadLetters::Kafka);
@@ -578,10 +569,10 @@ impl Pipeline {
 /// The end of every role's run: `finish` (save or drain, flush, commit) within
 /// `service.shutdown_timeout`.
 pub(crate) async fn finish_within<T>(
-    cfg: &Config,
+    cfg: &Options,
     finish: impl Future<Output = Result<T, ServiceError>>,
 ) -> Result<T, ServiceError> {
-    let timeout = Duration::from_nanos(cfg.service.shutdown_timeout.0.max(0) as u64);
+    let timeout = cfg.service.shutdown_timeout;
     tokio::time::timeout(timeout, finish).await.map_err(|_| ServiceError::ShutdownTimeout(timeout))?
 }
 
@@ -593,14 +584,14 @@ pub(crate) async fn receive_error(error: KafkaSourceError) {
 
 /// Role all: one process, one detector for the whole stream.
 async fn run_all(
-    cfg: Config,
+    cfg: Options,
     metrics: Metrics,
     health: Arc<Health>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Stats, ServiceError> {
-    let mut store = match cfg.service.state_store.as_str() {
-        "" => None,
-        location => Some(crate::state::StateStore::open_with(location, &cfg.service.state_store_options)?),
+    let mut store = match &cfg.service.state_store {
+        None => None,
+        Some(s) => Some(crate::state::StateStore::open_with(&s.location, &s.options)?),
     };
     let restored = match &mut store {
         Some(store) => restore(store)?,
@@ -626,9 +617,7 @@ async fn run_all(
     // applied when consumed.
     let verdicts_topic = p.cfg.service.verdicts_topic.clone();
     let mut kafka_cfg = p.cfg.kafka.clone();
-    if !verdicts_topic.is_empty() {
-        kafka_cfg.topics.push(verdicts_topic.clone());
-    }
+    kafka_cfg.topics.extend(verdicts_topic.clone());
     let feed = kafka::AlignFeed::default();
     let consumer = kafka::consumer(&kafka_cfg, health.clone(), !checkpoints, p.metrics.consumer_lag(), feed.clone())?;
     if checkpoints && !was_restored {
@@ -647,7 +636,7 @@ async fn run_all(
     let mut paused = BTreeSet::new();
     loop {
         if feed.changed() {
-            apply_align_feed(&feed, &mut align, &mut paused, &verdicts_topic, p.now());
+            apply_align_feed(&feed, &mut align, &mut paused, verdicts_topic.as_deref(), p.now());
         }
         while let Some((_, f)) = align.pop(p.now()) {
             let now = p.now();
@@ -655,7 +644,7 @@ async fn run_all(
             p.handled(&mut shard, &consumer, f.source(), now);
             health.progress(p.messages, p.stats.records_total(), p.health.alerts());
             if feed.changed() {
-                apply_align_feed(&feed, &mut align, &mut paused, &verdicts_topic, p.now());
+                apply_align_feed(&feed, &mut align, &mut paused, verdicts_topic.as_deref(), p.now());
             }
         }
         sync_pauses(&consumer, &mut align, &mut paused, p.now());
@@ -666,7 +655,7 @@ async fn run_all(
                 Ok(m) => {
                     health.set_kafka(true, "");
                     if feed.changed() {
-                        apply_align_feed(&feed, &mut align, &mut paused, &verdicts_topic, p.now());
+                        apply_align_feed(&feed, &mut align, &mut paused, verdicts_topic.as_deref(), p.now());
                     }
                     let tp = format!("{}/{}", m.topic, m.partition);
                     if shard.positions.get(&tp).is_some_and(|next| m.offset < *next) {
@@ -674,7 +663,7 @@ async fn run_all(
                         p.skipped_replayed += 1;
                         continue;
                     }
-                    if !verdicts_topic.is_empty() && m.topic == verdicts_topic {
+                    if verdicts_topic.as_ref() == Some(&m.topic) {
                         let now = p.now();
                         p.handle_verdicts(&mut shard, &m).await?;
                         p.handled(&mut shard, &consumer, m.source(), now);
@@ -733,10 +722,10 @@ const ALIGN_BUFFER_BYTES: usize = 1 << 20;
 
 /// The event-time alignment of the raw partitions: `detect.max_out_of_order` ahead of the
 /// slowest pauses a partition; `service.partition_idle_timeout` lets an idle one go.
-pub(crate) fn align_options(cfg: &Config) -> AlignOptions {
+pub(crate) fn align_options(cfg: &Options) -> AlignOptions {
     AlignOptions {
         bound: cfg.detect.max_out_of_order.0,
-        idle_timeout_ms: cfg.service.partition_idle_timeout.0 / 1_000_000,
+        idle_timeout_ms: cfg.service.partition_idle_timeout.as_millis() as i64,
         buffer_bytes: ALIGN_BUFFER_BYTES,
         enabled: cfg.service.align_partitions,
     }
@@ -749,12 +738,12 @@ pub(crate) fn apply_align_feed<M>(
     feed: &kafka::AlignFeed,
     align: &mut Aligner<M>,
     paused: &mut BTreeSet<TopicPartition>,
-    outside: &str,
+    outside: Option<&str>,
     now_ms: i64,
 ) {
     let report = feed.take();
     for (assigned, topic, partition) in report.rebalances {
-        if !outside.is_empty() && topic == outside {
+        if outside == Some(topic.as_str()) {
             continue; // not aligned (the verdicts topic)
         }
         let tp = (topic, partition);
@@ -767,7 +756,7 @@ pub(crate) fn apply_align_feed<M>(
         }
     }
     for (tp, (high, position)) in report.watermarks {
-        if !outside.is_empty() && tp.0 == outside {
+        if outside == Some(tp.0.as_str()) {
             continue;
         }
         align.set_watermark(&tp, high, position);
@@ -812,7 +801,7 @@ pub(crate) fn event_lag(newest: Nanos) -> Option<Duration> {
 
 /// Partition count of the internal topic, which must exist: it is the number of detect state
 /// shards, a deployment decision, so it is never created implicitly.
-pub(crate) fn internal_partitions(cfg: &Config) -> Result<i32, ServiceError> {
+pub(crate) fn internal_partitions(cfg: &Options) -> Result<i32, ServiceError> {
     let topic = &cfg.service.internal_topic;
     let n = kafka::partition_count(&cfg.kafka, topic, Duration::from_secs(30))?;
     if n == 0 {
@@ -825,16 +814,15 @@ pub(crate) fn internal_partitions(cfg: &Config) -> Result<i32, ServiceError> {
 }
 
 /// The detector's allowlist from `[allow]` (validated when the configuration was loaded).
-pub(crate) fn allowlist(cfg: &Config) -> Result<crate::detect::Allowlist, ServiceError> {
+pub(crate) fn allowlist(cfg: &Options) -> Result<crate::detect::Allowlist, ServiceError> {
     crate::detect::Allowlist::compile(&cfg.allow).map_err(ServiceError::Setup)
 }
 
 /// A state with no checkpoint starts from `service.model` when one is set.
-fn initial_detector(cfg: &Config) -> Result<Detector, ServiceError> {
-    if cfg.service.model.is_empty() {
+fn initial_detector(cfg: &Options) -> Result<Detector, ServiceError> {
+    let Some(dir) = &cfg.service.model else {
         return Ok(Detector::new(cfg.detect.clone()));
-    }
-    let dir = std::path::Path::new(&cfg.service.model);
+    };
     let (detector, manifest) = crate::model::load_detector(dir, Some(&cfg.detect))?;
     tracing::info!(
         message = "Starting from a trained model.",

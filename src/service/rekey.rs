@@ -17,7 +17,7 @@
 //! (`decode::wire`), so that its detect instance goes back to releasing by `max_hold`.
 
 use super::{now_ms, set_aside, Fetched, ServiceError};
-use crate::config::Config;
+use crate::config::Options;
 use crate::decode::wire::{partition_for, BatchBuilder, Source};
 use crate::decode::{Decoder, Malformed};
 use crate::detect::ClockGuard;
@@ -40,7 +40,7 @@ type Landed = std::pin::Pin<Box<dyn Future<Output = Result<(String, i32, i64), S
 type Mark = std::pin::Pin<Box<dyn Future<Output = (usize, Result<(), ServiceError>)> + Send>>;
 
 pub(super) async fn run(
-    cfg: Config,
+    cfg: Options,
     mut metrics: Metrics,
     health: Arc<Health>,
     shutdown: impl Future<Output = ()>,
@@ -51,8 +51,7 @@ pub(super) async fn run(
     let topic = cfg.service.internal_topic.clone();
     let internal = InternalTopic::new(producer.clone(), &topic);
     let partitions = super::internal_partitions(&cfg)?;
-    let dead_letters =
-        (!cfg.kafka.dead_letter_topic.is_empty()).then(|| DeadLetterTopic::new(producer, &cfg.kafka.dead_letter_topic));
+    let dead_letters = cfg.dead_letter_topic.as_ref().map(|t| DeadLetterTopic::new(producer, t));
     // Offsets are stored by hand once landed, and auto-committed.
     let feed = kafka::AlignFeed::default();
     let consumer = kafka::consumer(&cfg.kafka, health.clone(), true, metrics.consumer_lag(), feed.clone())?;
@@ -85,7 +84,7 @@ pub(super) async fn run(
     let mut tick = super::ticker();
     loop {
         if feed.changed() {
-            super::apply_align_feed(&feed, &mut align, &mut paused, "", now_ms());
+            super::apply_align_feed(&feed, &mut align, &mut paused, None, now_ms());
         }
         while in_flight.len() < MAX_IN_FLIGHT {
             let Some((_, f)) = align.pop(now_ms()) else { break };
@@ -119,7 +118,7 @@ pub(super) async fn run(
             messages += 1;
             health.progress(messages, stats.records_total(), 0);
             if feed.changed() {
-                super::apply_align_feed(&feed, &mut align, &mut paused, "", now_ms());
+                super::apply_align_feed(&feed, &mut align, &mut paused, None, now_ms());
             }
         }
         super::sync_pauses(&consumer, &mut align, &mut paused, now_ms());
@@ -143,7 +142,7 @@ pub(super) async fn run(
                 Ok(m) => {
                     health.set_kafka(true, "");
                     if feed.changed() {
-                        super::apply_align_feed(&feed, &mut align, &mut paused, "", now_ms());
+                        super::apply_align_feed(&feed, &mut align, &mut paused, None, now_ms());
                     }
                     // Decoded once, here: the merge orders it by its records' times.
                     Fetched::decode(&mut decoder, m).push_into(&mut align, now_ms());

@@ -1,8 +1,14 @@
-//! Configuration: the TOML file, its defaults, and validation with helpful messages.
+//! Configuration: the TOML file, its defaults, and validation with helpful messages. The raw
+//! file ([`Config`]) is what `config defaults` prints and `--config` reads; what a run uses is
+//! [`Options`] (`options.rs`), checked once at start.
 //!
 //! Every field has a doc comment; `exfilwatch config defaults` prints [`DEFAULTS_TOML`], which
 //! a test keeps equal to `Config::default()`. Unknown keys are rejected with the nearest valid
 //! name.
+
+mod options;
+
+pub use options::{AlertmanagerEndpoint, Options, ServiceOptions, SinkOptions, StateStoreOptions, WebhookEndpoint};
 
 use crate::units::{ByteSize, Span};
 use serde::{Deserialize, Serialize};
@@ -371,7 +377,7 @@ impl Default for ServiceConfig {
 }
 
 /// The commented default configuration, as printed by `exfilwatch config defaults`.
-pub const DEFAULTS_TOML: &str = include_str!("config_defaults.toml");
+pub const DEFAULTS_TOML: &str = include_str!("../config_defaults.toml");
 
 impl DetectConfig {
     pub fn validate(&self) -> Result<(), String> {
