@@ -4,7 +4,7 @@
 //!
 //! With `--owned`, each unit's events are also copied into owned events, kept until the next
 //! unit, as the service does for a fetched message waiting in the event-time alignment
-//! (`service::Fetched`): the cost of that copy.
+//! (`pipeline::Fetched`): the cost of that copy.
 //!
 //! Usage: cargo run --release --example parse_only -- [--owned] FILE...
 

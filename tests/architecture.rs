@@ -61,9 +61,8 @@ fn stages_import_only_what_the_map_allows() {
     ];
     let mut broken = Vec::new();
     for (folder, forbidden) in rules {
-        for entry in std::fs::read_dir(root.join(folder)).unwrap() {
-            let path = entry.unwrap().path();
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for path in rust_files(&root.join(folder)) {
+            let text = std::fs::read_to_string(&path).unwrap();
             for f in forbidden {
                 if text.contains(&format!("crate::{f}::")) || text.contains(&format!("crate::{f}}}")) {
                     broken.push(format!("{} imports crate::{f}", path.display()));
@@ -72,4 +71,32 @@ fn stages_import_only_what_the_map_allows() {
         }
     }
     assert!(broken.is_empty(), "{broken:#?}");
+}
+
+/// Every `.rs` file under `dir`, subfolders included.
+fn rust_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// "rdkafka is confined to the Kafka source and the Kafka sinks" (ARCHITECTURE.md).
+#[test]
+fn only_the_kafka_source_and_sinks_speak_rdkafka() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let allowed = [root.join("src/sources/kafka.rs"), root.join("src/sinks/kafka.rs")];
+    let speaking: Vec<String> = rust_files(&root.join("src"))
+        .into_iter()
+        .filter(|p| !allowed.contains(p))
+        .filter(|p| std::fs::read_to_string(p).unwrap().contains("rdkafka::"))
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(speaking.is_empty(), "{speaking:#?}");
 }

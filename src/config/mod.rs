@@ -257,6 +257,31 @@ pub struct KafkaConfig {
     pub librdkafka_options: std::collections::BTreeMap<String, String>,
 }
 
+impl KafkaConfig {
+    /// The client settings every Kafka client of a run shares (servers, security, the SASL
+    /// password read from its variable or file), as librdkafka names them. An error names where the password could not be read.
+    pub fn client_settings(&self) -> Result<Vec<(String, String)>, String> {
+        let mut c = vec![
+            ("bootstrap.servers".to_string(), self.bootstrap_servers.clone()),
+            ("security.protocol".to_string(), self.security_protocol.clone()),
+        ];
+        if !self.sasl_mechanism.is_empty() {
+            c.push(("sasl.mechanism".into(), self.sasl_mechanism.clone()));
+            c.push(("sasl.username".into(), self.sasl_username.clone()));
+        }
+        if !self.sasl_password_env.is_empty() {
+            let p = std::env::var(&self.sasl_password_env)
+                .map_err(|e| format!("cannot read the SASL password from ${}: {e}", self.sasl_password_env))?;
+            c.push(("sasl.password".into(), p));
+        } else if !self.sasl_password_file.is_empty() {
+            let p = std::fs::read_to_string(&self.sasl_password_file)
+                .map_err(|e| format!("cannot read the SASL password from {}: {e}", self.sasl_password_file))?;
+            c.push(("sasl.password".into(), p.lines().next().unwrap_or("").trim().to_string()));
+        }
+        Ok(c)
+    }
+}
+
 impl Default for KafkaConfig {
     fn default() -> Self {
         KafkaConfig {

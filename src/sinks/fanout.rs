@@ -213,3 +213,135 @@ impl Fanout {
         self.dead_letters.flush()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::SinkKind;
+
+    /// The golden alerts of the sample logs.
+    fn alerts() -> Vec<Alert> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/sample-logs.alerts.jsonl");
+        let text = std::fs::read_to_string(path).unwrap();
+        let alerts: Vec<Alert> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert!(alerts.len() >= 2);
+        alerts
+    }
+
+    type Calls = Arc<std::sync::Mutex<Vec<Vec<String>>>>;
+
+    /// A destination that records what it took; it fails `fail` times (retryable) first, and
+    /// refuses the alerts whose ids are in `refuse`.
+    struct Recording {
+        kind: SinkKind,
+        fail: usize,
+        refuse: Vec<String>,
+        calls: Calls,
+    }
+
+    #[async_trait::async_trait]
+    impl AlertSink for Recording {
+        fn kind(&self) -> SinkKind {
+            self.kind
+        }
+        fn target(&self) -> &str {
+            "recording"
+        }
+        async fn send(&mut self, alerts: &[Alert]) -> Result<super::super::Sent, SinkError> {
+            self.calls.lock().unwrap().push(alerts.iter().map(|a| a.id.clone()).collect());
+            if self.fail > 0 {
+                self.fail -= 1;
+                return Err(SinkError::Kafka { target: "recording".into(), detail: "broker away".into() });
+            }
+            let rejected = alerts
+                .iter()
+                .filter(|a| self.refuse.contains(&a.id))
+                .map(|a| super::super::Rejected {
+                    id: a.id.clone(),
+                    alert: serde_json::to_vec(a).unwrap(),
+                    detail: "HTTP 400".into(),
+                })
+                .collect();
+            Ok(super::super::Sent { rejected, landed: vec![(0, 41), (1, 7)] })
+        }
+    }
+
+    fn recording(kind: SinkKind, fail: usize, refuse: Vec<String>) -> (Box<dyn AlertSink>, Calls) {
+        let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+        (Box::new(Recording { kind, fail, refuse, calls: calls.clone() }), calls)
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    }
+
+    #[test]
+    fn a_failing_sink_is_retried_until_it_accepts_and_an_id_is_delivered_once() {
+        let alerts = alerts();
+        let (sink, calls) = recording(SinkKind::Webhook, 2, vec![]);
+        let mut fanout = Fanout::new(vec![sink], DeadLetters::Off, 24 * crate::time::HOUR);
+        let (mut delivered, mut marks, mut stats) = (BTreeMap::new(), BTreeMap::new(), Stats::default());
+        let ledger = Ledger { delivered: &mut delivered, alert_marks: &mut marks, journal: None };
+        rt().block_on(fanout.deliver(alerts.clone(), ledger, &mut stats)).unwrap();
+        assert_eq!(calls.lock().unwrap().len(), 3, "two failures, then accepted");
+        let c = &stats.sinks[&SinkKind::Webhook];
+        assert_eq!((c.failures, c.retries, c.delivered), (2, 2, alerts.len() as u64));
+        assert_eq!(delivered.len(), alerts.len());
+        assert_eq!(marks, BTreeMap::from([(0, 42), (1, 8)]), "next offset after each landing");
+        // The same alerts again (a re-raise after a restart): nothing is sent.
+        let ledger = Ledger { delivered: &mut delivered, alert_marks: &mut marks, journal: None };
+        rt().block_on(fanout.deliver(alerts.clone(), ledger, &mut stats)).unwrap();
+        assert_eq!(calls.lock().unwrap().len(), 3);
+        assert_eq!(stats.alerts.values().sum::<u64>(), alerts.len() as u64);
+    }
+
+    #[test]
+    fn a_refused_alert_is_set_aside_and_the_others_go_on_to_every_sink() {
+        let alerts = alerts();
+        let refused = alerts[0].id.clone();
+        let (first, _) = recording(SinkKind::Webhook, 0, vec![refused.clone()]);
+        let (second, after) = recording(SinkKind::File, 0, vec![]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dead.jsonl");
+        let dead = DeadLetters::File(super::super::DeadLetterFile::create(&path).unwrap());
+        let mut fanout = Fanout::new(vec![first, second], dead, 24 * crate::time::HOUR);
+        let (mut delivered, mut marks, mut stats) = (BTreeMap::new(), BTreeMap::new(), Stats::default());
+        let ledger = Ledger { delivered: &mut delivered, alert_marks: &mut marks, journal: None };
+        rt().block_on(fanout.deliver(alerts.clone(), ledger, &mut stats)).unwrap();
+        rt().block_on(fanout.close()).unwrap();
+        let web = &stats.sinks[&SinkKind::Webhook];
+        assert_eq!((web.rejected, web.delivered, web.failures), (1, alerts.len() as u64 - 1, 0));
+        assert_eq!(after.lock().unwrap()[0].len(), alerts.len(), "the next sink got every alert");
+        let lines: Vec<serde_json::Value> =
+            std::fs::read_to_string(&path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0]["reason"], "sink_rejected");
+        assert_eq!(lines[0]["location"], "webhook");
+        assert_eq!(lines[0]["detail"], "HTTP 400");
+        let set_aside: Alert = serde_json::from_str(lines[0]["record"].as_str().unwrap()).unwrap();
+        assert_eq!(set_aside.id, refused);
+    }
+
+    #[test]
+    fn an_error_no_retry_mends_stops_the_delivery_and_records_nothing() {
+        struct Broken;
+        #[async_trait::async_trait]
+        impl AlertSink for Broken {
+            fn kind(&self) -> SinkKind {
+                SinkKind::File
+            }
+            fn target(&self) -> &str {
+                "/full-disk"
+            }
+            async fn send(&mut self, _: &[Alert]) -> Result<super::super::Sent, SinkError> {
+                Err(SinkError::Io { target: "/full-disk".into(), source: std::io::ErrorKind::StorageFull.into() })
+            }
+        }
+        let mut fanout = Fanout::new(vec![Box::new(Broken)], DeadLetters::Off, 24 * crate::time::HOUR);
+        let (mut delivered, mut marks, mut stats) = (BTreeMap::new(), BTreeMap::new(), Stats::default());
+        let ledger = Ledger { delivered: &mut delivered, alert_marks: &mut marks, journal: None };
+        let e = rt().block_on(fanout.deliver(alerts(), ledger, &mut stats)).unwrap_err();
+        assert!(!e.is_retryable() && e.to_string().contains("/full-disk"), "{e}");
+        assert!(delivered.is_empty(), "nothing counts as delivered");
+    }
+}

@@ -23,6 +23,15 @@ fn kafka_error(target: &str, e: impl std::fmt::Display) -> SinkError {
     SinkError::Kafka { target: target.to_string(), detail: e.to_string() }
 }
 
+/// Client settings shared with the consumer (`KafkaConfig::client_settings`).
+fn client_config(cfg: &KafkaConfig) -> Result<rdkafka::ClientConfig, String> {
+    let mut c = rdkafka::ClientConfig::new();
+    for (k, v) in cfg.client_settings()? {
+        c.set(k, v);
+    }
+    Ok(c)
+}
+
 /// A producer (cheap to clone: one librdkafka client).
 #[derive(Clone)]
 pub struct Producer(FutureProducer);
@@ -32,7 +41,7 @@ impl Producer {
     /// that is away holds deliveries until it returns (`message.timeout.ms` 0, role rekey);
     /// otherwise a delivery fails after 30 s and the caller retries.
     pub fn new(cfg: &KafkaConfig, patient: bool) -> Result<Producer, SinkError> {
-        let mut c = crate::sources::kafka::client_config(cfg).map_err(|e| kafka_error("producer", e))?;
+        let mut c = client_config(cfg).map_err(|e| kafka_error("producer", e))?;
         c.set("enable.idempotence", "true");
         if patient {
             c.set("message.timeout.ms", "0").set("linger.ms", "5");
@@ -258,7 +267,7 @@ pub fn keys_since(
     let err = |e: KafkaError| kafka_error(topic, format!("cannot read back the alert topic: {e}"));
     let deadline = std::time::Instant::now() + timeout;
     let left = || deadline.saturating_duration_since(std::time::Instant::now());
-    let mut c = crate::sources::kafka::client_config(cfg).map_err(|e| kafka_error(topic, e))?;
+    let mut c = client_config(cfg).map_err(|e| kafka_error(topic, e))?;
     c.set("group.id", format!("{}.alert-scan", cfg.group_id))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false");

@@ -26,8 +26,8 @@ use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaSourceError {
-    #[error("cannot read the SASL password from {0}: {1}")]
-    Password(String, String),
+    #[error("{0}")]
+    Password(String),
     #[error("cannot create the Kafka consumer: {0}")]
     Create(#[source] KafkaError),
     #[error("cannot subscribe to {topics:?}: {source}")]
@@ -365,18 +365,8 @@ pub fn owning_consumer<O: PartitionOwner>(
 /// Client settings shared by the consumer and the producers (servers, security).
 pub fn client_config(cfg: &KafkaConfig) -> Result<ClientConfig, KafkaSourceError> {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &cfg.bootstrap_servers).set("security.protocol", &cfg.security_protocol);
-    if !cfg.sasl_mechanism.is_empty() {
-        c.set("sasl.mechanism", &cfg.sasl_mechanism).set("sasl.username", &cfg.sasl_username);
-    }
-    if !cfg.sasl_password_env.is_empty() {
-        let p = std::env::var(&cfg.sasl_password_env)
-            .map_err(|e| KafkaSourceError::Password(format!("${}", cfg.sasl_password_env), e.to_string()))?;
-        c.set("sasl.password", p);
-    } else if !cfg.sasl_password_file.is_empty() {
-        let p = std::fs::read_to_string(&cfg.sasl_password_file)
-            .map_err(|e| KafkaSourceError::Password(cfg.sasl_password_file.clone(), e.to_string()))?;
-        c.set("sasl.password", p.lines().next().unwrap_or("").trim());
+    for (k, v) in cfg.client_settings().map_err(KafkaSourceError::Password)? {
+        c.set(k, v);
     }
     Ok(c)
 }
