@@ -1,5 +1,5 @@
 //! Sinks: where alerts (and what is set aside) go. Every destination is one [`AlertSink`]
-//! (one file: `jsonl.rs` for a file or stdout, `kafka.rs`, `webhook.rs`, `alertmanager.rs`);
+//! (one file: `jsonl.rs` for a file or stdout, `kafka.rs`, `webhook.rs`; one folder: `alertmanager/`);
 //! [`fanout::Fanout`] drives them all, the same way in replay and in every service role:
 //! retries with backoff while a sink is away, readiness, typed events, rejected alerts onto
 //! the dead-letter destination, and the delivered-id journal.

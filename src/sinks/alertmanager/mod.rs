@@ -23,7 +23,9 @@
 //! * `realert` of **event time** has passed since its trigger time: the detector may raise the
 //!   same condition again from then on, as a new alert. Event time is the newest of the alerts'
 //!   trigger times and of what the service reports with [`observe_event_time`]; or
-//! * the service calls [`resolve`] for its key and origin (the origin became familiar);
+//! * [`resolve`] is called for its key and origin: it is there for a caller that learns that the
+//!   origin became familiar to the key. Nothing calls it yet: so far the service resolves by
+//!   event time (`realert`) only;
 //!
 //! and, either way, only once it has been firing in Alertmanager for `min_firing` of wall time,
 //! so that an alert whose event-time horizon had already passed when it was raised (a backlog
@@ -47,14 +49,18 @@
 //! [`resolve`]: AlertmanagerSink::resolve
 //! [`observe_event_time`]: AlertmanagerSink::observe_event_time
 
+mod firing;
+mod payload;
+
+pub use firing::FiringSnapshot;
+pub use payload::{annotations, description, labels};
+
 use crate::alert::Alert;
-use crate::time::{format_rfc3339, parse_timestamp, Nanos};
-use crate::units::{human_bytes, human_span};
+use crate::time::Nanos;
+use firing::{fingerprint, FiringSet};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 /// Prometheus's default `--rules.alert.resend-delay`.
 pub const DEFAULT_RESEND_INTERVAL: Duration = Duration::from_secs(60);
@@ -160,317 +166,6 @@ pub struct TickReport {
     pub resolved: usize,
     /// Nothing was tried: waiting out the backoff after a failed post.
     pub backing_off: bool,
-}
-
-/// One firing alert as this sink keeps it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct Firing {
-    labels: BTreeMap<String, String>,
-    annotations: BTreeMap<String, String>,
-    /// Of the newest alert merged into this one.
-    alert_id: String,
-    /// Event time: the earliest trigger time of the alerts merged into this one.
-    starts_at: Nanos,
-    /// Event time at which it resolves: the newest trigger time plus `realert`.
-    resolve_at: Nanos,
-    /// Wall time of the first post Alertmanager accepted.
-    first_sent: Option<SystemTime>,
-    /// Wall time of the last post Alertmanager accepted.
-    last_sent: Option<SystemTime>,
-    /// Changed since the last accepted post (new, or merged with a newer alert).
-    dirty: bool,
-    /// [`AlertmanagerSink::resolve`] was called for it.
-    resolve_requested: bool,
-}
-
-/// The firing set and the event-time progress, to save with the service's state and restore
-/// after a restart (so that alerts keep being re-sent and are resolved in time).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct FiringSnapshot {
-    event_time: Nanos,
-    alerts: Vec<Firing>,
-}
-
-impl FiringSnapshot {
-    pub fn len(&self) -> usize {
-        self.alerts.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.alerts.is_empty()
-    }
-}
-
-/// The sans-IO part: which alerts fire, which are due to be posted or resolved at a time.
-#[derive(Debug)]
-struct FiringSet {
-    /// By label set (Alertmanager's identity of an alert), in a canonical string form.
-    alerts: BTreeMap<String, Firing>,
-    event_time: Nanos,
-    resend_interval: Duration,
-    realert: Nanos,
-    min_firing: Duration,
-    capacity: usize,
-    warned_full: bool,
-}
-
-/// Alertmanager's identity of an alert: its label set.
-fn fingerprint(labels: &BTreeMap<String, String>) -> String {
-    let mut key = String::new();
-    for (k, v) in labels {
-        key.push_str(k);
-        key.push('\u{1f}');
-        key.push_str(v);
-        key.push('\u{1e}');
-    }
-    key
-}
-
-impl FiringSet {
-    fn new(opts: &AlertmanagerOptions) -> Self {
-        FiringSet {
-            alerts: BTreeMap::new(),
-            event_time: Nanos::MIN,
-            resend_interval: opts.resend_interval,
-            realert: opts.realert,
-            min_firing: opts.min_firing,
-            capacity: MAX_FIRING,
-            warned_full: false,
-        }
-    }
-
-    /// Adds an alert (or merges it into the firing one with the same labels); returns its key.
-    fn upsert(&mut self, alert: &Alert) -> Result<String, AlertmanagerError> {
-        let trigger = parse_timestamp(&alert.trigger_event_time).ok_or_else(|| AlertmanagerError::InvalidAlert {
-            id: alert.id.clone(),
-            reason: format!("trigger_event_time {:?} is not a time stamp", alert.trigger_event_time),
-        })?;
-        self.event_time = self.event_time.max(trigger);
-        let labels = labels(alert);
-        let key = fingerprint(&labels);
-        let resolve_at = trigger.saturating_add(self.realert);
-        if let Some(f) = self.alerts.get_mut(&key) {
-            if f.alert_id != alert.id {
-                f.annotations = annotations(alert);
-                f.alert_id = alert.id.clone();
-                f.starts_at = f.starts_at.min(trigger);
-                f.resolve_at = f.resolve_at.max(resolve_at);
-                f.dirty = true;
-                f.resolve_requested = false;
-            }
-            return Ok(key);
-        }
-        if self.alerts.len() >= self.capacity {
-            self.forget_soonest_due();
-        }
-        self.alerts.insert(
-            key.clone(),
-            Firing {
-                labels,
-                annotations: annotations(alert),
-                alert_id: alert.id.clone(),
-                starts_at: trigger,
-                resolve_at,
-                first_sent: None,
-                last_sent: None,
-                dirty: true,
-                resolve_requested: false,
-            },
-        );
-        Ok(key)
-    }
-
-    /// At capacity: the alert that would resolve first is dropped without a resolution post;
-    /// Alertmanager resolves it by its `endsAt` within four resend intervals.
-    fn forget_soonest_due(&mut self) {
-        let soonest = self.alerts.iter().min_by_key(|(_, f)| (f.resolve_at, f.starts_at)).map(|(k, _)| k.clone());
-        if let Some(k) = soonest {
-            self.alerts.remove(&k);
-            if !self.warned_full {
-                self.warned_full = true;
-                tracing::warn!(
-                    message = "Alertmanager sink: too many firing alerts; forgetting those due soonest.",
-                    capacity = self.capacity
-                );
-            }
-        }
-    }
-
-    fn resolution_due(&self, f: &Firing, now: SystemTime) -> bool {
-        let Some(first) = f.first_sent else { return false };
-        let shown_long_enough = now >= first.checked_add(self.min_firing).unwrap_or(first);
-        shown_long_enough && (f.resolve_requested || self.event_time >= f.resolve_at)
-    }
-
-    fn resend_due(&self, f: &Firing, now: SystemTime) -> bool {
-        f.dirty
-            || match f.last_sent {
-                None => true,
-                Some(t) => now >= t.checked_add(self.resend_interval).unwrap_or(t),
-            }
-    }
-
-    /// (keys to resolve, keys to post as firing) at `now`.
-    fn due(&self, now: SystemTime) -> (Vec<String>, Vec<String>) {
-        let mut resolve = Vec::new();
-        let mut resend = Vec::new();
-        for (k, f) in &self.alerts {
-            if self.resolution_due(f, now) {
-                resolve.push(k.clone());
-            } else if self.resend_due(f, now) {
-                resend.push(k.clone());
-            }
-        }
-        (resolve, resend)
-    }
-
-    fn mark_sent(&mut self, keys: &[String], now: SystemTime) {
-        for k in keys {
-            if let Some(f) = self.alerts.get_mut(k) {
-                f.first_sent.get_or_insert(now);
-                f.last_sent = Some(now);
-                f.dirty = false;
-            }
-        }
-    }
-
-    /// Marks the alerts of (account, credential, origin) for resolution; returns how many.
-    fn request_resolution(&mut self, account: &str, credential: &str, origin: &str) -> usize {
-        let mut n = 0;
-        for f in self.alerts.values_mut() {
-            let is = |name: &str, want: &str| f.labels.get(name).is_some_and(|v| v == want);
-            if is("account", account) && is("credential", credential) && is("origin", origin) {
-                f.resolve_requested = true;
-                n += 1;
-            }
-        }
-        n
-    }
-
-    /// The Alertmanager form of the alerts `keys`: firing until `now + 4 resends`, or resolved
-    /// at `now`.
-    fn postable(&self, keys: &[String], now: SystemTime, resolved: bool) -> Vec<PostableAlert<'_>> {
-        let now_ns = nanos_since_epoch(now);
-        let firing_for = i64::try_from(self.resend_interval.as_nanos().saturating_mul(u128::from(ENDS_AT_RESENDS)))
-            .unwrap_or(i64::MAX);
-        keys.iter()
-            .filter_map(|k| self.alerts.get(k))
-            .map(|f| {
-                // Never before startsAt, which Alertmanager rejects (a trigger time ahead of
-                // this machine's clock).
-                let base = now_ns.max(f.starts_at);
-                let ends = if resolved { base } else { base.saturating_add(firing_for) };
-                PostableAlert {
-                    labels: &f.labels,
-                    annotations: &f.annotations,
-                    starts_at: format_rfc3339(f.starts_at),
-                    ends_at: format_rfc3339(ends),
-                }
-            })
-            .collect()
-    }
-}
-
-fn nanos_since_epoch(t: SystemTime) -> Nanos {
-    t.duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)).unwrap_or(0)
-}
-
-/// The body of `POST /api/v2/alerts` is a list of these.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct PostableAlert<'a> {
-    labels: &'a BTreeMap<String, String>,
-    annotations: &'a BTreeMap<String, String>,
-    starts_at: String,
-    ends_at: String,
-}
-
-/// The labels an alert is posted with (its identity in Alertmanager).
-pub fn labels(alert: &Alert) -> BTreeMap<String, String> {
-    let mut l = BTreeMap::new();
-    l.insert("alertname".to_owned(), alert.rule.as_str().to_owned());
-    l.insert("severity".to_owned(), alert.severity.as_str().to_owned());
-    l.insert("account".to_owned(), alert.account.clone());
-    l.insert("credential".to_owned(), alert.credential.clone());
-    if let Some(o) = &alert.origin {
-        l.insert("origin".to_owned(), o.prefix.clone());
-    }
-    l
-}
-
-/// The annotations an alert is posted with: `summary`, `description`, `alert_id`.
-pub fn annotations(alert: &Alert) -> BTreeMap<String, String> {
-    let mut a = BTreeMap::new();
-    a.insert("summary".to_owned(), alert.summary.clone());
-    a.insert("description".to_owned(), description(alert));
-    a.insert("alert_id".to_owned(), alert.id.clone());
-    a
-}
-
-/// A few lines for a person: what was read, from where, against which baseline, and the
-/// evidence to look up in the logs.
-pub fn description(a: &Alert) -> String {
-    let mut d = String::new();
-    let _ = write!(d, "{} ({}) on account {}, credential {}", a.rule, a.severity, a.account, a.credential);
-    if a.escalation_level > 0 {
-        let _ = write!(d, ", escalation level {}", a.escalation_level);
-    }
-    let _ = writeln!(d, ".");
-    let _ = write!(
-        d,
-        "Read {} (threshold {}) between {} and {}",
-        human_bytes(a.observed_bytes),
-        human_bytes(a.threshold_bytes),
-        a.window.start,
-        a.window.end
-    );
-    if let Some(o) = &a.origin {
-        let _ = write!(d, " from {} (origin {})", o.ip, o.prefix);
-        if let Some(first) = &a.evidence.origin_first_seen {
-            let _ = write!(d, ", first seen {first}");
-        }
-    }
-    let _ = writeln!(d, ".");
-    if let Some(os) = a.origins.as_ref().filter(|os| !os.is_empty()) {
-        let list: Vec<String> = os
-            .iter()
-            .map(|o| match o.observed_bytes {
-                Some(b) => format!("{} ({}) {}", o.ip, o.prefix, human_bytes(b)),
-                None => format!("{} ({})", o.ip, o.prefix),
-            })
-            .collect();
-        let _ = writeln!(d, "Origins: {}.", list.join(", "));
-    }
-    let b = &a.baseline;
-    let _ = write!(
-        d,
-        "Baseline: {} familiar origin(s), {}/h typical, daily peak {}, {} of history",
-        b.known_origins,
-        human_bytes(b.typical_hourly_bytes),
-        human_bytes(b.typical_peak_bytes),
-        human_span((b.days_of_history * 86_400e9) as i64)
-    );
-    if let Some(p) = b.p_value {
-        let _ = write!(d, ", p-value {p:.2e}");
-    }
-    let _ = writeln!(d, ".");
-    let e = &a.evidence;
-    let names = |v: &[crate::alert::NameCount]| {
-        v.iter().map(|n| format!("{} {}", n.name, n.count)).collect::<Vec<_>>().join(", ")
-    };
-    let _ = write!(d, "Evidence: {} requests", e.request_count);
-    for (what, list) in
-        [("operations", &e.top_operations), ("collections", &e.top_collections), ("user agents", &e.top_user_agents)]
-    {
-        if !list.is_empty() {
-            let _ = write!(d, "; {what}: {}", names(list));
-        }
-    }
-    if !e.activity_ids.is_empty() {
-        let _ = write!(d, "; activity ids: {}", e.activity_ids.join(", "));
-    }
-    d.push('.');
-    d
 }
 
 /// Posts alerts to Alertmanager and keeps them firing there until they resolve. See the module
@@ -781,64 +476,31 @@ impl super::AlertSink for AlertmanagerSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::time::{HOUR, MINUTE};
+    use crate::time::{parse_timestamp, HOUR};
+    use std::time::UNIX_EPOCH;
+
+    // Fixtures, shared with the tests of `firing.rs` and `payload.rs`.
 
     /// The theft alert of `tests/golden/sample-logs.alerts.jsonl`, evidence shortened.
     const THEFT: &str = r#"{"id":"5bd47fbba194f155745192dff01d01c9","rule":"unfamiliar_origin_volume","severity":"critical","account":"contoso","credential":"key:primarymasterkey","origin":{"ip":"203.0.113.77","prefix":"203.0.113.0/24"},"trigger_event_time":"2021-08-17T02:21:04.0501146Z","window":{"start":"2021-08-17T02:13:18.5778706Z","end":"2021-08-17T02:21:04.0501146Z"},"observed_bytes":1076539753,"threshold_bytes":1073741824,"escalation_level":0,"baseline":{"known_origins":1,"typical_hourly_bytes":34833520,"typical_peak_bytes":110600501,"days_of_history":8.1},"evidence":{"request_count":293,"top_operations":[{"name":"ReadFeed","count":147}],"top_collections":[{"name":"shop/customers","count":293}],"top_user_agents":[{"name":"python-requests/2.25.1","count":293}],"activity_ids":["0b5a1f47-0000-4000-8000-000000000000"],"origin_first_seen":"2021-08-17T02:13:18.5778706Z"},"summary":"key:primarymasterkey of account contoso read 1.0 GiB in 8 min from 203.0.113.77, an origin this key never used (usual: 33 MiB/h from 1 origin)"}"#;
 
-    fn theft() -> Alert {
+    pub(super) fn theft() -> Alert {
         serde_json::from_str(THEFT).unwrap()
     }
 
-    fn trigger() -> Nanos {
+    pub(super) fn trigger() -> Nanos {
         parse_timestamp("2021-08-17T02:21:04.0501146Z").unwrap()
     }
 
-    fn opts() -> AlertmanagerOptions {
+    pub(super) fn opts() -> AlertmanagerOptions {
         let mut o = AlertmanagerOptions::new("http://127.0.0.1:9/", 24 * HOUR);
         o.resend_interval = Duration::from_secs(60);
         o.min_firing = Duration::from_secs(300);
         o
     }
 
-    fn at(secs: u64) -> SystemTime {
+    pub(super) fn at(secs: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
-    }
-
-    #[test]
-    fn labels_and_annotations_of_the_theft() {
-        let a = theft();
-        let l = labels(&a);
-        let want: BTreeMap<String, String> = [
-            ("alertname", "unfamiliar_origin_volume"),
-            ("severity", "critical"),
-            ("account", "contoso"),
-            ("credential", "key:primarymasterkey"),
-            ("origin", "203.0.113.0/24"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-        assert_eq!(l, want);
-        let n = annotations(&a);
-        assert_eq!(n.keys().collect::<Vec<_>>(), ["alert_id", "description", "summary"]);
-        assert_eq!(n["alert_id"], "5bd47fbba194f155745192dff01d01c9");
-        assert_eq!(n["summary"], a.summary);
-        let d = &n["description"];
-        assert!(d.contains("Read 1.0 GiB (threshold 1.0 GiB) between 2021-08-17T02:13:18.5778706Z and"), "{d}");
-        assert!(d.contains("from 203.0.113.77 (origin 203.0.113.0/24), first seen 2021-08-17T02:13:18"), "{d}");
-        assert!(d.contains("python-requests/2.25.1 293"), "{d}");
-        assert!(d.contains("8 d 2 h of history"), "{d}");
-    }
-
-    #[test]
-    fn an_alert_about_several_origins_has_no_origin_label() {
-        let mut a = theft();
-        a.origin = None;
-        a.rule = crate::alert::Rule::UnfamiliarOriginsAggregate;
-        let l = labels(&a);
-        assert!(!l.contains_key("origin"));
-        assert_eq!(l["alertname"], "unfamiliar_origins_aggregate");
     }
 
     #[test]
@@ -857,112 +519,6 @@ mod tests {
         o.resend_interval = Duration::ZERO;
         assert!(matches!(AlertmanagerSink::new(o), Err(AlertmanagerError::InvalidOption { .. })));
     }
-
-    #[test]
-    fn firing_alerts_are_resent_each_interval_and_resolve_after_realert_of_event_time() {
-        let mut s = FiringSet::new(&opts());
-        let k = s.upsert(&theft()).unwrap();
-        assert_eq!(s.due(at(0)), (vec![], vec![k.clone()]), "new: posted at once");
-        s.mark_sent(std::slice::from_ref(&k), at(0));
-        assert_eq!(s.due(at(59)), (vec![], vec![]));
-        assert_eq!(s.due(at(60)), (vec![], vec![k.clone()]), "re-sent after resend_interval");
-        s.mark_sent(std::slice::from_ref(&k), at(60));
-
-        // Event time moves to just before trigger + realert: still firing.
-        s.event_time = trigger() + 24 * HOUR - 1;
-        assert_eq!(s.due(at(600)).0, Vec::<String>::new());
-        s.event_time = trigger() + 24 * HOUR;
-        assert_eq!(s.due(at(600)), (vec![k.clone()], vec![]));
-        // But never before min_firing (300 s) of wall time since the first accepted post.
-        assert_eq!(s.due(at(299)), (vec![], vec![k.clone()]));
-    }
-
-    #[test]
-    fn an_alert_never_accepted_is_not_resolved_only_posted() {
-        let mut s = FiringSet::new(&opts());
-        let k = s.upsert(&theft()).unwrap();
-        s.event_time = Nanos::MAX;
-        s.request_resolution("contoso", "key:primarymasterkey", "203.0.113.0/24");
-        assert_eq!(s.due(at(10_000)), (vec![], vec![k]));
-    }
-
-    #[test]
-    fn resolve_marks_only_the_key_and_origin() {
-        let mut s = FiringSet::new(&opts());
-        let k = s.upsert(&theft()).unwrap();
-        let mut other = theft();
-        other.id = "other".into();
-        other.credential = "key:secondarymasterkey".into();
-        let k2 = s.upsert(&other).unwrap();
-        s.mark_sent(&[k.clone(), k2.clone()], at(0));
-        assert_eq!(s.request_resolution("contoso", "key:primarymasterkey", "198.51.100.0/24"), 0);
-        assert_eq!(s.request_resolution("contoso", "key:primarymasterkey", "203.0.113.0/24"), 1);
-        assert_eq!(s.due(at(300)), (vec![k], vec![k2]));
-    }
-
-    #[test]
-    fn the_same_labels_merge_keeping_the_first_start() {
-        let mut s = FiringSet::new(&opts());
-        let k = s.upsert(&theft()).unwrap();
-        s.mark_sent(std::slice::from_ref(&k), at(0));
-        assert_eq!(s.upsert(&theft()).unwrap(), k);
-        assert!(!s.alerts[&k].dirty, "the same alert again changes nothing");
-        let mut esc = theft();
-        esc.id = "escalated".into();
-        esc.escalation_level = 1;
-        esc.trigger_event_time = "2021-08-17T03:00:00Z".into();
-        assert_eq!(s.upsert(&esc).unwrap(), k);
-        let f = &s.alerts[&k];
-        assert!(f.dirty);
-        assert_eq!(f.alert_id, "escalated");
-        assert_eq!(f.annotations["alert_id"], "escalated");
-        assert_eq!(f.starts_at, trigger());
-        assert_eq!(f.resolve_at, parse_timestamp("2021-08-18T03:00:00Z").unwrap());
-        assert_eq!(s.alerts.len(), 1);
-    }
-
-    #[test]
-    fn postable_times() {
-        let mut s = FiringSet::new(&opts());
-        let k = s.upsert(&theft()).unwrap();
-        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let firing = s.postable(std::slice::from_ref(&k), now, false);
-        assert_eq!(firing[0].starts_at, "2021-08-17T02:21:04.0501146Z");
-        assert_eq!(firing[0].ends_at, format_rfc3339(1_700_000_000 * 1_000_000_000 + 4 * MINUTE));
-        let resolved = s.postable(std::slice::from_ref(&k), now, true);
-        assert_eq!(resolved[0].ends_at, format_rfc3339(1_700_000_000 * 1_000_000_000));
-        // A trigger time ahead of the clock: endsAt never before startsAt.
-        let early = s.postable(std::slice::from_ref(&k), UNIX_EPOCH, true);
-        assert_eq!(early[0].ends_at, early[0].starts_at);
-        let v = serde_json::to_value(&firing).unwrap();
-        assert!(v[0].get("startsAt").is_some() && v[0].get("endsAt").is_some(), "{v}");
-    }
-
-    #[test]
-    fn at_capacity_the_soonest_due_is_forgotten() {
-        let mut s = FiringSet::new(&opts());
-        s.capacity = 2;
-        for (i, t) in ["2021-08-17T05:00:00Z", "2021-08-17T01:00:00Z", "2021-08-17T03:00:00Z"].iter().enumerate() {
-            let mut a = theft();
-            a.id = format!("a{i}");
-            a.account = format!("acct{i}");
-            a.trigger_event_time = (*t).into();
-            s.upsert(&a).unwrap();
-        }
-        let mut ids: Vec<_> = s.alerts.values().map(|f| f.alert_id.as_str()).collect();
-        ids.sort();
-        assert_eq!(ids, ["a0", "a2"]);
-    }
-
-    #[test]
-    fn a_bad_trigger_time_is_an_invalid_alert() {
-        let mut s = FiringSet::new(&opts());
-        let mut a = theft();
-        a.trigger_event_time = "yesterday".into();
-        let e = s.upsert(&a).unwrap_err();
-        assert!(matches!(e, AlertmanagerError::InvalidAlert { .. }) && !e.is_retryable(), "{e}");
-    }
-
     #[tokio::test]
     async fn tick_backs_off_exponentially_after_a_failure() {
         // Port 9 on loopback: nothing listens, the connection is refused at once.
