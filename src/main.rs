@@ -162,7 +162,7 @@ impl LiveMetrics {
         let metrics = Metrics::new().context("cannot register metrics")?;
         let health = std::sync::Arc::new(Health::standalone());
         let bound =
-            runtime.block_on(exfilwatch::service::http::serve(addr, health.clone(), metrics.registry.clone()))?;
+            runtime.block_on(exfilwatch::telemetry::http::serve(addr, health.clone(), metrics.registry.clone()))?;
         Ok((LiveMetrics { metrics, health, _runtime: runtime }, bound))
     }
 
@@ -517,7 +517,7 @@ fn model_line(dir: &std::path::Path, m: &Manifest) -> String {
 
 fn run_train(args: TrainArgs) -> Result<ExitCode> {
     let (cfg, opts) = input_options(&args.input)?;
-    let result = model::train(&cfg, &opts, &args.out, progress_line);
+    let result = exfilwatch::replay::train(&cfg, &opts, &args.out, progress_line);
     if opts.progress_every.is_some() {
         eprint!("\r\x1b[2K");
     }

@@ -318,3 +318,30 @@ fn deliver(
     report.alerts_medium_or_higher += alerts.iter().filter(|a| a.severity >= Severity::Medium).count() as u64;
     futures::executor::block_on(sinks.deliver(std::mem::take(alerts), ledger, stats))
 }
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+}
+
+/// `exfilwatch train`: replays `opts.inputs` (alerts counted, not written) and writes the
+/// detector's learned state to `out` as a model (`crate::model`). Returns the manifest
+/// written and the replay's report.
+pub fn train(
+    cfg: &Config,
+    opts: &ReplayOptions,
+    out: &std::path::Path,
+    progress: impl FnMut(&Stats, Duration),
+) -> Result<(crate::model::Manifest, ReplayReport), TrainError> {
+    use crate::model::{ModelError, TrainInfo};
+    let mut detector = Detector::new(cfg.detect.clone());
+    let sink = crate::sinks::JsonLinesSink::new(std::io::sink(), "training (alerts dropped)");
+    let report = replay(cfg, opts, &mut detector, &mut Fanout::one(sink, cfg.detect.realert.0), progress)?;
+    let state = detector.export_model().map_err(|source| ModelError::State { dir: out.to_path_buf(), source })?;
+    let info = TrainInfo { since: opts.since, until: opts.until, stats: report.stats.clone() };
+    let manifest = crate::model::write(out, &state, &info)?;
+    Ok((manifest, report))
+}

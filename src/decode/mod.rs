@@ -5,7 +5,6 @@
 //! [`Decoded`] item; a unit that is not JSON yields one `Malformed` item. Nothing here does I/O.
 
 mod raw;
-pub mod wire;
 
 pub use raw::{Num, RawRecord, Text};
 

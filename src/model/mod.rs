@@ -13,7 +13,7 @@
 //!   symbols.parquet      the detector's symbol table (evidence refers to it by number)
 //! ```
 //!
-//! `train` is a replay whose alerts are counted and dropped, followed by
+//! `exfilwatch train` (`replay::train`) is a replay whose alerts are counted and dropped, followed by
 //! [`Detector::export_model`]; loading is [`Detector::from_model`] over the tables. The state
 //! round-trips exactly, so `replay --model` over the time after a model's range gives the
 //! alerts one replay over the whole range gives there (`tests/model.rs`).
@@ -26,18 +26,14 @@
 
 mod tables;
 
-use crate::config::{Config, DetectConfig};
+use crate::config::DetectConfig;
 use crate::detect::{Detector, LearnedState, LearnedStateError};
-use crate::replay::{replay, ReplayError, ReplayOptions, ReplayReport};
-use crate::sinks::fanout::Fanout;
-use crate::sinks::JsonLinesSink;
 use crate::telemetry::Stats;
 use crate::time::{format_rfc3339, Nanos, DAY};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 pub use tables::FILES;
 
@@ -86,8 +82,6 @@ pub enum ModelError {
     State { dir: PathBuf, source: LearnedStateError },
     #[error("{} exists and is not a model: refusing to replace it", dir.display())]
     WouldReplace { dir: PathBuf },
-    #[error(transparent)]
-    Replay(#[from] ReplayError),
 }
 
 /// `manifest.json`.
@@ -160,23 +154,6 @@ pub struct TrainInfo {
     pub since: Option<Nanos>,
     pub until: Option<Nanos>,
     pub stats: Stats,
-}
-
-/// Trains a model: replays `opts.inputs` (alerts counted, not written) and writes the
-/// detector's learned state to `out`. Returns the manifest written and the replay's report.
-pub fn train(
-    cfg: &Config,
-    opts: &ReplayOptions,
-    out: &Path,
-    progress: impl FnMut(&Stats, Duration),
-) -> Result<(Manifest, ReplayReport), ModelError> {
-    let mut detector = Detector::new(cfg.detect.clone());
-    let mut sink = Fanout::one(JsonLinesSink::new(std::io::sink(), "training (alerts dropped)"), cfg.detect.realert.0);
-    let report = replay(cfg, opts, &mut detector, &mut sink, progress)?;
-    let state = detector.export_model().map_err(|source| ModelError::State { dir: out.to_path_buf(), source })?;
-    let info = TrainInfo { since: opts.since, until: opts.until, stats: report.stats.clone() };
-    let manifest = write(out, &state, &info)?;
-    Ok((manifest, report))
 }
 
 /// Writes `state` as a model directory at `dir`, atomically: a directory that already holds

@@ -23,8 +23,8 @@
 
 use super::{Pipeline, SavedState, ServiceError, Shard};
 use crate::config::{Options, StateStoreOptions};
-use crate::decode::wire::partition_for;
 use crate::detect::{Detector, DetectorStats};
+use crate::service::wire::partition_for;
 use crate::sources::kafka::{self, Consumer, OwnerContext, PartitionOwner};
 use crate::state::StateStore;
 use crate::telemetry::{Health, Metrics, Stats};

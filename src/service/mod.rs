@@ -53,11 +53,15 @@
 //!   partition, restored and saved in the consumer's rebalance callback.
 //!
 //! Beside the loop, `/metrics`, `/healthz` and `/readyz` are served (`service.metrics_addr`,
-//! module [`http`]); the loop publishes its counters every 100 ms tick.
+//! `telemetry::http`); the loop publishes its counters every 100 ms tick.
 
+mod all;
 mod detect;
-pub mod http;
 mod rekey;
+mod shard;
+pub mod wire;
+
+use shard::{restore, SavedState, Shard};
 
 use crate::alert::Alert;
 use crate::config::{Config, Options, Role};
@@ -65,14 +69,13 @@ use crate::decode::{raw_record_text, Decoder, Malformed};
 use crate::detect::{ClockGuard, Detector, DetectorStats};
 pub(crate) use crate::pipeline::{admit, Fetched};
 use crate::sinks::alertmanager::{AlertmanagerOptions, AlertmanagerSink};
-use crate::sinks::fanout::{Fanout, Ledger};
+use crate::sinks::fanout::Fanout;
 use crate::sinks::kafka::{DeadLetterTopic, KafkaAlertSink, Producer};
 use crate::sinks::{AlertSink, DeadLetters, JsonLinesSink, SinkError};
 use crate::sources::align::{AlignOptions, Aligner, TopicPartition};
 use crate::sources::kafka::{self, Consumer, KafkaSourceError, RawMessage};
 use crate::telemetry::{BatchProcessed, DeadLettered, Health, MalformedRecord, Metrics, Stats};
 use crate::time::Nanos;
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
@@ -93,99 +96,11 @@ pub enum ServiceError {
     #[error("metrics registry: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
-    Http(#[from] http::BindError),
+    Http(#[from] crate::telemetry::http::BindError),
     #[error("{0}")]
     Setup(String),
     #[error("cannot start from the model: {0}")]
     Model(#[from] crate::model::ModelError),
-}
-
-/// Everything a checkpoint holds: one detector's state and what goes with it. A [`Shard`]
-/// keeps it as it is, so the list of fields exists once.
-#[derive(Serialize, Deserialize)]
-struct SavedState {
-    detector: Detector,
-    /// Alert ids already delivered, with their trigger time, within the realert horizon.
-    delivered: BTreeMap<String, Nanos>,
-    /// The sinks' own state, by sink kind (Alertmanager's firing set: re-sent and resolved
-    /// after a restart). Role all only.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    sinks: BTreeMap<String, serde_json::Value>,
-    /// Checkpoints written before `sinks`: the Alertmanager sink's firing set.
-    #[serde(default, skip_serializing)]
-    alertmanager: Option<serde_json::Value>,
-    /// Next offset after the last alert delivered, per alert-topic partition.
-    #[serde(default)]
-    alert_topic_marks: BTreeMap<i32, i64>,
-    /// Role detect: next raw offset per raw `topic/partition` whose batches are in the state
-    /// (a batch below it is a copy a restarted rekey instance produced again).
-    #[serde(default)]
-    raw_marks: BTreeMap<String, i64>,
-}
-
-impl SavedState {
-    fn new(detector: Detector) -> SavedState {
-        SavedState {
-            detector,
-            delivered: BTreeMap::new(),
-            sinks: BTreeMap::new(),
-            alertmanager: None,
-            alert_topic_marks: BTreeMap::new(),
-            raw_marks: BTreeMap::new(),
-        }
-    }
-}
-
-/// One detector's state and where it is saved: the whole stream's (role all), or one internal
-/// partition's (role detect, `detect.rs`).
-pub(crate) struct Shard {
-    /// What a checkpoint holds.
-    state: SavedState,
-    /// Next offset to read per `topic/partition`: everything before it is in the state.
-    positions: BTreeMap<String, i64>,
-    store: Option<crate::state::StateStore>,
-    /// A backlog is being merged upstream of this state: in role all its own aligner is not
-    /// live; in role detect the last batch said the rekey instance's was not (`decode::wire`).
-    /// Event time alone releases the reorder queues then, as in replay (`release_held`).
-    backlog: bool,
-    /// Role detect: the detector's counters when this process took the partition (a
-    /// checkpoint carries them); this process publishes only their growth since.
-    baseline: DetectorStats,
-}
-
-impl Shard {
-    fn new(detector: Detector, store: Option<crate::state::StateStore>) -> Shard {
-        Shard::restored(SavedState::new(detector), BTreeMap::new(), store)
-    }
-
-    /// A state restored from a checkpoint covering `positions`.
-    fn restored(state: SavedState, positions: Offsets, store: Option<crate::state::StateStore>) -> Shard {
-        Shard { state, positions, store, backlog: false, baseline: DetectorStats::default() }
-    }
-
-    fn detector(&self) -> &Detector {
-        &self.state.detector
-    }
-
-    /// What the fan-out notes deliveries in.
-    fn ledger(&mut self) -> Ledger<'_> {
-        Ledger {
-            delivered: &mut self.state.delivered,
-            alert_marks: &mut self.state.alert_topic_marks,
-            journal: self.store.as_mut(),
-        }
-    }
-
-    /// Writes a checkpoint of this state (with the sinks' state) and the offsets it covers;
-    /// returns its size and how long it took. Nothing without a store.
-    fn save(&mut self, sinks: BTreeMap<String, serde_json::Value>) -> Result<Option<(u64, Duration)>, ServiceError> {
-        let Some(store) = &mut self.store else { return Ok(None) };
-        let t = std::time::Instant::now();
-        self.state.sinks = sinks;
-        let body = serde_json::to_vec(&self.state).map_err(|e| ServiceError::StateBody(e.to_string()))?;
-        let bytes = store.write_checkpoint(self.positions.clone(), &body)?;
-        Ok(Some((bytes, t.elapsed())))
-    }
 }
 
 /// The per-run machinery every role that detects shares: decoder and clock guard, the sinks'
@@ -270,11 +185,11 @@ impl Pipeline {
         self.deliver(shard, alerts).await
     }
 
-    /// Role detect: one batch of the internal topic (see [`crate::decode::wire`]) into the
+    /// Role detect: one batch of the internal topic (see [`crate::service::wire`]) into the
     /// partition's detector. A batch from a raw offset the state already covers is a copy
     /// (a rekey instance restarted before committing) and is dropped.
     async fn handle_batch(&mut self, shard: &mut Shard, m: &RawMessage, now: i64) -> Result<(), ServiceError> {
-        use crate::decode::wire::{Batch, WireError};
+        use crate::service::wire::{Batch, WireError};
         let started = std::time::Instant::now();
         let batch = match Batch::parse(&m.payload) {
             Ok(b) => b,
@@ -452,29 +367,6 @@ pub(crate) async fn set_aside(
     }
 }
 
-/// Restores the newest valid checkpoint: the state, the offsets it covers, and the delivered
-/// ids journaled after it.
-type Offsets = BTreeMap<String, i64>;
-
-fn restore(store: &mut crate::state::StateStore) -> Result<Option<(SavedState, Offsets)>, ServiceError> {
-    let Some(loaded) = store.load_newest()? else { return Ok(None) };
-    for why in &loaded.refused {
-        tracing::warn!(message = "Checkpoint refused; using an older one.", why = %why);
-    }
-    let mut s: SavedState = serde_json::from_slice(&loaded.body).map_err(|e| ServiceError::StateBody(e.to_string()))?;
-    s.delivered.extend(loaded.delivered);
-    if let Some(firing) = s.alertmanager.take() {
-        s.sinks.entry(crate::telemetry::SinkKind::Alertmanager.as_str().to_string()).or_insert(firing);
-    }
-    tracing::info!(
-        message = "State restored.",
-        store = %store.location(),
-        checkpoint = loaded.header.seq,
-        partitions = loaded.header.offsets.len()
-    );
-    Ok(Some((s, loaded.header.offsets)))
-}
-
 /// Runs until `shutdown` completes; returns the run's counters.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<Stats, ServiceError> {
     run_with(cfg, Arc::new(Health::default()), shutdown).await
@@ -490,12 +382,12 @@ pub async fn run_with(
     let cfg = cfg.options("the configuration").map_err(|e| ServiceError::Setup(e.to_string()))?;
     let metrics = Metrics::for_role(cfg.service.role.as_str())?;
     if let Some(addr) = &cfg.service.metrics_addr {
-        let addr = http::serve(addr, health.clone(), metrics.registry.clone()).await?;
+        let addr = crate::telemetry::http::serve(addr, health.clone(), metrics.registry.clone()).await?;
         health.set_http_addr(addr);
     }
     tracing::info!(message = "Starting.", role = cfg.service.role.as_str());
     match cfg.service.role {
-        Role::All => run_all(cfg, metrics, health, shutdown).await,
+        Role::All => all::run(cfg, metrics, health, shutdown).await,
         Role::Rekey => rekey::run(cfg, metrics, health, shutdown).await,
         Role::Detect => detect::run(cfg, metrics, health, shutdown).await,
     }
@@ -580,140 +472,6 @@ pub(crate) async fn finish_within<T>(
 pub(crate) async fn receive_error(error: KafkaSourceError) {
     tracing::warn!(message = "Kafka receive error; retrying.", %error);
     tokio::time::sleep(Duration::from_millis(200)).await;
-}
-
-/// Role all: one process, one detector for the whole stream.
-async fn run_all(
-    cfg: Options,
-    metrics: Metrics,
-    health: Arc<Health>,
-    shutdown: impl Future<Output = ()>,
-) -> Result<Stats, ServiceError> {
-    let mut store = match &cfg.service.state_store {
-        None => None,
-        Some(s) => Some(crate::state::StateStore::open_with(&s.location, &s.options)?),
-    };
-    let restored = match &mut store {
-        Some(store) => restore(store)?,
-        None => None,
-    };
-    let was_restored = restored.is_some();
-    let checkpoints = store.is_some();
-    let mut p = Pipeline::new(cfg, metrics, health.clone(), checkpoints)?;
-    let mut shard = match restored {
-        Some((mut s, offsets)) => {
-            p.sinks.restore(std::mem::take(&mut s.sinks))?;
-            // Only a restored state can have delivered alerts it never journaled.
-            p.sinks.restored_marks(&s.alert_topic_marks);
-            Shard::restored(s, offsets, store)
-        }
-        None => Shard::new(initial_detector(&p.cfg)?, store),
-    };
-    // The allowlist comes from this configuration, never from a checkpoint or model.
-    shard.state.detector.set_allowlist(allowlist(&p.cfg)?);
-    health.set_restored();
-    // The verdicts topic is one more input, in the same group: its offsets are checkpointed
-    // with the state like the logs'. It is not part of the event-time alignment: a verdict is
-    // applied when consumed.
-    let verdicts_topic = p.cfg.service.verdicts_topic.clone();
-    let mut kafka_cfg = p.cfg.kafka.clone();
-    kafka_cfg.topics.extend(verdicts_topic.clone());
-    let feed = kafka::AlignFeed::default();
-    let consumer = kafka::consumer(&kafka_cfg, health.clone(), !checkpoints, p.metrics.consumer_lag(), feed.clone())?;
-    if checkpoints && !was_restored {
-        // A first checkpoint (the initial state, no offsets yet), so that the journal of
-        // delivered ids always follows a checkpoint and a crash before the first periodic
-        // one loses nothing.
-        p.checkpoint(&mut shard, &consumer, true)?;
-    }
-    tracing::info!(message = "Consuming.", topics = ?p.cfg.kafka.topics, group = %p.cfg.kafka.group_id);
-
-    tokio::pin!(shutdown);
-    let mut tick = ticker();
-    // Raw partitions are merged by event time (`sources::align`): fetched messages wait in the
-    // aligner, and a message is handled (and its offset may be stored) only when it comes out.
-    let mut align: Aligner<Fetched> = Aligner::new(align_options(&p.cfg));
-    let mut paused = BTreeSet::new();
-    loop {
-        if feed.changed() {
-            apply_align_feed(&feed, &mut align, &mut paused, verdicts_topic.as_deref(), p.now());
-        }
-        while let Some((_, f)) = align.pop(p.now()) {
-            let now = p.now();
-            p.handle(&mut shard, &f, now).await?;
-            p.handled(&mut shard, &consumer, f.source(), now);
-            health.progress(p.messages, p.stats.records_total(), p.health.alerts());
-            if feed.changed() {
-                apply_align_feed(&feed, &mut align, &mut paused, verdicts_topic.as_deref(), p.now());
-            }
-        }
-        sync_pauses(&consumer, &mut align, &mut paused, p.now());
-        tokio::select! {
-            biased;
-            _ = &mut shutdown => break,
-            msg = consumer.recv() => match msg {
-                Ok(m) => {
-                    health.set_kafka(true, "");
-                    if feed.changed() {
-                        apply_align_feed(&feed, &mut align, &mut paused, verdicts_topic.as_deref(), p.now());
-                    }
-                    let tp = format!("{}/{}", m.topic, m.partition);
-                    if shard.positions.get(&tp).is_some_and(|next| m.offset < *next) {
-                        // Already in the restored state (read again from an older commit).
-                        p.skipped_replayed += 1;
-                        continue;
-                    }
-                    if verdicts_topic.as_ref() == Some(&m.topic) {
-                        let now = p.now();
-                        p.handle_verdicts(&mut shard, &m).await?;
-                        p.handled(&mut shard, &consumer, m.source(), now);
-                        continue;
-                    }
-                    // Decoded once, here: the merge orders it by its records' times.
-                    Fetched::decode(&mut p.decoder, m).push_into(&mut align, p.now());
-                }
-                Err(error) => receive_error(error).await,
-            },
-            _ = tick.tick() => {
-                // While a backlog is merged, a wait for a partition's next fetch is not disorder.
-                shard.backlog = !align.live(p.now());
-                p.release_held(&mut shard).await?;
-                p.sinks.tick(&mut p.stats).await;
-                if !checkpoints {
-                    p.store_ready(&shard, &consumer);
-                } else if p.checkpoint_due() {
-                    let outcome = p.checkpoint(&mut shard, &consumer, false);
-                    p.checkpoint_outcome(outcome);
-                }
-                p.publish(shard.detector().stats().clone());
-            }
-        }
-    }
-
-    tracing::info!(message = "Shutting down: draining.");
-    let cfg = p.cfg.clone();
-    let finish = async {
-        // Either way every handled record is covered afterwards: by the checkpoint (queues
-        // included) or by having been processed; all their offsets may be committed.
-        if checkpoints {
-            p.checkpoint(&mut shard, &consumer, true)?;
-        } else {
-            p.drain(&mut shard).await?;
-        }
-        for ((topic, partition), q) in std::mem::take(&mut p.pending) {
-            if let Some(&(_, offset)) = q.back() {
-                consumer.store_offset(&topic, partition, offset);
-            }
-        }
-        p.sinks.close().await?;
-        if let Err(error) = consumer.commit_stored() {
-            tracing::warn!(message = "Final commit failed.", %error);
-        }
-        Ok::<_, ServiceError>(())
-    };
-    finish_within(&cfg, finish).await?;
-    p.publish(shard.detector().stats().clone());
-    Ok(p.stats)
 }
 
 /// Bytes of fetched messages a raw partition may hold in the aligner before it is paused

@@ -1,5 +1,5 @@
 //! `exfilwatch run --role rekey`: raw topics -> decode -> the internal topic, partitioned by
-//! account (format and partitioning: [`crate::decode::wire`]).
+//! account (format and partitioning: [`crate::service::wire`]).
 //!
 //! No detector state lives here, so nothing is checkpointed: a raw message's offset is stored
 //! once every batch it produced was acknowledged by the broker (in order, with up to
@@ -14,13 +14,13 @@
 //! holds each account's records in replay's order. Batches forwarded while the aligner is not
 //! live (a backlog is being merged) are flagged `backlog`; once it is live again, every
 //! internal partition that last heard "backlog" gets an empty batch without the flag
-//! (`decode::wire`), so that its detect instance goes back to releasing by `max_hold`.
+//! (`service::wire`), so that its detect instance goes back to releasing by `max_hold`.
 
 use super::{now_ms, set_aside, Fetched, ServiceError};
 use crate::config::Options;
-use crate::decode::wire::{partition_for, BatchBuilder, Source};
 use crate::decode::{Decoder, Malformed};
 use crate::detect::ClockGuard;
+use crate::service::wire::{partition_for, BatchBuilder, Source};
 use crate::sinks::kafka::{DeadLetterTopic, InternalTopic, Landing, Producer};
 use crate::sources::align::Aligner;
 use crate::sources::kafka;

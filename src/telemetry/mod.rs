@@ -21,9 +21,12 @@
 //!   ([`ConsumerLag`]) and the `exfilwatch_ready` collector.
 //! - `metrics.rs`: the Prometheus registry ([`Metrics`]), its collectors,
 //!   [`register_readiness`] and [`suppressed_counts`].
+//! - `http.rs`: `/metrics`, `/healthz` and `/readyz` over HTTP (`run`, and `replay
+//!   --metrics-addr`).
 
 mod events;
 mod health;
+pub mod http;
 mod metrics;
 mod stats;
 

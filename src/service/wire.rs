@@ -20,7 +20,7 @@
 //! account in the detector) are whole in one detect instance and its alerts are those of a
 //! single process.
 
-use super::{Category, Credential, CredentialKind, Event};
+use crate::decode::{Category, Credential, CredentialKind, Event};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::net::IpAddr;
