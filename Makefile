@@ -50,7 +50,7 @@ bench-scale:
 
 ## Detection accuracy on labelled scenarios (BENCHMARKS.md): for each seed, `gen-logs scenarios`
 ## writes a month and a half of traffic with planted thefts under bench-data/scenarios/seed-N
-## (again only when the generator changed), `exfilwatch replay` (default configuration) writes
+## (again only when a file of the generator changed), `exfilwatch replay` (default configuration) writes
 ## the alerts, and bench/eval.py prints recall per theft kind, false alerts per 1000 key-days and
 ## the delay from 1 GiB to the first alert. EVAL_ARGS=--check: exit 1 when a goal is missed.
 EVAL_SEEDS ?= 1 2 3
@@ -61,7 +61,7 @@ eval:
 	$(CARGO) build --release --locked --bin exfilwatch --bin gen-logs
 	@for s in $(EVAL_SEEDS); do \
 	  d=$(EVAL_DIR)/seed-$$s; \
-	  if ! [ $$d/labels.json -nt src/bin/gen-logs/scenarios.rs ]; then \
+	  if [ -n "$$(find src/bin/gen-logs.rs src/bin/gen-logs -newer $$d/labels.json 2>/dev/null)" ] || ! [ -f $$d/labels.json ]; then \
 	    rm -rf $$d && $(BIN_DIR)/gen-logs scenarios --seed $$s --out $$d || exit 1; \
 	  fi; \
 	  echo "replay seed $$s"; \

@@ -27,13 +27,16 @@ impl Fetched {
     pub fn decode(decoder: &mut Decoder, msg: RawMessage) -> Fetched {
         let started = std::time::Instant::now();
         let mut items = Vec::new();
-        decoder.decode(&msg.payload, |d| {
-            items.push(match d {
-                Decoded::Event(ev) => Decoded::Event(ev.into_owned()),
-                Decoded::Skipped(c) => Decoded::Skipped(c),
-                Decoded::Malformed { reason, index } => Decoded::Malformed { reason, index },
-            })
-        });
+        // A message without a payload (a tombstone) holds no record.
+        if !msg.payload.is_empty() {
+            decoder.decode(&msg.payload, |d| {
+                items.push(match d {
+                    Decoded::Event(ev) => Decoded::Event(ev.into_owned()),
+                    Decoded::Skipped(c) => Decoded::Skipped(c),
+                    Decoded::Malformed { reason, index } => Decoded::Malformed { reason, index },
+                })
+            });
+        }
         Fetched { msg, items, decoding: started.elapsed() }
     }
 

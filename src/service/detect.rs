@@ -235,6 +235,10 @@ pub(super) async fn run(
                         let outcome = if shard.positions.get(&tp).is_some_and(|next| m.offset < *next) {
                             p.skipped_replayed += 1;
                             Ok(())
+                        } else if m.payload.is_empty() {
+                            // Nothing rekey writes; nothing to take.
+                            p.handled(&mut shard, &consumer, m.source(), p.now());
+                            Ok(())
                         } else {
                             let now = p.now();
                             let r = p.handle_batch(&mut shard, &m, now).await;

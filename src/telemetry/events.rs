@@ -115,7 +115,7 @@ impl SinkRejected<'_> {
     pub fn emit(&self, stats: &mut Stats) {
         stats.sinks.entry(self.sink).or_default().rejected += 1;
         tracing::error!(
-            message = "Alert sink refused an alert for good; set aside on the dead-letter topic, not retried.",
+            message = "Alert sink refused an alert for good; set aside with its answer, not retried.",
             sink = self.sink.as_str(),
             target = self.target,
             alert_id = self.alert_id,
