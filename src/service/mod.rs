@@ -474,9 +474,17 @@ pub(crate) async fn receive_error(error: KafkaSourceError) {
     tokio::time::sleep(Duration::from_millis(200)).await;
 }
 
-/// Bytes of fetched messages a raw partition may hold in the aligner before it is paused
-/// (librdkafka's default `max.partition.fetch.bytes`: one fetch).
-const ALIGN_BUFFER_BYTES: usize = 1 << 20;
+/// Bytes of fetched messages the raw partitions may hold in the aligner together, shared
+/// equally; a partition whose share is full is paused until it is half empty. 32 MiB: at the
+/// pipeline's rate (about 45 MB/s on 2 cores) half of it lasts some 350 ms, longer than a
+/// fetch round trip, so a resumed partition's next fetch arrives before the merge waits for
+/// it (with one fetch's worth per partition, 1 MiB, the merge waited for every fetch: catch-up
+/// ran at a fifth of the rate without alignment, BENCHMARKS.md).
+const ALIGN_BUFFER_TOTAL: usize = 32 << 20;
+
+/// ... and at least this much per partition: two fetches (librdkafka's default
+/// `max.partition.fetch.bytes` is 1 MiB).
+const ALIGN_BUFFER_MIN: usize = 2 << 20;
 
 /// The event-time alignment of the raw partitions: `detect.max_out_of_order` ahead of the
 /// slowest pauses a partition; `service.partition_idle_timeout` lets an idle one go.
@@ -484,7 +492,8 @@ pub(crate) fn align_options(cfg: &Options) -> AlignOptions {
     AlignOptions {
         bound: cfg.detect.max_out_of_order.0,
         idle_timeout_ms: cfg.service.partition_idle_timeout.as_millis() as i64,
-        buffer_bytes: ALIGN_BUFFER_BYTES,
+        buffer_bytes: ALIGN_BUFFER_MIN,
+        total_bytes: ALIGN_BUFFER_TOTAL,
         enabled: cfg.service.align_partitions,
     }
 }

@@ -10,9 +10,9 @@
 //! - **Pause**: a partition whose whole buffer is more than `bound` (`detect.max_out_of_order`)
 //!   ahead of the slowest *active* partition (its oldest buffered message is: nothing of it can
 //!   be handed out before the others catch up, so fetching more would only fill memory), or
-//!   whose buffer holds `buffer_bytes` or more, should be paused ([`Aligner::paused`]; the
+//!   whose buffer holds its share of the buffers' budget or more, should be paused ([`Aligner::paused`]; the
 //!   Kafka source calls `Consumer::pause`/`resume`). It resumes once the others are within the
-//!   bound of its oldest message, or its buffer is below half of `buffer_bytes`: with that
+//!   bound of its oldest message, or its buffer is below half of its share: with that
 //!   hysteresis a partition is paused and resumed about once per buffer's worth of messages, not
 //!   once per message (librdkafka drops what it prefetched for a paused partition and fetches it
 //!   again on resume), and it still holds messages when it resumes, so the merge rarely waits
@@ -54,8 +54,14 @@ pub struct AlignOptions {
     /// Wall-clock milliseconds without data after which a caught-up partition with nothing
     /// buffered leaves the alignment.
     pub idle_timeout_ms: i64,
-    /// A partition whose buffered messages add up to this many bytes is paused.
+    /// A partition whose buffered messages add up to this many bytes is paused: at least this
+    /// much, or an equal share of `total_bytes` over the assigned partitions when that is more.
     pub buffer_bytes: usize,
+    /// What all partitions' buffers may hold together (0: only `buffer_bytes` each). A share
+    /// of a fixed total keeps the time a partition's buffer lasts after it resumes (half of it,
+    /// consumed at the pipeline's rate split over the partitions) the same however many
+    /// partitions there are, and longer than a fetch round trip.
+    pub total_bytes: usize,
     /// false (`service.align_partitions = false`): no alignment; `pop` hands out what is
     /// buffered at once, nothing is paused for being ahead, and the stream counts as live.
     pub enabled: bool,
@@ -194,7 +200,8 @@ impl<M> Aligner<M> {
             return BTreeSet::new();
         }
         let floor = self.floor(now_ms);
-        let (bound, cap) = (self.opts.bound, self.opts.buffer_bytes);
+        let share = self.opts.total_bytes / self.parts.len().max(1);
+        let (bound, cap) = (self.opts.bound, self.opts.buffer_bytes.max(share));
         let mut out = BTreeSet::new();
         for (tp, p) in &mut self.parts {
             let Some(head) = p.queue.front() else {
@@ -268,7 +275,7 @@ mod tests {
     const DAY: Nanos = 24 * 60 * MIN;
 
     fn opts() -> AlignOptions {
-        AlignOptions { bound: 10 * MIN, idle_timeout_ms: 5_000, buffer_bytes: 1_000, enabled: true }
+        AlignOptions { bound: 10 * MIN, idle_timeout_ms: 5_000, buffer_bytes: 1_000, total_bytes: 0, enabled: true }
     }
 
     fn tp(p: i32) -> TopicPartition {
