@@ -1,9 +1,8 @@
 //! The per-message bookkeeping every driver shares (replay, and roles all, rekey and detect of
-//! `exfilwatch run`): a decoded message ([`Fetched`]: decoded once, when fetched), its
-//! records handed through the clock guard to the detector or the internal topic ([`admit`]),
-//! counted with [`Stats::count_event`] and [`Stats::count_skipped`] (replay counts with the
-//! same two). Free of Kafka: a message is bytes and where they
-//! came from.
+//! `exfilwatch run`): a decoded message ([`Fetched`]: decoded once, when fetched), its records
+//! handed through the clock guard to the detector or the internal topic ([`admit`]), counted
+//! with [`Stats::count_event`] and [`Stats::count_skipped`] (replay counts with the same two).
+//! Free of Kafka: a message is bytes and where they came from.
 
 use crate::decode::{Decoded, Decoder, Malformed};
 use crate::detect::{Admit, ClockGuard};

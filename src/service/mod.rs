@@ -3,8 +3,9 @@
 //!
 //! ## The state machine
 //! - **Consuming**: one message at a time: decode its records, feed the detector, deliver
-//!   every alert they raised to every sink (waiting for the Kafka sink's delivery reports,
-//!   retrying a failing sink with exponential backoff, never dropping). The message's offset
+//!   every alert they raised to every sink through the fan-out (`sinks::fanout`: waiting for
+//!   the Kafka sink's delivery reports, retrying a failing sink with exponential backoff, never
+//!   dropping; an alert a sink refuses for good is set aside and the stream goes on). The message's offset
 //!   is *stored* once none of its records waits in a reorder queue any more (the detector
 //!   reports the oldest queued arrival) and their alerts were accepted; librdkafka commits
 //!   stored offsets periodically, so a committed offset always covers fully processed
@@ -47,13 +48,18 @@
 //!   once per change, `/readyz` answers 503, and the loop keeps waiting, so no record is
 //!   skipped; consumption resumes from the consumer's position when the broker returns.
 //! - **Roles** (`service.role`, `run --role`; docs/scaling.md): all of the above is role `all`,
-//!   one `Shard` (detector state and its bookkeeping) for the whole stream. Role `rekey`
+//!   (`all.rs`), one `Shard` (`shard.rs`: detector state and its bookkeeping) for the whole
+//!   stream. Role `rekey`
 //!   (`rekey.rs`) only decodes, onto the internal topic partitioned by account; role `detect`
 //!   (`detect.rs`) runs this pipeline over that topic's batches with one shard per assigned
 //!   partition, restored and saved in the consumer's rebalance callback.
 //!
-//! Beside the loop, `/metrics`, `/healthz` and `/readyz` are served (`service.metrics_addr`,
-//! `telemetry::http`); the loop publishes its counters every 100 ms tick.
+//! What every role shares is here: the prologue ([`run_with`]: the checked options, metrics,
+//! the HTTP endpoints), the [`Pipeline`] the detecting roles drive (handle a message, deliver,
+//! release held records, checkpoint, publish), the receive-error wait, the shutdown deadline
+//! (`finish_within`) and the alignment's glue. Beside the loop, `/metrics`, `/healthz` and
+//! `/readyz` are served (`service.metrics_addr`, `telemetry::http`); the loop publishes its
+//! counters every 100 ms tick.
 
 mod all;
 mod detect;
