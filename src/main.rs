@@ -2,7 +2,7 @@
 //! options here; the library never sees a command line.
 //!
 //! Exit codes: 0 ok; 1 runtime error (unreadable input, bad config, --strict); 2 usage;
-//! 3 alerts of severity medium or higher with --fail-on-alert.
+//! 3 alerts of severity medium or higher with --fail-on-alert; 4 `replay` read no record at all.
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -118,7 +118,7 @@ struct InputArgs {
     /// time (default: `input.verdicts` of --config).
     #[arg(long)]
     verdicts: Option<PathBuf>,
-    /// No summary on stderr at the end.
+    /// No summary on stderr at the end, and no progress line.
     #[arg(long, short)]
     quiet: bool,
 }
@@ -127,7 +127,7 @@ struct InputArgs {
 struct ReplayArgs {
     #[command(flatten)]
     input: InputArgs,
-    /// Write alerts (JSON Lines) here instead of stdout.
+    /// Write alerts (JSON Lines) here instead of stdout (`-`: stdout).
     #[arg(long, short)]
     output: Option<PathBuf>,
     /// Start from this trained model (`exfilwatch train`): no learning period for the
@@ -212,10 +212,18 @@ enum ConfigCommand {
     Check { file: PathBuf },
 }
 
+/// A command line that asks for something impossible (exit code 2, as clap's own errors).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Colour only for a terminal (and never with NO_COLOR): log files and shippers get plain text.
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
@@ -231,9 +239,16 @@ fn main() -> ExitCode {
             }
             let mut msg = format!("error: {e}");
             for cause in e.chain().skip(1) {
-                msg.push_str(&format!("\n  caused by: {cause}"));
+                // A message that already quotes its cause is not followed by it again.
+                let cause = cause.to_string();
+                if !msg.contains(&cause) {
+                    msg.push_str(&format!("\n  caused by: {cause}"));
+                }
             }
             eprintln!("{msg}");
+            if e.downcast_ref::<UsageError>().is_some() {
+                return ExitCode::from(2);
+            }
             ExitCode::from(1)
         }
     }
@@ -321,7 +336,10 @@ async fn shutdown_signal() {
 
 fn event_time(flag: &str, v: &Option<String>) -> Result<Option<i64>> {
     v.as_deref()
-        .map(|s| parse_timestamp(s).with_context(|| format!("--{flag} `{s}` is not a time like 2021-08-01T00:00:00Z")))
+        .map(|s| {
+            parse_timestamp(s)
+                .ok_or_else(|| UsageError(format!("--{flag} `{s}` is not a time like 2021-08-01T00:00:00Z")).into())
+        })
         .transpose()
 }
 
@@ -340,14 +358,26 @@ fn input_options(args: &InputArgs) -> Result<(Config, ReplayOptions)> {
         .or_else(|| (!cfg.input.dead_letter.is_empty()).then(|| PathBuf::from(&cfg.input.dead_letter)));
     let verdicts =
         args.verdicts.clone().or_else(|| (!cfg.input.verdicts.is_empty()).then(|| PathBuf::from(&cfg.input.verdicts)));
+    let (since, until) = (event_time("since", &args.since)?, event_time("until", &args.until)?);
+    if let (Some(s), Some(u)) = (since, until) {
+        if s >= u {
+            return Err(UsageError(format!(
+                "--since {} is not before --until {}: no record could be read",
+                args.since.as_deref().unwrap_or_default(),
+                args.until.as_deref().unwrap_or_default()
+            ))
+            .into());
+        }
+    }
     let opts = ReplayOptions {
         verdicts,
         inputs: args.paths.clone(),
-        since: event_time("since", &args.since)?,
-        until: event_time("until", &args.until)?,
+        since,
+        until,
         dead_letter,
         strict: cfg.input.strict,
-        progress_every: std::io::stderr().is_terminal().then_some(Duration::from_millis(250)),
+        // The progress line only on a terminal, and not with -q.
+        progress_every: (std::io::stderr().is_terminal() && !args.quiet).then_some(Duration::from_millis(250)),
     };
     Ok((cfg, opts))
 }
@@ -369,8 +399,11 @@ fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
     let terminal = opts.progress_every.is_some();
     let mut live = match &args.metrics_addr {
         Some(addr) => {
-            let (live, bound) = LiveMetrics::start(addr)?;
-            if !args.input.quiet {
+            let (live, bound) = LiveMetrics::start(addr).with_context(|| {
+                format!("--metrics-addr `{addr}`: expected HOST:PORT, e.g. 127.0.0.1:9464 (port 0 picks a free one)")
+            })?;
+            // A port the system picked is printed even with -q: nothing else says which it is.
+            if !args.input.quiet || addr.ends_with(":0") {
                 eprintln!("exfilwatch replay: serving /metrics, /healthz, /readyz on http://{bound}");
             }
             opts.progress_every = Some(Duration::from_millis(250));
@@ -400,7 +433,7 @@ fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
     };
     // The allowlist comes from the configuration, never from the model.
     detector.set_allowlist(Allowlist::compile(&cfg.allow).map_err(anyhow::Error::msg)?);
-    let sink: Box<dyn AlertSink> = match &args.output {
+    let sink: Box<dyn AlertSink> = match args.output.as_ref().filter(|p| p.as_os_str() != "-") {
         Some(p) => {
             let f = std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?;
             Box::new(JsonLinesSink::new(std::io::BufWriter::new(f), p.display().to_string()))
@@ -432,6 +465,23 @@ fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
     }
     if !args.input.quiet {
         print_summary("replay", &report);
+        let held = report.stats.detector.alerts_suppressed_learning;
+        if held > 0 && args.model.is_none() {
+            eprintln!(
+                "note: {held} alerts were held back by the learning period (detect.learning_period, {}): an account \
+                 raises nothing until observed that long; start from a model of earlier logs (--model) to judge from \
+                 the first record",
+                exfilwatch::units::human_span(cfg.detect.learning_period.0)
+            );
+        }
+    }
+    if report.stats.records_total() == 0 {
+        // A security tool that read nothing says so, even with -q.
+        eprintln!(
+            "warning: no record was read from {} (no log file there, or only empty ones): nothing was checked",
+            args.input.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        );
+        return Ok(ExitCode::from(4));
     }
     if args.fail_on_alert && report.alerts_medium_or_higher > 0 {
         return Ok(ExitCode::from(3));

@@ -325,6 +325,11 @@ pub enum TrainError {
     Replay(#[from] ReplayError),
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
+    #[error(
+        "nothing to train on: {read} records read, {outside} of them outside --since/--until, none taken by the \
+         detector; no model written"
+    )]
+    Empty { read: u64, outside: u64 },
 }
 
 /// `exfilwatch train`: replays `opts.inputs` (alerts counted, not written) and writes the
@@ -340,6 +345,10 @@ pub fn train(
     let mut detector = Detector::new(cfg.detect.clone());
     let sink = crate::sinks::JsonLinesSink::new(std::io::sink(), "training (alerts dropped)");
     let report = replay(cfg, opts, &mut detector, &mut Fanout::one(sink, cfg.detect.realert.0), progress)?;
+    if report.stats.detector.events == 0 {
+        // An empty model would start every account's learning period over while looking trained.
+        return Err(TrainError::Empty { read: report.stats.records_total(), outside: report.stats.out_of_range });
+    }
     let state = detector.export_model().map_err(|source| ModelError::State { dir: out.to_path_buf(), source })?;
     let info = TrainInfo { since: opts.since, until: opts.until, stats: report.stats.clone() };
     let manifest = crate::model::write(out, &state, &info)?;

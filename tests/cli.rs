@@ -142,8 +142,9 @@ fn since_and_until_select_event_time() {
     assert!(alerts(&out).is_empty());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("768 outside --since/--until"), "{stderr}");
+    // A value that is not a time is a usage error (exit 2, as the README says).
     let out = exfilwatch().args(["replay", "--since", "not a time"]).arg(&f).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]
@@ -291,4 +292,189 @@ fn replay_sets_aside_records_from_the_future_and_the_distant_past() {
     assert_eq!(dead[1]["record"].as_str().unwrap(), future);
     assert_eq!(dead[0]["record"].as_str().unwrap(), stale);
     assert!(dead[1]["location"].as_str().unwrap().ends_with("dirty.json:51#0"), "{}", dead[1]["location"]);
+}
+
+/// Issue 13: what a new user tripped on.
+fn gzip(text: &str) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(text.as_bytes()).unwrap();
+    gz.finish().unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn gzip_on_stdin_is_read_like_a_gzip_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = write(dir.path(), "logs.json", &theft_log());
+    let by_path = exfilwatch().args(["replay", "-q"]).arg(&plain).output().unwrap();
+    let mut child = exfilwatch()
+        .args(["replay", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&gzip(&theft_log())).unwrap();
+    let piped = child.wait_with_output().unwrap();
+    assert_eq!(piped.status.code(), Some(0), "{}", stderr(&piped));
+    assert!(!by_path.stdout.is_empty());
+    assert_eq!(piped.stdout, by_path.stdout, "the same alerts");
+    assert!(stderr(&piped).contains("malformed: none"), "{}", stderr(&piped));
+}
+
+#[test]
+fn a_file_reached_twice_is_read_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let f = write(&logs, "a.json", &theft_log());
+    std::os::unix::fs::symlink(&f, dir.path().join("link.json")).unwrap();
+    let once = exfilwatch().args(["replay"]).arg(&f).output().unwrap();
+    // The directory, a file in it, a link to it and the same path again.
+    let many =
+        exfilwatch().arg("replay").arg(&logs).arg(&f).arg(dir.path().join("link.json")).arg(&f).output().unwrap();
+    assert_eq!(many.status.code(), Some(0), "{}", stderr(&many));
+    assert_eq!(many.stdout, once.stdout, "no alert of a double read");
+    let records = |out: &Output| {
+        stderr(out)
+            .lines()
+            .find(|l| l.contains("records in"))
+            .map(|l| l.split(':').nth(1).unwrap_or("").split_whitespace().next().unwrap_or("").to_string())
+    };
+    assert_eq!(records(&many), records(&once), "{}", stderr(&many));
+    assert!(
+        stderr(&many).contains("reached more than once") && stderr(&many).contains("repeats=3"),
+        "{}",
+        stderr(&many)
+    );
+    assert!(stderr(&many).contains("0 late"), "{}", stderr(&many));
+}
+
+#[test]
+fn impossible_time_ranges_and_bad_times_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "logs.json", &theft_log());
+    let out = exfilwatch()
+        .args(["replay", "--since", "2021-08-09T00:00:00Z", "--until", "2021-08-08T00:00:00Z"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is not before --until"), "{}", stderr(&out));
+    let out = exfilwatch().args(["replay", "--since", "yesterday"]).arg(&f).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--since `yesterday` is not a time"), "{}", stderr(&out));
+}
+
+#[test]
+fn output_dash_is_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "logs.json", &theft_log());
+    let out = exfilwatch().current_dir(dir.path()).args(["replay", "-q", "-o", "-"]).arg(&f).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(alerts(&out)[0]["rule"], "unfamiliar_origin_volume");
+    assert!(!dir.path().join("-").exists(), "no file named -");
+}
+
+#[test]
+fn reading_nothing_is_said_and_has_its_own_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "README.md", "notes\n");
+    write(dir.path(), ".hidden", "x\n");
+    let out = exfilwatch().args(["replay", "-q"]).arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no record was read"), "even with -q: {}", stderr(&out));
+    // Training on nothing writes no model.
+    let f = write(dir.path(), "logs.json", &theft_log());
+    let model = dir.path().join("model");
+    let out = exfilwatch()
+        .args(["train", "-q", "--until", "2021-07-01T00:00:00Z", "--out"])
+        .arg(&model)
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("nothing to train on"), "{}", stderr(&out));
+    assert!(!model.exists());
+}
+
+#[test]
+fn the_learning_period_is_named_when_it_held_alerts_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "logs.json", &theft_log());
+    let out = exfilwatch().args(["replay", "--since", "2021-08-08T00:00:00Z"]).arg(&f).output().unwrap();
+    assert!(alerts(&out).is_empty(), "one day of history: still learning");
+    assert!(
+        stderr(&out).contains("held back by the learning period") && stderr(&out).contains("--model"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn the_replay_metrics_textfile_counts_what_stdout_took() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "logs.json", &theft_log());
+    let m = dir.path().join("m.prom");
+    let out = exfilwatch().args(["replay", "-q", "--metrics-textfile"]).arg(&m).arg(&f).output().unwrap();
+    let n = alerts(&out).len();
+    assert!(n > 0);
+    let text = std::fs::read_to_string(&m).unwrap();
+    assert!(text.contains(&format!("exfilwatch_sink_delivered_alerts_total{{sink=\"stdout\"}} {n}")), "{text}");
+}
+
+#[test]
+fn configuration_errors_say_where_and_config_check_checks_what_run_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |name: &str, text: &str| {
+        let p = write(dir.path(), name, text);
+        let out = exfilwatch().args(["config", "check"]).arg(&p).output().unwrap();
+        (out.status.code(), stderr(&out))
+    };
+    let (code, e) = check("size.toml", "[detect]\nunfamiliar_bytes = \"lots\"\n");
+    assert_eq!(code, Some(1));
+    assert!(e.contains("size.toml: line 2, column 20") && e.contains("unfamiliar_bytes = \"lots\""), "{e}");
+    let (_, e) = check("syntax.toml", "[detect\nx = 1\n");
+    assert!(e.contains("line 1, column 8") && !e.contains("\n  "), "{e}");
+    let (_, e) = check("variant.toml", "[detect]\norigin_granularity = \"ipv4\"\n");
+    assert!(e.contains("line 2") && e.contains("origin_granularity"), "{e}");
+    for (name, text, key) in [
+        ("url.toml", "[sinks]\nwebhook_url = \"not a url\"\n", "sinks.webhook_url"),
+        ("store.toml", "[service]\nstate_store = \"ftp://x\"\n", "service.state_store"),
+        ("model.toml", "[service]\nmodel = \"/nonexistent/model\"\n", "service.model"),
+    ] {
+        let (code, e) = check(name, text);
+        assert_eq!(code, Some(1), "{name}: {e}");
+        assert!(e.contains(key), "{name}: {e}");
+    }
+    assert_eq!(check("ok.toml", "[sinks]\nwebhook_url = \"https://soc.example/hook\"\n").0, Some(0));
+}
+
+#[test]
+fn errors_name_what_failed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "logs.json", &theft_log());
+    let out =
+        exfilwatch().args(["replay", "-q", "--dead-letter", "/nonexistent/dir/x.jsonl"]).arg(&f).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let e = stderr(&out);
+    assert!(e.contains("cannot write dead letters to /nonexistent/dir/x.jsonl"), "{e}");
+    assert_eq!(e.matches("os error 2").count(), 1, "the cause once: {e}");
+    let out = exfilwatch().args(["replay", "-q", "--metrics-addr", "9464"]).arg(&f).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("expected HOST:PORT"), "{}", stderr(&out));
+}
+
+#[test]
+fn logs_to_a_file_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "logs.json", &format!("{}\n{{not json\n", theft_log()));
+    // stderr is a pipe here, as when it goes to a log file.
+    let out = exfilwatch().args(["replay", "-q"]).arg(&f).env_remove("NO_COLOR").output().unwrap();
+    let e = stderr(&out);
+    assert!(e.contains("Malformed record set aside"), "{e}");
+    assert!(!e.contains('\u{1b}'), "no ANSI escapes: {e:?}");
 }

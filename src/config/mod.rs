@@ -461,11 +461,11 @@ impl Config {
     /// Parses and validates TOML text; `origin` names the source in messages.
     pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let invalid = |message: String| ConfigError::Invalid { path: origin.to_string(), message };
-        let value: toml::Table = text.parse().map_err(|e: toml::de::Error| invalid(e.message().to_string()))?;
+        let value: toml::Table = text.parse().map_err(|e: toml::de::Error| invalid(located(text, &e)))?;
         check_keys(&value, &toml::Table::try_from(Config::default()).map_err(|e| invalid(e.to_string()))?, "")
             .map_err(invalid)?;
-        let cfg: Config =
-            toml::Value::Table(value).try_into().map_err(|e: toml::de::Error| invalid(e.message().to_string()))?;
+        // From the text (not the table), so that a bad value's error knows where it is.
+        let cfg: Config = toml::from_str(text).map_err(|e: toml::de::Error| invalid(located(text, &e)))?;
         cfg.detect.validate().map_err(invalid)?;
         crate::detect::Allowlist::compile(&cfg.allow).map_err(invalid)?;
         Ok(cfg)
@@ -476,6 +476,17 @@ impl Config {
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         Config::from_toml(&text, &path.display().to_string())
     }
+}
+
+/// A TOML error with where it is: `line L, column C: message (at `the line`)`.
+fn located(text: &str, e: &toml::de::Error) -> String {
+    let Some(span) = e.span() else { return e.message().to_string() };
+    let start = span.start.min(text.len());
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_no = text[..start].matches('\n').count() + 1;
+    let column = text[line_start..start].chars().count() + 1;
+    let line = text[line_start..].lines().next().unwrap_or("").trim();
+    format!("line {line_no}, column {column}: {} (at `{line}`)", e.message().trim_end().replace('\n', "; "))
 }
 
 /// Rejects keys the defaults do not have, naming the closest valid one.

@@ -147,6 +147,25 @@ impl Config {
             partition_idle_timeout: duration("service.partition_idle_timeout", v.partition_idle_timeout, false)?,
             align_partitions: v.align_partitions,
         };
+        if let Some(store) = &service.state_store {
+            if let Some((scheme, _)) = store.location.split_once("://") {
+                const SCHEMES: [&str; 8] = ["file", "s3", "s3a", "az", "azure", "abfs", "abfss", "gs"];
+                if !SCHEMES.contains(&scheme) {
+                    return Err(format!(
+                        "service.state_store: scheme {scheme:?} is not one of {} (or a directory path)",
+                        SCHEMES.join(", ")
+                    ));
+                }
+            }
+        }
+        if let Some(model) = &service.model {
+            if !model.join("manifest.json").is_file() {
+                return Err(format!(
+                    "service.model: {} is not a model directory (no manifest.json; `exfilwatch train` writes one)",
+                    model.display()
+                ));
+            }
+        }
         if service.role != Role::All && service.verdicts_topic.is_some() {
             return Err(format!(
                 "service.verdicts_topic is only consumed by role \"all\" so far, not by role \"{}\": \
@@ -202,6 +221,17 @@ mod tests {
         assert!(e.contains("sinks.webhook_url"), "{e}");
         let e = options("[sinks]\nwebhook_url = \"http://h/\"\nwebhook_timeout = \"0s\"\n").unwrap_err();
         assert!(e.contains("webhook_timeout"), "{e}");
+    }
+
+    #[test]
+    fn a_state_store_scheme_and_a_model_directory_are_checked() {
+        let e = options("[service]\nstate_store = \"ftp://x\"\n").unwrap_err();
+        assert!(e.contains("service.state_store") && e.contains("ftp"), "{e}");
+        assert!(options("[service]\nstate_store = \"s3://bucket/prefix\"\n").is_ok());
+        let e = options("[service]\nmodel = \"/nonexistent/model\"\n").unwrap_err();
+        assert!(e.contains("service.model") && e.contains("/nonexistent/model"), "{e}");
+        let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/models/sample-baseline");
+        assert!(options(&format!("[service]\nmodel = \"{shipped}\"\n")).is_ok());
     }
 
     #[test]

@@ -27,18 +27,19 @@ pub struct DeadLetterFile {
 impl DeadLetterFile {
     pub fn create(path: &std::path::Path) -> Result<Self, SinkError> {
         let target = path.display().to_string();
-        let f = std::fs::File::create(path).map_err(|source| SinkError::Io { target: target.clone(), source })?;
+        let f =
+            std::fs::File::create(path).map_err(|source| SinkError::DeadLetterIo { target: target.clone(), source })?;
         Ok(DeadLetterFile { out: io::BufWriter::new(f), target })
     }
 
     pub fn write(&mut self, d: &DeadLetter<'_>) -> Result<(), SinkError> {
-        let io_err = |source| SinkError::Io { target: self.target.clone(), source };
+        let io_err = |source| SinkError::DeadLetterIo { target: self.target.clone(), source };
         serde_json::to_writer(&mut self.out, d).map_err(|e| io_err(e.into()))?;
         self.out.write_all(b"\n").map_err(io_err)
     }
 
     pub fn flush(&mut self) -> Result<(), SinkError> {
-        self.out.flush().map_err(|source| SinkError::Io { target: self.target.clone(), source })
+        self.out.flush().map_err(|source| SinkError::DeadLetterIo { target: self.target.clone(), source })
     }
 }
 

@@ -27,6 +27,9 @@ use std::time::SystemTime;
 pub enum SinkError {
     #[error("cannot write alerts to {target}: {source}")]
     Io { target: String, source: io::Error },
+    /// The dead-letter file (replay's `--dead-letter`).
+    #[error("cannot write dead letters to {target}: {source}")]
+    DeadLetterIo { target: String, source: io::Error },
     /// The Kafka producer or the alert topic's read-back failed (librdkafka retries inside;
     /// this is what is left after its timeout).
     #[error("Kafka {target}: {detail}")]
@@ -51,7 +54,7 @@ impl SinkError {
     /// that refuses one alert is not an error: it is in [`Sent::rejected`].
     pub fn is_retryable(&self) -> bool {
         match self {
-            SinkError::Io { .. } | SinkError::State { .. } => false,
+            SinkError::Io { .. } | SinkError::DeadLetterIo { .. } | SinkError::State { .. } => false,
             SinkError::Kafka { .. } => true,
             SinkError::Webhook(e) => e.is_retryable(),
             SinkError::Alertmanager(e) => e.is_retryable(),

@@ -71,12 +71,22 @@ fn chain_key(p: &Path) -> Option<String> {
 }
 
 /// Turns command-line inputs (files, directories, `-`) into streams, in a stable order.
+///
+/// A file reached more than once (a directory and a file inside it, a symlink, the same path
+/// given twice: the same device and inode) is read once, where it was first reached; each
+/// repeat is logged. Stdin (`-`) given twice is read once.
 pub fn collect_streams(inputs: &[PathBuf]) -> Result<Vec<InputStream>, SourceError> {
     let mut streams: Vec<InputStream> = Vec::new();
     let mut chains: Vec<(String, usize)> = Vec::new();
+    let mut seen: std::collections::HashMap<FileId, PathBuf> = std::collections::HashMap::new();
+    let (mut repeats, mut example) = (0usize, None);
     for input in inputs {
         if input.as_os_str() == "-" {
-            streams.push(InputStream::Stdin);
+            if streams.contains(&InputStream::Stdin) {
+                tracing::warn!(message = "Input given twice; read once.", input = "-");
+            } else {
+                streams.push(InputStream::Stdin);
+            }
             continue;
         }
         let mut files = Vec::new();
@@ -88,6 +98,14 @@ pub fn collect_streams(inputs: &[PathBuf]) -> Result<Vec<InputStream>, SourceErr
             return Err(SourceError::Missing(input.display().to_string()));
         }
         for f in files {
+            if let Some(id) = file_id(&f) {
+                if let Some(first) = seen.get(&id) {
+                    repeats += 1;
+                    example.get_or_insert_with(|| (f.clone(), first.clone()));
+                    continue;
+                }
+                seen.insert(id, f.clone());
+            }
             match chain_key(&f) {
                 Some(k) => match chains.iter().find(|(c, _)| *c == k) {
                     Some(&(_, i)) => {
@@ -104,7 +122,23 @@ pub fn collect_streams(inputs: &[PathBuf]) -> Result<Vec<InputStream>, SourceErr
             }
         }
     }
+    if let Some((again, first)) = example {
+        tracing::warn!(
+            message = "Files reached more than once by the inputs; each is read once.",
+            repeats,
+            example = %again.display(),
+            first_as = %first.display()
+        );
+    }
     Ok(streams)
+}
+
+/// A file's identity: its device and inode (the same file by any path or link).
+type FileId = (u64, u64);
+
+fn file_id(p: &Path) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// An opened input file: memory-mapped when plain, a decompressing reader when gzip.
@@ -213,7 +247,14 @@ impl UnitReader {
                 }
                 self.next_file = 1;
                 self.name = "-".into();
-                self.reader = Some(Box::new(io::stdin()));
+                // Gzip by its magic bytes, as for a file.
+                let mut stdin = BufReader::with_capacity(256 << 10, io::stdin());
+                let gzip = stdin
+                    .fill_buf()
+                    .map_err(|source| SourceError::Io { path: "-".into(), source })?
+                    .starts_with(&[0x1f, 0x8b]);
+                self.reader =
+                    Some(if gzip { Box::new(flate2::bufread::MultiGzDecoder::new(stdin)) } else { Box::new(stdin) });
             }
             InputStream::Files(files) => {
                 let Some(path) = files.get(self.next_file) else {
