@@ -25,6 +25,16 @@ use std::time::Duration;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Logs on stderr as readable text (coloured only on a terminal) or as JSON lines, one
+    /// object per event, for log shippers.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -137,6 +147,17 @@ struct ReplayArgs {
     /// Exit with code 3 when any alert of severity medium or higher was raised.
     #[arg(long)]
     fail_on_alert: bool,
+    /// Write only alerts of this severity or higher (info, low, medium, high, critical); the
+    /// summary still counts every alert.
+    #[arg(long, value_enum, default_value = "info")]
+    min_severity: SeverityArg,
+    /// Write only the alerts of this account (repeatable).
+    #[arg(long = "account", value_name = "NAME")]
+    accounts: Vec<String>,
+    /// `json` (JSON Lines, the default) or `text` (one readable line per alert:
+    /// `[critical] rule account/credential: summary`).
+    #[arg(long, value_enum, default_value = "json")]
+    format: OutputFormat,
     /// Write the run's counters in the Prometheus text format to this file at the end (for
     /// node_exporter's textfile collector); written to a temporary file and renamed.
     #[arg(long)]
@@ -221,14 +242,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Colour only for a terminal (and never with NO_COLOR): log files and shippers get plain text.
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(colour)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
+    };
+    let logs = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter());
+    match cli.log_format {
+        LogFormat::Text => logs.with_ansi(colour).init(),
+        LogFormat::Json => logs.json().with_ansi(false).init(),
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -274,6 +296,36 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run { config, model, role } => run_service(&config, model, role),
         Command::Feedback(args) => run_feedback(args),
     }
+}
+
+/// `replay --min-severity`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum SeverityArg {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl From<SeverityArg> for exfilwatch::alert::Severity {
+    fn from(s: SeverityArg) -> Self {
+        use exfilwatch::alert::Severity;
+        match s {
+            SeverityArg::Info => Severity::Info,
+            SeverityArg::Low => Severity::Low,
+            SeverityArg::Medium => Severity::Medium,
+            SeverityArg::High => Severity::High,
+            SeverityArg::Critical => Severity::Critical,
+        }
+    }
+}
+
+/// `replay --format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum OutputFormat {
+    Json,
+    Text,
 }
 
 /// `run --role`: the command line's names for [`exfilwatch::config::Role`] (clap stays out of
@@ -433,13 +485,20 @@ fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
     };
     // The allowlist comes from the configuration, never from the model.
     detector.set_allowlist(Allowlist::compile(&cfg.allow).map_err(anyhow::Error::msg)?);
-    let sink: Box<dyn AlertSink> = match args.output.as_ref().filter(|p| p.as_os_str() != "-") {
-        Some(p) => {
-            let f = std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?;
-            Box::new(JsonLinesSink::new(std::io::BufWriter::new(f), p.display().to_string()))
-        }
-        None => Box::new(JsonLinesSink::new(std::io::BufWriter::new(std::io::stdout()), "stdout")),
+    let (out, target): (Box<dyn std::io::Write + Send>, String) =
+        match args.output.as_ref().filter(|p| p.as_os_str() != "-") {
+            Some(p) => {
+                let f = std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?;
+                (Box::new(std::io::BufWriter::new(f)), p.display().to_string())
+            }
+            None => (Box::new(std::io::BufWriter::new(std::io::stdout())), "stdout".to_string()),
+        };
+    let sink: Box<dyn AlertSink> = match args.format {
+        OutputFormat::Json => Box::new(JsonLinesSink::new(out, target)),
+        OutputFormat::Text => Box::new(exfilwatch::sinks::text::TextSink::new(out, target)),
     };
+    let sink: Box<dyn AlertSink> =
+        Box::new(exfilwatch::sinks::filter::Filtered::new(sink, args.min_severity.into(), &args.accounts));
     let mut sink = Fanout::new(vec![sink], exfilwatch::sinks::DeadLetters::Off, cfg.detect.realert.0);
     let progress = |s: &Stats, elapsed: Duration| {
         if let Some(live) = live.as_mut() {

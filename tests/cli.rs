@@ -478,3 +478,44 @@ fn logs_to_a_file_carry_no_colour_codes() {
     assert!(e.contains("Malformed record set aside"), "{e}");
     assert!(!e.contains('\u{1b}'), "no ANSI escapes: {e:?}");
 }
+
+#[test]
+fn an_analyst_can_filter_and_read_alerts_in_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "logs.json", &theft_log());
+    let all = alerts(&exfilwatch().args(["replay", "-q"]).arg(&f).output().unwrap());
+    assert!(all.len() >= 2, "{all:?}");
+    let critical = alerts(&exfilwatch().args(["replay", "-q", "--min-severity", "critical"]).arg(&f).output().unwrap());
+    assert!(!critical.is_empty() && critical.len() < all.len());
+    assert!(critical.iter().all(|a| a["severity"] == "critical"));
+    let other = exfilwatch().args(["replay", "-q", "--account", "fabrikam"]).arg(&f).output().unwrap();
+    assert!(other.stdout.is_empty(), "no alert of another account");
+    let mine = alerts(&exfilwatch().args(["replay", "-q", "--account", "Contoso"]).arg(&f).output().unwrap());
+    assert_eq!(mine.len(), all.len(), "account names are matched as the alerts spell them (lowercase)");
+    let text = exfilwatch().args(["replay", "-q", "--format", "text"]).arg(&f).output().unwrap();
+    let lines: Vec<String> = String::from_utf8_lossy(&text.stdout).lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), all.len());
+    let first = &all[0];
+    assert_eq!(
+        lines[0],
+        format!(
+            "[{}] {} {}/{}: {}",
+            first["severity"].as_str().unwrap(),
+            first["rule"].as_str().unwrap(),
+            first["account"].as_str().unwrap(),
+            first["credential"].as_str().unwrap(),
+            first["summary"].as_str().unwrap()
+        )
+    );
+}
+
+#[test]
+fn logs_can_be_json_for_a_log_shipper() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "logs.json", &format!("{}\n{{not json\n", theft_log()));
+    let out = exfilwatch().args(["replay", "-q", "--log-format", "json"]).arg(&f).output().unwrap();
+    let line = stderr(&out).lines().find(|l| l.contains("Malformed record")).map(str::to_string).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    assert_eq!(v["level"], "WARN");
+    assert_eq!(v["fields"]["reason"], "invalid_json");
+}

@@ -10,8 +10,10 @@
 pub mod alertmanager;
 pub mod dead_letter;
 pub mod fanout;
+pub mod filter;
 pub mod jsonl;
 pub mod kafka;
+pub mod text;
 pub mod webhook;
 
 pub use dead_letter::{DeadLetter, DeadLetterFile, DeadLetters};
