@@ -678,10 +678,12 @@ fn inspect(dir: &std::path::Path, account: Option<&str>, credential: Option<&str
 
 fn key_table(k: &KeySummary, m: &Manifest) -> String {
     let mut out = format!("\n{} / {}\n", k.account, k.credential);
-    out.push_str(&format!(
-        "  seen {} to {} ({} days, {} with reads)\n",
-        k.first_seen, k.last_seen, k.days_observed, k.days_with_reads
-    ));
+    let span = if k.days_observed < 1.0 {
+        "less than a day of history".to_string()
+    } else {
+        format!("{} days, {} with reads", k.days_observed, k.days_with_reads)
+    };
+    out.push_str(&format!("  seen {} to {} ({span})\n", k.first_seen, k.last_seen));
     let threshold = match k.volume_threshold_bytes {
         Some(t) => format!(
             "volume_anomaly from {} within {}",
@@ -690,12 +692,17 @@ fn key_table(k: &KeySummary, m: &Manifest) -> String {
         ),
         None => format!("volume_anomaly not judging yet (needs {} days with reads)", m.config.volume_min_history_days),
     };
-    out.push_str(&format!(
-        "  typical: {}/h, daily peak {}; {}\n",
-        human_bytes(k.typical_hourly_bytes),
-        human_bytes(k.typical_peak_bytes),
-        threshold
-    ));
+    if k.days_with_reads == 0 {
+        // No finished day yet: a typical hour or peak of 0 B would read as "reads nothing".
+        out.push_str(&format!("  typical: not known yet (no finished day with reads); {threshold}\n"));
+    } else {
+        out.push_str(&format!(
+            "  typical: {}/h, daily peak {}; {}\n",
+            human_bytes(k.typical_hourly_bytes),
+            human_bytes(k.typical_peak_bytes),
+            threshold
+        ));
+    }
     if !k.daily.is_empty() {
         let days: Vec<String> = k
             .daily

@@ -133,7 +133,12 @@ pub fn replay(
         let mut strict_failure: Option<(Malformed, String)> = None;
         let mut dead_error: Option<SinkError> = None;
         let mut set_aside = |reason: Malformed, location: &str, text: &str, stats: &mut Stats| {
-            MalformedRecord { reason, location }.emit(stats);
+            if opts.strict {
+                // The run stops with this record's error: no "set aside, further ones counted".
+                *stats.malformed.entry(reason).or_default() += 1;
+            } else {
+                MalformedRecord { reason, location }.emit(stats);
+            }
             if let Some(d) = dead.as_mut() {
                 match d.write(&DeadLetter { reason: reason.code(), location, record: text, detail: None }) {
                     Ok(()) => DeadLettered { reason, location }.emit(stats),

@@ -519,3 +519,34 @@ fn logs_can_be_json_for_a_log_shipper() {
     assert_eq!(v["level"], "WARN");
     assert_eq!(v["fields"]["reason"], "invalid_json");
 }
+
+#[test]
+fn strict_stops_without_promising_to_count_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "logs.json", &format!("{}\n{{not json\n", theft_log()));
+    let out = exfilwatch().args(["replay", "-q", "--strict"]).arg(&f).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let e = stderr(&out);
+    assert!(e.contains("malformed record (invalid_json)") && !e.contains("only counted"), "{e}");
+}
+
+#[test]
+fn model_inspect_says_what_it_cannot_know_yet() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = exfilwatch().args(["model", "inspect"]).arg(dir.path().join("missing")).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("it does not exist"), "{}", stderr(&out));
+    // Half a day of one key: no finished day yet.
+    let mut log = String::new();
+    for hour in 0..12 {
+        log.push_str(&record(1, hour, 5, 0, "10.20.30.4", 300_000));
+        log.push('\n');
+    }
+    let f = write(dir.path(), "logs.json", &log);
+    let model = dir.path().join("model");
+    let out = exfilwatch().args(["train", "-q", "--out"]).arg(&model).arg(&f).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = exfilwatch().args(["model", "inspect"]).arg(&model).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("less than a day of history") && text.contains("typical: not known yet"), "{text}");
+}

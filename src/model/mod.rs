@@ -330,6 +330,9 @@ pub fn load(dir: &Path) -> Result<Model, ModelError> {
 fn read_manifest(dir: &Path) -> Result<Manifest, ModelError> {
     let path = dir.join(MANIFEST);
     let merr = |reason: String| ModelError::Manifest { dir: dir.to_path_buf(), reason };
+    if !dir.exists() {
+        return Err(ModelError::NotAModel { dir: dir.to_path_buf(), reason: "it does not exist".into() });
+    }
     if !dir.is_dir() {
         return Err(ModelError::NotAModel { dir: dir.to_path_buf(), reason: "not a directory".into() });
     }
