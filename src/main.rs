@@ -200,6 +200,11 @@ struct TrainArgs {
     /// The model directory to write (e.g. models/NAME); an existing model there is replaced.
     #[arg(long)]
     out: PathBuf,
+    /// Continue this model with the logs given (roll a model forward with newer logs without
+    /// reading the old ones again; --out may name the same directory). Without --config, the
+    /// model's own [detect] settings are used.
+    #[arg(long)]
+    model: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -625,8 +630,29 @@ fn model_line(dir: &std::path::Path, m: &Manifest) -> String {
 }
 
 fn run_train(args: TrainArgs) -> Result<ExitCode> {
-    let (cfg, opts) = input_options(&args.input)?;
-    let result = exfilwatch::replay::train(&cfg, &opts, &args.out, progress_line);
+    let (mut cfg, opts) = input_options(&args.input)?;
+    let start = match &args.model {
+        Some(dir) => {
+            let (d, manifest) = model::load_detector(dir, args.input.config.is_some().then_some(&cfg.detect))?;
+            // The model's settings go on unless --config says otherwise.
+            cfg.detect = d.config().clone();
+            if !args.input.quiet {
+                eprintln!("{}", model_line(dir, &manifest));
+                let r = &manifest.event_time;
+                if let Some(end) = r.until.as_deref().or(r.last.as_deref()) {
+                    if opts.since.is_none_or(|s| parse_timestamp(end).is_some_and(|e| s < e)) {
+                        eprintln!(
+                            "note: the model covers event time up to {end}; records before it are counted again (as \
+                             late); pass --since {end} to read only what follows"
+                        );
+                    }
+                }
+            }
+            Some(d)
+        }
+        None => None,
+    };
+    let result = exfilwatch::replay::train(&cfg, &opts, start, &args.out, progress_line);
     if opts.progress_every.is_some() {
         eprint!("\r\x1b[2K");
     }

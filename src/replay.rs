@@ -340,14 +340,17 @@ pub enum TrainError {
 /// `exfilwatch train`: replays `opts.inputs` (alerts counted, not written) and writes the
 /// detector's learned state to `out` as a model (`crate::model`). Returns the manifest
 /// written and the replay's report.
+/// `start`: a model's detector to continue (`train --model OLD`: roll a model forward with
+/// newer logs without reading the old ones again); None starts empty.
 pub fn train(
     cfg: &Config,
     opts: &ReplayOptions,
+    start: Option<Detector>,
     out: &std::path::Path,
     progress: impl FnMut(&Stats, Duration),
 ) -> Result<(crate::model::Manifest, ReplayReport), TrainError> {
     use crate::model::{ModelError, TrainInfo};
-    let mut detector = Detector::new(cfg.detect.clone());
+    let mut detector = start.unwrap_or_else(|| Detector::new(cfg.detect.clone()));
     let sink = crate::sinks::JsonLinesSink::new(std::io::sink(), "training (alerts dropped)");
     let report = replay(cfg, opts, &mut detector, &mut Fanout::one(sink, cfg.detect.realert.0), progress)?;
     if report.stats.detector.events == 0 {

@@ -550,3 +550,26 @@ fn model_inspect_says_what_it_cannot_know_yet() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("less than a day of history") && text.contains("typical: not known yet"), "{text}");
 }
+
+/// `train --model OLD` rolls a model forward: trained in two steps, the tables are those of
+/// one training over the whole range, byte for byte.
+#[test]
+fn a_model_continued_with_newer_logs_equals_one_trained_on_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/sample-logs");
+    let (a, b, c) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("c"));
+    let train = |args: &[&str], out: &Path| {
+        let o = exfilwatch().args(["train", "-q"]).args(args).arg("--out").arg(out).arg(sample).output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        o
+    };
+    train(&["--until", "2021-08-13T00:00:00Z"], &a);
+    let m = a.display().to_string();
+    let o = train(&["--model", &m, "--since", "2021-08-13T00:00:00Z", "--until", "2021-08-17T00:00:00Z"], &b);
+    assert!(!stderr(&o).contains("counted again"), "--since at the model's end: no note");
+    train(&["--until", "2021-08-17T00:00:00Z"], &c);
+    for table in ["keys", "origins", "volume_days", "accounts", "windows", "symbols", "verdicts"] {
+        let file = format!("{table}.parquet");
+        assert_eq!(std::fs::read(b.join(&file)).unwrap(), std::fs::read(c.join(&file)).unwrap(), "{file}");
+    }
+}
