@@ -71,11 +71,7 @@ pub fn file(path: &str, append: bool) -> Result<JsonLinesSink<std::io::BufWriter
 #[async_trait::async_trait]
 impl<W: Write + Send> AlertSink for JsonLinesSink<W> {
     fn kind(&self) -> SinkKind {
-        if self.target == "stdout" {
-            SinkKind::Stdout
-        } else {
-            SinkKind::File
-        }
+        SinkKind::of_writer(&self.target)
     }
 
     fn target(&self) -> &str {

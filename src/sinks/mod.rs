@@ -11,6 +11,7 @@ pub mod alertmanager;
 pub mod dead_letter;
 pub mod fanout;
 pub mod filter;
+mod http;
 pub mod jsonl;
 pub mod kafka;
 pub mod text;

@@ -25,11 +25,7 @@ pub fn line(a: &Alert) -> String {
 #[async_trait::async_trait]
 impl<W: Write + Send> AlertSink for TextSink<W> {
     fn kind(&self) -> SinkKind {
-        if self.target == "stdout" {
-            SinkKind::Stdout
-        } else {
-            SinkKind::File
-        }
+        SinkKind::of_writer(&self.target)
     }
 
     fn target(&self) -> &str {

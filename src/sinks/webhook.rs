@@ -34,7 +34,7 @@
 //! `HTTPS_PROXY`/`HTTP_PROXY` in the environment is honored.
 
 use crate::alert::Alert;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use reqwest::header::{HeaderValue, CONTENT_TYPE};
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -153,35 +153,20 @@ impl WebhookSink {
             return Err(WebhookError::ZeroTimeout);
         }
 
-        let mut extra = HeaderMap::new();
-        for (name, value) in headers {
-            let invalid = |reason: String| WebhookError::InvalidHeader { name: name.clone(), reason };
-            let header_name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| invalid(e.to_string()))?;
-            let mut header_value = HeaderValue::from_str(value)
-                .map_err(|_| invalid("the value is not a valid header value".to_owned()))?;
-            // Configured headers are typically credentials: keep them out of debug output.
-            header_value.set_sensitive(true);
-            extra.insert(header_name, header_value);
-        }
+        let extra =
+            super::http::header_map(headers).map_err(|(name, reason)| WebhookError::InvalidHeader { name, reason })?;
 
         let client = reqwest::Client::builder()
             .default_headers(extra)
             .connect_timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| WebhookError::Build(error_chain(e.without_url())))?;
-
-        let mut shown = url.clone();
-        // Both only fail for URLs that cannot have them, which then have none to remove.
-        let _ = shown.set_username("");
-        let _ = shown.set_password(None);
-        shown.set_query(None);
-        shown.set_fragment(None);
+            .map_err(|e| WebhookError::Build(super::http::error_chain(e.without_url())))?;
 
         Ok(WebhookSink {
             client,
+            target: super::http::shown(&url),
             url,
-            target: shown.to_string(),
             timeout,
             accepted: Mutex::new(Accepted::new(ACCEPTED_MEMORY)),
             rejected: Mutex::new(Vec::new()),
@@ -269,7 +254,7 @@ impl WebhookSink {
         if e.is_timeout() {
             WebhookError::Timeout { target, id, timeout: self.timeout }
         } else {
-            WebhookError::Request { target, id, detail: error_chain(e.without_url()) }
+            WebhookError::Request { target, id, detail: super::http::error_chain(e.without_url()) }
         }
     }
 
@@ -279,22 +264,6 @@ impl WebhookSink {
     fn lock_accepted(&self) -> std::sync::MutexGuard<'_, Accepted> {
         self.accepted.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-}
-
-/// An error and its causes in one line (reqwest's own message is only the outermost layer,
-/// e.g. "error sending request", with the reason in its sources).
-fn error_chain(e: reqwest::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.ends_with(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 #[async_trait::async_trait]

@@ -131,6 +131,15 @@ pub enum SinkKind {
 }
 
 impl SinkKind {
+    /// A writer's kind by its target: `stdout`, or a file.
+    pub fn of_writer(target: &str) -> SinkKind {
+        if target == "stdout" {
+            SinkKind::Stdout
+        } else {
+            SinkKind::File
+        }
+    }
+
     pub const ALL: [SinkKind; 5] =
         [SinkKind::Stdout, SinkKind::File, SinkKind::Kafka, SinkKind::Webhook, SinkKind::Alertmanager];
 

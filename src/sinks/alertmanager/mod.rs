@@ -58,7 +58,7 @@ pub use payload::{annotations, description, labels};
 use crate::alert::Alert;
 use crate::time::Nanos;
 use firing::{fingerprint, FiringSet};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use reqwest::header::{HeaderValue, CONTENT_TYPE};
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
@@ -208,34 +208,20 @@ impl AlertmanagerSink {
             return Err(AlertmanagerError::InvalidOption { name: "realert", reason: "must not be negative" });
         }
 
-        let mut extra = HeaderMap::new();
-        for (name, value) in &opts.headers {
-            let invalid = |reason: String| AlertmanagerError::InvalidHeader { name: name.clone(), reason };
-            let header_name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| invalid(e.to_string()))?;
-            let mut header_value = HeaderValue::from_str(value)
-                .map_err(|_| invalid("the value is not a valid header value".to_owned()))?;
-            header_value.set_sensitive(true);
-            extra.insert(header_name, header_value);
-        }
+        let extra = super::http::header_map(&opts.headers)
+            .map_err(|(name, reason)| AlertmanagerError::InvalidHeader { name, reason })?;
         let client = reqwest::Client::builder()
             .default_headers(extra)
             .connect_timeout(opts.timeout)
             .timeout(opts.timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| AlertmanagerError::Build(error_chain(e.without_url())))?;
-
-        let mut shown = url.clone();
-        // Both only fail for URLs that cannot have them, which then have none to remove.
-        let _ = shown.set_username("");
-        let _ = shown.set_password(None);
-        shown.set_query(None);
-        shown.set_fragment(None);
+            .map_err(|e| AlertmanagerError::Build(super::http::error_chain(e.without_url())))?;
 
         Ok(AlertmanagerSink {
             client,
+            target: super::http::shown(&url),
             url,
-            target: shown.to_string(),
             timeout: opts.timeout,
             set: FiringSet::new(&opts),
             backoff: BACKOFF_INITIAL,
@@ -379,7 +365,7 @@ impl AlertmanagerSink {
         if !status.is_success() {
             let body = match answer {
                 Ok(b) => String::from_utf8_lossy(&b[..b.len().min(300)]).trim().to_owned(),
-                Err(e) => format!("(answer unreadable: {})", error_chain(e.without_url())),
+                Err(e) => format!("(answer unreadable: {})", super::http::error_chain(e.without_url())),
             };
             return Err(AlertmanagerError::Status { target: self.target.clone(), status: status.as_u16(), body });
         }
@@ -390,24 +376,12 @@ impl AlertmanagerSink {
         if e.is_timeout() {
             AlertmanagerError::Timeout { target: self.target.clone(), timeout: self.timeout }
         } else {
-            AlertmanagerError::Request { target: self.target.clone(), detail: error_chain(e.without_url()) }
+            AlertmanagerError::Request {
+                target: self.target.clone(),
+                detail: super::http::error_chain(e.without_url()),
+            }
         }
     }
-}
-
-/// An error and its causes in one line.
-fn error_chain(e: reqwest::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.ends_with(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 #[async_trait::async_trait]
