@@ -4,7 +4,9 @@
 //!   layout (`.../y=YYYY/m=MM/d=DD/h=HH/m=00/PT1H.json`) that share everything before `/y=`
 //!   hold one account's (and category's) history hour by hour: they are chained into one
 //!   stream, read in path (= time) order. Every other file is a stream of its own.
-//! - Gzip is recognised by its magic bytes, whatever the file is called.
+//! - Gzip is recognised by its magic bytes, whatever the file is called, and on stdin too.
+//! - A file the inputs reach more than once (a directory and a file in it, a link, a path
+//!   given twice: the same device and inode) is read once, where first reached.
 //! - Framing: one JSON value per line (JSON Lines, since 2018), except that a line that
 //!   visibly opens a multi-line value (it ends with `{`, `[`, `,` or `:`) starts a multi-line
 //!   unit that runs until its brackets balance: the pretty-printed pre-2018 blob. If they never
