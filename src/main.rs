@@ -502,9 +502,8 @@ fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
         OutputFormat::Json => Box::new(JsonLinesSink::new(out, target)),
         OutputFormat::Text => Box::new(exfilwatch::sinks::text::TextSink::new(out, target)),
     };
-    let sink: Box<dyn AlertSink> =
-        Box::new(exfilwatch::sinks::filter::Filtered::new(sink, args.min_severity.into(), &args.accounts));
-    let mut sink = Fanout::new(vec![sink], exfilwatch::sinks::DeadLetters::Off, cfg.detect.realert.0);
+    let sink = exfilwatch::sinks::filter::Filtered::new(sink, args.min_severity.into(), &args.accounts);
+    let mut sink = Fanout::one(sink, cfg.detect.realert.0);
     let progress = |s: &Stats, elapsed: Duration| {
         if let Some(live) = live.as_mut() {
             live.publish(s);

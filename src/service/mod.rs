@@ -103,6 +103,8 @@ pub enum ServiceError {
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
     Http(#[from] crate::telemetry::http::BindError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("{0}")]
     Setup(String),
     #[error("cannot start from the model: {0}")]
@@ -385,7 +387,7 @@ pub async fn run_with(
     health: Arc<Health>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Stats, ServiceError> {
-    let cfg = cfg.options("the configuration").map_err(|e| ServiceError::Setup(e.to_string()))?;
+    let cfg = cfg.options("the configuration")?;
     let metrics = Metrics::for_role(cfg.service.role.as_str())?;
     if let Some(addr) = &cfg.service.metrics_addr {
         let addr = crate::telemetry::http::serve(addr, health.clone(), metrics.registry.clone()).await?;

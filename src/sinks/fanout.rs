@@ -171,7 +171,7 @@ impl Fanout {
                 }
                 Err(error) => {
                     let first = !std::mem::replace(failing, true);
-                    ResendFailed { target: sink.target(), error: &error, first }.emit(stats);
+                    ResendFailed { sink: sink.kind(), target: sink.target(), error: &error, first }.emit(stats);
                 }
             }
         }
@@ -199,13 +199,7 @@ impl Fanout {
         }
     }
 
-    pub async fn flush(&mut self) -> Result<(), SinkError> {
-        for s in &mut self.sinks {
-            s.flush().await?;
-        }
-        self.dead_letters.flush()
-    }
-
+    /// The end of a run: every sink flushed and let go, the dead letters flushed.
     pub async fn close(&mut self) -> Result<(), SinkError> {
         for s in &mut self.sinks {
             s.close().await?;

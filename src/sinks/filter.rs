@@ -36,6 +36,9 @@ impl AlertSink for Filtered {
     }
 
     async fn send(&mut self, alerts: &[Alert]) -> Result<Sent, SinkError> {
+        if alerts.iter().all(|a| self.wanted(a)) {
+            return self.inner.send(alerts).await;
+        }
         let wanted: Vec<Alert> = alerts.iter().filter(|a| self.wanted(a)).cloned().collect();
         if wanted.is_empty() {
             return Ok(Sent::default());

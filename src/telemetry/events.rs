@@ -124,10 +124,11 @@ impl SinkRejected<'_> {
     }
 }
 
-/// The Alertmanager sink's periodic re-send of firing alerts failed (it backs off and tries
-/// again; no alert is held back by it). Counted as a failure of the `alertmanager` sink; logged
-/// at the first failure of a streak.
+/// A sink's periodic work failed (`AlertSink::tick`: the Alertmanager sink's re-send of firing
+/// alerts; it backs off and tries again; no alert is held back by it). Counted as a failure of
+/// that sink; logged at the first failure of a streak.
 pub struct ResendFailed<'a> {
+    pub sink: SinkKind,
     pub target: &'a str,
     pub error: &'a dyn std::fmt::Display,
     pub first: bool,
@@ -135,10 +136,11 @@ pub struct ResendFailed<'a> {
 
 impl ResendFailed<'_> {
     pub fn emit(&self, stats: &mut Stats) {
-        stats.sinks.entry(SinkKind::Alertmanager).or_default().failures += 1;
+        stats.sinks.entry(self.sink).or_default().failures += 1;
         if self.first {
             tracing::warn!(
-                message = "Alertmanager re-send failing; retrying with backoff.",
+                message = "Sink re-send failing; retrying with backoff.",
+                sink = self.sink.as_str(),
                 target = self.target,
                 error = %self.error,
             );
