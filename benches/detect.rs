@@ -34,6 +34,7 @@ fn event(i: u64, keys: u64, origins: u64, fresh: bool) -> Event<'static> {
         database: Cow::Borrowed("shop"),
         collection: Cow::Borrowed("orders"),
         activity_id: Cow::Borrowed("66a0c647-af38-4b8d-a92a-c48a805d6460"),
+        resource_id: Cow::Borrowed(""),
     }
 }
 

@@ -143,6 +143,16 @@ pub struct Alert {
     pub rule: Rule,
     pub severity: Severity,
     pub account: String,
+    /// The account's Azure resource id, lowercased:
+    /// `/subscriptions/<id>/resourcegroups/<rg>/providers/microsoft.documentdb/databaseaccounts/<name>`
+    /// (what `az` and the portal take). Left out when the logs never named it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_id: Option<String>,
+    /// The subscription and resource group of `resource_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_group: Option<String>,
     pub credential: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<OriginRef>,
@@ -163,6 +173,35 @@ pub struct Alert {
     pub baseline: Baseline,
     pub evidence: EvidenceOut,
     pub summary: String,
+}
+
+/// A Cosmos DB account's place in Azure, from the `resourceId` of its log records.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AzureResource {
+    /// Lowercased (Azure resource ids are case-insensitive; the legacy logs spell them in
+    /// capitals, the resource-specific tables in lower case), without a trailing `/`.
+    pub id: String,
+    pub subscription_id: String,
+    pub resource_group: String,
+}
+
+impl AzureResource {
+    /// `None` unless `s` is a full resource id
+    /// (`/subscriptions/<id>/resourceGroups/<rg>/providers/<namespace>/<type>/<name>...`):
+    /// the pre-2018 records' bare account name is not one.
+    pub fn parse(s: &str) -> Option<AzureResource> {
+        let id = s.trim().trim_end_matches('/').to_ascii_lowercase();
+        let mut parts = id.strip_prefix("/subscriptions/")?.split('/');
+        let subscription_id = parts.next().filter(|p| !p.is_empty())?.to_string();
+        if parts.next()? != "resourcegroups" {
+            return None;
+        }
+        let resource_group = parts.next().filter(|p| !p.is_empty())?.to_string();
+        if parts.next()? != "providers" || parts.clone().count() < 3 || parts.any(str::is_empty) {
+            return None;
+        }
+        Some(AzureResource { id, subscription_id, resource_group })
+    }
 }
 
 /// The stable alert id: a hash of what identifies the condition, so the same input always
@@ -191,6 +230,27 @@ pub fn alert_id(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resource_ids_are_parsed_whatever_their_case() {
+        let legacy = "/SUBSCRIPTIONS/6F6A1D3C-0000-4E7B-9A4B-2C1D7E1B5A10/RESOURCEGROUPS/RG-Prod/PROVIDERS/MICROSOFT.DOCUMENTDB/DATABASEACCOUNTS/CONTOSO";
+        let r = AzureResource::parse(legacy).expect("a full resource id");
+        assert_eq!(r.subscription_id, "6f6a1d3c-0000-4e7b-9a4b-2c1d7e1b5a10");
+        assert_eq!(r.resource_group, "rg-prod");
+        assert_eq!(r.id, legacy.to_ascii_lowercase());
+        assert_eq!(AzureResource::parse(&format!("{}/", legacy.to_ascii_lowercase())), Some(r));
+        for not_one in [
+            "",
+            "adatum",
+            "/X/DATABASEACCOUNTS/N",
+            "/subscriptions//resourcegroups/rg/providers/microsoft.documentdb/databaseaccounts/a",
+            "/subscriptions/s/resourcegroups/rg",
+            "/subscriptions/s/resourcegroups/rg/providers/microsoft.documentdb",
+            "/subscriptions/s/resourcegroups/rg/providers/microsoft.documentdb//a",
+        ] {
+            assert_eq!(AzureResource::parse(not_one), None, "{not_one}");
+        }
+    }
 
     #[test]
     fn ids_are_stable_and_distinct() {

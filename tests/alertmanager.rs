@@ -112,12 +112,14 @@ fn the_theft_reaches_alertmanager_with_its_labels_annotations_and_start() {
             ("alertname", "unfamiliar_origin_volume"),
             ("severity", "critical"),
             ("account", "contoso"),
+            ("subscription_id", "7e2f6b1c-0d5a-4c1e-9a57-3f0b8c9d2e41"),
+            ("resource_group", "rg-prod"),
             ("credential", "key:primarymasterkey"),
             ("origin", "203.0.113.0/24"),
         ])
     );
     let ann = strings(&t["annotations"]);
-    assert_eq!(ann.keys().collect::<Vec<_>>(), ["alert_id", "description", "summary"]);
+    assert_eq!(ann.keys().collect::<Vec<_>>(), ["alert_id", "description", "resource_id", "summary"]);
     assert_eq!(ann["summary"], theft.summary);
     assert!(ann["summary"].contains("read 1.0 GiB in 8 min from 203.0.113.77"), "{}", ann["summary"]);
     assert!(ann["description"].contains("from 203.0.113.77 (origin 203.0.113.0/24)"), "{}", ann["description"]);
@@ -133,6 +135,8 @@ fn the_theft_reaches_alertmanager_with_its_labels_annotations_and_start() {
             ("alertname", "volume_anomaly"),
             ("severity", "medium"),
             ("account", "contoso"),
+            ("subscription_id", "7e2f6b1c-0d5a-4c1e-9a57-3f0b8c9d2e41"),
+            ("resource_group", "rg-prod"),
             ("credential", "key:primarymasterkey"),
         ]),
         "an alert about several origins has no origin label"
@@ -273,6 +277,8 @@ fn the_service_posts_the_theft_to_alertmanager() {
             ("alertname", "unfamiliar_origin_volume"),
             ("severity", "critical"),
             ("account", "contoso"),
+            ("subscription_id", "7e2f6b1c-0d5a-4c1e-9a57-3f0b8c9d2e41"),
+            ("resource_group", "rg-prod"),
             ("credential", "key:primarymasterkey"),
             ("origin", "203.0.113.0/24"),
         ])

@@ -573,3 +573,34 @@ fn a_model_continued_with_newer_logs_equals_one_trained_on_all() {
         assert_eq!(std::fs::read(b.join(&file)).unwrap(), std::fs::read(c.join(&file)).unwrap(), "{file}");
     }
 }
+
+#[test]
+fn alerts_name_the_accounts_azure_resource() {
+    let dir = tempfile::tempdir().unwrap();
+    let replay = |log: &str| {
+        let input = write(dir.path(), "in.jsonl", log);
+        let out = exfilwatch().args(["replay", "-q"]).arg(&input).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let alerts = alerts(&out);
+        assert!(alerts.iter().any(|a| a["rule"] == "unfamiliar_origin_volume"), "{alerts:?}");
+        alerts
+    };
+    // The legacy records spell the id in capitals: the alert gives it lowercased, with its parts.
+    for a in replay(&theft_log()) {
+        assert_eq!(a["resource_id"], RID.to_ascii_lowercase(), "{a}");
+        assert_eq!(a["subscription_id"], "x", "{a}");
+        assert_eq!(a["resource_group"], "rg", "{a}");
+        assert_eq!(a["account"], "contoso", "{a}");
+    }
+    // Records that carry only the account's name: the alerts say nothing rather than guess.
+    for a in replay(&theft_log().replace(RID, "contoso")) {
+        assert!(a.get("resource_id").is_none() && a.get("subscription_id").is_none(), "{a}");
+    }
+    // A history without the id, then records that name it: the alerts carry it.
+    let log = theft_log();
+    let theft = log[..log.find("2021-08-09T").unwrap()].rfind('\n').unwrap() + 1;
+    let mixed = format!("{}{}", log[..theft].replace(RID, "contoso"), &log[theft..]);
+    for a in replay(&mixed) {
+        assert_eq!(a["resource_group"], "rg", "{a}");
+    }
+}

@@ -255,6 +255,7 @@ impl Event<'_> {
             database: own(self.database),
             collection: own(self.collection),
             activity_id: own(self.activity_id),
+            resource_id: own(self.resource_id),
         }
     }
 }
@@ -282,6 +283,10 @@ pub struct Event<'a> {
     pub database: Cow<'a, str>,
     pub collection: Cow<'a, str>,
     pub activity_id: Cow<'a, str>,
+    /// `resourceId` (`_ResourceId`) as the record gives it, e.g.
+    /// `/SUBSCRIPTIONS/<id>/RESOURCEGROUPS/<rg>/PROVIDERS/MICROSOFT.DOCUMENTDB/DATABASEACCOUNTS/<name>`;
+    /// empty when the record has none. See [`crate::alert::AzureResource::parse`].
+    pub resource_id: Cow<'a, str>,
 }
 
 /// What one record decoded to. (Not boxed: it lives only for one callback.)
@@ -590,6 +595,7 @@ fn normalize<'a>(rec: &RawRecord<'a>, props: Option<&RawRecord<'a>>, index: Opti
         database: pick(|r| &r.database),
         collection: pick(|r| &r.collection),
         activity_id: pick(|r| &r.activity_id),
+        resource_id: pick(|r| &r.resource_id),
     })
 }
 

@@ -44,6 +44,8 @@ pub struct AccountRow {
     pub evidence_created: Option<Nanos>,
     /// Origins unfamiliar to the whole account that its keys read from, by origin.
     pub unfamiliar_origins: Option<Vec<(u128, super::AccountOrigin)>>,
+    /// The account's Azure resource id (lowercased), once a record named it.
+    pub resource_id: Option<String>,
 }
 
 /// Dedup state of a key-level condition (`unfamiliar_origins_aggregate`, `volume_anomaly`).
@@ -208,6 +210,7 @@ impl Detector {
                     v.sort_by_key(|x| x.0);
                     v
                 }),
+                resource_id: acct.resource.as_ref().map(|r| r.id.clone()),
             });
             let mut keys: Vec<(&str, &KeyState)> = acct.keys.iter().map(|(c, k)| (ctx.syms.name(*c), k)).collect();
             keys.sort_by(|a, b| a.0.cmp(b.0));
@@ -311,6 +314,12 @@ impl Detector {
                 keys: FxHashMap::default(),
                 evidence_created: a.evidence_created.unwrap_or(Nanos::MIN),
                 unfamiliar: a.unfamiliar_origins.clone().unwrap_or_default().into_iter().collect(),
+                resource: match &a.resource_id {
+                    None => None,
+                    Some(id) => Some(AzureResource::parse(id).ok_or_else(|| {
+                        invalid(format!("account {:?}: {id:?} is not an Azure resource id", a.account))
+                    })?),
+                },
             };
             if d.accounts.insert(NameKey::new(&a.account), acct).is_some() {
                 return Err(invalid(format!("account {:?} appears twice", a.account)));

@@ -60,7 +60,9 @@ pub use verdict::{Verdict, VerdictError, VerdictKind, VerdictRow};
 pub use volume::{DayMask, DaySummary, PeakModel, TQuantiles, VolumeHistory};
 pub use window::SlidingSum;
 
-use crate::alert::{alert_id, Alert, Baseline, EvidenceOut, NameCount, OriginRef, Rule, Severity, Window};
+use crate::alert::{
+    alert_id, Alert, AzureResource, Baseline, EvidenceOut, NameCount, OriginRef, Rule, Severity, Window,
+};
 use crate::config::{DetectConfig, OriginGranularity};
 use crate::decode::Event;
 use crate::time::{format_rfc3339, Nanos, DAY, MINUTE};
@@ -196,10 +198,14 @@ impl Detector {
                 keys: FxHashMap::default(),
                 evidence_created: Nanos::MIN,
                 unfamiliar: FxHashMap::default(),
+                resource: None,
             };
             self.accounts.insert(NameKey::new(&ev.account), state);
         }
         let Some(acct) = self.accounts.get_mut(ev.account.as_bytes()) else { return };
+        if acct.resource.is_none() && !ev.resource_id.is_empty() {
+            acct.resource = AzureResource::parse(&ev.resource_id);
+        }
         ctx.enqueue(&ev.account, acct, e, out);
     }
 

@@ -191,6 +191,9 @@ impl Ctx {
             rule: Rule::NewOrigin,
             severity: Severity::Info,
             account: account.to_string(),
+            resource_id: None, // stamped by `Ctx::process`
+            subscription_id: None,
+            resource_group: None,
             credential,
             origin: Some(origin_ref),
             origins: None,
@@ -249,6 +252,9 @@ impl Ctx {
             rule: Rule::UnfamiliarOriginVolume,
             severity: self.severity_for_origin(cred, level, t, first_seen),
             account: account.to_string(),
+            resource_id: None, // stamped by `Ctx::process`
+            subscription_id: None,
+            resource_group: None,
             credential,
             origin: Some(origin_ref),
             origins: None,
@@ -301,6 +307,9 @@ impl Ctx {
             rule: Rule::UnfamiliarOriginsAggregate,
             severity: if level >= 1 { Severity::Critical } else { Severity::High },
             account: account.to_string(),
+            resource_id: None, // stamped by `Ctx::process`
+            subscription_id: None,
+            resource_group: None,
             credential,
             origin: None,
             origins: Some(origins),

@@ -33,7 +33,21 @@ impl Ctx {
         format!("{ip}/{len}")
     }
 
+    /// Processes one event of the account in event-time order; its alerts go to `out`, stamped
+    /// with the account's Azure resource.
     pub(super) fn process(&mut self, account: &str, acct: &mut AccountState, e: &Ev, out: &mut Vec<Alert>) {
+        let first = out.len();
+        self.apply_rules(account, acct, e, out);
+        if let Some(r) = &acct.resource {
+            for a in &mut out[first..] {
+                a.resource_id = Some(r.id.clone());
+                a.subscription_id = Some(r.subscription_id.clone());
+                a.resource_group = Some(r.resource_group.clone());
+            }
+        }
+    }
+
+    fn apply_rules(&mut self, account: &str, acct: &mut AccountState, e: &Ev, out: &mut Vec<Alert>) {
         let t = e.time;
         let forget = self.cfg.history_window.0;
         if t - acct.last_seen > forget {

@@ -4,6 +4,7 @@
 //! the rules that update it are `rules.rs` and the files it names; snapshots serialize it as is.
 
 use super::{Evidence, OriginKey, OriginWindow, SlidingSum, Sym, VerdictKind, VolumeHistory};
+use crate::alert::AzureResource;
 use crate::time::Nanos;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -129,6 +130,10 @@ pub(super) struct AccountState {
     /// (`unfamiliar_origin_account_volume`); each leaves `familiar_after` after its first read.
     #[serde(default)]
     pub(super) unfamiliar: FxHashMap<OriginKey, AccountOrigin>,
+    /// Where the account is in Azure: from the first record that names it (an account's
+    /// name is its DNS name, unique in Azure), stamped on every alert of the account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) resource: Option<AzureResource>,
 }
 
 /// An origin as the account sees it: bytes its keys read from it since the account's first

@@ -35,6 +35,7 @@ pub(crate) fn ev(t: Nanos, account: &str, cred: &str, ip: &str, bytes: u64) -> E
         database: Cow::Borrowed("db"),
         collection: Cow::Borrowed("coll"),
         activity_id: Cow::Borrowed("66a0c647-af38-4b8d-a92a-c48a805d6460"),
+        resource_id: Cow::Borrowed(""),
     }
 }
 

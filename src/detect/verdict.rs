@@ -273,6 +273,9 @@ impl Ctx {
             rule: Rule::MaliciousOrigin,
             severity: Severity::Critical,
             account: account.to_string(),
+            resource_id: None, // stamped by `Ctx::process`
+            subscription_id: None,
+            resource_group: None,
             credential,
             origin: Some(origin_ref),
             origins: None,

@@ -115,6 +115,7 @@ pub fn encode(st: &LearnedState) -> Result<Vec<Encoded>, (&'static str, TableErr
     let uo: Result<Vec<Option<String>>, TableError> =
         a.iter().map(|r| evidence_json(r.unfamiliar_origins.as_ref())).collect();
     c.opt_str("unfamiliar_origins_json", uo.map_err(|e| (FILES[1], e))?);
+    c.opt_str("resource_id", a.iter().map(|r| r.resource_id.clone()).collect());
     put(FILES[1], Ok(c))?;
 
     put(FILES[2], keys(&st.keys))?;
@@ -353,6 +354,12 @@ pub fn decode_accounts(batches: &[RecordBatch]) -> Result<Vec<AccountRow>, Table
         let (acc, first, last, max) = (b.str("account")?, b.ts("first_seen")?, b.ts("last_seen")?, b.ts("max_time")?);
         let (rel, sweep, evc) = (b.opt_ts("released")?, b.ts("next_sweep")?, b.opt_ts("evidence_created")?);
         let mut uo = b.opt_str("unfamiliar_origins_json")?.into_iter();
+        // Models written before alerts named the resource have no such column.
+        let mut res = match b.0.column_by_name("resource_id") {
+            Some(_) => b.opt_str("resource_id")?,
+            None => vec![None; acc.len()],
+        }
+        .into_iter();
         for i in 0..acc.len() {
             out.push(AccountRow {
                 account: acc[i].clone(),
@@ -363,6 +370,7 @@ pub fn decode_accounts(batches: &[RecordBatch]) -> Result<Vec<AccountRow>, Table
                 next_sweep: sweep[i],
                 evidence_created: evc[i],
                 unfamiliar_origins: from_json(uo.next().flatten(), "an account's unfamiliar origins")?,
+                resource_id: res.next().flatten(),
             });
         }
     }

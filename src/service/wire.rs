@@ -77,6 +77,10 @@ struct WireEvent<'a> {
     coll: Cow<'a, str>,
     #[serde(borrow, default)]
     act: Cow<'a, str>,
+    /// The account's resource id, on the first event of each run of one account in a batch
+    /// (the detector keeps the first it sees per account); left out on the others.
+    #[serde(borrow, default, skip_serializing_if = "str::is_empty")]
+    res: Cow<'a, str>,
 }
 
 #[derive(Deserialize)]
@@ -108,6 +112,8 @@ pub struct BatchBuilder {
     len: usize,
     /// The canonical credential of the event being written.
     cred: String,
+    /// The account of the previous event in this batch.
+    account: String,
 }
 
 /// The head of a batch; the events follow it.
@@ -142,7 +148,16 @@ impl BatchBuilder {
             db: Cow::Borrowed(&ev.database),
             coll: Cow::Borrowed(&ev.collection),
             act: Cow::Borrowed(&ev.activity_id),
+            res: if self.len > 0 && self.account == ev.account {
+                Cow::Borrowed("")
+            } else {
+                Cow::Borrowed(&ev.resource_id)
+            },
         };
+        if self.account != ev.account {
+            self.account.clear();
+            self.account.push_str(&ev.account);
+        }
         // Writing strings, numbers and addresses to a Vec cannot fail.
         let _ = serde_json::to_writer(&mut self.events, &wire);
         self.len += 1;
@@ -203,6 +218,7 @@ impl<'a> Batch<'a> {
             database: Cow::Borrowed(&w.db),
             collection: Cow::Borrowed(&w.coll),
             activity_id: Cow::Borrowed(&w.act),
+            resource_id: Cow::Borrowed(&w.res),
         })
     }
 }
@@ -243,17 +259,27 @@ mod tests {
         // Every event of two sample files (single records; envelopes of Mongo requests).
         let mut d = Decoder::new();
         let (mut originals, mut builder) = (Vec::new(), BatchBuilder::default());
+        let (mut previous, mut named) = (String::new(), 0);
         for file in ["sample-logs/fabrikam/cdbdataplanerequests.jsonl", "sample-logs/northwind/mongo-envelopes.jsonl"] {
             let text = std::fs::read(format!("{}/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
             for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-                d.decode(line, |item| {
-                    if let Decoded::Event(ev) = item {
-                        builder.push(&ev);
+                d.decode(line, |mut ev| {
+                    if let Decoded::Event(ev) = &mut ev {
+                        builder.push(ev);
+                        // The resource id travels on the first event of each run of an account.
+                        if ev.account == previous {
+                            ev.resource_id = Cow::Borrowed("");
+                        } else {
+                            assert!(ev.resource_id.to_ascii_lowercase().contains("/databaseaccounts/"), "{ev:?}");
+                            named += 1;
+                        }
+                        previous = ev.account.to_string();
                         originals.push(format!("{ev:?}"));
                     }
                 });
             }
         }
+        assert_eq!(named, 2, "one run of each account");
         assert!(originals.len() > 100, "{}", originals.len());
         assert_eq!(builder.len(), originals.len());
         let source = Source { topic: "logs".into(), partition: 3, offset: 41 };

@@ -24,12 +24,20 @@ pub(super) struct PostableAlert<'a> {
     pub(super) ends_at: String,
 }
 
-/// The labels an alert is posted with (its identity in Alertmanager).
+/// The labels an alert is posted with (its identity in Alertmanager). The subscription and
+/// resource group, when the logs named them, are labels so that a route can send each
+/// subscription's alerts to its owners.
 pub fn labels(alert: &Alert) -> BTreeMap<String, String> {
     let mut l = BTreeMap::new();
     l.insert("alertname".to_owned(), alert.rule.as_str().to_owned());
     l.insert("severity".to_owned(), alert.severity.as_str().to_owned());
     l.insert("account".to_owned(), alert.account.clone());
+    if let Some(s) = &alert.subscription_id {
+        l.insert("subscription_id".to_owned(), s.clone());
+    }
+    if let Some(g) = &alert.resource_group {
+        l.insert("resource_group".to_owned(), g.clone());
+    }
     l.insert("credential".to_owned(), alert.credential.clone());
     if let Some(o) = &alert.origin {
         l.insert("origin".to_owned(), o.prefix.clone());
@@ -37,12 +45,16 @@ pub fn labels(alert: &Alert) -> BTreeMap<String, String> {
     l
 }
 
-/// The annotations an alert is posted with: `summary`, `description`, `alert_id`.
+/// The annotations an alert is posted with: `summary`, `description`, `alert_id`, and
+/// `resource_id` when the logs named it.
 pub fn annotations(alert: &Alert) -> BTreeMap<String, String> {
     let mut a = BTreeMap::new();
     a.insert("summary".to_owned(), alert.summary.clone());
     a.insert("description".to_owned(), description(alert));
     a.insert("alert_id".to_owned(), alert.id.clone());
+    if let Some(r) = &alert.resource_id {
+        a.insert("resource_id".to_owned(), r.clone());
+    }
     a
 }
 
@@ -55,6 +67,9 @@ pub fn description(a: &Alert) -> String {
         let _ = write!(d, ", escalation level {}", a.escalation_level);
     }
     let _ = writeln!(d, ".");
+    if let Some(r) = &a.resource_id {
+        let _ = writeln!(d, "Resource: {r}.");
+    }
     let _ = write!(
         d,
         "Read {} (threshold {}) between {} and {}",
@@ -125,6 +140,8 @@ mod tests {
             ("alertname", "unfamiliar_origin_volume"),
             ("severity", "critical"),
             ("account", "contoso"),
+            ("subscription_id", "7e2f6b1c-0d5a-4c1e-9a57-3f0b8c9d2e41"),
+            ("resource_group", "rg-prod"),
             ("credential", "key:primarymasterkey"),
             ("origin", "203.0.113.0/24"),
         ]
@@ -133,7 +150,8 @@ mod tests {
         .collect();
         assert_eq!(l, want);
         let n = annotations(&a);
-        assert_eq!(n.keys().collect::<Vec<_>>(), ["alert_id", "description", "summary"]);
+        assert_eq!(n.keys().collect::<Vec<_>>(), ["alert_id", "description", "resource_id", "summary"]);
+        assert_eq!(n["resource_id"], a.resource_id.clone().unwrap());
         assert_eq!(n["alert_id"], "5bd47fbba194f155745192dff01d01c9");
         assert_eq!(n["summary"], a.summary);
         let d = &n["description"];
@@ -141,6 +159,10 @@ mod tests {
         assert!(d.contains("from 203.0.113.77 (origin 203.0.113.0/24), first seen 2021-08-17T02:13:18"), "{d}");
         assert!(d.contains("python-requests/2.25.1 293"), "{d}");
         assert!(d.contains("8 d 2 h of history"), "{d}");
+        assert!(
+            d.contains("\nResource: /subscriptions/7e2f6b1c-0d5a-4c1e-9a57-3f0b8c9d2e41/resourcegroups/rg-prod/"),
+            "{d}"
+        );
     }
 
     #[test]
