@@ -26,9 +26,9 @@ fn main() -> anyhow::Result<()> {
     let mut detector = Detector::new(cfg.detect.clone());
     let mut decoder = Decoder::new();
     let mut alerts = Vec::new();
-    for stream in collect_streams(&[file.into()])? {
+    for stream in collect_streams(&[file.into()])?.0 {
         let mut r = UnitReader::new(stream, 512 << 20);
-        while let Some(unit) = r.next_unit()? {
+        while let Some(unit) = r.next_unit() {
             decoder.decode(unit.bytes, |d| {
                 if let Decoded::Event(e) = d {
                     detector.ingest(&e, &mut alerts);

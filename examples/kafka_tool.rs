@@ -50,12 +50,12 @@ async fn produce(bootstrap: &str, topic: &str, path: &str, envelope: usize) -> R
         .set("enable.idempotence", "true")
         .create()?;
     let (mut records, mut messages) = (0usize, 0usize);
-    for stream in exfilwatch::sources::collect_streams(&[path.into()])? {
+    for stream in exfilwatch::sources::collect_streams(&[path.into()])?.0 {
         let key = stream.describe();
         let mut reader = exfilwatch::sources::UnitReader::new(stream, 1 << 30);
         let mut batch: Vec<Vec<u8>> = Vec::new();
         let mut pending = Vec::new();
-        while let Some(u) = reader.next_unit()? {
+        while let Some(u) = reader.next_unit() {
             records += 1;
             // A unit that is not JSON (the samples hold a few on purpose) travels alone.
             if serde_json::from_slice::<serde::de::IgnoredAny>(u.bytes).is_ok() {

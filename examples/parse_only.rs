@@ -24,9 +24,11 @@ fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let (mut events, mut other, mut bytes, mut response) = (0u64, 0u64, 0u64, 0u64);
     let mut decoder = Decoder::new();
-    for stream in collect_streams(&paths)? {
+    let (streams, faults) = collect_streams(&paths)?;
+    anyhow::ensure!(faults.is_empty(), "cannot read the input: {faults:?}");
+    for stream in streams {
         let mut r = UnitReader::new(stream, 512 << 20);
-        while let Some(unit) = r.next_unit()? {
+        while let Some(unit) = r.next_unit() {
             kept.clear();
             decoder.decode(unit.bytes, |d| match d {
                 Decoded::Event(e) => {
@@ -40,6 +42,8 @@ fn main() -> anyhow::Result<()> {
             });
         }
         bytes += r.bytes_read;
+        let faults = r.take_faults();
+        anyhow::ensure!(faults.is_empty(), "the input is damaged: {faults:?}");
     }
     let secs = started.elapsed().as_secs_f64();
     println!(

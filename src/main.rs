@@ -538,6 +538,9 @@ fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
             );
         }
     }
+    if let Some(code) = incomplete_input(&report) {
+        return Ok(code);
+    }
     if report.stats.records_total() == 0 {
         // A security tool that read nothing says so, even with -q.
         eprintln!(
@@ -550,6 +553,26 @@ fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(3));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Exit code 5 (and a warning, even with -q) when files could not be read whole: the results
+/// cover only what was read. It outranks 3 and 4: a script must know the input was incomplete.
+fn incomplete_input(r: &ReplayReport) -> Option<ExitCode> {
+    let first = r.faults.first()?;
+    let mut by_reason: std::collections::BTreeMap<&str, usize> = Default::default();
+    for f in &r.faults {
+        *by_reason.entry(f.reason.code()).or_default() += 1;
+    }
+    let reasons: Vec<String> = by_reason.iter().map(|(r, n)| format!("{r} {n}")).collect();
+    eprintln!(
+        "warning: the input is incomplete: {} file(s) or directories could not be read whole ({}), e.g. {}: {}; \
+         the results cover only what was read (the records before any damage were used)",
+        r.faults.len(),
+        reasons.join(", "),
+        first.location,
+        first.error
+    );
+    Some(ExitCode::from(5))
 }
 
 fn print_summary(what: &str, r: &ReplayReport) {
@@ -660,6 +683,9 @@ fn run_train(args: TrainArgs) -> Result<ExitCode> {
         print_summary("train", &report);
         let bytes: u64 = manifest.files.iter().map(|f| f.bytes).sum();
         eprintln!("{}; {} in {} files", model_line(&args.out, &manifest), human_bytes(bytes), manifest.files.len() + 1);
+    }
+    if let Some(code) = incomplete_input(&report) {
+        return Ok(code);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -20,7 +20,7 @@ use crate::decode::{raw_record_text, Decoded, Decoder, Malformed};
 use crate::detect::{Admit, ClockGuard, Detector, Out};
 use crate::sinks::fanout::{Fanout, Ledger};
 use crate::sinks::{DeadLetter, DeadLetterFile, SinkError};
-use crate::sources::file::SourceError;
+use crate::sources::file::{InputFault, SourceError};
 use crate::sources::{collect_streams, UnitReader};
 use crate::telemetry::{BatchProcessed, DeadLettered, MalformedRecord, Stats};
 use crate::time::Nanos;
@@ -70,6 +70,8 @@ pub struct ReplayReport {
     pub stats: Stats,
     pub alerts_medium_or_higher: u64,
     pub elapsed: Duration,
+    /// Files and directories that could not be read whole: the input was incomplete.
+    pub faults: Vec<InputFault>,
 }
 
 /// Runs the pipeline over the inputs, delivering through `sinks` (the fan-out the service
@@ -83,7 +85,7 @@ pub fn replay(
     mut progress: impl FnMut(&Stats, Duration),
 ) -> Result<ReplayReport, ReplayError> {
     let started = Instant::now();
-    let streams = collect_streams(&opts.inputs)?;
+    let (streams, walk_faults) = collect_streams(&opts.inputs)?;
     let max_doc = usize::try_from(cfg.input.max_document_bytes.0).unwrap_or(usize::MAX);
     let mut readers: Vec<UnitReader> = streams.into_iter().map(|s| UnitReader::new(s, max_doc)).collect();
     let mut dead = match &opts.dead_letter {
@@ -114,6 +116,9 @@ pub fn replay(
     let mut decoder = Decoder::new();
     let mut alerts: Vec<Alert> = Vec::new();
     let mut report = ReplayReport::default();
+    for f in walk_faults {
+        input_fault(f, opts.strict, &mut dead, &mut stats, &mut report)?;
+    }
     // What the fan-out delivered (an id is delivered once, as in the service).
     let (mut delivered, mut alert_marks) = (BTreeMap::new(), BTreeMap::new());
     let mut last_progress = Instant::now();
@@ -126,7 +131,10 @@ pub fn replay(
     let mut heap: BinaryHeap<Reverse<(Nanos, usize)>> = (0..readers.len()).map(|i| Reverse((Nanos::MIN, i))).collect();
     while let Some(Reverse((progress_t, idx))) = heap.pop() {
         let before = readers[idx].bytes_read;
-        let Some(unit) = readers[idx].next_unit()? else {
+        let Some(unit) = readers[idx].next_unit() else {
+            for f in readers[idx].take_faults() {
+                input_fault(f, opts.strict, &mut dead, &mut stats, &mut report)?;
+            }
             continue;
         };
         let mut newest = progress_t;
@@ -205,6 +213,9 @@ pub fn replay(
             });
         }
         stats.input_bytes += readers[idx].bytes_read - before;
+        for f in readers[idx].take_faults() {
+            input_fault(f, opts.strict, &mut dead, &mut stats, &mut report)?;
+        }
         if let Some(e) = dead_error {
             return Err(e.into());
         }
@@ -258,6 +269,42 @@ pub fn replay(
     report.stats = stats;
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// A file the input could not give whole: counted under its reason, logged (each one: every
+/// such file is a blob to fetch again), dead-lettered with the error, and noted in the report
+/// (the run's exit code says the input was incomplete). Under `--strict`, the end of the run.
+fn input_fault(
+    f: InputFault,
+    strict: bool,
+    dead: &mut Option<DeadLetterFile>,
+    stats: &mut Stats,
+    report: &mut ReplayReport,
+) -> Result<(), ReplayError> {
+    *stats.malformed.entry(f.reason).or_default() += 1;
+    match f.reason {
+        Malformed::TruncatedInput => tracing::warn!(
+            message = "Input file ends in the middle of its data; the records before the damage were used.",
+            reason = f.reason.code(),
+            location = %f.location,
+            error = %f.error,
+        ),
+        _ => tracing::warn!(
+            message = "Input cannot be read; left out.",
+            reason = f.reason.code(),
+            location = %f.location,
+            error = %f.error,
+        ),
+    }
+    if let Some(d) = dead.as_mut() {
+        d.write(&DeadLetter { reason: f.reason.code(), location: &f.location, record: "", detail: Some(&f.error) })?;
+        DeadLettered { reason: f.reason, location: &f.location }.emit(stats);
+    }
+    if strict {
+        return Err(ReplayError::Strict { reason: f.reason, location: f.location });
+    }
+    report.faults.push(f);
+    Ok(())
 }
 
 /// A held record's fate from the clock guard: a released one goes to the detector; a rejected

@@ -604,3 +604,56 @@ fn alerts_name_the_accounts_azure_resource() {
         assert_eq!(a["resource_group"], "rg", "{a}");
     }
 }
+
+#[test]
+fn a_damaged_archive_loses_only_the_damage_and_exits_5() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    write(&logs, "a-theft.json", &theft_log());
+    // Another account's hour, gzipped and cut in half (an interrupted download).
+    let other: String =
+        (0..3000).map(|i| record(2, 3, i / 60, i % 60, "10.9.9.9", 1000).replace("CONTOSO", "OTHER") + "\n").collect();
+    let whole = gzip(&other);
+    std::fs::write(logs.join("b-cut.json.gz"), &whole[..whole.len() / 2]).unwrap();
+    // An input that exists but cannot be opened as a file (even by root): a socket.
+    let socket = dir.path().join("c.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let dead = dir.path().join("dead.jsonl");
+    let run = |extra: &[&str]| {
+        exfilwatch()
+            .args(["replay", "-q", "--dead-letter"])
+            .arg(&dead)
+            .args(extra)
+            .arg(&logs)
+            .arg(&socket)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--fail-on-alert"]);
+    // Exit 5 outranks 3: the script learns the input was incomplete.
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let alerts = alerts(&out);
+    assert!(alerts.iter().any(|a| a["rule"] == "unfamiliar_origin_volume"), "the good file still alerts");
+    let err = stderr(&out);
+    assert!(err.contains("warning: the input is incomplete: 2 file(s)"), "{err}");
+    assert!(err.contains("truncated_input 1, unreadable_input 1"), "{err}");
+    let letters: Vec<serde_json::Value> =
+        std::fs::read_to_string(&dead).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let cut = letters.iter().find(|d| d["reason"] == "truncated_input").expect("the cut file dead-lettered");
+    let cut_at = cut["location"].as_str().unwrap();
+    assert!(cut_at.contains("b-cut.json.gz:"), "{cut_at}");
+    assert!(!cut["detail"].as_str().unwrap().is_empty());
+    assert!(letters.iter().any(|d| d["reason"] == "unreadable_input" && d["location"] == socket.to_str().unwrap()));
+    // The records before the damage were used: the summary counts them, and the partial line.
+    let out = exfilwatch().args(["replay", "--dead-letter"]).arg(&dead).arg(&logs).output().unwrap();
+    assert_eq!(out.status.code(), Some(5));
+    let line: u64 = cut_at.rsplit(':').next().unwrap().parse().unwrap();
+    let err = stderr(&out);
+    let total = 8 * 24 + 768 + (line - 1) + 1;
+    assert!(err.contains(&format!("exfilwatch replay: {total} records")), "{total}: {err}");
+    assert!(err.contains("invalid_json 1") && err.contains("truncated_input 1"), "{err}");
+    // --strict stops at the damage.
+    let out = run(&["--strict"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+}

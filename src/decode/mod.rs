@@ -108,10 +108,16 @@ pub enum Malformed {
     FutureTime,
     /// Older than `history_window` behind its account's progress.
     StaleTime,
+    /// A file that ends in the middle of its data (a gzip stream cut short, a read error):
+    /// counted once per file; the records before the damage are used.
+    TruncatedInput,
+    /// A file or directory that could not be opened or listed (permissions, removed while
+    /// the replay ran): counted once per file or directory.
+    UnreadableInput,
 }
 
 impl Malformed {
-    pub const ALL: [Malformed; 11] = [
+    pub const ALL: [Malformed; 13] = [
         Malformed::InvalidJson,
         Malformed::NotAnObject,
         Malformed::MissingTime,
@@ -123,6 +129,8 @@ impl Malformed {
         Malformed::TooLarge,
         Malformed::FutureTime,
         Malformed::StaleTime,
+        Malformed::TruncatedInput,
+        Malformed::UnreadableInput,
     ];
 
     pub fn code(self) -> &'static str {
@@ -138,6 +146,8 @@ impl Malformed {
             Malformed::TooLarge => "too_large",
             Malformed::FutureTime => "future_time",
             Malformed::StaleTime => "stale_time",
+            Malformed::TruncatedInput => "truncated_input",
+            Malformed::UnreadableInput => "unreadable_input",
         }
     }
 }

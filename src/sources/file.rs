@@ -13,7 +13,14 @@
 //!   balance (a truncated line that happened to end with a comma), the first line is given
 //!   back as a unit of its own, to be reported malformed, and the lines after it are read again
 //!   one by one: nothing after a bad line is lost.
+//! - Damage loses only itself. A file that ends in the middle of its data (a gzip stream cut
+//!   short by an interrupted download, a read error) gives the records before the damage, its
+//!   last partial line as a unit (to be reported malformed), and an [`InputFault`]
+//!   (`truncated_input`); a file or directory that cannot be opened or listed (permissions,
+//!   removed meanwhile) is an [`InputFault`] (`unreadable_input`). Reading goes on with the
+//!   next file. Only an input named on the command line that does not exist is an error.
 
+use crate::decode::Malformed;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
@@ -25,6 +32,23 @@ pub enum SourceError {
     Io { path: String, source: io::Error },
     #[error("input {0} does not exist")]
     Missing(String),
+}
+
+/// Input that could not be read whole; what could be read of it was used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InputFault {
+    /// [`Malformed::TruncatedInput`] or [`Malformed::UnreadableInput`].
+    pub reason: Malformed,
+    /// The file or directory; for a truncated file `path:line`, the first line not read whole.
+    pub location: String,
+    /// The error, as the system or the decompressor gave it.
+    pub error: String,
+}
+
+impl InputFault {
+    fn unreadable(path: &Path, e: &io::Error) -> Self {
+        InputFault { reason: Malformed::UnreadableInput, location: path.display().to_string(), error: e.to_string() }
+    }
 }
 
 /// One sequential stream of input: stdin, or files read one after the other.
@@ -44,19 +68,24 @@ impl InputStream {
     }
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), SourceError> {
-    let io_err = |source| SourceError::Io { path: dir.display().to_string(), source };
-    let mut entries: Vec<PathBuf> =
-        std::fs::read_dir(dir).map_err(io_err)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+/// The files under `dir`, in path order; a directory that cannot be listed is a fault.
+fn walk(dir: &Path, out: &mut Vec<PathBuf>, faults: &mut Vec<InputFault>) {
+    let listed = std::fs::read_dir(dir).and_then(|entries| entries.map(|e| e.map(|e| e.path())).collect());
+    let mut entries: Vec<PathBuf> = match listed {
+        Ok(v) => v,
+        Err(e) => {
+            faults.push(InputFault::unreadable(dir, &e));
+            return;
+        }
+    };
     entries.sort();
     for p in entries {
         if p.is_dir() {
-            walk(&p, out)?;
+            walk(&p, out, faults);
         } else if p.is_file() && !is_ignored(&p) {
             out.push(p);
         }
     }
-    Ok(())
 }
 
 /// Files a directory walk leaves out: documentation and hidden files next to the logs.
@@ -76,9 +105,11 @@ fn chain_key(p: &Path) -> Option<String> {
 ///
 /// A file reached more than once (a directory and a file inside it, a symlink, the same path
 /// given twice: the same device and inode) is read once, where it was first reached; each
-/// repeat is logged. Stdin (`-`) given twice is read once.
-pub fn collect_streams(inputs: &[PathBuf]) -> Result<Vec<InputStream>, SourceError> {
+/// repeat is logged. Stdin (`-`) given twice is read once. Directories that cannot be listed
+/// are returned as faults; an input that does not exist is an error.
+pub fn collect_streams(inputs: &[PathBuf]) -> Result<(Vec<InputStream>, Vec<InputFault>), SourceError> {
     let mut streams: Vec<InputStream> = Vec::new();
+    let mut faults = Vec::new();
     let mut chains: Vec<(String, usize)> = Vec::new();
     let mut seen: std::collections::HashMap<FileId, PathBuf> = std::collections::HashMap::new();
     let (mut repeats, mut example) = (0usize, None);
@@ -93,7 +124,7 @@ pub fn collect_streams(inputs: &[PathBuf]) -> Result<Vec<InputStream>, SourceErr
         }
         let mut files = Vec::new();
         if input.is_dir() {
-            walk(input, &mut files)?;
+            walk(input, &mut files, &mut faults);
         } else if input.exists() {
             files.push(input.clone());
         } else {
@@ -132,7 +163,7 @@ pub fn collect_streams(inputs: &[PathBuf]) -> Result<Vec<InputStream>, SourceErr
             first_as = %first.display()
         );
     }
-    Ok(streams)
+    Ok((streams, faults))
 }
 
 /// A file's identity: its device and inode (the same file by any path or link).
@@ -217,6 +248,8 @@ pub struct UnitReader {
     max_document: usize,
     /// Bytes consumed from the underlying files (after decompression).
     pub bytes_read: u64,
+    /// Damage met since the caller last took them ([`UnitReader::take_faults`]).
+    faults: Vec<InputFault>,
 }
 
 impl UnitReader {
@@ -238,33 +271,48 @@ impl UnitReader {
             pending: VecDeque::new(),
             max_document,
             bytes_read: 0,
+            faults: Vec::new(),
         }
     }
 
-    fn open_next(&mut self) -> Result<bool, SourceError> {
+    /// The damage met so far (files cut short or unreadable), emptied.
+    pub fn take_faults(&mut self) -> Vec<InputFault> {
+        std::mem::take(&mut self.faults)
+    }
+
+    fn open_next(&mut self) -> bool {
         match &self.stream {
             InputStream::Stdin => {
                 if self.next_file > 0 {
-                    return Ok(false);
+                    return false;
                 }
                 self.next_file = 1;
                 self.name = "-".into();
                 // Gzip by its magic bytes, as for a file.
                 let mut stdin = BufReader::with_capacity(256 << 10, io::stdin());
-                let gzip = stdin
-                    .fill_buf()
-                    .map_err(|source| SourceError::Io { path: "-".into(), source })?
-                    .starts_with(&[0x1f, 0x8b]);
+                let gzip = match stdin.fill_buf() {
+                    Ok(head) => head.starts_with(&[0x1f, 0x8b]),
+                    Err(e) => {
+                        self.faults.push(InputFault::unreadable(Path::new("-"), &e));
+                        return false;
+                    }
+                };
                 self.reader =
                     Some(if gzip { Box::new(flate2::bufread::MultiGzDecoder::new(stdin)) } else { Box::new(stdin) });
             }
             InputStream::Files(files) => {
-                let Some(path) = files.get(self.next_file) else {
-                    return Ok(false);
+                let opened = loop {
+                    let Some(path) = files.get(self.next_file) else {
+                        return false;
+                    };
+                    self.next_file += 1;
+                    self.name = path.display().to_string();
+                    match open_file(path) {
+                        Ok(o) => break o,
+                        Err(e) => self.faults.push(InputFault::unreadable(path, &e)),
+                    }
                 };
-                self.next_file += 1;
-                self.name = path.display().to_string();
-                match open_file(path).map_err(|source| SourceError::Io { path: self.name.clone(), source })? {
+                match opened {
                     Opened::Mapped(m) => {
                         let _ = m.advise(memmap2::Advice::Sequential);
                         self.map = Some(m);
@@ -274,7 +322,7 @@ impl UnitReader {
                         self.pos = 0;
                         self.eof = true;
                         self.line_no = 0;
-                        return Ok(true);
+                        return true;
                     }
                     Opened::Reader(r) => self.reader = Some(r),
                 }
@@ -288,7 +336,7 @@ impl UnitReader {
         self.pos = 0;
         self.eof = false;
         self.line_no = 0;
-        Ok(true)
+        true
     }
 
     /// Unmaps pages of a mapped file that are well behind the read position, so that the
@@ -311,10 +359,10 @@ impl UnitReader {
     }
 
     /// Finds the next physical line and sets `cur` to it; false at the end of the stream.
-    fn read_line(&mut self) -> Result<bool, SourceError> {
+    fn read_line(&mut self) -> bool {
         loop {
-            if self.reader.is_none() && !self.open_next()? {
-                return Ok(false);
+            if self.reader.is_none() && !self.open_next() {
+                return false;
             }
             self.release_read();
             let data = buf(&self.map, &self.block);
@@ -323,7 +371,7 @@ impl UnitReader {
                 self.pos += i + 1;
                 self.line_no += 1;
                 self.bytes_read += (i + 1) as u64;
-                return Ok(true);
+                return true;
             }
             if self.eof {
                 if self.pos < data.len() {
@@ -331,7 +379,7 @@ impl UnitReader {
                     self.bytes_read += (data.len() - self.pos) as u64;
                     self.pos = data.len();
                     self.line_no += 1;
-                    return Ok(true);
+                    return true;
                 }
                 self.reader = None;
                 self.map = None;
@@ -360,24 +408,31 @@ impl UnitReader {
                     self.block.truncate(len + n);
                     self.eof = n == 0;
                 }
-                Err(source) => {
+                Err(e) => {
+                    // The file is damaged here: what was read is used (its last partial line
+                    // included, as a unit of its own), then the next file.
                     self.block.truncate(len);
-                    return Err(SourceError::Io { path: self.name.clone(), source });
+                    self.eof = true;
+                    self.faults.push(InputFault {
+                        reason: Malformed::TruncatedInput,
+                        location: format!("{}:{}", self.name, self.line_no + 1),
+                        error: e.to_string(),
+                    });
                 }
             }
         }
     }
 
     /// The next unit, or `None` at the end of the stream.
-    pub fn next_unit(&mut self) -> Result<Option<Unit<'_>>, SourceError> {
+    pub fn next_unit(&mut self) -> Option<Unit<'_>> {
         loop {
             let (line_no, from_pending) = if let Some((n, l)) = self.pending.pop_front() {
                 self.line = l;
                 (n, true)
-            } else if self.read_line()? {
+            } else if self.read_line() {
                 (self.line_no, false)
             } else {
-                return Ok(None);
+                return None;
             };
             let line: &[u8] =
                 if from_pending { &self.line } else { &buf(&self.map, &self.block)[self.cur.0..self.cur.1] };
@@ -393,7 +448,7 @@ impl UnitReader {
                 } else {
                     &buf(&self.map, &self.block)[self.cur.0 + s..self.cur.0 + e]
                 };
-                return Ok(Some(Unit { bytes, line: line_no, source: &self.name, too_large: false }));
+                return Some(Unit { bytes, line: line_no, source: &self.name, too_large: false });
             }
             // A multi-line value: accumulate until brackets balance.
             let mut scan = Depth::default();
@@ -413,7 +468,7 @@ impl UnitReader {
                 let n = if let Some((n, l)) = self.pending.pop_front() {
                     self.doc.extend_from_slice(&l);
                     n
-                } else if self.read_line()? {
+                } else if self.read_line() {
                     self.doc.extend_from_slice(&buf(&self.map, &self.block)[self.cur.0..self.cur.1]);
                     self.line_no
                 } else {
@@ -423,14 +478,14 @@ impl UnitReader {
                 held.push((n, start, self.doc.len()));
             }
             if scan.closed() && !too_large {
-                return Ok(Some(Unit { bytes: &self.doc, line: line_no, source: &self.name, too_large: false }));
+                return Some(Unit { bytes: &self.doc, line: line_no, source: &self.name, too_large: false });
             }
             // Never balanced (or too large): give the first line back alone, reread the rest.
             for &(n, s, e) in held.iter().rev() {
                 self.pending.push_front((n, self.doc[s..e].to_vec()));
             }
             let (s, e) = span(&self.doc[..first_len]);
-            return Ok(Some(Unit { bytes: &self.doc[s..e], line: line_no, source: &self.name, too_large }));
+            return Some(Unit { bytes: &self.doc[s..e], line: line_no, source: &self.name, too_large });
         }
     }
 }
@@ -495,7 +550,7 @@ mod tests {
         std::fs::write(&p, text).unwrap();
         let mut r = UnitReader::new(InputStream::Files(vec![p]), 1 << 20);
         let mut out = Vec::new();
-        while let Some(u) = r.next_unit().unwrap() {
+        while let Some(u) = r.next_unit() {
             out.push((u.line, String::from_utf8_lossy(u.bytes).into_owned()));
         }
         out
@@ -536,16 +591,80 @@ mod tests {
         }
         std::fs::write(dir.path().join("other.json"), "{}\n").unwrap();
         std::fs::write(dir.path().join("README.md"), "# not logs\n").unwrap();
-        let streams = collect_streams(&[dir.path().to_path_buf()]).unwrap();
+        let (streams, faults) = collect_streams(&[dir.path().to_path_buf()]).unwrap();
+        assert!(faults.is_empty());
         assert_eq!(streams.len(), 2);
         let InputStream::Files(chain) = &streams[0] else { panic!() };
         assert_eq!(chain.len(), 2);
         let mut r = UnitReader::new(streams[0].clone(), 1 << 20);
         let mut seen = Vec::new();
-        while let Some(u) = r.next_unit().unwrap() {
+        while let Some(u) = r.next_unit() {
             seen.push(String::from_utf8_lossy(u.bytes).into_owned());
         }
         assert_eq!(seen, vec!["{\"h\":\"00\"}", "{\"h\":\"01\"}"]);
         assert!(collect_streams(&[dir.path().join("nope")]).is_err());
+    }
+
+    #[test]
+    fn a_gzip_file_cut_short_gives_what_precedes_the_damage_and_the_next_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let lines: String = (0..5000).map(|i| format!("{{\"n\":{i},\"pad\":\"{}\"}}\n", "x".repeat(i % 97))).collect();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(lines.as_bytes()).unwrap();
+        let whole = gz.finish().unwrap();
+        let cut = dir.path().join("a-cut.json.gz");
+        std::fs::write(&cut, &whole[..whole.len() / 2]).unwrap();
+        let good = dir.path().join("b-good.json");
+        std::fs::write(&good, "{\"after\":1}\n").unwrap();
+        let mut r = UnitReader::new(InputStream::Files(vec![cut.clone(), good]), 1 << 20);
+        let mut units = Vec::new();
+        while let Some(u) = r.next_unit() {
+            units.push(String::from_utf8_lossy(u.bytes).into_owned());
+        }
+        let faults = r.take_faults();
+        assert_eq!(faults.len(), 1, "{faults:?}");
+        assert_eq!(faults[0].reason, Malformed::TruncatedInput);
+        // Every whole line before the damage, in order, then the partial one, then the next file.
+        let whole_lines = units.iter().take_while(|u| u.ends_with('}')).count();
+        assert!(whole_lines > 100, "{whole_lines}");
+        assert!(units[..whole_lines - 1].iter().enumerate().all(|(i, u)| u.starts_with(&format!("{{\"n\":{i},"))));
+        assert_eq!(faults[0].location, format!("{}:{}", cut.display(), whole_lines + 1));
+        assert_eq!(units.last().map(String::as_str), Some("{\"after\":1}"));
+        assert!(r.take_faults().is_empty(), "taken once");
+    }
+
+    #[test]
+    fn unreadable_files_and_directories_are_faults_not_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.json"), "{\"a\":1}\n").unwrap();
+        let gone = dir.path().join("b.json");
+        std::fs::write(&gone, "{\"b\":1}\n").unwrap();
+        std::fs::write(dir.path().join("c.json"), "{\"c\":1}\n").unwrap();
+        let (streams, faults) = collect_streams(&[dir.path().to_path_buf()]).unwrap();
+        assert!(faults.is_empty());
+        // Removed between the walk and its turn, as in a directory cleaned up mid-replay.
+        std::fs::remove_file(&gone).unwrap();
+        let mut seen = Vec::new();
+        let mut faults = Vec::new();
+        for s in streams {
+            let mut r = UnitReader::new(s, 1 << 20);
+            while let Some(u) = r.next_unit() {
+                seen.push(String::from_utf8_lossy(u.bytes).into_owned());
+            }
+            faults.extend(r.take_faults());
+        }
+        assert_eq!(seen, ["{\"a\":1}", "{\"c\":1}"]);
+        assert_eq!(faults.len(), 1);
+        assert_eq!(
+            (faults[0].reason, faults[0].location.as_str()),
+            (Malformed::UnreadableInput, gone.to_str().unwrap())
+        );
+        // A sub-directory that cannot be listed: a fault, and its siblings are still read.
+        let missing = dir.path().join("no-such-dir");
+        let mut files = Vec::new();
+        let mut dir_faults = Vec::new();
+        walk(&missing, &mut files, &mut dir_faults);
+        assert_eq!(dir_faults.len(), 1);
+        assert_eq!(dir_faults[0].reason, Malformed::UnreadableInput);
     }
 }

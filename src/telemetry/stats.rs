@@ -171,8 +171,12 @@ impl Stats {
     pub fn malformed_total(&self) -> u64 {
         self.malformed.values().sum()
     }
+    /// Records read: every category's, and the malformed ones (not the damaged files, which
+    /// are counted under `truncated_input` / `unreadable_input` but are not records).
     pub fn records_total(&self) -> u64 {
-        self.records.values().sum::<u64>() + self.malformed_total()
+        let files: u64 =
+            [Malformed::TruncatedInput, Malformed::UnreadableInput].iter().filter_map(|r| self.malformed.get(r)).sum();
+        self.records.values().sum::<u64>() + self.malformed_total() - files
     }
     pub fn count_alerts(&mut self, alerts: &[Alert]) {
         for a in alerts {

@@ -9,16 +9,18 @@ pub const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/sample-logs");
 
 /// The units (one JSON value each) of `dir`'s streams, per stream, as replay frames them.
 pub fn units(dir: &str) -> Vec<(String, Vec<Vec<u8>>)> {
-    let streams = exfilwatch::sources::collect_streams(&[dir.into()]).unwrap();
+    let (streams, faults) = exfilwatch::sources::collect_streams(&[dir.into()]).unwrap();
+    assert!(faults.is_empty(), "{faults:?}");
     streams
         .into_iter()
         .map(|s| {
             let name = s.describe();
             let mut r = exfilwatch::sources::UnitReader::new(s, 1 << 30);
             let mut v = Vec::new();
-            while let Some(u) = r.next_unit().unwrap() {
+            while let Some(u) = r.next_unit() {
                 v.push(u.bytes.to_vec());
             }
+            assert!(r.take_faults().is_empty(), "{name} is damaged");
             (name, v)
         })
         .collect()
