@@ -4,8 +4,7 @@
 //! `unfamiliar_origin_volume`). Everything is read back through Alertmanager's API v2
 //! (`GET /api/v2/alerts`), which lists the alerts that are not resolved.
 //!
-//! Skipped (with a message) only when Alertmanager is not installed and
-//! `EXFILWATCH_REQUIRE_MONITORING` is unset; CI sets it through `scripts/with-monitoring.sh`.
+//! Alertmanager comes from `scripts/with-monitoring.sh` (`make test`); without it these tests fail.
 
 #[path = "support/inproc.rs"]
 mod inproc;
@@ -96,7 +95,7 @@ fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 
 #[test]
 fn the_theft_reaches_alertmanager_with_its_labels_annotations_and_start() {
-    let Some(am) = monitoring::alertmanager() else { return };
+    let am = monitoring::alertmanager();
     let alerts = sample_alerts();
     let (volume, theft) = (&alerts[0], &alerts[1]);
     let mut sink = sink(&am, Duration::from_secs(60), Duration::from_secs(300));
@@ -147,7 +146,7 @@ fn the_theft_reaches_alertmanager_with_its_labels_annotations_and_start() {
 
 #[test]
 fn firing_alerts_are_resent_and_resolve_after_realert_of_event_time() {
-    let Some(am) = monitoring::alertmanager() else { return };
+    let am = monitoring::alertmanager();
     let alerts = sample_alerts();
     let (volume, theft) = (&alerts[0], &alerts[1]);
     let rt = rt();
@@ -209,7 +208,7 @@ fn firing_alerts_are_resent_and_resolve_after_realert_of_event_time() {
 
 #[test]
 fn a_familiar_origin_resolves_its_alerts_only() {
-    let Some(am) = monitoring::alertmanager() else { return };
+    let am = monitoring::alertmanager();
     let alerts = sample_alerts();
     let (volume, theft) = (&alerts[0], &alerts[1]);
     let rt = rt();
@@ -232,7 +231,7 @@ fn a_familiar_origin_resolves_its_alerts_only() {
 
 #[test]
 fn alertmanager_away_then_back_gets_the_alerts_kept_in_the_firing_set() {
-    let Some(am) = monitoring::alertmanager() else { return };
+    let am = monitoring::alertmanager();
     let alerts = sample_alerts();
     let rt = rt();
     // A port where nothing listens: refused, retryable, alerts kept.
@@ -260,7 +259,7 @@ fn alertmanager_away_then_back_gets_the_alerts_kept_in_the_firing_set() {
 /// `sinks.alertmanager_url`, and the theft read back through Alertmanager's API v2.
 #[test]
 fn the_service_posts_the_theft_to_alertmanager() {
-    let Some(am) = monitoring::alertmanager() else { return };
+    let am = monitoring::alertmanager();
     let s = inproc::Setup::new();
     s.produce(&s.msgs);
     let extra = format!("alertmanager_url = \"{}\"\nalertmanager_timeout = \"5s\"", am.url());

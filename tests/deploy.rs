@@ -1,8 +1,7 @@
 //! The shipped monitoring assets under `deploy/`, checked with the real tools: `promtool`
 //! validates them, and a real Prometheus runs the example scrape configuration.
 //!
-//! Skipped (with a message) only when the tools are not installed and
-//! `EXFILWATCH_REQUIRE_MONITORING` is unset; CI sets it through `scripts/with-monitoring.sh`.
+//! The tools come from `scripts/with-monitoring.sh` (`make test`); without them these tests fail.
 
 #[path = "support/monitoring.rs"]
 mod monitoring;
@@ -20,7 +19,7 @@ const DEFAULT_TARGET: &str = "'127.0.0.1:9464'";
 
 #[test]
 fn promtool_accepts_the_example_scrape_config() {
-    let Some((ok, out)) = monitoring::promtool(&["check", "config", SCRAPE]) else { return };
+    let (ok, out) = monitoring::promtool(&["check", "config", SCRAPE]);
     assert!(ok, "{out}");
     assert!(out.contains("SUCCESS"), "{out}");
 }
@@ -34,7 +33,7 @@ fn promtool_rejects_a_broken_copy_of_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("scrape.yml");
     std::fs::write(&path, broken).unwrap();
-    let Some((ok, out)) = monitoring::promtool(&["check", "config", path.to_str().unwrap()]) else { return };
+    let (ok, out) = monitoring::promtool(&["check", "config", path.to_str().unwrap()]);
     assert!(!ok, "{out}");
     assert!(out.contains("scrape_timout"), "{out}");
 }
@@ -82,7 +81,7 @@ fn prometheus_runs_the_example_scrape_config() {
         .replace("  - rules.yml", &format!("  - '{RULES}'"));
     assert!(config.contains("scrape_timeout: 1s"));
     assert!(config.contains(RULES), "the example loads the shipped rules");
-    let Some(prom) = monitoring::prometheus(&config) else { return };
+    let prom = monitoring::prometheus(&config);
 
     let value = monitoring::wait_for(Duration::from_secs(60), "Prometheus to scrape the target", || {
         prom.query_value("exfilwatch_test_records_total{job=\"exfilwatch\",service=\"exfilwatch\"}")
@@ -99,7 +98,7 @@ fn prometheus_runs_the_example_scrape_config() {
 
 #[test]
 fn promtool_accepts_the_rules() {
-    let Some((ok, out)) = monitoring::promtool(&["check", "rules", RULES]) else { return };
+    let (ok, out) = monitoring::promtool(&["check", "rules", RULES]);
     assert!(ok, "{out}");
     assert!(out.contains("SUCCESS: 8 rules found"), "{out}");
 }
@@ -114,7 +113,7 @@ fn promtool_rejects_a_broken_copy_of_the_rules() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rules.yml");
     std::fs::write(&path, broken).unwrap();
-    let Some((ok, out)) = monitoring::promtool(&["check", "rules", path.to_str().unwrap()]) else { return };
+    let (ok, out) = monitoring::promtool(&["check", "rules", path.to_str().unwrap()]);
     assert!(!ok, "{out}");
 }
 
@@ -122,7 +121,7 @@ fn promtool_rejects_a_broken_copy_of_the_rules() {
 fn each_rule_fires_on_its_failure_and_not_on_health() {
     // deploy/prometheus/rules.test.yml: promtool's rule unit tests (synthetic series, expected
     // alerts with labels and annotations at given times).
-    let Some((ok, out)) = monitoring::promtool(&["test", "rules", RULES_TEST]) else { return };
+    let (ok, out) = monitoring::promtool(&["test", "rules", RULES_TEST]);
     assert!(ok, "{out}");
     assert!(out.contains("SUCCESS"), "{out}");
     // Every shipped rule has a unit test.

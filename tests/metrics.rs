@@ -5,9 +5,8 @@
 //! Prometheus's HTTP API. The shipped dashboard and rules are checked against the names the
 //! running service really exports, and every dashboard query is evaluated by Prometheus.
 //!
-//! Prometheus comes from `scripts/with-monitoring.sh` (`make test`); without it the Prometheus
-//! parts are skipped with a message unless `EXFILWATCH_REQUIRE_MONITORING` is set. Every wait
-//! polls an observable condition against a deadline.
+//! Prometheus comes from `scripts/with-monitoring.sh` (`make test`); without it these tests
+//! fail. Every wait polls an observable condition against a deadline.
 
 #[path = "support/inproc.rs"]
 mod inproc;
@@ -164,7 +163,7 @@ fn dashboard_and_rules_name_only_metrics_the_running_service_exports() {
 }
 
 /// Prometheus scraping `addr` every second, with the shipped rules evaluated every second.
-fn prometheus_with_rules(addr: SocketAddr) -> Option<monitoring::Server> {
+fn prometheus_with_rules(addr: SocketAddr) -> monitoring::Server {
     monitoring::prometheus(&format!(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: ['{RULES}']\nscrape_configs:\n  - \
          job_name: exfilwatch\n    static_configs:\n      - targets: ['{addr}']\n"
@@ -177,7 +176,7 @@ fn prometheus_scrapes_what_the_service_processed() {
     let s = Setup::real();
     let mut svc = service_after_the_sample(&s);
     let addr = svc.health.http_addr().unwrap();
-    let Some(prom) = prometheus_with_rules(addr) else { return };
+    let prom = prometheus_with_rules(addr);
     let q = |promql: &str| prom.query_value(promql);
     let at_least = |promql: &str, want: f64| {
         monitoring::wait_for(DEADLINE, promql, || q(promql).filter(|v| *v >= want || v.is_nan()))
@@ -276,7 +275,7 @@ fn prometheus_sees_the_broker_go_away_and_return() {
     let s = Setup::new();
     let svc = service_after_the_sample(&s);
     let addr = svc.health.http_addr().unwrap();
-    let Some(prom) = prometheus_with_rules(addr) else { return };
+    let prom = prometheus_with_rules(addr);
     let q = |promql: &str| prom.query_value(promql);
     monitoring::wait_for(DEADLINE, "ready, scraped", || q("exfilwatch_ready").filter(|v| *v == 1.0));
     // The broker goes away: /readyz and exfilwatch_ready say so, and ExfilwatchNotReady is

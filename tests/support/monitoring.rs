@@ -3,9 +3,9 @@
 //! the server answers `GET /-/ready` with 200 (polled, with a deadline). Dropping the
 //! [`Server`] kills that process (by the child's process id) and removes the directory.
 //!
-//! The binaries come from Debian's packages (`scripts/with-monitoring.sh` installs them). When
-//! one is missing, the starters return `None` after printing why, and the test should return
-//! early; with `EXFILWATCH_REQUIRE_MONITORING` set (CI) a missing binary is a failure instead.
+//! The binaries come from Debian's packages (`scripts/with-monitoring.sh` installs them; `make
+//! test` runs the tests under it). A missing binary fails the test that needs it, with how to
+//! install it: a test never passes without the server it tests against.
 //!
 //! Include with `#[path = "support/monitoring.rs"] mod monitoring;`. Plain std networking
 //! (HTTP/1.0 GETs), so it works from sync tests and beside any runtime.
@@ -17,25 +17,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Set (to anything) to make a missing binary fail the test instead of skipping it.
-pub const REQUIRE_ENV: &str = "EXFILWATCH_REQUIRE_MONITORING";
-
 /// How long a server may take to become ready.
 const READY_DEADLINE: Duration = Duration::from_secs(60);
 
-/// The binary's path on PATH; `None` (after saying so on stderr) when it is missing and
-/// [`REQUIRE_ENV`] is unset. Panics when it is missing and required.
-pub fn binary(name: &str) -> Option<PathBuf> {
-    let found =
-        std::env::var_os("PATH").iter().flat_map(std::env::split_paths).map(|dir| dir.join(name)).find(|p| p.is_file());
-    if found.is_none() {
-        let why = format!("`{name}` is not on PATH (install it with `bash scripts/with-monitoring.sh`)");
-        if std::env::var_os(REQUIRE_ENV).is_some() {
-            panic!("{why}, and {REQUIRE_ENV} is set");
-        }
-        eprintln!("SKIPPED: {why}; set {REQUIRE_ENV}=1 to make this a failure");
-    }
-    found
+/// The binary's path on PATH. Panics, saying how to install it, when it is missing.
+pub fn binary(name: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "`{name}` is not on PATH: run the tests under `bash scripts/with-monitoring.sh` (as `make test` does)"
+            )
+        })
 }
 
 /// A running server. Killed (by its process id) on drop.
@@ -114,7 +110,7 @@ impl Drop for Server {
 }
 
 /// Alertmanager 0.25 with one receiver that notifies nobody, grouping by alert name.
-pub fn alertmanager() -> Option<Server> {
+pub fn alertmanager() -> Server {
     alertmanager_with_config(
         "route:\n  receiver: nobody\n  group_by: ['alertname']\n  group_wait: 1s\n  group_interval: 1s\n  \
          repeat_interval: 1h\nreceivers:\n  - name: nobody\n",
@@ -122,9 +118,9 @@ pub fn alertmanager() -> Option<Server> {
 }
 
 /// Alertmanager with the given `alertmanager.yml` text.
-pub fn alertmanager_with_config(config_yaml: &str) -> Option<Server> {
-    let bin = binary("prometheus-alertmanager")?;
-    Some(start("alertmanager", &bin, "alertmanager.yml", config_yaml, |dir, config, addr| {
+pub fn alertmanager_with_config(config_yaml: &str) -> Server {
+    let bin = binary("prometheus-alertmanager");
+    start("alertmanager", &bin, "alertmanager.yml", config_yaml, |dir, config, addr| {
         vec![
             format!("--config.file={}", config.display()),
             format!("--storage.path={}", dir.join("data").display()),
@@ -132,24 +128,24 @@ pub fn alertmanager_with_config(config_yaml: &str) -> Option<Server> {
             // No gossip cluster: a lone instance, no port besides the web one.
             "--cluster.listen-address=".to_owned(),
         ]
-    }))
+    })
 }
 
 /// Prometheus 2.42 with the given `prometheus.yml` text.
-pub fn prometheus(config_yaml: &str) -> Option<Server> {
-    let bin = binary("prometheus")?;
-    Some(start("prometheus", &bin, "prometheus.yml", config_yaml, |dir, config, addr| {
+pub fn prometheus(config_yaml: &str) -> Server {
+    let bin = binary("prometheus");
+    start("prometheus", &bin, "prometheus.yml", config_yaml, |dir, config, addr| {
         vec![
             format!("--config.file={}", config.display()),
             format!("--storage.tsdb.path={}", dir.join("data").display()),
             format!("--web.listen-address={addr}"),
         ]
-    }))
+    })
 }
 
 /// Prometheus scraping `targets` (`host:port`, path `/metrics`) as job `job` every `interval`
 /// (e.g. `"1s"`).
-pub fn prometheus_scraping(job: &str, targets: &[String], interval: &str) -> Option<Server> {
+pub fn prometheus_scraping(job: &str, targets: &[String], interval: &str) -> Server {
     let list = targets.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ");
     prometheus(&format!(
         "global:\n  scrape_interval: {interval}\n  evaluation_interval: {interval}\nscrape_configs:\n  - job_name: \
@@ -157,13 +153,12 @@ pub fn prometheus_scraping(job: &str, targets: &[String], interval: &str) -> Opt
     ))
 }
 
-/// `promtool ARGS...`: (success, stdout and stderr). `None` when promtool is missing and not
-/// required.
-pub fn promtool(args: &[&str]) -> Option<(bool, String)> {
-    let bin = binary("promtool")?;
+/// `promtool ARGS...`: (success, stdout and stderr).
+pub fn promtool(args: &[&str]) -> (bool, String) {
+    let bin = binary("promtool");
     let out = Command::new(bin).args(args).output().unwrap_or_else(|e| panic!("cannot run promtool: {e}"));
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    Some((out.status.success(), text))
+    (out.status.success(), text)
 }
 
 /// Starts `bin` on a free port until it is ready. A port taken between choosing and binding
