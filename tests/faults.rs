@@ -173,3 +173,46 @@ fn an_alert_the_webhook_refuses_for_good_is_dead_lettered_and_the_stream_goes_on
     assert_eq!(stats.sinks[&exfilwatch::telemetry::SinkKind::Webhook].rejected, 1);
     assert_eq!(s.committed(), s.msgs.len() as i64, "the stream went on to the end");
 }
+
+#[test]
+fn an_unwritable_state_store_holds_commits_and_readiness_back_until_it_is_writable_again() {
+    let s = Setup::new();
+    let state = s.dir.path().join("state");
+    let text = format!(
+        "[kafka]\nbootstrap_servers = \"{}\"\ntopics = [\"logs\"]\ngroup_id = \"exfilwatch\"\n\
+         [kafka.librdkafka_options]\n\"reconnect.backoff.max.ms\" = \"500\"\n\
+         [sinks]\nstdout = false\nfile = \"{}\"\n\
+         [service]\nmetrics_addr = \"127.0.0.1:0\"\nstate_store = \"{}\"\ncheckpoint_interval = \"1s\"\n",
+        s.bootstrap,
+        s.alerts_file().display(),
+        state.display()
+    );
+    let cfg = exfilwatch::config::Config::from_toml(&text, "test").unwrap();
+    let half = s.msgs.len() / 2;
+    s.produce(&s.msgs[..half]);
+    let mut svc = Service::start(cfg);
+    wait_for(DEADLINE, "the first half, checkpointed and committed", || s.committed() == half as i64);
+    assert_eq!(svc.readyz().0, 200);
+
+    // The store becomes unwritable (its directory replaced by a file: even root cannot write
+    // into that), then the rest of the stream arrives.
+    let aside = s.dir.path().join("state.aside");
+    std::fs::rename(&state, &aside).unwrap();
+    std::fs::write(&state, b"not a directory").unwrap();
+    s.produce(&s.msgs[half..]);
+    wait_for(DEADLINE, "every message handled", || svc.messages() >= s.msgs.len() as u64);
+    wait_for(DEADLINE, "not ready", || svc.readyz().0 == 503);
+    let (_, body) = svc.readyz();
+    assert!(body.contains("state store"), "{body}");
+    // The service stays up and commits nothing past the last good checkpoint.
+    assert_eq!(s.committed(), half as i64, "offsets committed without a checkpoint");
+    assert!(svc.readyz().0 == 503 && s.committed() == half as i64);
+
+    // Writable again: a checkpoint, the commit of everything, ready.
+    std::fs::remove_file(&state).unwrap();
+    std::fs::rename(&aside, &state).unwrap();
+    wait_for(DEADLINE, "the commit of everything", || s.committed() == s.msgs.len() as i64);
+    wait_for(DEADLINE, "ready again", || svc.readyz().0 == 200);
+    svc.stop();
+    assert_eq!(by_id(&file_alerts(&s.alerts_file())), s.expected, "every alert, once");
+}

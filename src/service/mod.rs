@@ -338,11 +338,13 @@ impl Pipeline {
         match outcome {
             Ok(()) => {
                 if std::mem::take(&mut self.checkpoint_failing) {
+                    self.health.set_checkpoint_failing(false);
                     tracing::info!(message = "Checkpoints written again.");
                 }
             }
             Err(error) => {
                 if !std::mem::replace(&mut self.checkpoint_failing, true) {
+                    self.health.set_checkpoint_failing(true);
                     tracing::error!(message = "Checkpoint failed; retrying every interval, offsets not committed.", %error);
                 }
                 self.last_checkpoint = std::time::Instant::now();

@@ -19,6 +19,7 @@ pub struct Health {
     kafka_seen: AtomicBool,
     restored: AtomicBool,
     sink_failing: AtomicBool,
+    checkpoint_failing: AtomicBool,
     /// Milliseconds since `started` of the main loop's last completed step.
     heartbeat_ms: AtomicU64,
     messages: AtomicU64,
@@ -35,6 +36,7 @@ impl Default for Health {
             kafka_seen: AtomicBool::new(false),
             restored: AtomicBool::new(false),
             sink_failing: AtomicBool::new(false),
+            checkpoint_failing: AtomicBool::new(false),
             heartbeat_ms: AtomicU64::new(0),
             messages: AtomicU64::new(0),
             records: AtomicU64::new(0),
@@ -92,6 +94,11 @@ impl Health {
         self.sink_failing.store(failing, Ordering::Relaxed);
     }
 
+    /// The state store refuses checkpoints (offsets are not committed past the last good one).
+    pub fn set_checkpoint_failing(&self, failing: bool) {
+        self.checkpoint_failing.store(failing, Ordering::Relaxed);
+    }
+
     /// The main loop completed a step.
     pub fn beat(&self) {
         self.heartbeat_ms.store(self.now_ms(), Ordering::Relaxed);
@@ -136,6 +143,11 @@ impl Health {
         }
         if self.sink_failing.load(Ordering::Relaxed) {
             return Err("an alert sink is failing (alerts and offsets held back)".into());
+        }
+        if self.checkpoint_failing.load(Ordering::Relaxed) {
+            return Err("the state store cannot be written (checkpoints failing; offsets not committed past the last \
+                        good checkpoint)"
+                .into());
         }
         let idle = self.now_ms().saturating_sub(self.heartbeat_ms.load(Ordering::Relaxed));
         if idle > Self::STALL_AFTER.as_millis() as u64 {
