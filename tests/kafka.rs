@@ -455,3 +455,59 @@ fn a_backlog_round_robin_over_four_unkeyed_partitions_raises_what_replay_raises(
 fn a_backlog_round_robin_over_eight_unkeyed_partitions_raises_what_replay_raises() {
     a_backlog_over(8);
 }
+
+/// Static membership (`kafka.instance_id`): an instance SIGKILLed mid-stream and restarted
+/// under the same id gets its partition back at once, without waiting for the broker to
+/// expire its dead former self (the session timeout, 45 s here, is longer than the whole
+/// deadline below), resumes from its checkpoint, and the alert topic holds replay's alerts,
+/// each once. The id comes from an environment variable, as in a Kubernetes StatefulSet.
+#[test]
+fn a_killed_instance_with_a_static_id_takes_its_partition_back_at_once() {
+    let (topic, alerts_topic, group) = (unique("logs-static"), unique("alerts-static"), unique("g-static"));
+    create_topic(&topic, 1);
+    create_topic(&alerts_topic, 1);
+    let (contoso, msgs) = contoso_messages();
+    let half = msgs.len() / 2;
+    produce(&topic, &msgs[..half]);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("static.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[kafka]\nbootstrap_servers = \"{}\"\ntopics = [\"{topic}\"]\ngroup_id = \"{group}\"\n\
+             instance_id = \"exfilwatch-${{TEST_POD_NAME}}\"\n\
+             [kafka.librdkafka_options]\n\"session.timeout.ms\" = \"45000\"\n\
+             [sinks]\nstdout = false\nkafka_topic = \"{alerts_topic}\"\n\
+             [service]\nmetrics_addr = \"127.0.0.1:0\"\nstate_store = \"{}\"\ncheckpoint_interval = \"1s\"\n",
+            broker(),
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let start = || {
+        Command::new(env!("CARGO_BIN_EXE_exfilwatch"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .env("TEST_POD_NAME", "0")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut svc = start();
+    wait_for(Duration::from_secs(60), "the first half committed", || committed(&topic, &group) >= half as i64);
+    svc.kill().unwrap();
+    svc.wait().unwrap();
+
+    produce(&topic, &msgs[half..]);
+    let restarted = Instant::now();
+    let svc = start();
+    wait_for(Duration::from_secs(30), "the partition back and the rest committed, well within the session timeout", || {
+        committed(&topic, &group) >= msgs.len() as i64
+    });
+    assert!(restarted.elapsed() < Duration::from_secs(45));
+    terminate(svc);
+    let expected = replay_alerts(&contoso);
+    let got = kafka_client::read_all(&broker(), &alerts_topic);
+    assert_eq!(got.len(), expected.len(), "none twice, none missing");
+    assert_eq!(by_id(&got), expected);
+}

@@ -240,6 +240,11 @@ pub struct KafkaConfig {
     pub topics: Vec<String>,
     /// Consumer group: instances with the same group share the partitions.
     pub group_id: String,
+    /// Static group membership (Kafka's `group.instance.id`): a stable name per instance, so
+    /// that a restarted instance takes its partitions back at once instead of waiting for the
+    /// broker to expire its former self. `${VAR}` is replaced by the environment variable
+    /// (Kubernetes StatefulSet: `"${POD_NAME}"`). Empty: dynamic membership.
+    pub instance_id: String,
     /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl` (Event Hubs: `sasl_ssl`).
     pub security_protocol: String,
     /// SASL mechanism (Event Hubs: `PLAIN`); empty for none.
@@ -258,6 +263,26 @@ pub struct KafkaConfig {
 }
 
 impl KafkaConfig {
+    /// `instance_id` with every `${VAR}` replaced; `None` when it is empty. An error names a
+    /// variable that is not set (or empty).
+    pub fn group_instance_id(&self) -> Result<Option<String>, String> {
+        let mut out = String::new();
+        let mut rest = self.instance_id.as_str();
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let end = after.find('}').ok_or_else(|| format!("kafka.instance_id: unclosed `${{` in {:?}", self.instance_id))?;
+            let name = &after[..end];
+            match std::env::var(name) {
+                Ok(v) if !v.is_empty() => out.push_str(&v),
+                _ => return Err(format!("kafka.instance_id: the environment variable {name} is not set")),
+            }
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        Ok((!out.trim().is_empty()).then(|| out.trim().to_string()))
+    }
+
     /// The client settings every Kafka client of a run shares (servers, security, the SASL
     /// password read from its variable or file), as librdkafka names them. An error names where the password could not be read.
     pub fn client_settings(&self) -> Result<Vec<(String, String)>, String> {
@@ -288,6 +313,7 @@ impl Default for KafkaConfig {
             bootstrap_servers: "127.0.0.1:9092".into(),
             topics: vec!["insights-logs-dataplanerequests".into()],
             group_id: "exfilwatch".into(),
+            instance_id: String::new(),
             security_protocol: "plaintext".into(),
             sasl_mechanism: String::new(),
             sasl_username: String::new(),

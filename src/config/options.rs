@@ -181,6 +181,7 @@ impl Config {
         if k.topics.is_empty() && service.role != Role::Detect {
             return Err("kafka.topics must name at least one topic".into());
         }
+        k.group_instance_id()?;
         Ok(Options {
             detect: self.detect.clone(),
             allow: self.allow.clone(),

@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaSourceError {
+    /// A setting that could not be read (the SASL password, the instance id's variable).
     #[error("{0}")]
     Password(String),
     #[error("cannot create the Kafka consumer: {0}")]
@@ -397,6 +398,9 @@ fn consumer_with<C: ConsumerContext + 'static>(
     context: C,
 ) -> Result<Consumer<C>, KafkaSourceError> {
     let mut c = client_config(cfg)?;
+    if let Some(id) = cfg.group_instance_id().map_err(KafkaSourceError::Password)? {
+        c.set("group.instance.id", id);
+    }
     c.set("group.id", group)
         .set("enable.auto.commit", if auto_commit { "true" } else { "false" })
         .set("enable.auto.offset.store", "false")
