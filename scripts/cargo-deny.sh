@@ -32,18 +32,22 @@ if [ -z "$src" ] || [ ! -d "$src/crates" ]; then
   exit 1
 fi
 
-# deny.toml's db-path; cargo deny looks for the database of db-urls[0] in a folder named after it.
+# deny.toml's db-path; cargo deny looks for the database of db-urls[0] in a folder named after
+# the URL (advisory-db-<hash of the URL>).
 DBS="$HOME/.cache/exfilwatch/advisory-dbs"
 export EXFILWATCH_ADVISORY_DBS="$DBS"
-db="$DBS/@DB_DIR@"
-stamp="$(cd "$src" && find . -type f -newer /dev/null -printf '%P %s %T@\n' | sort | sha256sum | cut -c1-16)"
-if [ "$(cat "$db/.exfilwatch-stamp" 2>/dev/null)" != "$stamp" ]; then
+db="$DBS/advisory-db-3157b0e258782691"
+stamp="$(cd "$src" && find . -type f -printf '%P %s %T@\n' | sort | sha256sum | cut -c1-16)"
+if [ "$(cat "$db.stamp" 2>/dev/null)" != "$stamp" ] || [ ! -d "$db/.git" ]; then
   echo "== advisory database: copying $src to $db"
   rm -rf "$db"
   mkdir -p "$db"
   cp -R "$src/." "$db/"
-  (cd "$db" && git init -q && git add -A && git -c user.name=exfilwatch -c user.email=ci@localhost commit -qm "RustSec advisory database (vendored copy)")
-  echo "$stamp" >"$db/.exfilwatch-stamp"
+  (cd "$db" && git init -q && git add -A &&
+    git -c user.name=exfilwatch -c user.email=ci@localhost commit -qm "RustSec advisory database (vendored copy)")
+  echo "$stamp" >"$db.stamp"
 fi
+# The crates' manifests (from crates.io, the one registry reached), then no network at all.
+cargo fetch --locked -q
 echo "== cargo deny ($("$DENY" --version)), advisory database from $src"
-"$DENY" --locked check --disable-fetch
+"$DENY" --offline --locked check
