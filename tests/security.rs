@@ -331,9 +331,12 @@ fn replay_and_train_print_no_secret_and_write_private_files() {
         .arg(&alerts)
         .arg("--verdicts")
         .arg(&verdicts)
+        .arg("--config")
+        .arg(&cfg)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_output_clean("feedback", &out);
 
     for f in files_under(dir.path()) {
         assert_no_secret(&f.display().to_string(), &std::fs::read(&f).unwrap());
