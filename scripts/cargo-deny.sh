@@ -40,9 +40,12 @@ db="$DBS/advisory-db-3157b0e258782691"
 stamp="$(cd "$src" && find . -type f -printf '%P %s %T@\n' | sort | sha256sum | cut -c1-16)"
 if [ "$(cat "$db.stamp" 2>/dev/null)" != "$stamp" ] || [ ! -d "$db/.git" ]; then
   echo "== advisory database: copying $src to $db"
+  [ -d "$db" ] && chmod -R u+w "$db"
   rm -rf "$db"
   mkdir -p "$db"
   cp -R "$src/." "$db/"
+  # The vendored copy may be read-only (CI's copy of shared/ is): the cache must not be.
+  chmod -R u+w "$db"
   (cd "$db" && git init -q && git add -A &&
     git -c user.name=exfilwatch -c user.email=ci@localhost commit -qm "RustSec advisory database (vendored copy)")
   echo "$stamp" >"$db.stamp"
