@@ -69,6 +69,24 @@ pub(crate) fn shown(url: &reqwest::Url) -> String {
     shown.to_string()
 }
 
+/// Logs a warning when a token would travel in clear: an `http://` URL to a host other than
+/// loopback. (The token itself is never logged.)
+pub(crate) fn warn_cleartext_token(url: &reqwest::Url, auth: &HttpTlsAuth, sink: &str) {
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    };
+    if auth.bearer_token.is_some() && url.scheme() == "http" && !loopback {
+        tracing::warn!(
+            message = "The sink's token is sent in clear (http:// to another host): use https.",
+            sink,
+            target = %shown(url)
+        );
+    }
+}
+
 /// A URL string as it may be logged ([`shown`]); one that does not parse is not shown.
 pub(crate) fn shown_str(url: &str) -> String {
     reqwest::Url::parse(url).map_or_else(|_| "<invalid URL>".to_owned(), |u| shown(&u))

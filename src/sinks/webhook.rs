@@ -164,6 +164,7 @@ impl WebhookSink {
             return Err(WebhookError::ZeroTimeout);
         }
 
+        super::http::warn_cleartext_token(&url, auth, "webhook");
         // A header's own error names it; the rest (token, CA file) is a build error.
         super::http::header_map(headers).map_err(|(name, reason)| WebhookError::InvalidHeader { name, reason })?;
         let client = super::http::client_builder(headers, auth, timeout)

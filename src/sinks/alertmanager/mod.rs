@@ -225,6 +225,7 @@ impl AlertmanagerSink {
             return Err(AlertmanagerError::InvalidOption { name: "realert", reason: "must not be negative" });
         }
 
+        super::http::warn_cleartext_token(&url, &opts.tls_auth, "alertmanager");
         super::http::header_map(&opts.headers)
             .map_err(|(name, reason)| AlertmanagerError::InvalidHeader { name, reason })?;
         let client = super::http::client_builder(&opts.headers, &opts.tls_auth, opts.timeout)
