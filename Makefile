@@ -4,27 +4,31 @@
 CARGO ?= cargo
 SAMPLE_LOGS := sample-logs
 
-.PHONY: run demo test build bench bench-kafka bench-scale bench-criterion bench-pipeline eval sample-logs train-sample fmt lint clean
+.PHONY: deps run demo test build bench bench-kafka bench-scale bench-criterion bench-pipeline eval sample-logs train-sample fmt lint clean
 
-build:
+## OpenSSL's headers for librdkafka's TLS (Debian's libssl-dev), installed when missing.
+deps:
+	bash scripts/build-deps.sh
+
+build: deps
 	$(CARGO) build --release --locked
 
 ## The main job on the embedded default: replay the sample logs, print alerts and the summary.
 ## The build shows its progress (the first one takes minutes on a fresh machine).
-run:
+run: deps
 	$(CARGO) build --release --locked --bin exfilwatch
 	$(BIN_DIR)/exfilwatch replay $(SAMPLE_LOGS)
 
 ## The streaming service end to end on a real broker (Tansu: installed when missing, started
 ## and stopped): topics, the sample logs produced, `exfilwatch run` until caught up, the alerts.
-demo:
+demo: deps
 	$(CARGO) build --release --locked --bin exfilwatch --example kafka_tool
 	bash scripts/with-tansu.sh bash scripts/demo.sh
 
 ## Every test: unit, property, integration (golden alerts of the sample logs), the streaming
 ## service against a real broker (Tansu, installed and started when needed) and against real
 ## Prometheus and Alertmanager (Debian packages, installed when missing).
-test:
+test: deps
 	bash scripts/with-monitoring.sh bash scripts/with-tansu.sh bash scripts/with-s3.sh $(CARGO) test --release --locked
 
 ## Benchmarks: criterion micro-benchmarks, then the whole pipeline (see BENCHMARKS.md).
@@ -83,9 +87,12 @@ train-sample:
 fmt:
 	$(CARGO) fmt
 
+## Formatting, clippy, and `cargo deny` on Cargo.lock (advisories from the vendored RustSec
+## database, licences, duplicate crates, sources: deny.toml; scripts/cargo-deny.sh installs it).
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --locked --all-targets -- -D warnings
+	bash scripts/cargo-deny.sh
 
 clean:
 	$(CARGO) clean

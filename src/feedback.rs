@@ -93,7 +93,7 @@ pub fn append_verdicts(path: &Path, verdicts: &[Verdict]) -> Result<(), Feedback
         text.push_str(&serde_json::to_string(v).map_err(|e| werr(e.into()))?);
         text.push('\n');
     }
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(werr)?;
+    let mut f = crate::secure::open_private(path, true).map_err(werr)?;
     f.write_all(text.as_bytes()).map_err(werr)?;
     f.sync_all().map_err(werr)
 }

@@ -30,6 +30,7 @@ pub mod feedback;
 pub mod model;
 pub mod pipeline;
 pub mod replay;
+pub mod secure;
 pub mod service;
 pub mod sinks;
 pub mod sources;

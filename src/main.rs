@@ -493,7 +493,8 @@ fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
     let (out, target): (Box<dyn std::io::Write + Send>, String) =
         match args.output.as_ref().filter(|p| p.as_os_str() != "-") {
             Some(p) => {
-                let f = std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?;
+                let f =
+                    exfilwatch::secure::create_private(p).with_context(|| format!("cannot create {}", p.display()))?;
                 (Box::new(std::io::BufWriter::new(f)), p.display().to_string())
             }
             None => (Box::new(std::io::BufWriter::new(std::io::stdout())), "stdout".to_string()),
@@ -523,7 +524,7 @@ fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
     if let Some(path) = &args.metrics_textfile {
         let mut metrics = Metrics::new().context("cannot register metrics")?;
         metrics.publish(&report.stats);
-        exfilwatch::state::write_atomically(path, &[metrics.render().as_bytes()])
+        exfilwatch::state::write_atomically_readable(path, &[metrics.render().as_bytes()])
             .with_context(|| format!("cannot write metrics to {}", path.display()))?;
     }
     if !args.input.quiet {

@@ -501,9 +501,11 @@ fn a_killed_instance_with_a_static_id_takes_its_partition_back_at_once() {
     produce(&topic, &msgs[half..]);
     let restarted = Instant::now();
     let svc = start();
-    wait_for(Duration::from_secs(30), "the partition back and the rest committed, well within the session timeout", || {
-        committed(&topic, &group) >= msgs.len() as i64
-    });
+    wait_for(
+        Duration::from_secs(30),
+        "the partition back and the rest committed, well within the session timeout",
+        || committed(&topic, &group) >= msgs.len() as i64,
+    );
     assert!(restarted.elapsed() < Duration::from_secs(45));
     terminate(svc);
     let expected = replay_alerts(&contoso);

@@ -130,7 +130,16 @@ fn the_service_checkpoints_to_s3_and_restores_from_it() {
     let prefix = sample::unique("svc");
     let mut cfg = s.config("");
     cfg.service.state_store = format!("s3://{BUCKET}/{prefix}");
-    cfg.service.state_store_options = options();
+    // The secret key from a file (the configuration refuses it among the plain options).
+    let mut plain = options();
+    let secret = plain.remove("aws_secret_access_key").unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    let key_file = secrets.path().join("s3-secret-key");
+    std::fs::write(&key_file, format!("{secret}\n")).unwrap();
+    std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    cfg.service.state_store_options = plain;
+    cfg.service.state_store_secret_files =
+        [("aws_secret_access_key".to_string(), key_file.display().to_string())].into_iter().collect();
     let half = s.msgs.len() * 9 / 10;
     s.produce(&s.msgs[..half]);
     let mut svc = Service::start(cfg.clone());

@@ -8,8 +8,11 @@
 
 mod options;
 
-pub use options::{AlertmanagerEndpoint, Options, ServiceOptions, SinkOptions, StateStoreOptions, WebhookEndpoint};
+pub use options::{
+    AlertmanagerEndpoint, HttpTlsAuth, Options, ServiceOptions, SinkOptions, StateStoreOptions, WebhookEndpoint,
+};
 
+use crate::secure::secret_from;
 use crate::units::{ByteSize, Span};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -253,8 +256,20 @@ pub struct KafkaConfig {
     pub sasl_username: String,
     /// Name of the environment variable that holds the SASL password. Never logged.
     pub sasl_password_env: String,
-    /// File that holds the SASL password (first line). Never logged.
+    /// File that holds the SASL password (first line; refused when others may read it).
+    /// Never logged.
     pub sasl_password_file: String,
+    /// PEM file of the CA certificates that sign the brokers' (`ssl`, `sasl_ssl`); empty: the
+    /// system's roots.
+    pub ssl_ca_file: String,
+    /// PEM file of this client's certificate (mutual TLS); empty for none.
+    pub ssl_certificate_file: String,
+    /// PEM file of this client's private key (refused when others may read it); empty for none.
+    pub ssl_key_file: String,
+    /// Environment variable that holds the private key's password, if it is encrypted.
+    pub ssl_key_password_env: String,
+    /// File that holds the private key's password (first line), if it is encrypted.
+    pub ssl_key_password_file: String,
     /// Topic that receives messages that cannot be decoded (original bytes, reason headers);
     /// empty for none.
     pub dead_letter_topic: String,
@@ -271,7 +286,9 @@ impl KafkaConfig {
         while let Some(start) = rest.find("${") {
             out.push_str(&rest[..start]);
             let after = &rest[start + 2..];
-            let end = after.find('}').ok_or_else(|| format!("kafka.instance_id: unclosed `${{` in {:?}", self.instance_id))?;
+            let end = after
+                .find('}')
+                .ok_or_else(|| format!("kafka.instance_id: unclosed `${{` in {:?}", self.instance_id))?;
             let name = &after[..end];
             match std::env::var(name) {
                 Ok(v) if !v.is_empty() => out.push_str(&v),
@@ -283,8 +300,10 @@ impl KafkaConfig {
         Ok((!out.trim().is_empty()).then(|| out.trim().to_string()))
     }
 
-    /// The client settings every Kafka client of a run shares (servers, security, the SASL
-    /// password read from its variable or file), as librdkafka names them. An error names where the password could not be read.
+    /// The client settings every Kafka client of a run shares (servers, security, TLS files,
+    /// the SASL password and the key's password read from their variable or file), as
+    /// librdkafka names them. An error names the setting and where its secret could not be
+    /// read, never a secret. The values are secrets: pass them to librdkafka, never to a log.
     pub fn client_settings(&self) -> Result<Vec<(String, String)>, String> {
         let mut c = vec![
             ("bootstrap.servers".to_string(), self.bootstrap_servers.clone()),
@@ -294,16 +313,44 @@ impl KafkaConfig {
             c.push(("sasl.mechanism".into(), self.sasl_mechanism.clone()));
             c.push(("sasl.username".into(), self.sasl_username.clone()));
         }
-        if !self.sasl_password_env.is_empty() {
-            let p = std::env::var(&self.sasl_password_env)
-                .map_err(|e| format!("cannot read the SASL password from ${}: {e}", self.sasl_password_env))?;
-            c.push(("sasl.password".into(), p));
-        } else if !self.sasl_password_file.is_empty() {
-            let p = std::fs::read_to_string(&self.sasl_password_file)
-                .map_err(|e| format!("cannot read the SASL password from {}: {e}", self.sasl_password_file))?;
-            c.push(("sasl.password".into(), p.lines().next().unwrap_or("").trim().to_string()));
+        if let Some(p) = secret_from("kafka.sasl_password", &self.sasl_password_env, &self.sasl_password_file)? {
+            c.push(("sasl.password".into(), p.expose().to_owned()));
+        }
+        for (key, file, setting) in [
+            ("kafka.ssl_ca_file", &self.ssl_ca_file, "ssl.ca.location"),
+            ("kafka.ssl_certificate_file", &self.ssl_certificate_file, "ssl.certificate.location"),
+            ("kafka.ssl_key_file", &self.ssl_key_file, "ssl.key.location"),
+        ] {
+            if file.trim().is_empty() {
+                continue;
+            }
+            if setting == "ssl.key.location" {
+                crate::secure::check_secret_file(Path::new(file)).map_err(|e| format!("{key}: {e}"))?;
+            } else if !Path::new(file).is_file() {
+                return Err(format!("{key}: {file} is not a readable file"));
+            }
+            c.push((setting.into(), file.clone()));
+        }
+        if let Some(p) = secret_from("kafka.ssl_key_password", &self.ssl_key_password_env, &self.ssl_key_password_file)?
+        {
+            c.push(("ssl.key.password".into(), p.expose().to_owned()));
         }
         Ok(c)
+    }
+
+    /// Refuses a secret among `librdkafka_options`: it belongs in an environment variable or a
+    /// file (`sasl_password_env`, `ssl_key_password_file`, ...).
+    pub(crate) fn check_passthrough(&self) -> Result<(), String> {
+        for k in self.librdkafka_options.keys() {
+            let l = k.to_ascii_lowercase();
+            if l.contains("password") || l.contains("secret") || l == "ssl.key.pem" || l == "ssl_key" {
+                return Err(format!(
+                    "kafka.librdkafka_options.{k} holds a secret, which the configuration file must not: \
+                     use kafka.sasl_password_env/_file, kafka.ssl_key_file and kafka.ssl_key_password_env/_file"
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -319,6 +366,11 @@ impl Default for KafkaConfig {
             sasl_username: String::new(),
             sasl_password_env: String::new(),
             sasl_password_file: String::new(),
+            ssl_ca_file: String::new(),
+            ssl_certificate_file: String::new(),
+            ssl_key_file: String::new(),
+            ssl_key_password_env: String::new(),
+            ssl_key_password_file: String::new(),
             dead_letter_topic: String::new(),
             librdkafka_options: Default::default(),
         }
@@ -339,10 +391,25 @@ pub struct SinksConfig {
     pub webhook_url: String,
     /// Timeout of one webhook request.
     pub webhook_timeout: Span,
+    /// Environment variable holding the webhook's token, sent as `Authorization: Bearer`.
+    pub webhook_token_env: String,
+    /// File holding the webhook's token (first line; refused when others may read it).
+    pub webhook_token_file: String,
+    /// PEM file of the CA certificates that sign the webhook's; empty: the system's and
+    /// Mozilla's roots.
+    pub webhook_ca_file: String,
     /// Alerts posted to Alertmanager's API v2 at this base URL; empty for none.
     pub alertmanager_url: String,
     /// Timeout of one Alertmanager request.
     pub alertmanager_timeout: Span,
+    /// Environment variable holding a token for Alertmanager (or the proxy before it), sent as
+    /// `Authorization: Bearer`.
+    pub alertmanager_token_env: String,
+    /// File holding that token (first line; refused when others may read it).
+    pub alertmanager_token_file: String,
+    /// PEM file of the CA certificates that sign Alertmanager's; empty: the system's and
+    /// Mozilla's roots.
+    pub alertmanager_ca_file: String,
     /// How often firing alerts are re-posted (Prometheus's own cadence is 1 min).
     pub alertmanager_resend_interval: Span,
     /// An alert stays firing at least this long (wall-clock), even when a replayed backlog's
@@ -358,8 +425,14 @@ impl Default for SinksConfig {
             kafka_topic: String::new(),
             webhook_url: String::new(),
             webhook_timeout: Span(10 * crate::time::SECOND),
+            webhook_token_env: String::new(),
+            webhook_token_file: String::new(),
+            webhook_ca_file: String::new(),
             alertmanager_url: String::new(),
             alertmanager_timeout: Span(10 * crate::time::SECOND),
+            alertmanager_token_env: String::new(),
+            alertmanager_token_file: String::new(),
+            alertmanager_ca_file: String::new(),
             alertmanager_resend_interval: Span(60 * crate::time::SECOND),
             alertmanager_min_firing: Span(300 * crate::time::SECOND),
         }
@@ -381,8 +454,12 @@ pub struct ServiceConfig {
     pub state_store: String,
     /// Settings of an object store (`object_store` configuration keys such as `aws_endpoint`,
     /// `aws_region`, `aws_allow_http`), over those of the environment. Keep secrets in the
-    /// environment (`AWS_SECRET_ACCESS_KEY`, `AZURE_STORAGE_ACCOUNT_KEY`, ...).
+    /// environment (`AWS_SECRET_ACCESS_KEY`, `AZURE_STORAGE_ACCOUNT_KEY`, ...) or in files
+    /// (`state_store_secret_files`): a secret key here is refused.
     pub state_store_options: std::collections::BTreeMap<String, String>,
+    /// Object-store secrets read from files: `object_store` key → file (first line; refused
+    /// when others may read it), e.g. { aws_secret_access_key = "/run/secrets/s3-key" }.
+    pub state_store_secret_files: std::collections::BTreeMap<String, String>,
     /// Processing time between checkpoints (one is also written on shutdown); "0s": only on
     /// shutdown.
     pub checkpoint_interval: Span,
@@ -416,6 +493,7 @@ impl Default for ServiceConfig {
             state_store: "exfilwatch-state".to_string(),
             checkpoint_interval: Span(30 * crate::time::SECOND),
             state_store_options: Default::default(),
+            state_store_secret_files: Default::default(),
             model: String::new(),
             metrics_addr: "127.0.0.1:9464".to_string(),
             role: Role::All,
@@ -512,7 +590,13 @@ fn located(text: &str, e: &toml::de::Error) -> String {
     let line_no = text[..start].matches('\n').count() + 1;
     let column = text[line_start..start].chars().count() + 1;
     let line = text[line_start..].lines().next().unwrap_or("").trim();
-    format!("line {line_no}, column {column}: {} (at `{line}`)", e.message().trim_end().replace('\n', "; "))
+    let message = e.message().trim_end().replace('\n', "; ");
+    // A line that may hold a secret (one put where it does not belong) is not quoted back.
+    let lower = line.to_ascii_lowercase();
+    if ["password", "secret", "token", "key"].iter().any(|w| lower.contains(w)) {
+        return format!("line {line_no}, column {column}: {message}");
+    }
+    format!("line {line_no}, column {column}: {message} (at `{line}`)")
 }
 
 /// Rejects keys the defaults do not have, naming the closest valid one.
@@ -531,7 +615,8 @@ fn check_keys(given: &toml::Table, known: &toml::Table, prefix: &str) -> Result<
                     ),
                 });
             }
-            // An empty table in the defaults is free-form (librdkafka_options, state_store_options).
+            // An empty table in the defaults is free-form (librdkafka_options, state_store_options,
+            // state_store_secret_files).
             Some(toml::Value::Table(kt)) if !kt.is_empty() => {
                 if let toml::Value::Table(gt) = v {
                     check_keys(gt, kt, &format!("{full}."))?;
@@ -571,7 +656,7 @@ mod tests {
         let table = toml::Table::try_from(Config::default()).unwrap();
         for (section, v) in &table {
             for key in v.as_table().unwrap().keys() {
-                if key == "librdkafka_options" || key == "state_store_options" {
+                if key == "librdkafka_options" || key == "state_store_options" || key == "state_store_secret_files" {
                     assert!(DEFAULTS_TOML.contains(&format!("\n{key} = {{}}")));
                     continue;
                 }

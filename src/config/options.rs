@@ -4,6 +4,7 @@
 //! (a role and what it needs). `exfilwatch config check` runs the same checks.
 
 use super::{AllowConfig, Config, ConfigError, DetectConfig, KafkaConfig, Role};
+use crate::secure::{secret_from, Secret};
 use crate::units::Span;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -38,12 +39,23 @@ pub struct SinkOptions {
 pub struct WebhookEndpoint {
     pub url: url::Url,
     pub timeout: Duration,
+    pub tls_auth: HttpTlsAuth,
+}
+
+/// An HTTP sink's credentials and trust.
+#[derive(Clone, Debug, Default)]
+pub struct HttpTlsAuth {
+    /// Sent as `Authorization: Bearer <token>`.
+    pub bearer_token: Option<Secret>,
+    /// Trust only the CA certificates of this PEM file (instead of the system's and Mozilla's).
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
 pub struct AlertmanagerEndpoint {
     pub url: url::Url,
     pub timeout: Duration,
+    pub tls_auth: HttpTlsAuth,
     pub resend_interval: Duration,
     pub min_firing: Duration,
 }
@@ -69,7 +81,19 @@ pub struct ServiceOptions {
 #[derive(Clone, Debug)]
 pub struct StateStoreOptions {
     pub location: String,
+    /// Settings without secrets (`service.state_store_options`).
     pub options: BTreeMap<String, String>,
+    /// Secrets read from `service.state_store_secret_files`.
+    pub secrets: BTreeMap<String, Secret>,
+}
+
+impl StateStoreOptions {
+    /// Every setting for the object store, secrets included: pass it to the store only.
+    pub fn settings(&self) -> BTreeMap<String, String> {
+        let mut all = self.options.clone();
+        all.extend(self.secrets.iter().map(|(k, v)| (k.clone(), v.expose().to_owned())));
+        all
+    }
 }
 
 /// An empty string is "none".
@@ -96,7 +120,46 @@ fn http_url(name: &str, s: &str) -> Result<url::Url, String> {
     if !matches!(url.host_str(), Some(host) if !host.is_empty()) {
         return Err(format!("{name} has no host"));
     }
+    if url.password().is_some() {
+        return Err(format!(
+            "{name} holds a password, which the configuration file must not: put the token in \
+             {name}'s _token_env or _token_file setting instead (sent as Authorization: Bearer)"
+        ));
+    }
     Ok(url)
+}
+
+/// The token and CA file of an HTTP sink (`prefix`: `sinks.webhook`, `sinks.alertmanager`).
+fn tls_auth(prefix: &str, token_env: &str, token_file: &str, ca_file: &str) -> Result<HttpTlsAuth, String> {
+    let bearer_token = secret_from(&format!("{prefix}_token"), token_env, token_file)?;
+    let ca_file = some(ca_file).map(PathBuf::from);
+    if let Some(ca) = &ca_file {
+        if !ca.is_file() {
+            return Err(format!("{prefix}_ca_file: {} is not a readable file", ca.display()));
+        }
+    }
+    Ok(HttpTlsAuth { bearer_token, ca_file })
+}
+
+/// `service.state_store_secret_files` read, after refusing a secret among the plain options.
+fn state_store_secrets(
+    options: &BTreeMap<String, String>,
+    files: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, Secret>, String> {
+    if let Some(k) = options.keys().find(|k| crate::secure::is_secret_setting(k)) {
+        return Err(format!(
+            "service.state_store_options.{k} is a secret, which the configuration file must not hold: \
+             set it in the environment or name a file in service.state_store_secret_files"
+        ));
+    }
+    files
+        .iter()
+        .map(|(k, f)| {
+            crate::secure::read_secret_file(std::path::Path::new(f))
+                .map(|s| (k.clone(), s))
+                .map_err(|e| format!("service.state_store_secret_files.{k}: {e}"))
+        })
+        .collect()
 }
 
 impl Config {
@@ -116,6 +179,12 @@ impl Config {
                 Some(u) => Some(WebhookEndpoint {
                     url: http_url("sinks.webhook_url", &u)?,
                     timeout: duration("sinks.webhook_timeout", s.webhook_timeout, true)?,
+                    tls_auth: tls_auth(
+                        "sinks.webhook",
+                        &s.webhook_token_env,
+                        &s.webhook_token_file,
+                        &s.webhook_ca_file,
+                    )?,
                 }),
             },
             alertmanager: match some(&s.alertmanager_url) {
@@ -123,6 +192,12 @@ impl Config {
                 Some(u) => Some(AlertmanagerEndpoint {
                     url: http_url("sinks.alertmanager_url", &u)?,
                     timeout: duration("sinks.alertmanager_timeout", s.alertmanager_timeout, true)?,
+                    tls_auth: tls_auth(
+                        "sinks.alertmanager",
+                        &s.alertmanager_token_env,
+                        &s.alertmanager_token_file,
+                        &s.alertmanager_ca_file,
+                    )?,
                     resend_interval: duration(
                         "sinks.alertmanager_resend_interval",
                         s.alertmanager_resend_interval,
@@ -137,8 +212,14 @@ impl Config {
             role: v.role,
             shutdown_timeout: duration("service.shutdown_timeout", v.shutdown_timeout, false)?,
             max_hold: duration("service.max_hold", v.max_hold, false)?,
-            state_store: some(&v.state_store)
-                .map(|location| StateStoreOptions { location, options: v.state_store_options.clone() }),
+            state_store: match some(&v.state_store) {
+                None => None,
+                Some(location) => Some(StateStoreOptions {
+                    location,
+                    options: v.state_store_options.clone(),
+                    secrets: state_store_secrets(&v.state_store_options, &v.state_store_secret_files)?,
+                }),
+            },
             checkpoint_interval: (!checkpoint_interval.is_zero()).then_some(checkpoint_interval),
             model: some(&v.model).map(PathBuf::from),
             metrics_addr: some(&v.metrics_addr),
@@ -178,6 +259,10 @@ impl Config {
                 "role detect needs service.state_store: partition state moves between instances through it".into()
             );
         }
+        k.check_passthrough()?;
+        // The secrets are read here so that `config check` (and a start) fails on one that
+        // cannot be read; librdkafka gets them when a client is made.
+        k.client_settings()?;
         if k.topics.is_empty() && service.role != Role::Detect {
             return Err("kafka.topics must name at least one topic".into());
         }

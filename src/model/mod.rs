@@ -216,15 +216,15 @@ pub fn write(dir: &Path, state: &LearnedState, info: &TrainInfo) -> Result<Manif
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    std::fs::create_dir_all(&parent).map_err(werr(&parent))?;
+    crate::secure::create_private_dir_all(&parent).map_err(werr(&parent))?;
     let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
     let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
     let old = parent.join(format!(".{name}.old-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir(&tmp).map_err(werr(&tmp))?;
+    crate::secure::create_private_dir(&tmp).map_err(werr(&tmp))?;
     let put = |file: &str, bytes: &[u8]| -> Result<(), ModelError> {
         let p = tmp.join(file);
-        let mut f = std::fs::File::create(&p).map_err(werr(&p))?;
+        let mut f = crate::secure::create_private(&p).map_err(werr(&p))?;
         f.write_all(bytes).map_err(werr(&p))?;
         f.sync_all().map_err(werr(&p))
     };

@@ -23,7 +23,7 @@ pub(super) async fn run(
 ) -> Result<Stats, ServiceError> {
     let mut store = match &cfg.service.state_store {
         None => None,
-        Some(s) => Some(crate::state::StateStore::open_with(&s.location, &s.options)?),
+        Some(s) => Some(crate::state::StateStore::open_with(&s.location, &s.settings())?),
     };
     let restored = match &mut store {
         Some(store) => restore(store)?,

@@ -159,7 +159,7 @@ impl Partitions {
     #[allow(clippy::type_complexity)]
     fn open(&self, topic: &str, partition: i32) -> Result<(Shard, Option<BTreeMap<i32, i64>>), ServiceError> {
         let location = partition_location(&self.store.location, topic, partition);
-        let mut store = StateStore::open_with(&location, &self.store.options)?;
+        let mut store = StateStore::open_with(&location, &self.store.settings())?;
         if let Some((s, offsets)) = super::restore(&mut store)? {
             let s: SavedState = s;
             let marks = s.alert_topic_marks.clone();

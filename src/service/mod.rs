@@ -417,8 +417,9 @@ fn sinks_for(cfg: &Options, producer: Option<&Producer>) -> Result<Vec<Box<dyn A
         sinks.push(Box::new(KafkaAlertSink::new(p.clone(), topic, &cfg.kafka)));
     }
     if let Some(w) = &cfg.sinks.webhook {
-        let sink = crate::sinks::webhook::WebhookSink::new(w.url.as_str(), w.timeout, &Default::default())
-            .map_err(SinkError::from)?;
+        let sink =
+            crate::sinks::webhook::WebhookSink::with_auth(w.url.as_str(), w.timeout, &Default::default(), &w.tls_auth)
+                .map_err(SinkError::from)?;
         sinks.push(Box::new(sink));
     }
     if let Some(am) = &cfg.sinks.alertmanager {
@@ -426,6 +427,7 @@ fn sinks_for(cfg: &Options, producer: Option<&Producer>) -> Result<Vec<Box<dyn A
         opts.timeout = am.timeout;
         opts.resend_interval = am.resend_interval;
         opts.min_firing = am.min_firing;
+        opts.tls_auth = am.tls_auth.clone();
         sinks.push(Box::new(AlertmanagerSink::new(opts).map_err(SinkError::from)?));
     }
     Ok(sinks)

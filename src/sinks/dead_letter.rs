@@ -27,8 +27,8 @@ pub struct DeadLetterFile {
 impl DeadLetterFile {
     pub fn create(path: &std::path::Path) -> Result<Self, SinkError> {
         let target = path.display().to_string();
-        let f =
-            std::fs::File::create(path).map_err(|source| SinkError::DeadLetterIo { target: target.clone(), source })?;
+        let f = crate::secure::create_private(path)
+            .map_err(|source| SinkError::DeadLetterIo { target: target.clone(), source })?;
         Ok(DeadLetterFile { out: io::BufWriter::new(f), target })
     }
 

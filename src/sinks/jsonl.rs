@@ -58,12 +58,7 @@ impl<W: Write> JsonLinesSink<W> {
 
 /// Opens a file sink in append mode (the service) or truncating it (replay's `-o`).
 pub fn file(path: &str, append: bool) -> Result<JsonLinesSink<std::io::BufWriter<std::fs::File>>, SinkError> {
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .append(append)
-        .truncate(!append)
-        .open(path)
+    let f = crate::secure::open_private(std::path::Path::new(path), append)
         .map_err(|source| SinkError::Io { target: path.to_string(), source })?;
     Ok(JsonLinesSink::new(std::io::BufWriter::new(f), path))
 }

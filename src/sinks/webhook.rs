@@ -142,6 +142,17 @@ impl WebhookSink {
     /// `url` http:// or https://; `timeout` per request; `headers` extra request headers (e.g.
     /// Authorization).
     pub fn new(url: &str, timeout: Duration, headers: &BTreeMap<String, String>) -> Result<Self, WebhookError> {
+        Self::with_auth(url, timeout, headers, &super::http::HttpTlsAuth::default())
+    }
+
+    /// As [`WebhookSink::new`], with a bearer token and a CA file (`sinks.webhook_token_*`,
+    /// `sinks.webhook_ca_file`).
+    pub fn with_auth(
+        url: &str,
+        timeout: Duration,
+        headers: &BTreeMap<String, String>,
+        auth: &super::http::HttpTlsAuth,
+    ) -> Result<Self, WebhookError> {
         let url = reqwest::Url::parse(url).map_err(|e| WebhookError::InvalidUrl(e.to_string()))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(WebhookError::InvalidUrl(format!("scheme {:?} is not http or https", url.scheme())));
@@ -153,13 +164,11 @@ impl WebhookSink {
             return Err(WebhookError::ZeroTimeout);
         }
 
-        let extra =
-            super::http::header_map(headers).map_err(|(name, reason)| WebhookError::InvalidHeader { name, reason })?;
-
-        let client = reqwest::Client::builder()
-            .default_headers(extra)
-            .connect_timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
+        super::http::warn_cleartext_token(&url, auth, "webhook");
+        // A header's own error names it; the rest (token, CA file) is a build error.
+        super::http::header_map(headers).map_err(|(name, reason)| WebhookError::InvalidHeader { name, reason })?;
+        let client = super::http::client_builder(headers, auth, timeout)
+            .map_err(WebhookError::Build)?
             .build()
             .map_err(|e| WebhookError::Build(super::http::error_chain(e.without_url())))?;
 

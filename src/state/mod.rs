@@ -173,7 +173,7 @@ impl StateStore {
             Some(_) => return Err(StateError::Url(location.to_string())),
         };
         if let Backend::Dir(dir) = &backend {
-            std::fs::create_dir_all(dir).map_err(io(dir))?;
+            crate::secure::create_private_dir_all(dir).map_err(io(dir))?;
         }
         Ok(StateStore { backend, seq: 0, journal_n: 0 })
     }
@@ -394,8 +394,20 @@ fn parse_seq(name: &str, prefix: &str) -> Option<u64> {
 
 /// Writes `parts` to `path` atomically and durably: a temporary file beside it, fsynced, renamed
 /// over `path`, then the directory fsynced so that the rename survives a crash. A reader sees
-/// the old content or the new, never a part. (Checkpoints, and replay's `--metrics-file`.)
+/// the old content or the new, never a part. The file is 0600 (a checkpoint holds accounts,
+/// credentials and origins).
 pub fn write_atomically(path: &std::path::Path, parts: &[&[u8]]) -> std::io::Result<()> {
+    write_atomically_with(path, parts, false)
+}
+
+/// As [`write_atomically`], the file readable by all (0644 less the umask): replay's
+/// `--metrics-textfile`, which node_exporter (another user) reads and which names no account,
+/// credential or address.
+pub fn write_atomically_readable(path: &std::path::Path, parts: &[&[u8]]) -> std::io::Result<()> {
+    write_atomically_with(path, parts, true)
+}
+
+fn write_atomically_with(path: &std::path::Path, parts: &[&[u8]], readable: bool) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => std::path::PathBuf::from("."),
@@ -403,7 +415,7 @@ pub fn write_atomically(path: &std::path::Path, parts: &[&[u8]]) -> std::io::Res
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     // `<name>.tmp`: the store's listing skips it, and a test watches for it.
     let tmp = dir.join(format!("{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
+    let mut f = if readable { std::fs::File::create(&tmp)? } else { crate::secure::create_private(&tmp)? };
     for p in parts {
         f.write_all(p)?;
     }

@@ -125,8 +125,8 @@ impl AlertmanagerError {
 }
 
 /// How to reach Alertmanager and when to re-send and resolve. [`AlertmanagerOptions::new`]
-/// gives the defaults.
-#[derive(Clone, Debug)]
+/// gives the defaults. Its `Debug` shows the headers' names only.
+#[derive(Clone)]
 pub struct AlertmanagerOptions {
     /// Alertmanager's base URL (`http://alertmanager:9093`, with its `--web.route-prefix` if it
     /// has one); `api/v2/alerts` is appended unless the URL already ends with it.
@@ -135,6 +135,8 @@ pub struct AlertmanagerOptions {
     pub timeout: Duration,
     /// Extra request headers (e.g. `Authorization`); never logged.
     pub headers: BTreeMap<String, String>,
+    /// Bearer token and CA file (`sinks.alertmanager_token_*`, `sinks.alertmanager_ca_file`).
+    pub tls_auth: super::http::HttpTlsAuth,
     /// How often a firing alert is posted again.
     pub resend_interval: Duration,
     /// Event time after an alert's trigger at which it resolves: `detect.realert`.
@@ -150,10 +152,25 @@ impl AlertmanagerOptions {
             url: url.into(),
             timeout: DEFAULT_TIMEOUT,
             headers: BTreeMap::new(),
+            tls_auth: Default::default(),
             resend_interval: DEFAULT_RESEND_INTERVAL,
             realert,
             min_firing: DEFAULT_MIN_FIRING,
         }
+    }
+}
+
+impl std::fmt::Debug for AlertmanagerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlertmanagerOptions")
+            .field("url", &super::http::shown_str(&self.url))
+            .field("timeout", &self.timeout)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("tls_auth", &self.tls_auth)
+            .field("resend_interval", &self.resend_interval)
+            .field("realert", &self.realert)
+            .field("min_firing", &self.min_firing)
+            .finish()
     }
 }
 
@@ -208,13 +225,12 @@ impl AlertmanagerSink {
             return Err(AlertmanagerError::InvalidOption { name: "realert", reason: "must not be negative" });
         }
 
-        let extra = super::http::header_map(&opts.headers)
+        super::http::warn_cleartext_token(&url, &opts.tls_auth, "alertmanager");
+        super::http::header_map(&opts.headers)
             .map_err(|(name, reason)| AlertmanagerError::InvalidHeader { name, reason })?;
-        let client = reqwest::Client::builder()
-            .default_headers(extra)
-            .connect_timeout(opts.timeout)
+        let client = super::http::client_builder(&opts.headers, &opts.tls_auth, opts.timeout)
+            .map_err(AlertmanagerError::Build)?
             .timeout(opts.timeout)
-            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| AlertmanagerError::Build(super::http::error_chain(e.without_url())))?;
 
