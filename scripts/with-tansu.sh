@@ -35,4 +35,6 @@ else
 fi
 
 export EXFILWATCH_TEST_KAFKA="$ADDR"
+# For tests that run a broker of their own (stopped and restarted on cue).
+export EXFILWATCH_TANSU_BIN="$TANSU"
 "$@"

@@ -513,3 +513,96 @@ fn a_killed_instance_with_a_static_id_takes_its_partition_back_at_once() {
     assert_eq!(got.len(), expected.len(), "none twice, none missing");
     assert_eq!(by_id(&got), expected);
 }
+
+/// A Tansu of this test's own, storing in SQLite under `dir` so that its topics and the
+/// group's offsets survive a restart. Killed on drop.
+struct OwnBroker {
+    child: Child,
+    addr: String,
+    dir: std::path::PathBuf,
+}
+
+impl OwnBroker {
+    fn start(dir: &Path, port: u16) -> OwnBroker {
+        let bin = std::env::var("EXFILWATCH_TANSU_BIN")
+            .expect("this test runs a broker of its own: run it with `make test` (scripts/with-tansu.sh names Tansu)");
+        let addr = format!("127.0.0.1:{port}");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("tansu.log")).unwrap();
+        let child = Command::new(bin)
+            .args(["broker", "--listener-url", &format!("tcp://{addr}"), "--advertised-listener-url"])
+            .arg(format!("tcp://{addr}"))
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        wait_for(Duration::from_secs(30), "the broker listening", || std::net::TcpStream::connect(&addr).is_ok());
+        OwnBroker { child, addr, dir: dir.to_path_buf() }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn restart(&mut self) {
+        self.stop();
+        let port = self.addr.rsplit(':').next().unwrap().parse().unwrap();
+        *self = OwnBroker::start(&self.dir.clone(), port);
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The broker stopped mid-stream and started again (the real broker, its data on disk): the
+/// service retries while it is away, goes on where it was, and the alert topic holds
+/// replay's alerts, each once; every message is committed, none skipped.
+#[test]
+fn the_broker_restarted_mid_stream_loses_nothing_and_repeats_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut broker = OwnBroker::start(dir.path(), port);
+    let (topic, alerts_topic, group) = ("logs", "alerts", "exfilwatch");
+    kafka_client::create_topic(&broker.addr, topic, 1);
+    kafka_client::create_topic(&broker.addr, alerts_topic, 1);
+    let (contoso, msgs) = contoso_messages();
+    let half = msgs.len() / 2;
+    kafka_client::produce(&broker.addr, topic, &msgs[..half]);
+    let cfg = dir.path().join("svc.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[kafka]\nbootstrap_servers = \"{}\"\ntopics = [\"{topic}\"]\ngroup_id = \"{group}\"\n\
+             [kafka.librdkafka_options]\n\"reconnect.backoff.max.ms\" = \"500\"\n\
+             [sinks]\nstdout = false\nkafka_topic = \"{alerts_topic}\"\n\
+             [service]\nmetrics_addr = \"127.0.0.1:0\"\nstate_store = \"{}\"\ncheckpoint_interval = \"1s\"\n",
+            broker.addr,
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let svc = Command::new(env!("CARGO_BIN_EXE_exfilwatch"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let committed = |b: &OwnBroker| kafka_client::committed(&b.addr, topic, 0, group);
+    wait_for(Duration::from_secs(60), "the first half committed", || committed(&broker) >= half as i64);
+    broker.restart();
+    kafka_client::produce(&broker.addr, topic, &msgs[half..]);
+    wait_for(Duration::from_secs(120), "everything committed after the restart", || {
+        committed(&broker) >= msgs.len() as i64
+    });
+    terminate(svc);
+    let expected = replay_alerts(&contoso);
+    let got = kafka_client::read_all(&broker.addr, alerts_topic);
+    assert_eq!(got.len(), expected.len(), "none twice, none missing");
+    assert_eq!(by_id(&got), expected);
+}
