@@ -31,9 +31,9 @@ pub struct DetectorStats {
 }
 
 /// Estimated bytes of state per key (see [`DetectorStats::state_bytes`]).
-pub const KEY_BYTES: u64 = 1024;
+pub const KEY_BYTES: u64 = 3584;
 /// Estimated bytes of state per (key, origin) pair.
-pub const ORIGIN_BYTES: u64 = 128;
+pub const ORIGIN_BYTES: u64 = 256;
 
 impl DetectorStats {
     /// The state's estimated size: [`KEY_BYTES`] per key tracked and [`ORIGIN_BYTES`] per
