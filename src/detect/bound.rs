@@ -66,6 +66,7 @@ impl Detector {
         });
         let names: Vec<NameKey> = names.into_iter().cloned().collect();
         let stats = &mut self.ctx.stats;
+        let mut touched = vec![false; names.len()];
         for (_, _, i, cred) in order {
             if stats.state_bytes() <= low {
                 break;
@@ -75,6 +76,14 @@ impl Detector {
                 stats.keys_tracked -= 1;
                 stats.origins_tracked -= k.origins.len() as u64;
                 stats.keys_evicted += 1;
+                touched[i] = true;
+            }
+        }
+        // A hash table keeps its capacity when entries leave: give back what the evicted keys
+        // held (KeyState is stored inline), or the account keeps paying for them.
+        for (_, name) in names.iter().enumerate().filter(|(i, _)| touched[*i]) {
+            if let Some(acct) = self.accounts.get_mut(name) {
+                acct.keys.shrink_to_fit();
             }
         }
         let now = self.ctx.newest;
