@@ -18,16 +18,19 @@ pub enum Rule {
     NewOrigin,
     /// A read from an origin an analyst judged malicious (`exfilwatch feedback --malicious`).
     MaliciousOrigin,
+    /// More than `spray_origins` new origins for one key within an hour.
+    OriginSpray,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 6] = [
+    pub const ALL: [Rule; 7] = [
         Rule::UnfamiliarOriginVolume,
         Rule::UnfamiliarOriginAccountVolume,
         Rule::UnfamiliarOriginsAggregate,
         Rule::VolumeAnomaly,
         Rule::NewOrigin,
         Rule::MaliciousOrigin,
+        Rule::OriginSpray,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -38,6 +41,7 @@ impl Rule {
             Rule::VolumeAnomaly => "volume_anomaly",
             Rule::NewOrigin => "new_origin",
             Rule::MaliciousOrigin => "malicious_origin",
+            Rule::OriginSpray => "origin_spray",
         }
     }
 }

@@ -614,8 +614,13 @@ fn print_summary(what: &str, r: &ReplayReport) {
         human_bytes(s.response_bytes)
     ));
     out.push_str(&format!(
-        "  state: {} keys, {} (key, origin) pairs; {} origins evicted, {} expired\n",
-        d.keys_tracked, d.origins_tracked, d.origins_evicted, d.origins_expired
+        "  state: {} keys, {} (key, origin) pairs, about {}; {} origins evicted, {} expired; keys evicted: {}\n",
+        d.keys_tracked,
+        d.origins_tracked,
+        human_bytes(d.state_bytes()),
+        d.origins_evicted,
+        d.origins_expired,
+        d.keys_evicted
     ));
     let suppressed: Vec<(String, u64)> = [("learning", d.alerts_suppressed_learning)]
         .into_iter()

@@ -22,7 +22,7 @@ use crate::sinks::fanout::{Fanout, Ledger};
 use crate::sinks::{DeadLetter, DeadLetterFile, SinkError};
 use crate::sources::file::{InputFault, SourceError};
 use crate::sources::{collect_streams, UnitReader};
-use crate::telemetry::{BatchProcessed, DeadLettered, MalformedRecord, Stats};
+use crate::telemetry::{BatchProcessed, DeadLettered, MalformedRecord, StateEvicted, Stats};
 use crate::time::Nanos;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
@@ -254,10 +254,12 @@ pub fn replay(
             }
         }
     }
+    let spells_before = detector.stats().eviction_spells;
     for v in pending.into_values().flatten() {
         apply(detector, &v, &mut alerts, &mut stats);
     }
     detector.finish(&mut alerts);
+    StateEvicted { spells_before, detector }.emit();
     let ledger = Ledger { delivered: &mut delivered, alert_marks: &mut alert_marks, journal: None };
     deliver(sinks, &mut alerts, ledger, &mut stats, &mut report)?;
     BatchProcessed { records: batch_records, elapsed: batch_started.elapsed(), lag: None }.emit(&mut stats);
@@ -340,6 +342,7 @@ fn ingest(
     alerts: &mut Vec<Alert>,
     stats: &mut Stats,
 ) {
+    let spells_before = detector.stats().eviction_spells;
     if !pending.is_empty() {
         if let Some(q) = pending.get_mut(&*ev.account) {
             while q.front().is_some_and(|v| v.time() <= ev.time) {
@@ -350,6 +353,7 @@ fn ingest(
         }
     }
     detector.ingest(ev, alerts);
+    StateEvicted { spells_before, detector }.emit();
 }
 
 fn apply(detector: &mut Detector, v: &crate::detect::Verdict, alerts: &mut Vec<Alert>, stats: &mut Stats) {

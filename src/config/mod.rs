@@ -124,6 +124,12 @@ pub struct DetectConfig {
     pub max_clock_skew: Span,
     /// Origins remembered per key; the least recently seen are evicted beyond it.
     pub max_origins_per_key: usize,
+    /// `origin_spray` (high): more than this many new origins for one key within an hour of
+    /// event time. 0: off.
+    pub spray_origins: u64,
+    /// Bound of the detector's state (its estimate, [`crate::detect::DetectorStats::state_bytes`]):
+    /// past it the least recently seen keys are evicted down to 90% of it. 0: no bound.
+    pub max_state_bytes: ByteSize,
 }
 
 impl Default for DetectConfig {
@@ -153,6 +159,8 @@ impl Default for DetectConfig {
             max_out_of_order: Span(10 * crate::time::MINUTE),
             max_clock_skew: Span(H),
             max_origins_per_key: 10_000,
+            spray_origins: 1000,
+            max_state_bytes: ByteSize(2 << 30),
         }
     }
 }

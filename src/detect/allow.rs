@@ -170,6 +170,9 @@ pub(super) enum Subject<'a> {
     Origins(&'a [(u64, OriginKey)]),
     /// The key's volume window (`volume_anomaly`).
     Window,
+    /// The first requests of the key's new origins (`origin_spray`): allowed by credential or
+    /// when every one came from an allowed user agent.
+    Spray(&'a Evidence),
 }
 
 impl Ctx {
@@ -243,6 +246,7 @@ impl Ctx {
                 }
                 self.agents_allowed([Some(&ev)], t).then_some(AllowReason::UserAgent)
             }
+            Subject::Spray(ev) => self.agents_allowed([Some(*ev)], t).then_some(AllowReason::UserAgent),
         }
     }
 

@@ -377,6 +377,8 @@ impl Detector {
                 aggregate_mark: k.aggregate_mark.as_ref().map(mark),
                 volume_mark: k.volume_mark.as_ref().map(mark),
                 aggregate_checked_minute: k.aggregate_checked_minute.unwrap_or(i64::MIN),
+                // An hour's count of new origins: not part of a model.
+                spray: None,
             };
             let acct = d
                 .accounts

@@ -31,6 +31,7 @@
 
 mod account_rule;
 mod allow;
+mod bound;
 mod clock;
 mod evidence;
 mod intern;
@@ -39,6 +40,7 @@ mod origin_rules;
 mod reorder;
 mod rules;
 mod sketch;
+mod spray_rule;
 mod state;
 mod stats;
 mod verdict;
@@ -47,6 +49,7 @@ mod volume_rule;
 mod window;
 
 pub use allow::{parse_cidr, AllowReason, Allowlist, Suppressed};
+pub use bound::LOW_WATER_PERCENT;
 pub use clock::{Admit, ClockGuard, Out, CONFIRM_RUN, MAX_HELD};
 pub use evidence::{format_guid, ip_bits, parse_guid, Evidence};
 pub use intern::{Interner, NameKey, Sym};
@@ -55,7 +58,7 @@ pub use learned::{
 };
 pub use sketch::OriginWindow;
 pub use state::AccountOrigin;
-pub use stats::DetectorStats;
+pub use stats::{DetectorStats, KEY_BYTES, ORIGIN_BYTES};
 pub use verdict::{Verdict, VerdictError, VerdictKind, VerdictRow};
 pub use volume::{DayMask, DaySummary, PeakModel, TQuantiles, VolumeHistory};
 pub use window::SlidingSum;
@@ -103,6 +106,16 @@ struct Ctx {
     allow: Allowlist,
     #[serde(default)]
     verdicts: verdict::Verdicts,
+    /// Newest event time processed (any account): the clock of eviction spells.
+    #[serde(default = "nanos_min")]
+    newest: Nanos,
+    /// When the state was last evicted to `max_state_bytes` (event time, [`Ctx::newest`]).
+    #[serde(default)]
+    last_eviction: Option<Nanos>,
+}
+
+fn nanos_min() -> Nanos {
+    Nanos::MIN
 }
 
 /// The detector. Feed it with [`Detector::ingest`], flush it with [`Detector::finish`].
@@ -131,6 +144,8 @@ impl Detector {
                 tq: TQuantiles::default(),
                 allow: Allowlist::default(),
                 verdicts: verdict::Verdicts::default(),
+                newest: Nanos::MIN,
+                last_eviction: None,
             },
             accounts: FxHashMap::default(),
             scratch: String::new(),
@@ -207,6 +222,7 @@ impl Detector {
             acct.resource = AzureResource::parse(&ev.resource_id);
         }
         ctx.enqueue(&ev.account, acct, e, out);
+        self.bound_state();
     }
 
     /// Processes every event still waiting (end of input), account by account in name order.
@@ -218,6 +234,7 @@ impl Detector {
                 while self.ctx.release_next(name.as_str(), acct, out) {}
             }
         }
+        self.bound_state();
     }
 
     /// Processes queued events that arrived (per [`Detector::ingest_at`]) at or before
@@ -245,6 +262,7 @@ impl Detector {
                 }
             }
         }
+        self.bound_state();
     }
 
     /// Whether events wait in reorder queues.
@@ -259,7 +277,6 @@ impl Detector {
         self.ctx.arrivals.oldest()
     }
 
-    /// Bytes the state holds per (key, origin), estimated from the structures' sizes.
     /// Keeps only the accounts `keep` accepts (a detect partition's share of a trained model,
     /// which has nothing queued); the key and origin gauges follow.
     pub fn retain_accounts(&mut self, mut keep: impl FnMut(&str) -> bool) {
@@ -269,6 +286,8 @@ impl Detector {
         self.ctx.stats.origins_tracked = keys.map(|k| k.origins.len() as u64).sum();
     }
 
+    /// Bytes the state holds per (key, origin), estimated from the structures' sizes (the
+    /// table entry alone; [`ORIGIN_BYTES`] is what [`DetectorStats::state_bytes`] counts).
     pub fn approx_bytes_per_origin() -> usize {
         // hashbrown: key + value + 1 control byte, at most 7/8 full.
         (std::mem::size_of::<OriginKey>() + std::mem::size_of::<OriginEntry>() + 1) * 8 / 7

@@ -7,7 +7,7 @@ use super::*;
 
 /// An unfamiliar origin keeps itemized evidence once it has read this share of
 /// `unfamiliar_bytes` (1 MiB of the default 1 GiB).
-const EVIDENCE_SHARE: u64 = 1024;
+pub(super) const EVIDENCE_SHARE: u64 = 1024;
 
 impl Ctx {
     #[allow(clippy::too_many_arguments)]
@@ -25,10 +25,12 @@ impl Ctx {
         let cfg = &self.cfg;
         if !key.origins.contains_key(&origin) && key.origins.len() >= cfg.max_origins_per_key {
             // Evict the least recently seen sixteenth at once: amortized O(log n) per insert.
-            let mut by_age: Vec<(Nanos, OriginKey)> = key.origins.iter().map(|(k, v)| (v.last_seen, *k)).collect();
+            // Origins holding evidence of a theft in progress last (bound.rs: misses cost more).
+            let mut by_age: Vec<(bool, Nanos, OriginKey)> =
+                key.origins.iter().map(|(k, v)| (v.evidence.is_some(), v.last_seen, *k)).collect();
             by_age.sort_unstable();
             let n = (cfg.max_origins_per_key / 16).max(1).min(by_age.len());
-            for (_, k) in &by_age[..n] {
+            for (_, _, k) in &by_age[..n] {
                 key.origins.remove(k);
             }
             self.stats.origins_evicted += n as u64;
@@ -83,6 +85,9 @@ impl Ctx {
                 let a = self.new_origin_alert(account, cred, key, origin, s);
                 self.emit(a, cred, key, allow::Subject::Origin(origin), t, out);
             }
+        }
+        if is_new {
+            self.observe_new_origin(account, cred, key, s, learning, out);
         }
 
         // unfamiliar_origin_volume: cumulative bytes since the origin's first request.

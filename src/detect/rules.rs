@@ -37,6 +37,7 @@ impl Ctx {
     /// with the account's Azure resource.
     pub(super) fn process(&mut self, account: &str, acct: &mut AccountState, e: &Ev, out: &mut Vec<Alert>) {
         let first = out.len();
+        self.newest = self.newest.max(e.time);
         self.apply_rules(account, acct, e, out);
         if let Some(r) = &acct.resource {
             for a in &mut out[first..] {
@@ -163,6 +164,9 @@ impl Ctx {
             }
             if t - k.last_seen >= volume_window {
                 k.volume_origins = None;
+            }
+            if t - k.last_seen >= spray_rule::SPRAY_WINDOW {
+                k.spray = None;
             }
             true
         });

@@ -90,6 +90,19 @@ pub(super) struct KeyState {
     pub(super) aggregate_mark: Option<Mark>,
     pub(super) volume_mark: Option<Mark>,
     pub(super) aggregate_checked_minute: i64,
+    /// `origin_spray`: new origins in the last hour (kept until the key is idle that long).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) spray: Option<Box<Spray>>,
+}
+
+/// A key's new origins within the last [`super::spray_rule::SPRAY_WINDOW`] (`origin_spray`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub(super) struct Spray {
+    /// New origins per minute.
+    pub(super) window: SlidingSum,
+    /// The first request of each new origin since the window was last empty.
+    pub(super) evidence: Evidence,
+    pub(super) mark: Option<Mark>,
 }
 
 impl KeyState {
@@ -107,6 +120,7 @@ impl KeyState {
             aggregate_mark: None,
             volume_mark: None,
             aggregate_checked_minute: i64::MIN,
+            spray: None,
         }
     }
 }

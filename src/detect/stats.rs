@@ -21,9 +21,30 @@ pub struct DetectorStats {
     pub suppressed: Suppressed,
     #[serde(default)]
     pub verdicts_applied: u64,
+    /// Keys evicted because the state passed `max_state_bytes`.
+    #[serde(default)]
+    pub keys_evicted: u64,
+    /// Spells of eviction: an eviction more than an hour of event time after the previous one
+    /// starts a new spell (the callers log one warning per spell).
+    #[serde(default)]
+    pub eviction_spells: u64,
 }
 
+/// Estimated bytes of state per key (see [`DetectorStats::state_bytes`]).
+pub const KEY_BYTES: u64 = 3584;
+/// Estimated bytes of state per (key, origin) pair.
+pub const ORIGIN_BYTES: u64 = 256;
+
 impl DetectorStats {
+    /// The state's estimated size: [`KEY_BYTES`] per key tracked and [`ORIGIN_BYTES`] per
+    /// (key, origin) pair (structures, hash tables at their load factor, and the typical heap
+    /// of a key's windows, sketches and history, calibrated against peak RSS in BENCHMARKS.md,
+    /// "State bound"). Accounts and their reorder queues are not in it: they are bounded by
+    /// the estate and by `max_out_of_order`, not by what a client sends.
+    pub fn state_bytes(&self) -> u64 {
+        self.keys_tracked.saturating_mul(KEY_BYTES).saturating_add(self.origins_tracked.saturating_mul(ORIGIN_BYTES))
+    }
+
     /// The counters' growth since `base` (an earlier reading of the same detector); the gauges
     /// (keys and origins tracked) as they are now.
     pub fn since(&self, base: &DetectorStats) -> DetectorStats {
@@ -40,6 +61,8 @@ impl DetectorStats {
             alerts_suppressed_learning: self.alerts_suppressed_learning.saturating_sub(base.alerts_suppressed_learning),
             suppressed: self.suppressed.since(&base.suppressed),
             verdicts_applied: self.verdicts_applied.saturating_sub(base.verdicts_applied),
+            keys_evicted: self.keys_evicted.saturating_sub(base.keys_evicted),
+            eviction_spells: self.eviction_spells.saturating_sub(base.eviction_spells),
         }
     }
 
@@ -57,5 +80,7 @@ impl DetectorStats {
         self.alerts_suppressed_learning += o.alerts_suppressed_learning;
         self.suppressed.add(&o.suppressed);
         self.verdicts_applied += o.verdicts_applied;
+        self.keys_evicted += o.keys_evicted;
+        self.eviction_spells += o.eviction_spells;
     }
 }

@@ -912,3 +912,182 @@ fn a_snapshot_restores_every_float_bit_for_bit() {
         assert_eq!((back.mean_ln.to_bits(), back.scale_ln.to_bits()), (x.to_bits(), (x / 3.0).to_bits()), "{x:e}");
     }
 }
+
+// ---- the state bound (max_state_bytes) and origin_spray (issue 14) ----
+
+/// A distinct /24 for each `i` (1.0.0.0/24, 1.0.1.0/24, ...), none in 10.0.0.0/8 or 203.0.113.0/24.
+fn nth_net(i: u64) -> String {
+    format!("{}.{}.{}.9", 20 + i / 65_536, (i / 256) % 256, i % 256)
+}
+
+/// Room for `keys` keys of one origin each under [`DetectorStats::state_bytes`].
+fn cap_for(keys: u64) -> crate::units::ByteSize {
+    crate::units::ByteSize(keys * (KEY_BYTES + ORIGIN_BYTES))
+}
+
+#[test]
+fn past_max_state_bytes_the_least_recently_seen_keys_are_evicted_and_counted() {
+    let cfg = DetectConfig { max_state_bytes: cap_for(100), ..origin_cfg() };
+    let cap = cfg.max_state_bytes.0;
+    let mut d = Detector::new(cfg.clone());
+    let mut out = Vec::new();
+    let mut peak = 0;
+    // 1,000 keys, one request each, a second apart (one spell: all within an hour).
+    for i in 0..1000u64 {
+        d.ingest(&ev(t0() + i as i64 * SECOND, "contoso", &format!("aad:k{i:04}"), "10.0.0.5", MIB), &mut out);
+        peak = peak.max(d.stats().state_bytes());
+        assert!(d.stats().state_bytes() <= cap, "over the cap after key {i}: {:?}", d.stats());
+    }
+    d.finish(&mut out);
+    let s = d.stats();
+    assert!(peak > cap * LOW_WATER_PERCENT / 100, "the cap was reached: {peak}");
+    assert_eq!(s.keys_evicted + s.keys_tracked, 1000, "{s:?}");
+    assert!(s.keys_evicted >= 900, "{s:?}");
+    assert_eq!(s.eviction_spells, 1, "{s:?}");
+    // The least recently seen went: the newest key is there, the oldest is not.
+    let acct = &d.accounts["contoso".as_bytes()];
+    let has = |c: &str| d.ctx.syms.get(c).is_some_and(|s| acct.keys.contains_key(&s));
+    assert!(has("aad:k0999") && !has("aad:k0000"));
+    assert!(out.is_empty(), "{out:?}");
+
+    // A second burst more than an hour later is a second spell.
+    for i in 0..300u64 {
+        d.ingest(
+            &ev(t0() + 2 * HOUR + i as i64 * SECOND, "contoso", &format!("aad:m{i:04}"), "10.0.0.5", MIB),
+            &mut out,
+        );
+    }
+    d.finish(&mut out);
+    assert_eq!(d.stats().eviction_spells, 2, "{:?}", d.stats());
+    // No bound: nothing evicted.
+    let (_, unbounded) = run(
+        DetectConfig { max_state_bytes: crate::units::ByteSize(0), ..cfg },
+        &(0..1000)
+            .map(|i| ev(t0() + i * SECOND, "contoso", &format!("aad:k{i:04}"), "10.0.0.5", MIB))
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!((unbounded.stats().keys_evicted, unbounded.stats().keys_tracked), (0, 1000));
+}
+
+#[test]
+fn eviction_is_deterministic_across_a_snapshot() {
+    let cfg = DetectConfig { max_state_bytes: cap_for(50), new_origin: true, ..origin_cfg() };
+    let evs: Vec<Event<'static>> = (0..600)
+        .map(|i| ev(t0() + i * 7 * SECOND, "contoso", &format!("aad:k{}", i % 173), &nth_net(i as u64 % 41), MIB))
+        .collect();
+    let (one, d1) = run(cfg.clone(), &evs);
+    let mut d = Detector::new(cfg);
+    let mut two = Vec::new();
+    for e in &evs[..300] {
+        d.ingest(e, &mut two);
+    }
+    let mut d = Detector::restore(&d.snapshot().unwrap()).unwrap();
+    for e in &evs[300..] {
+        d.ingest(e, &mut two);
+    }
+    d.finish(&mut two);
+    assert!(d1.stats().keys_evicted > 0);
+    assert_eq!(one, two);
+    assert_eq!(d1.stats(), d.stats());
+    // And the two states go on alike: the same keys were evicted.
+    let next: Vec<Event<'static>> = (0..173)
+        .map(|i| ev(t0() + 2 * HOUR + i * SECOND, "contoso", &format!("aad:k{i}"), &nth_net(i as u64 % 41), MIB))
+        .collect();
+    let (mut d1, mut d2, mut a1, mut a2) = (d1, d, Vec::new(), Vec::new());
+    for e in &next {
+        d1.ingest(e, &mut a1);
+        d2.ingest(e, &mut a2);
+    }
+    d1.finish(&mut a1);
+    d2.finish(&mut a2);
+    assert!(!a1.is_empty(), "evicted keys' origins are new again (new_origin)");
+    assert_eq!((a1, d1.stats()), (a2, d2.stats()));
+}
+
+/// The thief reads 64 MiB every 10 minutes from a new origin while a spray of fresh keys (two
+/// thousand between two of its reads, the cap holds a thousand) passes through the state.
+fn theft_inside_a_key_spray() -> Vec<Event<'static>> {
+    let cred = "key:primarymasterkey";
+    let mut evs = history("contoso", cred);
+    let start = t0() + 2 * DAY;
+    let mut n = 0u64;
+    for r in 0..20i64 {
+        let at = start + r * 10 * MINUTE;
+        evs.push(ev(at, "contoso", cred, "203.0.113.77", 64 * MIB));
+        for j in 0..2000i64 {
+            evs.push(ev(at + SECOND + j * (9 * MINUTE / 2000), "contoso", &format!("aad:spray{n}"), &nth_net(n), 1024));
+            n += 1;
+        }
+    }
+    evs
+}
+
+#[test]
+fn a_theft_inside_a_spray_of_many_keys_is_still_detected() {
+    let cfg = DetectConfig { max_state_bytes: cap_for(1000), ..origin_cfg() };
+    let (alerts, d) = run(cfg, &theft_inside_a_key_spray());
+    assert!(d.stats().keys_evicted > 30_000, "{:?}", d.stats());
+    let theft: Vec<&Alert> = alerts.iter().filter(|a| a.rule == Rule::UnfamiliarOriginVolume).collect();
+    assert_eq!(theft.len(), 1, "{alerts:?}");
+    assert_eq!(theft[0].credential, "key:primarymasterkey");
+    assert_eq!(theft[0].observed_bytes, GIB, "every read counted: the key was never evicted");
+    // Its familiar origin stayed known too: no alert about 10.0.0.5.
+    assert!(alerts.iter().all(|a| a.origin.as_ref().is_none_or(|o| o.ip != "10.0.0.5")), "{alerts:?}");
+}
+
+#[test]
+fn origin_spray_fires_once_for_a_spray_and_before_the_per_key_origin_cap() {
+    let cred = "key:primaryreadonlymasterkey";
+    let mut evs = history("contoso", cred);
+    let start = t0() + 2 * DAY;
+    // 3,000 new /24s in 30 minutes, 1 KiB each; the key remembers only 500 origins.
+    for i in 0..3000u64 {
+        evs.push(ev(start + i as i64 * (30 * MINUTE / 3000), "contoso", cred, &nth_net(i), 1024));
+    }
+    let cfg = DetectConfig { max_origins_per_key: 500, ..origin_cfg() };
+    let (alerts, d) = run(cfg.clone(), &evs);
+    assert!(d.stats().origins_evicted > 0);
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    let a = &alerts[0];
+    assert_eq!((a.rule, a.severity, a.escalation_level), (Rule::OriginSpray, Severity::High, 0));
+    assert_eq!(a.credential, cred);
+    assert_eq!(a.evidence.request_count, 1001, "the 1,001st new origin within the hour");
+    assert_eq!(a.trigger_event_time, format_rfc3339(start + 1000 * (30 * MINUTE / 3000)));
+    assert!(a.summary.contains("1001 new origins"), "{}", a.summary);
+    let listed = a.origins.as_ref().unwrap();
+    assert!(!listed.is_empty() && listed.len() <= 8, "{listed:?}");
+    assert_eq!(a.id.len(), 32);
+    // Ten times the threshold escalates once, critical.
+    let mut more = evs.clone();
+    for i in 3000..10_020u64 {
+        more.push(ev(start + 30 * MINUTE + (i - 3000) as i64 * (20 * MINUTE / 7020), "contoso", cred, &nth_net(i), 1));
+    }
+    let (alerts, _) = run(cfg.clone(), &more);
+    let levels: Vec<(u8, Severity)> = alerts.iter().map(|a| (a.escalation_level, a.severity)).collect();
+    assert_eq!(levels, [(0, Severity::High), (1, Severity::Critical)], "{alerts:?}");
+    // Off: nothing.
+    let (alerts, _) = run(DetectConfig { spray_origins: 0, ..cfg }, &evs);
+    assert!(alerts.is_empty(), "{alerts:?}");
+}
+
+#[test]
+fn origin_spray_is_silent_on_a_key_with_normal_churn() {
+    // A key of a fleet that comes and goes: 400 new origins an hour for two days (more than
+    // 19,000 origins over all, 1,000 within no hour).
+    let cred = "aad:fleet";
+    let mut evs = history("contoso", cred);
+    let start = t0() + 2 * DAY;
+    for i in 0..48 * 400u64 {
+        evs.push(ev(start + i as i64 * (HOUR / 400), "contoso", cred, &nth_net(i), 4096));
+    }
+    let (alerts, d) = run(origin_cfg(), &evs);
+    assert!(alerts.iter().all(|a| a.rule != Rule::OriginSpray), "{alerts:?}");
+    assert!(d.stats().origins_evicted > 9_000, "the per-key cap was reached: {:?}", d.stats());
+    // The same count within one hour is a spray.
+    let burst: Vec<Event<'static>> = history("contoso", cred)
+        .into_iter()
+        .chain((0..1001u64).map(|i| ev(start + i as i64 * SECOND, "contoso", cred, &nth_net(i), 4096)))
+        .collect();
+    let (alerts, _) = run(origin_cfg(), &burst);
+    assert_eq!(alerts.iter().filter(|a| a.rule == Rule::OriginSpray).count(), 1, "{alerts:?}");
+}

@@ -343,6 +343,7 @@ impl Detector {
                 e.evidence = None;
             }
         }
+        self.bound_state();
         Ok(())
     }
 

@@ -17,6 +17,11 @@ impl SlidingSum {
         self.sum
     }
 
+    /// The newest non-empty minute (minute number).
+    pub fn newest_minute(&self) -> Option<i64> {
+        self.buckets.back().map(|&(m, _)| m)
+    }
+
     /// Start of the oldest minute still in the window.
     pub fn start(&self) -> Option<Nanos> {
         self.buckets.front().map(|&(m, _)| m * MINUTE)

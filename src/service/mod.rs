@@ -141,6 +141,10 @@ impl Pipeline {
     /// Delivers alerts through the fan-out (every sink, retried until each accepts; refused
     /// ones set aside), noted in the shard's ledger.
     async fn deliver(&mut self, shard: &mut Shard, alerts: Vec<Alert>) -> Result<(), ServiceError> {
+        // Every call that feeds the detector delivers its alerts here: the one place to log
+        // a new spell of state eviction.
+        crate::telemetry::StateEvicted { spells_before: shard.spells_logged, detector: shard.detector() }.emit();
+        shard.spells_logged = shard.detector().stats().eviction_spells;
         Ok(self.sinks.deliver(alerts, shard.ledger(), &mut self.stats).await?)
     }
 

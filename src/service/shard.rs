@@ -61,6 +61,8 @@ pub(crate) struct Shard {
     /// Role detect: the detector's counters when this process took the partition (a
     /// checkpoint carries them); this process publishes only their growth since.
     pub(super) baseline: DetectorStats,
+    /// Eviction spells of the detector already logged (`telemetry::StateEvicted`).
+    pub(super) spells_logged: u64,
 }
 
 impl Shard {
@@ -70,7 +72,8 @@ impl Shard {
 
     /// A state restored from a checkpoint covering `positions`.
     pub(super) fn restored(state: SavedState, positions: Offsets, store: Option<crate::state::StateStore>) -> Shard {
-        Shard { state, positions, store, backlog: false, baseline: DetectorStats::default() }
+        let spells_logged = state.detector.stats().eviction_spells;
+        Shard { state, positions, store, backlog: false, baseline: DetectorStats::default(), spells_logged }
     }
 
     pub(super) fn detector(&self) -> &Detector {

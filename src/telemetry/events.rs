@@ -172,6 +172,30 @@ impl DeadLettered<'_> {
     }
 }
 
+/// The detector's state passed `detect.max_state_bytes` and keys were evicted. The detector
+/// counts evictions and spells (it does no I/O); the caller compares the spell count from
+/// before a call with the one after it and logs here, once per spell.
+pub struct StateEvicted<'a> {
+    pub spells_before: u64,
+    pub detector: &'a crate::detect::Detector,
+}
+
+impl StateEvicted<'_> {
+    pub fn emit(&self) {
+        let s = self.detector.stats();
+        if s.eviction_spells > self.spells_before {
+            tracing::warn!(
+                message = "Detector state passed detect.max_state_bytes: evicting the least recently seen keys \
+                           (logged once per spell, counted in exfilwatch_detector_evicted_keys_total).",
+                max_state_bytes = self.detector.config().max_state_bytes.0,
+                state_bytes = s.state_bytes(),
+                keys_tracked = s.keys_tracked,
+                keys_evicted = s.keys_evicted,
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

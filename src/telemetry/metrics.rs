@@ -108,6 +108,8 @@ pub struct Metrics {
     keys: IntGauge,
     origins: IntGauge,
     evictions: IntCounter,
+    keys_evicted: IntCounter,
+    state_bytes: IntGauge,
     expirations: IntCounter,
     suppressed: IntCounterVec,
     verdicts_applied: IntCounter,
@@ -225,6 +227,14 @@ impl Metrics {
             keys: gauge("exfilwatch_keys_tracked", "Baseline keys (account, credential) in state.")?,
             origins: gauge("exfilwatch_key_origins_tracked", "(key, origin) pairs in state.")?,
             evictions: counter("exfilwatch_origin_evictions_total", "Origins evicted by max_origins_per_key.")?,
+            keys_evicted: counter(
+                "exfilwatch_detector_evicted_keys_total",
+                "Keys evicted because the detector state passed detect.max_state_bytes.",
+            )?,
+            state_bytes: gauge(
+                "exfilwatch_detector_state_bytes",
+                "The detector state's estimated size (what detect.max_state_bytes bounds).",
+            )?,
             expirations: counter(
                 "exfilwatch_origin_expirations_total",
                 "Origins forgotten after history_window without use.",
@@ -346,6 +356,7 @@ impl Metrics {
         self.input_bytes.inc_by(s.input_bytes.saturating_sub(p.input_bytes));
         self.response_bytes.inc_by(s.response_bytes.saturating_sub(p.response_bytes));
         self.evictions.inc_by(s.detector.origins_evicted.saturating_sub(p.detector.origins_evicted));
+        self.keys_evicted.inc_by(s.detector.keys_evicted.saturating_sub(p.detector.keys_evicted));
         self.expirations.inc_by(s.detector.origins_expired.saturating_sub(p.detector.origins_expired));
         for (r, (now, was)) in SUPPRESSION_REASONS
             .iter()
@@ -358,6 +369,7 @@ impl Metrics {
         self.verdicts_malformed.inc_by(s.verdicts_malformed.saturating_sub(p.verdicts_malformed));
         self.keys.set(s.detector.keys_tracked as i64);
         self.origins.set(s.detector.origins_tracked as i64);
+        self.state_bytes.set(i64::try_from(s.detector.state_bytes()).unwrap_or(i64::MAX));
         if s.processing != p.processing {
             if let Ok(mut h) = self.processing.lock() {
                 h.clone_from(&s.processing);

@@ -32,7 +32,7 @@ mod stats;
 
 pub use events::{
     AlertsDelivered, BatchProcessed, DeadLettered, MalformedRecord, ResendFailed, SinkFailed, SinkRecovered,
-    SinkRejected,
+    SinkRejected, StateEvicted,
 };
 pub use health::{ConsumerLag, Health};
 pub use metrics::{register_readiness, suppressed_counts, Metrics, CHECKPOINT_BUCKETS, SUPPRESSION_REASONS};

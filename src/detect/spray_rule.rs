@@ -1,0 +1,118 @@
+//! `origin_spray` (high): more than `spray_origins` new origins for one key within
+//! [`SPRAY_WINDOW`] of event time. A key is used from a handful of networks; hundreds of new
+//! ones within an hour are an address spray (to hide a theft among them, or to fill the
+//! detector's memory) or a key leaked far and wide. The count is of first requests from
+//! origins the key does not know, so it is independent of `max_origins_per_key`: an origin
+//! evicted from a full key and seen again counts again. Once per key per `realert` (each
+//! re-alert a new id), escalating (critical) at each power of `escalation_factor` times the
+//! threshold, like `unfamiliar_origins_aggregate`.
+
+use super::state::Spray;
+use super::*;
+use crate::time::HOUR;
+
+/// The window `spray_origins` counts new origins over.
+pub const SPRAY_WINDOW: Nanos = HOUR;
+
+impl Ctx {
+    /// A new origin of `key` (its first request is `s`): counted, and `origin_spray` checked.
+    pub(super) fn observe_new_origin(
+        &mut self,
+        account: &str,
+        cred: Sym,
+        key: &mut KeyState,
+        s: &Sample,
+        learning: bool,
+        out: &mut Vec<Alert>,
+    ) {
+        let n = self.cfg.spray_origins;
+        if n == 0 {
+            return;
+        }
+        let t = s.time;
+        let sp = key.spray.get_or_insert_with(Default::default);
+        let minute = t.div_euclid(MINUTE);
+        if sp.window.newest_minute().is_none_or(|m| minute - m >= SPRAY_WINDOW / MINUTE) {
+            sp.evidence = Evidence::default(); // the window slid empty: a new count
+        }
+        sp.window.add(t, 1, SPRAY_WINDOW);
+        sp.evidence.add(s);
+        let count = sp.window.sum();
+        if count <= n {
+            return;
+        }
+        if let Some(m) = &mut sp.mark {
+            if t - m.at >= self.cfg.realert.0 {
+                m.level = 0;
+                m.epoch += 1;
+            }
+        }
+        let done = sp.mark.map_or(0, |m| m.level);
+        let Some(level) = reached_level(count, n + 1, self.cfg.escalation_factor, done) else { return };
+        let mark = sp.mark.get_or_insert(Mark::default());
+        if mark.level == 0 {
+            mark.since = sp.window.start().unwrap_or(t).min(sp.evidence.first_time);
+        }
+        mark.level = level + 1;
+        mark.at = t;
+        let m = *mark;
+        if learning {
+            // Once per level, like an alert would be.
+            self.stats.alerts_suppressed_learning += 1;
+            return;
+        }
+        let a = self.spray_alert(account, cred, key, count, t, level, m);
+        let Some(sp) = key.spray.as_deref() else { return };
+        self.emit(a, cred, key, allow::Subject::Spray(&sp.evidence), t, out);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn spray_alert(&self, account: &str, cred: Sym, key: &KeyState, count: u64, t: Nanos, level: u8, m: Mark) -> Alert {
+        let credential = self.syms.name(cred).to_string();
+        let empty = Spray::default();
+        let sp = key.spray.as_deref().unwrap_or(&empty);
+        let ev = &sp.evidence;
+        // A sample of the new origins: the addresses whose first requests read the most.
+        let origins: Vec<OriginRef> = ev
+            .top_addresses(CAPACITY_SHOWN)
+            .into_iter()
+            .map(|(ip, _)| {
+                let o = self.origin_of(ip_bits(ip));
+                OriginRef { ip: ip.to_string(), prefix: self.origin_text(o), observed_bytes: None }
+            })
+            .collect();
+        let baseline = self.baseline(key, t, None);
+        let summary = format!(
+            "{credential} of account {account} made its first request from {count} new origins in {} \
+             (more than {} within {}; usual: {})",
+            human_span(t - m.since),
+            self.cfg.spray_origins,
+            human_span(SPRAY_WINDOW),
+            self.usual(&baseline)
+        );
+        Alert {
+            id: alert_id(Rule::OriginSpray, account, &credential, "", m.since, level, m.epoch),
+            rule: Rule::OriginSpray,
+            severity: if level >= 1 { Severity::Critical } else { Severity::High },
+            account: account.to_string(),
+            resource_id: None, // stamped by `Ctx::process`
+            subscription_id: None,
+            resource_group: None,
+            credential,
+            origin: None,
+            origins: Some(origins),
+            other_bytes: None,
+            trigger_event_time: format_rfc3339(t),
+            window: Window { start: format_rfc3339(m.since), end: format_rfc3339(t) },
+            observed_bytes: ev.bytes,
+            threshold_bytes: 0,
+            escalation_level: level,
+            baseline,
+            evidence: self.evidence_out(ev, None, Some(count)),
+            summary,
+        }
+    }
+}
+
+/// Addresses an `origin_spray` alert shows (its evidence sketch holds that many).
+const CAPACITY_SHOWN: usize = sketch::CAPACITY;
