@@ -323,8 +323,9 @@ impl Decoder {
     }
 
     /// Decodes one unit (one JSON value: a record or an envelope) and calls `emit` once per
-    /// record.
+    /// record. A leading UTF-8 byte order mark (files saved by Windows tools) is skipped.
     pub fn decode<'s>(&'s mut self, unit: &[u8], mut emit: impl FnMut(Decoded<'s>)) {
+        let unit = strip_bom(unit);
         let Decoder { input, buffers, tape: stored } = self;
         input.clear();
         input.extend_from_slice(unit);
@@ -383,8 +384,18 @@ fn record_at<'a>(
     }
 }
 
+/// The UTF-8 byte order mark.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// `unit` without a leading UTF-8 byte order mark. Windows tools start a file with one, so a
+/// file's first line (or a message produced from such a file) carries it; JSON does not allow it.
+pub fn strip_bom(unit: &[u8]) -> &[u8] {
+    unit.strip_prefix(BOM).unwrap_or(unit)
+}
+
 /// The raw text of record `index` of an envelope unit (or the unit itself), for dead letters.
 pub fn raw_record_text(unit: &[u8], index: Option<usize>) -> Cow<'_, str> {
+    let unit = strip_bom(unit);
     #[derive(serde::Deserialize)]
     struct Env<'a> {
         #[serde(borrow)]

@@ -205,6 +205,20 @@ fn wrong_types_in_fields_do_not_fail_the_record() {
 }
 
 #[test]
+fn a_leading_byte_order_mark_is_skipped() {
+    let l = format!("\u{feff}{}", legacy(r#""clientIpAddress":"10.0.0.1","responseLength":"7""#));
+    assert_eq!(event(&l).response_bytes, 7);
+    let env = format!("\u{feff}{{\"records\": [42, {}]}}", legacy(r#""clientIpAddress":"10.0.0.1""#));
+    let mut items = Vec::new();
+    decode_unit(env.as_bytes(), |d| items.push(d));
+    assert!(matches!(items[0], Decoded::Malformed { reason: Malformed::NotAnObject, index: Some(0) }));
+    assert!(matches!(items[1], Decoded::Event(_)));
+    assert_eq!(raw_record_text(env.as_bytes(), Some(0)), "42");
+    // Only at the start, and only once: a second mark is not JSON.
+    assert_eq!(reason(&format!("\u{feff}\u{feff}{}", legacy(""))), Malformed::InvalidJson);
+}
+
+#[test]
 fn escaped_strings_are_decoded() {
     let l = legacy(r#""userAgent":"a\"b\u00e9","clientIpAddress":"10.0.0.1""#);
     let e = event(&l);
