@@ -39,3 +39,25 @@ fn a_record_larger_than_a_megabyte_was_parsed_whole_and_used() {
     let env = format!("{{\"records\": [{RECORD}, {big}, {RECORD}]}}");
     assert_eq!(decode(env.as_bytes()), (vec![Malformed::TooLarge], 2));
 }
+
+/// Found by the `state` fuzz target: a model table whose embedded Arrow schema (the IPC
+/// message in the Parquet metadata) names an unknown type made arrow-ipc panic
+/// (`not implemented: Type <UNKNOWN 53> not supported`) instead of refusing the model. The
+/// input: the target's (first byte: the table replaced, here `verdicts.parquet`).
+#[test]
+fn a_model_table_whose_arrow_schema_names_an_unknown_type_crashed_the_loader() {
+    let input = include_bytes!("regression/model-table-arrow-schema-unknown-type.bin");
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/models/sample-baseline");
+    let read = |name: &str| std::fs::read(format!("{model}/{name}")).unwrap();
+    let mut tables: Vec<Vec<u8>> = exfilwatch::model::FILES.iter().map(|f| read(f)).collect();
+    tables[input[0] as usize] = input[1..].to_vec();
+    let manifest = read(exfilwatch::model::MANIFEST);
+    // The embedded schema is no longer read and the table's data is intact: it loads.
+    assert!(exfilwatch::model::load_unchecked(&manifest, tables).is_ok());
+    // The whole fuzz target's path, too.
+    exfilwatch::fuzzing::model(&manifest, {
+        let mut t: Vec<Vec<u8>> = exfilwatch::model::FILES.iter().map(|f| read(f)).collect();
+        t[input[0] as usize] = input[1..].to_vec();
+        t
+    });
+}
