@@ -61,3 +61,18 @@ fn a_model_table_whose_arrow_schema_names_an_unknown_type_crashed_the_loader() {
         t
     });
 }
+
+/// Found by the `state` fuzz target after the fix above: a corrupted dictionary-encoded column
+/// makes parquet 54's RLE decoder index out of bounds (a panic inside the parquet crate). The
+/// loader catches it and refuses the model.
+#[test]
+fn a_model_table_with_a_corrupted_dictionary_column_crashed_the_loader() {
+    let input = include_bytes!("regression/model-table-rle-index-out-of-bounds.bin");
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/models/sample-baseline");
+    let read = |name: &str| std::fs::read(format!("{model}/{name}")).unwrap();
+    let mut tables: Vec<Vec<u8>> = exfilwatch::model::FILES.iter().map(|f| read(f)).collect();
+    tables[input[0] as usize] = input[1..].to_vec();
+    let manifest = read(exfilwatch::model::MANIFEST);
+    let err = exfilwatch::model::load_unchecked(&manifest, tables).unwrap_err();
+    assert!(err.to_string().contains("not a readable Parquet file"), "{err}");
+}
