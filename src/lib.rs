@@ -27,6 +27,8 @@ pub mod config;
 pub mod decode;
 pub mod detect;
 pub mod feedback;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod model;
 pub mod pipeline;
 pub mod replay;

@@ -333,8 +333,18 @@ impl Decoder {
     }
 
     /// Decodes one unit (one JSON value: a record or an envelope) and calls `emit` once per
-    /// record.
+    /// record. A leading UTF-8 byte order mark (files saved by Windows tools) is skipped.
+    ///
+    /// A unit larger than [`MAX_RECORD_BYTES`] is an envelope or a record too large to use:
+    /// it is not parsed whole (simd-json's copies and tape would take several times its size)
+    /// but checked and split with serde_json, and each record of it decoded on its own; a
+    /// record larger than [`MAX_RECORD_BYTES`] is [`Malformed::TooLarge`]. Memory stays within
+    /// the unit's own size and a small multiple of one record's.
     pub fn decode<'s>(&'s mut self, unit: &[u8], mut emit: impl FnMut(Decoded<'s>)) {
+        let unit = strip_bom(unit);
+        if unit.len() > MAX_RECORD_BYTES && decode_large(unit, &mut emit) {
+            return;
+        }
         let Decoder { input, buffers, tape: stored } = self;
         input.clear();
         input.extend_from_slice(unit);
@@ -346,6 +356,89 @@ impl Decoder {
             emit(Decoded::Malformed { reason: Malformed::InvalidJson, index: None });
         }
         *stored = t.reset().0;
+    }
+
+    /// Decodes `record`, record `index` of an envelope: one item.
+    fn decode_record<'s>(&'s mut self, record: &[u8], index: usize, emit: impl FnOnce(Decoded<'s>)) {
+        let Decoder { input, buffers, tape: stored } = self;
+        input.clear();
+        input.extend_from_slice(record);
+        let mut t: simd_json::Tape<'s> = simd_json::Tape(std::mem::take(stored)).reset();
+        let item = if simd_json::fill_tape(input.as_mut_slice(), buffers, &mut t).is_ok() {
+            let mut rec = RawRecord::default();
+            let nested = raw::read_object(&t.0, 0, &mut rec);
+            record_at(&t.0, rec, nested, Some(index))
+        } else {
+            Decoded::Malformed { reason: Malformed::InvalidJson, index: Some(index) }
+        };
+        emit(item);
+        *stored = t.reset().0;
+    }
+}
+
+/// The largest record used (and the size above which a unit is split rather than parsed
+/// whole): Cosmos DB's diagnostic records are a few kilobytes; a larger one is set aside as
+/// [`Malformed::TooLarge`].
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
+
+/// A unit larger than [`MAX_RECORD_BYTES`]: see [`Decoder::decode`]. False (nothing emitted)
+/// for the one form serde_json does not read as simd-json does, an object with `records`
+/// twice (the last one wins): the caller parses it whole.
+fn decode_large<'s>(unit: &[u8], emit: &mut impl FnMut(Decoded<'s>)) -> bool {
+    use serde_json::value::RawValue;
+    #[derive(serde::Deserialize)]
+    struct Top<'a> {
+        #[serde(borrow)]
+        records: Option<&'a RawValue>,
+    }
+    let unit_item = |reason| Decoded::Malformed { reason, index: None };
+    if unit.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        let valid = serde_json::from_slice::<serde::de::IgnoredAny>(unit).is_ok();
+        emit(unit_item(if valid { Malformed::NotAnObject } else { Malformed::InvalidJson }));
+        return true;
+    }
+    // The whole unit is checked as JSON here (serde_json checks what it skips).
+    let top = match serde_json::from_slice::<Top>(unit) {
+        Ok(top) => top,
+        // An object with `records` twice.
+        Err(e) if e.classify() == serde_json::error::Category::Data => return false,
+        Err(_) => {
+            emit(unit_item(Malformed::InvalidJson));
+            return true;
+        }
+    };
+    let Some(records) = top.records else {
+        // One record, larger than any this program uses.
+        emit(unit_item(Malformed::TooLarge));
+        return true;
+    };
+    let Ok(records) = serde_json::from_str::<Vec<&RawValue>>(records.get()) else {
+        emit(unit_item(Malformed::NotAnObject));
+        return true;
+    };
+    let mut decoder = Decoder::new();
+    for (index, r) in records.into_iter().enumerate() {
+        let text = r.get().as_bytes();
+        if !text.starts_with(b"{") {
+            emit(Decoded::Malformed { reason: Malformed::NotAnObject, index: Some(index) });
+        } else if text.len() > MAX_RECORD_BYTES {
+            emit(Decoded::Malformed { reason: Malformed::TooLarge, index: Some(index) });
+        } else {
+            // Owned: the next record reuses the buffers its strings borrow from.
+            decoder.decode_record(text, index, |d| emit(d.into_owned()));
+        }
+    }
+    true
+}
+
+impl Decoded<'_> {
+    /// The same item owning its strings.
+    pub fn into_owned(self) -> Decoded<'static> {
+        match self {
+            Decoded::Event(e) => Decoded::Event(e.into_owned()),
+            Decoded::Skipped(c) => Decoded::Skipped(c),
+            Decoded::Malformed { reason, index } => Decoded::Malformed { reason, index },
+        }
     }
 }
 
@@ -393,8 +486,19 @@ fn record_at<'a>(
     }
 }
 
+/// The UTF-8 byte order mark.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// `unit` without a leading UTF-8 byte order mark. Windows tools start a file with one, so a
+/// file's first line (or a message produced from such a file) carries it; JSON does not allow it.
+pub fn strip_bom(unit: &[u8]) -> &[u8] {
+    unit.strip_prefix(BOM).unwrap_or(unit)
+}
+
 /// The raw text of record `index` of an envelope unit (or the unit itself), for dead letters.
+/// A record larger than [`MAX_RECORD_BYTES`] is cut to its first [`TOO_LARGE_TEXT`] bytes.
 pub fn raw_record_text(unit: &[u8], index: Option<usize>) -> Cow<'_, str> {
+    let unit = strip_bom(unit);
     #[derive(serde::Deserialize)]
     struct Env<'a> {
         #[serde(borrow)]
@@ -403,12 +507,19 @@ pub fn raw_record_text(unit: &[u8], index: Option<usize>) -> Cow<'_, str> {
     if let Some(i) = index {
         if let Ok(env) = serde_json::from_slice::<Env>(unit) {
             if let Some(r) = env.records.get(i) {
-                return Cow::Borrowed(r.get());
+                return cut_text(r.get().as_bytes());
             }
         }
     }
-    String::from_utf8_lossy(unit)
+    cut_text(unit)
 }
+
+fn cut_text(b: &[u8]) -> Cow<'_, str> {
+    String::from_utf8_lossy(if b.len() > MAX_RECORD_BYTES { &b[..TOO_LARGE_TEXT] } else { b })
+}
+
+/// How much of a record larger than [`MAX_RECORD_BYTES`] its dead letter keeps.
+pub const TOO_LARGE_TEXT: usize = 4096;
 
 /// Looks a field up in `properties` first, then at the top level.
 macro_rules! field {
@@ -452,8 +563,12 @@ pub fn parse_ip(s: &str) -> Option<IpAddr> {
     let ip = if let Ok(ip) = s.parse::<IpAddr>() {
         ip
     } else if let Some(rest) = s.strip_prefix('[') {
-        // [v6]:port
-        rest.split(']').next()?.parse().ok()?
+        // [v6] or [v6]:port, the bracket closed
+        let (host, port) = rest.split_once(']')?;
+        if !port.is_empty() && port.strip_prefix(':').is_none_or(|p| p.parse::<u16>().is_err()) {
+            return None;
+        }
+        host.parse().ok()?
     } else if let Some((host, port)) = s.rsplit_once(':') {
         // v4:port (a v6 address has more than one colon and parsed above)
         if host.contains(':') || port.parse::<u16>().is_err() {

@@ -174,6 +174,12 @@ fn ip_forms() {
     assert_eq!(parse_ip(" 10.0.0.1:8080 "), Some("10.0.0.1".parse().unwrap()));
     assert_eq!(parse_ip("999.1.2.3"), None);
     assert_eq!(parse_ip("10.0.0.1:99999"), None);
+    assert_eq!(parse_ip("[::1]"), Some("::1".parse().unwrap()));
+    // An unclosed bracket, or anything but a port after it, is not an address.
+    assert_eq!(parse_ip("[10.0.0.1"), None);
+    assert_eq!(parse_ip("[2001:db8::1]junk"), None);
+    assert_eq!(parse_ip("[2001:db8::1]:http"), None);
+    assert_eq!(parse_ip("fe80::1%eth0"), None);
 }
 
 #[test]
@@ -202,6 +208,61 @@ fn wrong_types_in_fields_do_not_fail_the_record() {
     let e = event(&l);
     assert_eq!(e.user_agent, "");
     assert_eq!(e.response_bytes, 1);
+}
+
+#[test]
+fn a_leading_byte_order_mark_is_skipped() {
+    let l = format!("\u{feff}{}", legacy(r#""clientIpAddress":"10.0.0.1","responseLength":"7""#));
+    assert_eq!(event(&l).response_bytes, 7);
+    let env = format!("\u{feff}{{\"records\": [42, {}]}}", legacy(r#""clientIpAddress":"10.0.0.1""#));
+    let mut items = Vec::new();
+    decode_unit(env.as_bytes(), |d| items.push(d));
+    assert!(matches!(items[0], Decoded::Malformed { reason: Malformed::NotAnObject, index: Some(0) }));
+    assert!(matches!(items[1], Decoded::Event(_)));
+    assert_eq!(raw_record_text(env.as_bytes(), Some(0)), "42");
+    // Only at the start, and only once: a second mark is not JSON.
+    assert_eq!(reason(&format!("\u{feff}\u{feff}{}", legacy(""))), Malformed::InvalidJson);
+}
+
+#[test]
+fn units_larger_than_a_record_are_split_and_checked() {
+    let good = legacy(r#""clientIpAddress":"10.0.0.1","responseLength":"7""#);
+    let n = MAX_RECORD_BYTES / good.len() + 10;
+    let mut env = String::from("{\"records\": [");
+    for i in 0..n {
+        if i > 0 {
+            env.push(',');
+        }
+        env.push_str(match i {
+            3 => "42",
+            5 => r#"{"time": 1}"#,
+            _ => &good,
+        });
+    }
+    env.push_str("], \"other\": [1, 2]}");
+    let mut items = Vec::new();
+    decode_unit(env.as_bytes(), |d| items.push(d));
+    assert_eq!(items.len(), n);
+    assert!(matches!(items[3], Decoded::Malformed { reason: Malformed::NotAnObject, index: Some(3) }));
+    // Not a request category: skipped.
+    assert!(matches!(items[5], Decoded::Skipped(Category::Other)));
+    assert_eq!(items.iter().filter(|d| matches!(d, Decoded::Event(e) if e.response_bytes == 7)).count(), n - 2);
+    assert_eq!(raw_record_text(env.as_bytes(), Some(3)), "42");
+    // Cut short: invalid, and nothing of it is used.
+    assert_eq!(reason(&env[..env.len() - 2]), Malformed::InvalidJson);
+    // One record larger than the limit, and one inside an envelope.
+    let big = legacy(&format!(r#""clientIpAddress":"10.0.0.1","userAgent":"{}""#, "x".repeat(MAX_RECORD_BYTES)));
+    assert_eq!(reason(&big), Malformed::TooLarge);
+    assert_eq!(raw_record_text(big.as_bytes(), None).len(), TOO_LARGE_TEXT);
+    let mut items = Vec::new();
+    decode_unit(format!("{{\"records\": [{good}, {big}]}}").as_bytes(), |d| items.push(d));
+    assert!(matches!(items[0], Decoded::Event(_)));
+    assert!(matches!(items[1], Decoded::Malformed { reason: Malformed::TooLarge, index: Some(1) }));
+    // Large and not an object; `records` not an array; `records` twice (the last one wins).
+    assert_eq!(reason(&format!("[{}]", "1,".repeat(MAX_RECORD_BYTES) + "1")), Malformed::NotAnObject);
+    assert_eq!(reason(&format!("{{\"records\": \"{}\"}}", "x".repeat(MAX_RECORD_BYTES))), Malformed::NotAnObject);
+    let twice = format!("{{\"records\": [{big}], \"records\": [{good}]}}");
+    assert!(matches!(one(&twice), Decoded::Event(_)));
 }
 
 #[test]

@@ -82,6 +82,7 @@ use crate::sources::align::{AlignOptions, Aligner, TopicPartition};
 use crate::sources::kafka::{self, Consumer, KafkaSourceError, RawMessage};
 use crate::telemetry::{BatchProcessed, DeadLettered, Health, MalformedRecord, Metrics, Stats};
 use crate::time::Nanos;
+pub(crate) use shard::checkpoint_detector;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::sync::Arc;

@@ -104,6 +104,18 @@ impl Shard {
     }
 }
 
+/// A checkpoint's body, as [`restore`] reads it.
+fn parse_body(body: &[u8]) -> Result<SavedState, ServiceError> {
+    serde_json::from_slice(body).map_err(|e| ServiceError::StateBody(e.to_string()))
+}
+
+/// The fuzz target's entry point (`fuzz/fuzz_targets/checkpoint.rs`): the detector of a
+/// checkpoint's body.
+#[doc(hidden)]
+pub fn checkpoint_detector(body: &[u8]) -> Result<Detector, ServiceError> {
+    parse_body(body).map(|s| s.detector)
+}
+
 /// Restores the newest valid checkpoint: the state, the offsets it covers, and the delivered
 /// ids journaled after it.
 pub(super) type Offsets = BTreeMap<String, i64>;
@@ -113,7 +125,7 @@ pub(super) fn restore(store: &mut crate::state::StateStore) -> Result<Option<(Sa
     for why in &loaded.refused {
         tracing::warn!(message = "Checkpoint refused; using an older one.", why = %why);
     }
-    let mut s: SavedState = serde_json::from_slice(&loaded.body).map_err(|e| ServiceError::StateBody(e.to_string()))?;
+    let mut s = parse_body(&loaded.body)?;
     s.delivered.extend(loaded.delivered);
     if let Some(firing) = s.alertmanager.take() {
         s.sinks.entry(crate::telemetry::SinkKind::Alertmanager.as_str().to_string()).or_insert(firing);
