@@ -18,19 +18,7 @@ have() { command -v "$1" >/dev/null 2>&1; }
 if have promtool && have prometheus && have prometheus-alertmanager; then
   echo "== prometheus and alertmanager already installed: $(command -v prometheus) $(command -v prometheus-alertmanager)"
 else
-  if [ "$(id -u)" -eq 0 ]; then
-    as_root=()
-  elif have sudo; then
-    as_root=(sudo -n)
-  else
-    echo "with-monitoring.sh: prometheus/alertmanager are missing and installing them needs root (or sudo)" >&2
-    exit 1
-  fi
-  echo "== installing prometheus and prometheus-alertmanager from the Debian packages (about 35 s)"
-  export DEBIAN_FRONTEND=noninteractive
-  "${as_root[@]}" apt-get update -qq
-  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager
+  bash "$(dirname "$0")/apt-install.sh" "the tests' monitoring, about 35 s" prometheus prometheus-alertmanager
   for bin in prometheus promtool prometheus-alertmanager; do
     have "$bin" || { echo "with-monitoring.sh: $bin is still not on PATH after the install" >&2; exit 1; }
   done
