@@ -147,16 +147,11 @@ pub struct Alert {
     pub rule: Rule,
     pub severity: Severity,
     pub account: String,
-    /// The account's Azure resource id, lowercased:
-    /// `/subscriptions/<id>/resourcegroups/<rg>/providers/microsoft.documentdb/databaseaccounts/<name>`
-    /// (what `az` and the portal take). Left out when the logs never named it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resource_id: Option<String>,
-    /// The subscription and resource group of `resource_id`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subscription_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resource_group: Option<String>,
+    /// Where the account is in Azure: the fields `resource_id`, `subscription_id` and
+    /// `resource_group`, left out when the logs never named it. The rules leave it `None`; the
+    /// detector stamps every alert of an account with it.
+    #[serde(flatten)]
+    pub resource: Option<AzureResource>,
     pub credential: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<OriginRef>,
@@ -182,8 +177,11 @@ pub struct Alert {
 /// A Cosmos DB account's place in Azure, from the `resourceId` of its log records.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AzureResource {
-    /// Lowercased (Azure resource ids are case-insensitive; the legacy logs spell them in
+    /// The resource id,
+    /// `/subscriptions/<id>/resourcegroups/<rg>/providers/microsoft.documentdb/databaseaccounts/<name>`
+    /// (what `az` and the portal take); lowercased (Azure resource ids are case-insensitive; the legacy logs spell them in
     /// capitals, the resource-specific tables in lower case), without a trailing `/`.
+    #[serde(rename = "resource_id")]
     pub id: String,
     pub subscription_id: String,
     pub resource_group: String,
@@ -194,8 +192,15 @@ impl AzureResource {
     /// (`/subscriptions/<id>/resourceGroups/<rg>/providers/<namespace>/<type>/<name>...`):
     /// the pre-2018 records' bare account name is not one.
     pub fn parse(s: &str) -> Option<AzureResource> {
-        let id = s.trim().trim_end_matches('/').to_ascii_lowercase();
-        let mut parts = id.strip_prefix("/subscriptions/")?.split('/');
+        const PREFIX: &str = "/subscriptions/";
+        let s = s.trim().trim_end_matches('/');
+        // The detector asks again for every record of an account whose records carry only a
+        // name: refuse those before allocating.
+        if !s.get(..PREFIX.len()).is_some_and(|p| p.eq_ignore_ascii_case(PREFIX)) {
+            return None;
+        }
+        let id = s.to_ascii_lowercase();
+        let mut parts = id.strip_prefix(PREFIX)?.split('/');
         let subscription_id = parts.next().filter(|p| !p.is_empty())?.to_string();
         if parts.next()? != "resourcegroups" {
             return None;

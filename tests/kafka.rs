@@ -55,9 +55,15 @@ fn start_service_with(dir: &Path, topic: &str, group: &str, alerts: &str, extra:
         ),
     )
     .unwrap();
+    run_with_config(&cfg, &[])
+}
+
+/// `exfilwatch run --config CFG` with these environment variables (its alerts go to topics).
+fn run_with_config(cfg: &Path, env: &[(&str, &str)]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_exfilwatch"))
         .args(["run", "--config"])
-        .arg(&cfg)
+        .arg(cfg)
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .spawn()
         .unwrap()
@@ -324,12 +330,7 @@ fn records_from_the_future_and_the_distant_past_are_dead_lettered_and_change_not
         ),
     )
     .unwrap();
-    let svc = Command::new(env!("CARGO_BIN_EXE_exfilwatch"))
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let svc = run_with_config(&cfg, &[]);
     let expected = replay_alerts(&contoso);
     assert!(!expected.is_empty());
     read_until(&alerts_topic, Duration::from_secs(120), |m| m.len() >= expected.len());
@@ -484,15 +485,7 @@ fn a_killed_instance_with_a_static_id_takes_its_partition_back_at_once() {
         ),
     )
     .unwrap();
-    let start = || {
-        Command::new(env!("CARGO_BIN_EXE_exfilwatch"))
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .env("TEST_POD_NAME", "0")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    let start = || run_with_config(&cfg, &[("TEST_POD_NAME", "0")]);
     let mut svc = start();
     wait_for(Duration::from_secs(60), "the first half committed", || committed(&topic, &group) >= half as i64);
     svc.kill().unwrap();
@@ -586,13 +579,7 @@ fn the_broker_restarted_mid_stream_loses_nothing_and_repeats_nothing() {
         ),
     )
     .unwrap();
-    let svc = Command::new(env!("CARGO_BIN_EXE_exfilwatch"))
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let svc = run_with_config(&cfg, &[]);
     let committed = |b: &OwnBroker| kafka_client::committed(&b.addr, topic, 0, group);
     wait_for(Duration::from_secs(60), "the first half committed", || committed(&broker) >= half as i64);
     broker.restart();

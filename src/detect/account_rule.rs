@@ -131,9 +131,7 @@ impl Ctx {
             rule: Rule::UnfamiliarOriginAccountVolume,
             severity: if level >= 1 { Severity::Critical } else { Severity::High },
             account: account.to_string(),
-            resource_id: None, // stamped by `Ctx::process`
-            subscription_id: None,
-            resource_group: None,
+            resource: None, // stamped by `Ctx::process`
             credential,
             origin: Some(origin_ref),
             origins: None,

@@ -196,9 +196,7 @@ impl Ctx {
             rule: Rule::NewOrigin,
             severity: Severity::Info,
             account: account.to_string(),
-            resource_id: None, // stamped by `Ctx::process`
-            subscription_id: None,
-            resource_group: None,
+            resource: None, // stamped by `Ctx::process`
             credential,
             origin: Some(origin_ref),
             origins: None,
@@ -257,9 +255,7 @@ impl Ctx {
             rule: Rule::UnfamiliarOriginVolume,
             severity: self.severity_for_origin(cred, level, t, first_seen),
             account: account.to_string(),
-            resource_id: None, // stamped by `Ctx::process`
-            subscription_id: None,
-            resource_group: None,
+            resource: None, // stamped by `Ctx::process`
             credential,
             origin: Some(origin_ref),
             origins: None,
@@ -312,9 +308,7 @@ impl Ctx {
             rule: Rule::UnfamiliarOriginsAggregate,
             severity: if level >= 1 { Severity::Critical } else { Severity::High },
             account: account.to_string(),
-            resource_id: None, // stamped by `Ctx::process`
-            subscription_id: None,
-            resource_group: None,
+            resource: None, // stamped by `Ctx::process`
             credential,
             origin: None,
             origins: Some(origins),

@@ -39,11 +39,9 @@ impl Ctx {
         let first = out.len();
         self.newest = self.newest.max(e.time);
         self.apply_rules(account, acct, e, out);
-        if let Some(r) = &acct.resource {
+        if acct.resource.is_some() {
             for a in &mut out[first..] {
-                a.resource_id = Some(r.id.clone());
-                a.subscription_id = Some(r.subscription_id.clone());
-                a.resource_group = Some(r.resource_group.clone());
+                a.resource.clone_from(&acct.resource);
             }
         }
     }

@@ -95,9 +95,7 @@ impl Ctx {
             rule: Rule::OriginSpray,
             severity: if level >= 1 { Severity::Critical } else { Severity::High },
             account: account.to_string(),
-            resource_id: None, // stamped by `Ctx::process`
-            subscription_id: None,
-            resource_group: None,
+            resource: None, // stamped by `Ctx::process`
             credential,
             origin: None,
             origins: Some(origins),

@@ -273,9 +273,7 @@ impl Ctx {
             rule: Rule::MaliciousOrigin,
             severity: Severity::Critical,
             account: account.to_string(),
-            resource_id: None, // stamped by `Ctx::process`
-            subscription_id: None,
-            resource_group: None,
+            resource: None, // stamped by `Ctx::process`
             credential,
             origin: Some(origin_ref),
             origins: None,

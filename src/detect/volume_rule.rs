@@ -78,9 +78,7 @@ impl Ctx {
             rule: Rule::VolumeAnomaly,
             severity: if level >= 1 { Severity::High } else { Severity::Medium },
             account: account.to_string(),
-            resource_id: None, // stamped by `Ctx::process`
-            subscription_id: None,
-            resource_group: None,
+            resource: None, // stamped by `Ctx::process`
             credential,
             origin: None,
             origins: Some(origins),

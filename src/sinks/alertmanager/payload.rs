@@ -32,11 +32,9 @@ pub fn labels(alert: &Alert) -> BTreeMap<String, String> {
     l.insert("alertname".to_owned(), alert.rule.as_str().to_owned());
     l.insert("severity".to_owned(), alert.severity.as_str().to_owned());
     l.insert("account".to_owned(), alert.account.clone());
-    if let Some(s) = &alert.subscription_id {
-        l.insert("subscription_id".to_owned(), s.clone());
-    }
-    if let Some(g) = &alert.resource_group {
-        l.insert("resource_group".to_owned(), g.clone());
+    if let Some(r) = &alert.resource {
+        l.insert("subscription_id".to_owned(), r.subscription_id.clone());
+        l.insert("resource_group".to_owned(), r.resource_group.clone());
     }
     l.insert("credential".to_owned(), alert.credential.clone());
     if let Some(o) = &alert.origin {
@@ -52,8 +50,8 @@ pub fn annotations(alert: &Alert) -> BTreeMap<String, String> {
     a.insert("summary".to_owned(), alert.summary.clone());
     a.insert("description".to_owned(), description(alert));
     a.insert("alert_id".to_owned(), alert.id.clone());
-    if let Some(r) = &alert.resource_id {
-        a.insert("resource_id".to_owned(), r.clone());
+    if let Some(r) = &alert.resource {
+        a.insert("resource_id".to_owned(), r.id.clone());
     }
     a
 }
@@ -67,8 +65,8 @@ pub fn description(a: &Alert) -> String {
         let _ = write!(d, ", escalation level {}", a.escalation_level);
     }
     let _ = writeln!(d, ".");
-    if let Some(r) = &a.resource_id {
-        let _ = writeln!(d, "Resource: {r}.");
+    if let Some(r) = &a.resource {
+        let _ = writeln!(d, "Resource: {}.", r.id);
     }
     let _ = write!(
         d,
@@ -151,7 +149,7 @@ mod tests {
         assert_eq!(l, want);
         let n = annotations(&a);
         assert_eq!(n.keys().collect::<Vec<_>>(), ["alert_id", "description", "resource_id", "summary"]);
-        assert_eq!(n["resource_id"], a.resource_id.clone().unwrap());
+        assert_eq!(n["resource_id"], a.resource.clone().unwrap().id);
         assert_eq!(n["alert_id"], "5bd47fbba194f155745192dff01d01c9");
         assert_eq!(n["summary"], a.summary);
         let d = &n["description"];
