@@ -14,6 +14,8 @@ mod kafka_client;
 mod monitoring;
 #[path = "support/sample.rs"]
 mod sample;
+#[path = "support/tls.rs"]
+mod tls;
 
 use exfilwatch::alert::{Alert, Rule};
 use exfilwatch::sinks::alertmanager::{AlertmanagerOptions, AlertmanagerSink};
@@ -285,4 +287,34 @@ fn the_service_posts_the_theft_to_alertmanager() {
     assert_eq!(t["annotations"]["summary"], theft["summary"]);
     let trigger = parse_timestamp(theft["trigger_event_time"].as_str().unwrap_or_default()).unwrap();
     assert_eq!(api_ms(&t["startsAt"]), ms(trigger));
+}
+
+/// Alertmanager behind https (a TLS-terminating proxy whose certificate a CA of the test
+/// signed, in front of the real Alertmanager): with the system's and Mozilla's roots the sink
+/// refuses it and posts nothing; with `sinks.alertmanager_ca_file` naming that CA the theft's
+/// alerts arrive.
+#[test]
+fn the_sink_trusts_alertmanagers_ca_file_over_https() {
+    let am = monitoring::alertmanager();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = tls::Pki::new(dir.path(), "alertmanager");
+    let backend: std::net::SocketAddr = am.url().trim_start_matches("http://").parse().unwrap();
+    let proxy = tls::TlsProxy::start(&pki, backend, false);
+    let url = format!("https://localhost:{}", proxy.addr.port());
+    let alerts = sample_alerts();
+    let mut o = AlertmanagerOptions::new(url, REALERT);
+    o.timeout = Duration::from_secs(5);
+
+    let mut untrusting = AlertmanagerSink::new(o.clone()).unwrap();
+    let e = rt().block_on(untrusting.send_alerts(&alerts, SystemTime::now())).unwrap_err();
+    let chain = format!("{e} {:?}", std::error::Error::source(&e));
+    assert!(chain.to_ascii_lowercase().contains("certificate"), "{chain}");
+    assert_eq!(proxy.handshakes(), 0);
+
+    o.tls_auth = exfilwatch::config::HttpTlsAuth { bearer_token: None, ca_file: Some(pki.ca_file.clone()) };
+    let mut trusting = AlertmanagerSink::new(o).unwrap();
+    rt().block_on(trusting.send_alerts(&alerts, SystemTime::now())).unwrap();
+    let ids: Vec<&str> = alerts.iter().map(|a| a.id.as_str()).collect();
+    wait_listed(&am, &ids);
+    assert!(proxy.handshakes() >= 1);
 }

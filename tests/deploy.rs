@@ -93,14 +93,14 @@ fn prometheus_runs_the_example_scrape_config() {
     assert_eq!(active.len(), 1, "{targets}");
     assert_eq!(active[0]["scrapeUrl"], format!("http://{target}/metrics"));
     let rules = prom.get_json("/api/v1/rules");
-    assert_eq!(rules["data"]["groups"][0]["rules"].as_array().unwrap().len(), 8, "{rules}");
+    assert_eq!(rules["data"]["groups"][0]["rules"].as_array().unwrap().len(), 9, "{rules}");
 }
 
 #[test]
 fn promtool_accepts_the_rules() {
     let (ok, out) = monitoring::promtool(&["check", "rules", RULES]);
     assert!(ok, "{out}");
-    assert!(out.contains("SUCCESS: 8 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 9 rules found"), "{out}");
 }
 
 #[test]

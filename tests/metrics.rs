@@ -133,7 +133,7 @@ fn dashboard_and_rules_name_only_metrics_the_running_service_exports() {
     let queries = dashboard_queries();
     assert!(queries.len() >= 20, "{queries:?}");
     let rules = rule_exprs();
-    assert_eq!(rules.len(), 8, "{rules:?}");
+    assert_eq!(rules.len(), 9, "{rules:?}");
     let mut used = BTreeSet::new();
     for (what, expr) in queries.iter().chain(&rules) {
         let names = named_metrics(expr);

@@ -423,6 +423,9 @@ pub struct SinksConfig {
     /// An alert stays firing at least this long (wall-clock), even when a replayed backlog's
     /// event time passes its realert horizon at once.
     pub alertmanager_min_firing: Span,
+    /// Alerts that may wait for a sink that is down (over all detector states of the
+    /// process) before the service stops consuming until the sink takes them.
+    pub max_pending_alerts: u64,
 }
 
 impl Default for SinksConfig {
@@ -443,6 +446,7 @@ impl Default for SinksConfig {
             alertmanager_ca_file: String::new(),
             alertmanager_resend_interval: Span(60 * crate::time::SECOND),
             alertmanager_min_firing: Span(300 * crate::time::SECOND),
+            max_pending_alerts: 10_000,
         }
     }
 }

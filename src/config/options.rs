@@ -33,6 +33,8 @@ pub struct SinkOptions {
     pub kafka_topic: Option<String>,
     pub webhook: Option<WebhookEndpoint>,
     pub alertmanager: Option<AlertmanagerEndpoint>,
+    /// Alerts that may wait for a failing sink before consumption stops (at least 1).
+    pub max_pending_alerts: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -205,6 +207,10 @@ impl Config {
                     )?,
                     min_firing: duration("sinks.alertmanager_min_firing", s.alertmanager_min_firing, false)?,
                 }),
+            },
+            max_pending_alerts: match s.max_pending_alerts {
+                0 => return Err("sinks.max_pending_alerts must be at least 1".into()),
+                n => usize::try_from(n).unwrap_or(usize::MAX),
             },
         };
         let checkpoint_interval = duration("service.checkpoint_interval", v.checkpoint_interval, false)?;

@@ -70,7 +70,11 @@ pub(super) async fn run(
         if feed.changed() {
             apply_align_feed(&feed, &mut align, &mut paused, verdicts_topic.as_deref(), p.now());
         }
-        while let Some((_, f)) = align.pop(p.now()) {
+        // Alerts waiting for a failing sink past `sinks.max_pending_alerts`: nothing more is
+        // handled; fetched messages wait in the aligner, which pauses each partition whose
+        // share of its buffer is full, so consumption stops with memory bounded.
+        while !p.backpressure(shard.state.outbox.len()) {
+            let Some((_, f)) = align.pop(p.now()) else { break };
             let now = p.now();
             p.handle(&mut shard, &f, now).await?;
             p.handled(&mut shard, &consumer, f.source(), now);
@@ -110,6 +114,7 @@ pub(super) async fn run(
                 // While a backlog is merged, a wait for a partition's next fetch is not disorder.
                 shard.backlog = !align.live(p.now());
                 p.release_held(&mut shard).await?;
+                p.flush(&mut shard).await?;
                 p.sinks.tick(&mut p.stats).await;
                 if !checkpoints {
                     p.store_ready(&shard, &consumer);
@@ -128,6 +133,10 @@ pub(super) async fn run(
         // Either way every handled record is covered afterwards: by the checkpoint (queues
         // included) or by having been processed; all their offsets may be committed.
         if checkpoints {
+            // Alerts waiting for a failing sink get half the shutdown time; those still
+            // waiting then are in the checkpoint, delivered after the restart.
+            let deadline = std::time::Instant::now() + cfg.service.shutdown_timeout / 2;
+            p.flush_waiting(&mut shard, Some(deadline)).await?;
             p.checkpoint(&mut shard, &consumer, true)?;
         } else {
             p.drain(&mut shard).await?;

@@ -218,7 +218,23 @@ pub(super) async fn run(
 
     tokio::pin!(shutdown);
     let mut tick = super::ticker();
+    let mut paused = std::collections::BTreeSet::new();
     loop {
+        // Alerts waiting for a failing sink past `sinks.max_pending_alerts` (all partitions
+        // together): every assigned partition is paused until the sinks take some. A message
+        // fetched before the pause is still handled; the consumer is still polled, so the
+        // instance keeps its place in the group.
+        let (pending, assigned) = {
+            let shared = lock(&shared);
+            let pending: usize = shared.shards.values().map(|s| s.state.outbox.len()).sum();
+            let assigned: std::collections::BTreeSet<_> =
+                shared.shards.keys().map(|partition| (topics[0].clone(), *partition)).collect();
+            (pending, assigned)
+        };
+        let want = if p.backpressure(pending) { assigned.clone() } else { Default::default() };
+        // A partition assigned again starts unpaused.
+        paused.retain(|tp| assigned.contains(tp));
+        consumer.set_paused(want, &mut paused);
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
@@ -256,7 +272,10 @@ pub(super) async fn run(
                 let assigned: Vec<i32> = lock(&shared).shards.keys().copied().collect();
                 for partition in assigned {
                     let Some(mut shard) = lock(&shared).shards.remove(&partition) else { continue };
-                    let r = p.release_held(&mut shard).await;
+                    let mut r = p.release_held(&mut shard).await;
+                    if r.is_ok() {
+                        r = p.flush(&mut shard).await;
+                    }
                     lock(&shared).shards.insert(partition, shard);
                     r?;
                 }
@@ -273,6 +292,16 @@ pub(super) async fn run(
     tracing::info!(message = "Shutting down: saving partition state.");
     let cfg = p.cfg.clone();
     let finish = async {
+        // Alerts waiting for a failing sink get half the shutdown time; those still waiting
+        // then are in the partitions' checkpoints, delivered by their next owner.
+        let deadline = std::time::Instant::now() + cfg.service.shutdown_timeout / 2;
+        let held: Vec<i32> = lock(&shared).shards.keys().copied().collect();
+        for partition in held {
+            let Some(mut shard) = lock(&shared).shards.remove(&partition) else { continue };
+            let r = p.flush_waiting(&mut shard, Some(deadline)).await;
+            lock(&shared).shards.insert(partition, shard);
+            r?;
+        }
         checkpoint_all(&mut p, &shared, &consumer, true)?;
         p.sinks.close().await?;
         Ok(())

@@ -2,14 +2,20 @@
 //! at-least-once delivery.
 //!
 //! ## The state machine
-//! - **Consuming**: one message at a time: decode its records, feed the detector, deliver
-//!   every alert they raised to every sink through the fan-out (`sinks::fanout`: waiting for
-//!   the Kafka sink's delivery reports, retrying a failing sink with exponential backoff, never
-//!   dropping; an alert a sink refuses for good is set aside and the stream goes on). The message's offset
-//!   is *stored* once none of its records waits in a reorder queue any more (the detector
-//!   reports the oldest queued arrival) and their alerts were accepted; librdkafka commits
-//!   stored offsets periodically, so a committed offset always covers fully processed
-//!   messages only. While a sink fails, the loop retries it and nothing later is stored.
+//! - **Consuming**: one message at a time: decode its records, feed the detector, queue
+//!   every alert they raised in the state's outbox and offer it to every sink through the
+//!   fan-out (`sinks::fanout`: waiting for the Kafka sink's delivery reports; an alert a sink
+//!   refuses for good is set aside and the stream goes on). The message's offset is *stored*
+//!   once none of its records waits in a reorder queue any more (the detector reports the
+//!   oldest queued arrival) and every sink took their alerts; librdkafka commits stored
+//!   offsets periodically, so a committed offset always covers fully processed messages only.
+//! - **Sink down**: a failing sink is retried with exponential backoff (100 ms to 30 s) while
+//!   the other sinks and the consumption go on; its alerts wait in the outbox (which every
+//!   checkpoint holds; without checkpoints no later offset is stored) and `/readyz` answers
+//!   503. When `sinks.max_pending_alerts` wait, consumption stops: role all handles no more
+//!   messages (they wait in the aligner, which pauses each partition whose buffer is full),
+//!   role detect pauses its partitions. The consumer is still polled, so the instance keeps
+//!   its partitions and its place in the group (`max.poll.interval.ms`). Nothing is dropped.
 //! - **Aligning** (roles all and rekey, `sources::align`): fetched messages are decoded once
 //!   ([`Fetched`]), wait in a per-partition buffer and are handled in event-time order across
 //!   the raw partitions (a partition behind its high watermark with nothing buffered holds the
@@ -139,14 +145,45 @@ pub(crate) struct Pipeline {
 }
 
 impl Pipeline {
-    /// Delivers alerts through the fan-out (every sink, retried until each accepts; refused
-    /// ones set aside), noted in the shard's ledger.
+    /// Queues alerts in the shard's outbox and tries to deliver them through the fan-out
+    /// (every sink; refused ones set aside; a failing sink is tried again after its backoff,
+    /// from [`Pipeline::flush`]), noted in the shard's ledger once every sink took them.
     async fn deliver(&mut self, shard: &mut Shard, alerts: Vec<Alert>) -> Result<(), ServiceError> {
         // Every call that feeds the detector delivers its alerts here: the one place to log
         // a new spell of state eviction.
         crate::telemetry::StateEvicted { spells_before: shard.spells_logged, detector: shard.detector() }.emit();
         shard.spells_logged = shard.detector().stats().eviction_spells;
-        Ok(self.sinks.deliver(alerts, shard.ledger(), &mut self.stats).await?)
+        let now = self.now();
+        self.sinks.offer(&mut shard.state.outbox, alerts, &shard.state.delivered, now);
+        self.flush(shard).await
+    }
+
+    /// Another attempt at the alerts waiting in the shard's outbox, when one is due.
+    async fn flush(&mut self, shard: &mut Shard) -> Result<(), ServiceError> {
+        let (outbox, ledger) = shard.outbox_ledger();
+        Ok(self.sinks.flush(outbox, ledger, &mut self.stats).await?)
+    }
+
+    /// Delivers the shard's waiting alerts, waiting for failing sinks, until none waits or
+    /// `deadline` passes (shutdown).
+    async fn flush_waiting(
+        &mut self,
+        shard: &mut Shard,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<(), ServiceError> {
+        let (outbox, ledger) = shard.outbox_ledger();
+        Ok(self.sinks.deliver_waiting(outbox, ledger, &mut self.stats, deadline).await?)
+    }
+
+    /// Whether `pending` alerts waiting for a sink stop consumption now
+    /// (`sinks.max_pending_alerts`); a change is logged and counted.
+    fn backpressure(&mut self, pending: usize) -> bool {
+        let on = self.sinks.backpressure(pending);
+        self.stats.pending_alerts = pending as u64;
+        if on != self.stats.backpressure {
+            crate::telemetry::Backpressure { on, pending }.emit(&mut self.stats);
+        }
+        on
     }
 
     /// Feeds a fetched message's records to the detector and delivers the alerts.
@@ -264,8 +301,10 @@ impl Pipeline {
     }
 
     /// Stores the offsets of handled messages none of whose records waits in a reorder queue.
+    /// Nor any after the oldest alert still waiting for a sink.
     fn store_ready<C: kafka::ConsumerContext>(&mut self, shard: &Shard, consumer: &Consumer<C>) {
-        let limit = shard.detector().oldest_queued_arrival().unwrap_or(i64::MAX);
+        let queued = shard.detector().oldest_queued_arrival().unwrap_or(i64::MAX);
+        let limit = queued.min(shard.state.outbox.oldest_since().unwrap_or(i64::MAX));
         for ((topic, partition), q) in &mut self.pending {
             let mut last = None;
             while let Some(&(arrived, offset)) = q.front() {
@@ -310,11 +349,13 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Processes every record waiting in the reorder queues.
+    /// Processes every record waiting in the reorder queues, and delivers every alert (waiting
+    /// for failing sinks: the shutdown timeout bounds it).
     async fn drain(&mut self, shard: &mut Shard) -> Result<(), ServiceError> {
         let mut alerts = Vec::new();
         shard.state.detector.finish(&mut alerts);
-        self.deliver(shard, alerts).await
+        self.deliver(shard, alerts).await?;
+        self.flush_waiting(shard, None).await
     }
 
     /// Processes the records that waited `service.max_hold` or longer (none while a backlog
@@ -451,8 +492,9 @@ impl Pipeline {
             _ => None,
         };
         let refused = dead_letters.clone().map_or(DeadLetters::Off, DeadLetters::Kafka);
-        let sinks =
-            Fanout::new(sinks_for(&cfg, producer.as_ref())?, refused, cfg.detect.realert.0).with_health(health.clone());
+        let sinks = Fanout::new(sinks_for(&cfg, producer.as_ref())?, refused, cfg.detect.realert.0)
+            .with_health(health.clone())
+            .with_max_pending(cfg.sinks.max_pending_alerts);
         if checkpoints {
             metrics.expect_checkpoints();
         }

@@ -4,7 +4,7 @@
 
 use super::ServiceError;
 use crate::detect::{Detector, DetectorStats};
-use crate::sinks::fanout::Ledger;
+use crate::sinks::fanout::{Ledger, Outbox};
 use crate::time::Nanos;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -31,6 +31,10 @@ pub(super) struct SavedState {
     /// (a batch below it is a copy a restarted rekey instance produced again).
     #[serde(default)]
     pub(super) raw_marks: BTreeMap<String, i64>,
+    /// Alerts raised but not yet taken by every sink (a sink was down): delivered after a
+    /// restore, by whoever holds the state then.
+    #[serde(default, skip_serializing_if = "Outbox::is_empty")]
+    pub(super) outbox: Outbox,
 }
 
 impl SavedState {
@@ -42,6 +46,7 @@ impl SavedState {
             alertmanager: None,
             alert_topic_marks: BTreeMap::new(),
             raw_marks: BTreeMap::new(),
+            outbox: Outbox::default(),
         }
     }
 }
@@ -80,13 +85,14 @@ impl Shard {
         &self.state.detector
     }
 
-    /// What the fan-out notes deliveries in.
-    pub(super) fn ledger(&mut self) -> Ledger<'_> {
-        Ledger {
+    /// The alerts waiting for a sink, and what the fan-out notes deliveries in.
+    pub(super) fn outbox_ledger(&mut self) -> (&mut Outbox, Ledger<'_>) {
+        let ledger = Ledger {
             delivered: &mut self.state.delivered,
             alert_marks: &mut self.state.alert_topic_marks,
             journal: self.store.as_mut(),
-        }
+        };
+        (&mut self.state.outbox, ledger)
     }
 
     /// Writes a checkpoint of this state (with the sinks' state) and the offsets it covers;

@@ -1,8 +1,11 @@
-//! The fan-out: one batch of alerts to every sink, in order, the same way in replay and in
-//! every service role. It owns what every destination needs and none should write again:
-//! - retries with backoff (100 ms, doubling, at most 30 s) while a sink's error is worth a
-//!   retry ([`SinkError::is_retryable`]); meanwhile the caller stores no later offset, so a
-//!   sink that is down holds the stream back and loses nothing;
+//! The fan-out: alerts to every sink, in order, the same way in replay and in every service
+//! role. It owns what every destination needs and none should write again:
+//! - the outbox ([`Outbox`]): alerts wait there until every sink took them. A sink whose error
+//!   is worth a retry ([`SinkError::is_retryable`]) is tried again after a backoff (100 ms,
+//!   doubling, at most 30 s) while the others go on; the service goes on consuming until
+//!   `sinks.max_pending_alerts` wait ([`Fanout::backpressure`]), then stops consuming (and
+//!   stays in its consumer group) until the sink takes them: nothing is dropped. The outbox
+//!   is in every checkpoint, and without one the offsets after its oldest alert wait;
 //! - readiness (`/readyz` answers 503 while a sink fails) and typed events (logged once per
 //!   failing spell, every attempt counted);
 //! - alerts a sink refused for good ([`Sent::rejected`]): counted, logged, set aside on the
@@ -14,9 +17,9 @@ use super::{AlertSink, DeadLetters, SinkError};
 use crate::alert::Alert;
 use crate::telemetry::{AlertsDelivered, Health, ResendFailed, SinkFailed, SinkRecovered, SinkRejected, Stats};
 use crate::time::{parse_timestamp, Nanos};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Waits between retries of something outside (a sink, the dead-letter topic): 100 ms,
 /// doubling, at most 30 s.
@@ -28,8 +31,14 @@ impl Backoff {
     }
 
     pub async fn wait(&mut self) {
-        tokio::time::sleep(self.0).await;
+        tokio::time::sleep(self.step()).await;
+    }
+
+    /// The next wait (and doubles the one after).
+    pub fn step(&mut self) -> Duration {
+        let now = self.0;
         self.0 = (self.0 * 2).min(Duration::from_secs(30));
+        now
     }
 }
 
@@ -49,6 +58,43 @@ pub struct Ledger<'a> {
     pub journal: Option<&'a mut crate::state::StateStore>,
 }
 
+/// Alerts raised but not yet taken by every sink, in the order they were raised. Each detector
+/// state has one and its checkpoints hold it, so alerts waiting for a sink that is down survive
+/// a restart (and move with a partition to its next owner); its length is bounded by
+/// `sinks.max_pending_alerts` through back-pressure ([`Fanout::backpressure`]).
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Outbox {
+    alerts: VecDeque<Alert>,
+    /// Per alert, the processing time (ms) it was raised at: offsets of messages handled from
+    /// then on wait (role all without a state store). Not saved: a restored state has a store.
+    #[serde(skip)]
+    since: VecDeque<i64>,
+    /// Per sink (in delivery order), how many of the first alerts it took. Not saved: after a
+    /// restore every sink gets the saved alerts again (at least once).
+    #[serde(skip)]
+    taken: Vec<usize>,
+}
+
+impl Outbox {
+    pub fn len(&self) -> usize {
+        self.alerts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.alerts.is_empty()
+    }
+
+    /// The processing time the oldest waiting alert was raised at.
+    pub fn oldest_since(&self) -> Option<i64> {
+        self.since.front().copied()
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.alerts.iter().any(|a| a.id == id)
+    }
+}
+
 /// Every sink of a run, and where refused alerts go.
 pub struct Fanout {
     sinks: Vec<Box<dyn AlertSink>>,
@@ -58,12 +104,29 @@ pub struct Fanout {
     horizon: Nanos,
     /// Per sink: its last tick failed (logged once per change).
     tick_failing: Vec<bool>,
+    /// Per sink: its last delivery failed (logged once per spell).
+    failing: Vec<bool>,
+    /// While a sink fails: the wait before the next attempt, and when it is due.
+    backoff: Backoff,
+    retry_at: Option<Instant>,
+    /// `sinks.max_pending_alerts`: the outboxes' total past which consumption stops.
+    max_pending: usize,
 }
 
 impl Fanout {
     pub fn new(sinks: Vec<Box<dyn AlertSink>>, dead_letters: DeadLetters, horizon: Nanos) -> Fanout {
-        let tick_failing = vec![false; sinks.len()];
-        Fanout { sinks, dead_letters, health: Arc::new(Health::default()), horizon, tick_failing }
+        let n = sinks.len();
+        Fanout {
+            sinks,
+            dead_letters,
+            health: Arc::new(Health::default()),
+            horizon,
+            tick_failing: vec![false; n],
+            failing: vec![false; n],
+            backoff: Backoff::new(),
+            retry_at: None,
+            max_pending: usize::MAX,
+        }
     }
 
     /// One sink, nothing set aside (replay, training).
@@ -77,39 +140,103 @@ impl Fanout {
         self
     }
 
-    /// Delivers the alerts not in the ledger to every sink, retrying a failing one until it
-    /// accepts; refused ones are set aside. Then notes them in the ledger. An error only when
-    /// a sink fails in a way no retry mends (a file that cannot be written).
+    /// Alerts that may wait for a failing sink (over all outboxes) before consumption stops.
+    pub fn with_max_pending(mut self, max_pending: usize) -> Fanout {
+        self.max_pending = max_pending.max(1);
+        self
+    }
+
+    /// Whether `pending` alerts waiting (all outboxes together) must stop consumption until
+    /// the sinks take some.
+    pub fn backpressure(&self, pending: usize) -> bool {
+        pending >= self.max_pending
+    }
+
+    /// When the next attempt at a failing sink is due (none while every sink takes alerts).
+    pub fn retry_at(&self) -> Option<Instant> {
+        self.retry_at
+    }
+
+    /// Delivers the alerts not in the ledger to every sink, waiting for a failing one until it
+    /// accepts (replay, and a shutdown's last alerts); refused ones are set aside. Then notes
+    /// them in the ledger. An error only when a sink fails in a way no retry mends (a file
+    /// that cannot be written).
     pub async fn deliver(
         &mut self,
-        mut alerts: Vec<Alert>,
+        alerts: Vec<Alert>,
         ledger: Ledger<'_>,
         stats: &mut Stats,
     ) -> Result<(), SinkError> {
-        alerts.retain(|a| !ledger.delivered.contains_key(&a.id));
-        if alerts.is_empty() {
+        let mut outbox = Outbox::default();
+        self.offer(&mut outbox, alerts, ledger.delivered, 0);
+        self.deliver_waiting(&mut outbox, ledger, stats, None).await
+    }
+
+    /// Flushes an outbox, waiting for failing sinks, until it is empty or `deadline` passes.
+    pub async fn deliver_waiting(
+        &mut self,
+        outbox: &mut Outbox,
+        mut ledger: Ledger<'_>,
+        stats: &mut Stats,
+        deadline: Option<Instant>,
+    ) -> Result<(), SinkError> {
+        loop {
+            self.flush(outbox, reborrow(&mut ledger), stats).await?;
+            if outbox.is_empty() {
+                return Ok(());
+            }
+            let at = self.retry_at.unwrap_or_else(Instant::now);
+            if deadline.is_some_and(|d| at > d) {
+                return Ok(());
+            }
+            tokio::time::sleep_until(at.into()).await;
+        }
+    }
+
+    /// Queues alerts for delivery: those not in the ledger nor already waiting, raised at
+    /// processing time `now_ms`.
+    pub fn offer(&self, outbox: &mut Outbox, alerts: Vec<Alert>, delivered: &BTreeMap<String, Nanos>, now_ms: i64) {
+        // A restored outbox has no processing times.
+        outbox.since.resize(outbox.alerts.len(), 0);
+        for a in alerts {
+            if !delivered.contains_key(&a.id) && !outbox.contains(&a.id) {
+                outbox.alerts.push_back(a);
+                outbox.since.push_back(now_ms);
+            }
+        }
+    }
+
+    /// One attempt (unless a failing sink's next try is not due yet) to give every sink the
+    /// outbox's alerts it has not taken; refused ones are set aside. The alerts every sink took
+    /// leave the outbox and are noted in the ledger. A sink that fails in a way worth a retry
+    /// is logged (once per spell), makes `/readyz` answer 503, and is tried again after a
+    /// backoff; the other sinks go on. An error only when no retry mends the failure.
+    pub async fn flush(&mut self, outbox: &mut Outbox, ledger: Ledger<'_>, stats: &mut Stats) -> Result<(), SinkError> {
+        if outbox.is_empty() || self.retry_at.is_some_and(|at| Instant::now() < at) {
             return Ok(());
         }
-        for sink in &mut self.sinks {
-            let (kind, mut backoff, mut failing) = (sink.kind(), Backoff::new(), false);
-            let sent = loop {
-                match sink.send(&alerts).await {
-                    Ok(sent) => break sent,
-                    Err(error) if error.is_retryable() => {
-                        let target = sink.target();
-                        SinkFailed { sink: kind, target, error: &error, retrying: true, first: !failing }.emit(stats);
-                        if !failing {
-                            failing = true;
-                            self.health.set_sink_failing(true);
-                        }
-                        backoff.wait().await;
-                    }
-                    Err(error) => return Err(error),
+        outbox.since.resize(outbox.alerts.len(), 0);
+        outbox.taken.resize(self.sinks.len(), 0);
+        let mut failed = false;
+        for (i, sink) in self.sinks.iter_mut().enumerate() {
+            let from = outbox.taken[i];
+            if from >= outbox.alerts.len() {
+                continue;
+            }
+            let batch: Vec<Alert> = outbox.alerts.range(from..).cloned().collect();
+            let kind = sink.kind();
+            let sent = match sink.send(&batch).await {
+                Ok(sent) => sent,
+                Err(error) if error.is_retryable() => {
+                    let first = !std::mem::replace(&mut self.failing[i], true);
+                    SinkFailed { sink: kind, target: sink.target(), error: &error, retrying: true, first }.emit(stats);
+                    failed = true;
+                    continue;
                 }
+                Err(error) => return Err(error),
             };
-            if failing {
+            if std::mem::take(&mut self.failing[i]) {
                 SinkRecovered { sink: kind }.emit();
-                self.health.set_sink_failing(false);
             }
             for r in &sent.rejected {
                 SinkRejected { sink: kind, target: sink.target(), alert_id: &r.id, error: &r.detail }.emit(stats);
@@ -119,10 +246,26 @@ impl Fanout {
                 let next = ledger.alert_marks.entry(partition).or_insert(0);
                 *next = (*next).max(offset + 1);
             }
-            AlertsDelivered { sink: kind, alerts: alerts.len() - sent.rejected.len() }.emit(stats);
+            AlertsDelivered { sink: kind, alerts: batch.len() - sent.rejected.len() }.emit(stats);
+            outbox.taken[i] = outbox.alerts.len();
         }
-        stats.count_alerts(&alerts);
-        self.note_delivered(&alerts, ledger);
+        if failed {
+            self.retry_at = Some(Instant::now() + self.backoff.step());
+        } else {
+            self.retry_at = None;
+            self.backoff = Backoff::new();
+        }
+        self.health.set_sink_failing(self.failing.iter().any(|f| *f));
+        let done = outbox.taken.iter().copied().min().unwrap_or(outbox.alerts.len());
+        if done > 0 {
+            let alerts: Vec<Alert> = outbox.alerts.drain(..done).collect();
+            outbox.since.drain(..done);
+            for t in &mut outbox.taken {
+                *t -= done;
+            }
+            stats.count_alerts(&alerts);
+            self.note_delivered(&alerts, ledger);
+        }
         Ok(())
     }
 
@@ -208,6 +351,11 @@ impl Fanout {
     }
 }
 
+/// A shorter-lived copy of a ledger's borrows, for one call of a loop.
+fn reborrow<'b>(ledger: &'b mut Ledger<'_>) -> Ledger<'b> {
+    Ledger { delivered: ledger.delivered, alert_marks: ledger.alert_marks, journal: ledger.journal.as_deref_mut() }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,6 +435,45 @@ mod tests {
         rt().block_on(fanout.deliver(alerts.clone(), ledger, &mut stats)).unwrap();
         assert_eq!(calls.lock().unwrap().len(), 3);
         assert_eq!(stats.alerts.values().sum::<u64>(), alerts.len() as u64);
+    }
+
+    #[test]
+    fn alerts_wait_in_the_outbox_for_a_failing_sink_while_the_others_take_them_once() {
+        let alerts = alerts();
+        let (good, good_calls) = recording(SinkKind::Kafka, 0, vec![]);
+        let (bad, bad_calls) = recording(SinkKind::Webhook, 2, vec![]);
+        let mut fanout = Fanout::new(vec![good, bad], DeadLetters::Off, 24 * crate::time::HOUR).with_max_pending(3);
+        let (mut delivered, mut marks, mut stats) = (BTreeMap::new(), BTreeMap::new(), Stats::default());
+        let mut outbox = Outbox::default();
+        fanout.offer(&mut outbox, alerts[..1].to_vec(), &delivered, 7);
+        let ledger = Ledger { delivered: &mut delivered, alert_marks: &mut marks, journal: None };
+        rt().block_on(fanout.flush(&mut outbox, ledger, &mut stats)).unwrap();
+        assert_eq!((outbox.len(), outbox.oldest_since()), (1, Some(7)), "waits for the failing sink");
+        assert!(delivered.is_empty() && fanout.retry_at().is_some());
+        // Not due yet: nothing is sent; more alerts queue behind the first (a repeat is not).
+        fanout.offer(&mut outbox, alerts.clone(), &delivered, 9);
+        assert_eq!(outbox.len(), alerts.len());
+        assert!(fanout.backpressure(3) && !fanout.backpressure(2));
+        let ledger = Ledger { delivered: &mut delivered, alert_marks: &mut marks, journal: None };
+        rt().block_on(fanout.flush(&mut outbox, ledger, &mut stats)).unwrap();
+        assert_eq!((good_calls.lock().unwrap().len(), bad_calls.lock().unwrap().len()), (1, 1));
+        let ledger = Ledger { delivered: &mut delivered, alert_marks: &mut marks, journal: None };
+        rt().block_on(fanout.deliver_waiting(&mut outbox, ledger, &mut stats, None)).unwrap();
+        assert!(outbox.is_empty() && fanout.retry_at().is_none());
+        let ids = |a: &[Alert]| a.iter().map(|a| a.id.clone()).collect::<Vec<_>>();
+        // The good sink got each alert once: the first, then the rest.
+        assert_eq!(good_calls.lock().unwrap().concat(), ids(&alerts));
+        // The failing one got them all in its last, successful attempt.
+        assert_eq!(bad_calls.lock().unwrap().last().unwrap(), &ids(&alerts));
+        assert_eq!(delivered.len(), alerts.len());
+        assert_eq!(stats.alerts.values().sum::<u64>(), alerts.len() as u64);
+        // An outbox survives a checkpoint (serde) with its alerts; each sink gets them again.
+        let mut outbox = Outbox::default();
+        fanout.offer(&mut outbox, alerts.clone(), &BTreeMap::new(), 1);
+        let saved = serde_json::to_vec(&outbox).unwrap();
+        let back: Outbox = serde_json::from_slice(&saved).unwrap();
+        assert_eq!(back.len(), alerts.len());
+        assert_eq!(back.oldest_since(), None, "processing times are not saved");
     }
 
     #[test]

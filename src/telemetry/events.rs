@@ -159,6 +159,28 @@ impl SinkRecovered {
     }
 }
 
+/// Alerts waiting for a failing sink reached `sinks.max_pending_alerts`: consumption stops
+/// (`on`) until the sinks take some (`!on`). Logged and counted once per change.
+pub struct Backpressure {
+    pub on: bool,
+    pub pending: usize,
+}
+
+impl Backpressure {
+    pub fn emit(&self, stats: &mut Stats) {
+        stats.backpressure = self.on;
+        if self.on {
+            stats.backpressure_spells += 1;
+            tracing::warn!(
+                message = "Alerts wait for a failing sink: consumption stopped until it takes them.",
+                pending = self.pending
+            );
+        } else {
+            tracing::info!(message = "Consumption resumed: the sinks took the waiting alerts.", pending = self.pending);
+        }
+    }
+}
+
 /// A malformed record was written to the dead-letter file or topic.
 pub struct DeadLettered<'a> {
     pub reason: Malformed,

@@ -119,6 +119,9 @@ pub struct Metrics {
     sink_rejected: IntCounterVec,
     sink_retries: IntCounterVec,
     dead_letters: IntCounter,
+    pending_alerts: IntGauge,
+    backpressure: IntGauge,
+    backpressure_spells: IntCounter,
     processing: Arc<Mutex<Histo>>,
     lag: Arc<Mutex<Histo>>,
     consumer_lag: ConsumerLag,
@@ -277,6 +280,18 @@ impl Metrics {
                 "exfilwatch_dead_letter_messages_total",
                 "Malformed records written to the dead-letter file or topic.",
             )?,
+            pending_alerts: gauge(
+                "exfilwatch_sink_pending_alerts",
+                "Alerts raised and waiting for a sink that has not taken them yet (sinks.max_pending_alerts bounds it).",
+            )?,
+            backpressure: gauge(
+                "exfilwatch_backpressure",
+                "1 while consumption is stopped because sinks.max_pending_alerts alerts wait for a failing sink.",
+            )?,
+            backpressure_spells: counter(
+                "exfilwatch_backpressure_spells_total",
+                "Times consumption stopped because sinks.max_pending_alerts alerts waited for a failing sink.",
+            )?,
             processing: histo(
                 "exfilwatch_record_processing_seconds",
                 "Decode and detect time per record (each message timed once, its average counted per record).",
@@ -365,6 +380,9 @@ impl Metrics {
             self.suppressed.with_label_values(&[*r]).inc_by(now.saturating_sub(was));
         }
         self.dead_letters.inc_by(s.dead_letters.saturating_sub(p.dead_letters));
+        self.pending_alerts.set(i64::try_from(s.pending_alerts).unwrap_or(i64::MAX));
+        self.backpressure.set(i64::from(s.backpressure));
+        self.backpressure_spells.inc_by(s.backpressure_spells.saturating_sub(p.backpressure_spells));
         self.verdicts_applied.inc_by(s.detector.verdicts_applied.saturating_sub(p.detector.verdicts_applied));
         self.verdicts_malformed.inc_by(s.verdicts_malformed.saturating_sub(p.verdicts_malformed));
         self.keys.set(s.detector.keys_tracked as i64);

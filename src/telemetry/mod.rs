@@ -31,8 +31,8 @@ mod metrics;
 mod stats;
 
 pub use events::{
-    AlertsDelivered, BatchProcessed, DeadLettered, MalformedRecord, ResendFailed, SinkFailed, SinkRecovered,
-    SinkRejected, StateEvicted,
+    AlertsDelivered, Backpressure, BatchProcessed, DeadLettered, MalformedRecord, ResendFailed, SinkFailed,
+    SinkRecovered, SinkRejected, StateEvicted,
 };
 pub use health::{ConsumerLag, Health};
 pub use metrics::{register_readiness, suppressed_counts, Metrics, CHECKPOINT_BUCKETS, SUPPRESSION_REASONS};

@@ -36,6 +36,12 @@ pub struct Stats {
     /// Event time of a message's newest record to the moment it was processed, in seconds (one
     /// observation per message; `run` only: in a replay it is the archive's age).
     pub lag: Histo,
+    /// Alerts waiting for a sink (`run`; a gauge).
+    pub pending_alerts: u64,
+    /// Consumption is stopped until a sink takes the waiting alerts (`sinks.max_pending_alerts`).
+    pub backpressure: bool,
+    /// Times consumption stopped so.
+    pub backpressure_spells: u64,
 }
 
 impl Default for Stats {
@@ -54,6 +60,9 @@ impl Default for Stats {
             verdicts_malformed: 0,
             processing: Histo::new(PROCESSING_BUCKETS),
             lag: Histo::new(LAG_BUCKETS),
+            pending_alerts: 0,
+            backpressure: false,
+            backpressure_spells: 0,
         }
     }
 }
