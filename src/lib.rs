@@ -27,6 +27,7 @@ pub mod config;
 pub mod decode;
 pub mod detect;
 pub mod feedback;
+pub mod formats;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod model;

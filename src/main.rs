@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use exfilwatch::config::{Config, DEFAULTS_TOML};
 use exfilwatch::detect::{Allowlist, Detector, Suppressed, Verdict, VerdictKind};
+use exfilwatch::formats::AlertFormat;
 use exfilwatch::model::{self, KeySummary, Manifest};
 use exfilwatch::replay::{replay, ReplayError, ReplayOptions, ReplayReport};
 use exfilwatch::sinks::fanout::Fanout;
@@ -154,9 +155,10 @@ struct ReplayArgs {
     /// Write only the alerts of this account (repeatable).
     #[arg(long = "account", value_name = "NAME")]
     accounts: Vec<String>,
-    /// `json` (JSON Lines, the default) or `text` (one readable line per alert:
-    /// `[critical] rule account/credential: summary`).
-    #[arg(long, value_enum, default_value = "json")]
+    /// `native` (exfilwatch's JSON Lines, the default; `json` is the same), `ocsf` (OCSF 1.8.0
+    /// Detection Findings), `ecs` (Elastic Common Schema 9.4 documents), one per line, or
+    /// `text` (one readable line per alert: `[critical] rule account/credential: summary`).
+    #[arg(long, value_enum, default_value = "native")]
     format: OutputFormat,
     /// Write the run's counters in the Prometheus text format to this file at the end (for
     /// node_exporter's textfile collector); written to a temporary file and renamed.
@@ -329,7 +331,14 @@ impl From<SeverityArg> for exfilwatch::alert::Severity {
 /// `replay --format`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum OutputFormat {
-    Json,
+    /// exfilwatch's own JSON, one alert per line (README "Alert format").
+    #[value(alias = "json")]
+    Native,
+    /// OCSF 1.8.0 Detection Findings, one per line.
+    Ocsf,
+    /// Elastic Common Schema 9.4 documents, one per line.
+    Ecs,
+    /// One readable line per alert.
     Text,
 }
 
@@ -500,7 +509,9 @@ fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
             None => (Box::new(std::io::BufWriter::new(std::io::stdout())), "stdout".to_string()),
         };
     let sink: Box<dyn AlertSink> = match args.format {
-        OutputFormat::Json => Box::new(JsonLinesSink::new(out, target)),
+        OutputFormat::Native => Box::new(JsonLinesSink::new(out, target)),
+        OutputFormat::Ocsf => Box::new(JsonLinesSink::new(out, target).with_format(AlertFormat::Ocsf)),
+        OutputFormat::Ecs => Box::new(JsonLinesSink::new(out, target).with_format(AlertFormat::Ecs)),
         OutputFormat::Text => Box::new(exfilwatch::sinks::text::TextSink::new(out, target)),
     };
     let sink = exfilwatch::sinks::filter::Filtered::new(sink, args.min_severity.into(), &args.accounts);

@@ -426,6 +426,15 @@ pub struct SinksConfig {
     /// Alerts that may wait for a sink that is down (over all detector states of the
     /// process) before the service stops consuming until the sink takes them.
     pub max_pending_alerts: u64,
+    /// Format of each alert on stdout: `native` (exfilwatch's JSON), `ocsf` (OCSF 1.8.0
+    /// Detection Finding) or `ecs` (Elastic Common Schema 9.4).
+    pub stdout_format: crate::formats::AlertFormat,
+    /// Format of each alert in `file`.
+    pub file_format: crate::formats::AlertFormat,
+    /// Format of each alert on `kafka_topic` (the record's key is its id in every format).
+    pub kafka_format: crate::formats::AlertFormat,
+    /// Format of each alert posted to `webhook_url`.
+    pub webhook_format: crate::formats::AlertFormat,
 }
 
 impl Default for SinksConfig {
@@ -447,6 +456,10 @@ impl Default for SinksConfig {
             alertmanager_resend_interval: Span(60 * crate::time::SECOND),
             alertmanager_min_firing: Span(300 * crate::time::SECOND),
             max_pending_alerts: 10_000,
+            stdout_format: Default::default(),
+            file_format: Default::default(),
+            kafka_format: Default::default(),
+            webhook_format: Default::default(),
         }
     }
 }

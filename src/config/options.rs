@@ -4,6 +4,7 @@
 //! (a role and what it needs). `exfilwatch config check` runs the same checks.
 
 use super::{AllowConfig, Config, ConfigError, DetectConfig, KafkaConfig, Role};
+use crate::formats::AlertFormat;
 use crate::secure::{secret_from, Secret};
 use crate::units::Span;
 use std::collections::BTreeMap;
@@ -35,6 +36,11 @@ pub struct SinkOptions {
     pub alertmanager: Option<AlertmanagerEndpoint>,
     /// Alerts that may wait for a failing sink before consumption stops (at least 1).
     pub max_pending_alerts: usize,
+    /// Each sink's alert format.
+    pub stdout_format: AlertFormat,
+    pub file_format: AlertFormat,
+    pub kafka_format: AlertFormat,
+    pub webhook_format: AlertFormat,
 }
 
 #[derive(Clone, Debug)]
@@ -212,6 +218,10 @@ impl Config {
                 0 => return Err("sinks.max_pending_alerts must be at least 1".into()),
                 n => usize::try_from(n).unwrap_or(usize::MAX),
             },
+            stdout_format: s.stdout_format,
+            file_format: s.file_format,
+            kafka_format: s.kafka_format,
+            webhook_format: s.webhook_format,
         };
         let checkpoint_interval = duration("service.checkpoint_interval", v.checkpoint_interval, false)?;
         let service = ServiceOptions {
@@ -301,6 +311,18 @@ mod tests {
         assert_eq!(o.service.checkpoint_interval, Some(Duration::from_secs(30)));
         let o = options("[service]\ncheckpoint_interval = \"0s\"\nstate_store = \"\"\n").unwrap();
         assert!(o.service.checkpoint_interval.is_none() && o.service.state_store.is_none());
+    }
+
+    #[test]
+    fn sink_formats_and_the_pending_bound_are_checked() {
+        let o = options("[sinks]\nfile_format = \"ocsf\"\nwebhook_format = \"ecs\"\nmax_pending_alerts = 5\n").unwrap();
+        assert_eq!((o.sinks.file_format, o.sinks.webhook_format), (AlertFormat::Ocsf, AlertFormat::Ecs));
+        assert_eq!((o.sinks.stdout_format, o.sinks.kafka_format), (AlertFormat::Native, AlertFormat::Native));
+        assert_eq!(o.sinks.max_pending_alerts, 5);
+        let e = options("[sinks]\nkafka_format = \"cef\"\n").unwrap_err();
+        assert!(e.contains("kafka_format") && e.contains("ocsf"), "{e}");
+        let e = options("[sinks]\nmax_pending_alerts = 0\n").unwrap_err();
+        assert!(e.contains("max_pending_alerts"), "{e}");
     }
 
     #[test]

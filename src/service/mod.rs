@@ -454,19 +454,22 @@ pub async fn run_with(
 fn sinks_for(cfg: &Options, producer: Option<&Producer>) -> Result<Vec<Box<dyn AlertSink>>, ServiceError> {
     let mut sinks: Vec<Box<dyn AlertSink>> = Vec::new();
     if cfg.sinks.stdout {
-        sinks.push(Box::new(JsonLinesSink::new(std::io::stdout(), "stdout").flushing()));
+        sinks.push(Box::new(
+            JsonLinesSink::new(std::io::stdout(), "stdout").flushing().with_format(cfg.sinks.stdout_format),
+        ));
     }
     if let Some(path) = &cfg.sinks.file {
-        sinks.push(Box::new(crate::sinks::jsonl::file(&path.display().to_string(), true)?.flushing()));
+        let file = crate::sinks::jsonl::file(&path.display().to_string(), true)?;
+        sinks.push(Box::new(file.flushing().with_format(cfg.sinks.file_format)));
     }
     if let (Some(p), Some(topic)) = (producer, &cfg.sinks.kafka_topic) {
-        sinks.push(Box::new(KafkaAlertSink::new(p.clone(), topic, &cfg.kafka)));
+        sinks.push(Box::new(KafkaAlertSink::new(p.clone(), topic, &cfg.kafka).with_format(cfg.sinks.kafka_format)));
     }
     if let Some(w) = &cfg.sinks.webhook {
         let sink =
             crate::sinks::webhook::WebhookSink::with_auth(w.url.as_str(), w.timeout, &Default::default(), &w.tls_auth)
                 .map_err(SinkError::from)?;
-        sinks.push(Box::new(sink));
+        sinks.push(Box::new(sink.with_format(cfg.sinks.webhook_format)));
     }
     if let Some(am) = &cfg.sinks.alertmanager {
         let mut opts = AlertmanagerOptions::new(am.url.as_str(), cfg.detect.realert.0);

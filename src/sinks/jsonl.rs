@@ -3,6 +3,7 @@
 
 use super::{AlertSink, Sent, SinkError};
 use crate::alert::Alert;
+use crate::formats::AlertFormat;
 use crate::telemetry::SinkKind;
 use std::io::Write;
 
@@ -14,11 +15,24 @@ pub struct JsonLinesSink<W: Write> {
     /// Flush after every batch (the service: alerts visible at once), or only on `flush`
     /// (replay: a buffered file).
     flush_each: bool,
+    format: AlertFormat,
 }
 
 impl<W: Write> JsonLinesSink<W> {
     pub fn new(out: W, target: impl Into<String>) -> Self {
-        JsonLinesSink { out, target: target.into(), line: Vec::with_capacity(2048), flush_each: false }
+        JsonLinesSink {
+            out,
+            target: target.into(),
+            line: Vec::with_capacity(2048),
+            flush_each: false,
+            format: AlertFormat::Native,
+        }
+    }
+
+    /// Writes each alert in this format (native JSON by default).
+    pub fn with_format(mut self, format: AlertFormat) -> Self {
+        self.format = format;
+        self
     }
 
     /// Flushes after every batch.
@@ -40,8 +54,11 @@ impl<W: Write> JsonLinesSink<W> {
     pub fn write(&mut self, alerts: &[Alert]) -> Result<(), SinkError> {
         for a in alerts {
             self.line.clear();
-            serde_json::to_writer(&mut self.line, a)
-                .map_err(|e| SinkError::Io { target: self.target.clone(), source: e.into() })?;
+            match self.format {
+                AlertFormat::Native => serde_json::to_writer(&mut self.line, a)
+                    .map_err(|e| SinkError::Io { target: self.target.clone(), source: e.into() })?,
+                other => self.line.extend(other.to_vec(a)),
+            }
             self.line.push(b'\n');
             self.out.write_all(&self.line).map_err(|source| SinkError::Io { target: self.target.clone(), source })?;
         }

@@ -7,6 +7,7 @@
 use super::{AlertSink, Sent, SinkError};
 use crate::alert::Alert;
 use crate::config::KafkaConfig;
+use crate::formats::AlertFormat;
 use crate::telemetry::SinkKind;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -68,9 +69,17 @@ pub struct KafkaAlertSink {
     scan_from: Option<BTreeMap<i32, i64>>,
     /// Alert ids found by that read: not produced again.
     on_topic: HashSet<String>,
+    /// How each alert is written (the record's key is its id whatever the format).
+    format: AlertFormat,
 }
 
 impl KafkaAlertSink {
+    /// Writes each alert in this format (native JSON by default).
+    pub fn with_format(mut self, format: AlertFormat) -> KafkaAlertSink {
+        self.format = format;
+        self
+    }
+
     pub fn new(producer: Producer, topic: &str, kafka: &KafkaConfig) -> KafkaAlertSink {
         KafkaAlertSink {
             producer,
@@ -78,6 +87,7 @@ impl KafkaAlertSink {
             kafka: kafka.clone(),
             scan_from: None,
             on_topic: HashSet::new(),
+            format: AlertFormat::Native,
         }
     }
 
@@ -115,7 +125,7 @@ impl AlertSink for KafkaAlertSink {
         let fresh: Vec<&Alert> = alerts.iter().filter(|a| !self.on_topic.contains(&a.id)).collect();
         let mut payloads = Vec::with_capacity(fresh.len());
         for a in &fresh {
-            payloads.push(serde_json::to_vec(a).map_err(|e| kafka_error(&self.topic, e))?);
+            payloads.push(self.format.to_vec(a));
         }
         let pending: Vec<_> = fresh
             .iter()

@@ -34,6 +34,7 @@
 //! `HTTPS_PROXY`/`HTTP_PROXY` in the environment is honored.
 
 use crate::alert::Alert;
+use crate::formats::AlertFormat;
 use reqwest::header::{HeaderValue, CONTENT_TYPE};
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -136,6 +137,8 @@ pub struct WebhookSink {
     accepted: Mutex<Accepted>,
     /// Refused for good since the last [`WebhookSink::take_rejected`].
     rejected: Mutex<Vec<Rejected>>,
+    /// The body's format (native JSON by default).
+    format: AlertFormat,
 }
 
 impl WebhookSink {
@@ -179,7 +182,14 @@ impl WebhookSink {
             timeout,
             accepted: Mutex::new(Accepted::new(ACCEPTED_MEMORY)),
             rejected: Mutex::new(Vec::new()),
+            format: AlertFormat::Native,
         })
+    }
+
+    /// Posts each alert in this format (native JSON by default).
+    pub fn with_format(mut self, format: AlertFormat) -> Self {
+        self.format = format;
+        self
     }
 
     /// POSTs each alert (one request per alert, body = the alert's JSON, Content-Type:
@@ -199,7 +209,7 @@ impl WebhookSink {
             match self.post(alert).await {
                 Ok(()) => {}
                 Err(error) if !error.is_retryable() => {
-                    let body = serde_json::to_vec(alert).unwrap_or_default();
+                    let body = self.format.to_vec(alert);
                     self.lock_rejected().push(Rejected { id: alert.id.clone(), alert: body, error });
                 }
                 Err(error) => return Err(error),
@@ -229,7 +239,7 @@ impl WebhookSink {
         let invalid = |reason: String| WebhookError::InvalidAlert { id: alert.id.clone(), reason };
         let id_value =
             HeaderValue::from_str(&alert.id).map_err(|_| invalid("id is not a valid header value".into()))?;
-        let body = serde_json::to_vec(alert).map_err(|e| invalid(e.to_string()))?;
+        let body = self.format.to_vec(alert);
 
         let response = self
             .client
