@@ -20,10 +20,12 @@ pub enum Rule {
     MaliciousOrigin,
     /// More than `spray_origins` new origins for one key within an hour.
     OriginSpray,
+    /// A successful read from an address on a configured threat list (`enrich.threat_lists`).
+    SuspiciousOrigin,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 7] = [
+    pub const ALL: [Rule; 8] = [
         Rule::UnfamiliarOriginVolume,
         Rule::UnfamiliarOriginAccountVolume,
         Rule::UnfamiliarOriginsAggregate,
@@ -31,6 +33,7 @@ impl Rule {
         Rule::NewOrigin,
         Rule::MaliciousOrigin,
         Rule::OriginSpray,
+        Rule::SuspiciousOrigin,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -42,6 +45,7 @@ impl Rule {
             Rule::NewOrigin => "new_origin",
             Rule::MaliciousOrigin => "malicious_origin",
             Rule::OriginSpray => "origin_spray",
+            Rule::SuspiciousOrigin => "suspicious_origin",
         }
     }
 }
@@ -97,6 +101,10 @@ pub struct OriginRef {
     /// listed). The list's bytes plus the alert's `other_bytes` are its `observed_bytes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_bytes: Option<u64>,
+    /// Who owns the address (`asn`, `as_name`, `country`, `service_tag`, `region`, `lists`),
+    /// from `[enrich]`'s files; each field left out when unknown.
+    #[serde(flatten)]
+    pub info: crate::enrich::OriginInfo,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,6 +126,12 @@ pub struct Baseline {
     /// volume_anomaly only: one-sided p-value of the observed volume under the key's history.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p_value: Option<f64>,
+    /// With `[enrich]`: the autonomous systems (`AS64500 Example Hosting`) and countries of
+    /// the key's familiar origins, the most used first (at most 5 each).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub usual_asns: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub usual_countries: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

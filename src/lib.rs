@@ -26,6 +26,7 @@ pub mod alert;
 pub mod config;
 pub mod decode;
 pub mod detect;
+pub mod enrich;
 pub mod feedback;
 pub mod formats;
 #[doc(hidden)]

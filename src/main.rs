@@ -499,6 +499,11 @@ fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
     };
     // The allowlist comes from the configuration, never from the model.
     detector.set_allowlist(Allowlist::compile(&cfg.allow).map_err(anyhow::Error::msg)?);
+    // So is the enrichment.
+    if !cfg.enrich.is_empty() {
+        let e = exfilwatch::enrich::Enrichment::load(&cfg.enrich).context("[enrich]")?;
+        detector.set_enrichment(Some(std::sync::Arc::new(e)));
+    }
     let (out, target): (Box<dyn std::io::Write + Send>, String) =
         match args.output.as_ref().filter(|p| p.as_os_str() != "-") {
             Some(p) => {

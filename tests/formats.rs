@@ -223,8 +223,25 @@ fn alerts() -> Vec<Alert> {
     spread.rule = Rule::UnfamiliarOriginsAggregate;
     spread.resource = None;
     spread.origins = Some(vec![
-        OriginRef { ip: "2001:db8::7".into(), prefix: "2001:db8::/64".into(), observed_bytes: Some(600) },
-        OriginRef { ip: "198.51.100.9".into(), prefix: "198.51.100.0/24".into(), observed_bytes: Some(400) },
+        OriginRef {
+            ip: "2001:db8::7".into(),
+            prefix: "2001:db8::/64".into(),
+            observed_bytes: Some(600),
+            info: exfilwatch::enrich::OriginInfo {
+                asn: Some(64500),
+                as_name: Some("Example Hosting".into()),
+                country: Some("NL".into()),
+                service_tag: Some("Storage.WestEurope".into()),
+                region: Some("westeurope".into()),
+                lists: vec!["tor".into()],
+            },
+        },
+        OriginRef {
+            ip: "198.51.100.9".into(),
+            prefix: "198.51.100.0/24".into(),
+            observed_bytes: Some(400),
+            info: Default::default(),
+        },
     ]);
     spread.origin = None;
     all.push(spread);
@@ -267,6 +284,11 @@ fn ocsf_findings_follow_the_published_schema() {
             doc["evidences"].as_array().unwrap().iter().filter_map(|e| e["src_endpoint"]["ip"].as_str()).collect();
         let want: Vec<&str> = a.origin.iter().chain(a.origins.iter().flatten()).map(|o| o.ip.as_str()).collect();
         assert_eq!(ips, want);
+        for (e, o) in doc["evidences"].as_array().unwrap().iter().zip(a.origin.iter().chain(a.origins.iter().flatten()))
+        {
+            assert_eq!(e["src_endpoint"]["autonomous_system"]["number"].as_u64(), o.info.asn.map(u64::from));
+            assert_eq!(e["src_endpoint"]["location"]["country"].as_str(), o.info.country.as_deref());
+        }
     }
     // The validator finds what is wrong (it is not a rubber stamp).
     let mut bad = AlertFormat::Ocsf.value(&golden()[0]);
@@ -320,6 +342,13 @@ fn ecs_documents_use_only_ecs_fields_outside_their_own_set() {
         let first = a.origin.as_ref().or(a.origins.as_ref().and_then(|o| o.first()));
         assert_eq!(doc["source"]["ip"].as_str(), first.map(|o| o.ip.as_str()));
         assert_eq!(doc["cloud"]["account"]["id"].as_str(), a.resource.as_ref().map(|r| r.subscription_id.as_str()));
+        if let Some(asn) = first.and_then(|o| o.info.asn) {
+            assert_eq!(doc["source"]["as"]["number"], asn);
+            assert_eq!(
+                doc["source"]["geo"]["country_iso_code"].as_str(),
+                first.and_then(|o| o.info.country.as_deref())
+            );
+        }
         let risk = doc["event"]["risk_score"].as_u64().unwrap();
         assert!((0..=100).contains(&risk));
     }

@@ -69,6 +69,8 @@ pub struct Config {
     pub sinks: SinksConfig,
     pub service: ServiceConfig,
     pub allow: AllowConfig,
+    /// `[enrich]`: who owns an address (ASN, country, Azure service tags) and threat lists.
+    pub enrich: crate::enrich::EnrichConfig,
 }
 
 /// `[detect]`: the rules and their thresholds. All times are event time.

@@ -16,6 +16,7 @@ use std::time::Duration;
 pub struct Options {
     pub detect: DetectConfig,
     pub allow: AllowConfig,
+    pub enrich: crate::enrich::EnrichConfig,
     /// Client settings (servers, security, librdkafka options), passed to librdkafka.
     pub kafka: KafkaConfig,
     /// `kafka.dead_letter_topic`.
@@ -286,6 +287,7 @@ impl Config {
         Ok(Options {
             detect: self.detect.clone(),
             allow: self.allow.clone(),
+            enrich: self.enrich.clone(),
             kafka: k.clone(),
             dead_letter_topic: some(&k.dead_letter_topic),
             sinks,

@@ -37,6 +37,7 @@ mod evidence;
 mod intern;
 mod learned;
 mod origin_rules;
+mod owners;
 mod reorder;
 mod rules;
 mod sketch;
@@ -76,7 +77,7 @@ use rules::reached_level;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use state::{AccountState, Ev, KeyState, Mark, OriginEntry};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 
 /// An origin: the client address masked to the configured prefix, as 128 bits (IPv4 in its
@@ -104,6 +105,14 @@ struct Ctx {
     /// From the current configuration, never from a snapshot.
     #[serde(skip)]
     allow: Allowlist,
+    /// Who owns an address (`[enrich]`): from the current configuration, never from a
+    /// snapshot; reloaded when its files change.
+    #[serde(skip)]
+    enrich: Option<std::sync::Arc<crate::enrich::Enrichment>>,
+    /// `suspicious_origin` dedup: (account, credential, address, list) -> (last alert, first
+    /// alert, re-alert count).
+    #[serde(default)]
+    suspicious: BTreeMap<String, (Nanos, Nanos, u32)>,
     #[serde(default)]
     verdicts: verdict::Verdicts,
     /// Newest event time processed (any account): the clock of eviction spells.
@@ -143,6 +152,8 @@ impl Detector {
                 arrivals: ArrivalIndex::default(),
                 tq: TQuantiles::default(),
                 allow: Allowlist::default(),
+                enrich: None,
+                suspicious: BTreeMap::new(),
                 verdicts: verdict::Verdicts::default(),
                 newest: Nanos::MIN,
                 last_eviction: None,

@@ -44,6 +44,15 @@ impl Ctx {
                 a.resource.clone_from(&acct.resource);
             }
         }
+        if out.len() > first {
+            if let Some(enrich) = self.enrich.clone() {
+                let key = acct.keys.get(&e.cred);
+                let usual = key.map(|k| self.usual_owners(&enrich, k, e.time)).unwrap_or_default();
+                for a in &mut out[first..] {
+                    owners::stamp(a, &enrich, &usual);
+                }
+            }
+        }
     }
 
     fn apply_rules(&mut self, account: &str, acct: &mut AccountState, e: &Ev, out: &mut Vec<Alert>) {
@@ -122,6 +131,7 @@ impl Ctx {
             if self.observe_origin(account, e.cred, key, origin, &sample, learning, out) {
                 acct.evidence_created = acct.evidence_created.max(t);
             }
+            self.suspicious_read(account, e.cred, key, origin, &sample, out);
         }
         if self.cfg.volume_anomaly {
             self.check_volume(account, e.cred, key, t, learning, out);
@@ -180,6 +190,8 @@ impl Ctx {
             typical_peak_bytes: key.history.model().map_or(0, PeakModel::typical_peak),
             days_of_history: ((t - key.first_seen) as f64 / DAY as f64 * 10.0).round() / 10.0,
             p_value,
+            usual_asns: Vec::new(),
+            usual_countries: Vec::new(),
         }
     }
 
@@ -205,7 +217,12 @@ impl Ctx {
     pub(super) fn origin_ref(&self, origin: OriginKey, ev: Option<&Evidence>) -> OriginRef {
         let ip =
             ev.and_then(|e| e.top_addresses(1).first().map(|a| a.0)).unwrap_or_else(|| evidence::ip_from_bits(origin));
-        OriginRef { ip: ip.to_string(), prefix: self.origin_text(origin), observed_bytes: None }
+        OriginRef {
+            ip: ip.to_string(),
+            prefix: self.origin_text(origin),
+            observed_bytes: None,
+            info: Default::default(),
+        }
     }
 
     /// The origins of a key-level alert's window by bytes, the most first, at most `n`, each
@@ -224,7 +241,12 @@ impl Ctx {
             }
             left -= bytes;
             let ip = evidence::ip_from_bits(o.top_address.unwrap_or(o.origin));
-            out.push(OriginRef { ip: ip.to_string(), prefix: self.origin_text(o.origin), observed_bytes: Some(bytes) });
+            out.push(OriginRef {
+                ip: ip.to_string(),
+                prefix: self.origin_text(o.origin),
+                observed_bytes: Some(bytes),
+                info: Default::default(),
+            });
         }
         (out, left)
     }

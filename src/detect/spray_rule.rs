@@ -78,7 +78,12 @@ impl Ctx {
             .into_iter()
             .map(|(ip, _)| {
                 let o = self.origin_of(ip_bits(ip));
-                OriginRef { ip: ip.to_string(), prefix: self.origin_text(o), observed_bytes: None }
+                OriginRef {
+                    ip: ip.to_string(),
+                    prefix: self.origin_text(o),
+                    observed_bytes: None,
+                    info: Default::default(),
+                }
             })
             .collect();
         let baseline = self.baseline(key, t, None);

@@ -55,6 +55,18 @@ pub(super) fn document(a: &Alert) -> Value {
     });
     if let Some(first) = origins.first() {
         d["source"] = json!({ "ip": first.ip, "address": first.ip });
+        if let Some(asn) = first.info.asn {
+            d["source"]["as"] = json!({ "number": asn });
+            if let Some(name) = &first.info.as_name {
+                d["source"]["as"]["organization"] = json!({ "name": name });
+            }
+        }
+        if let Some(c) = &first.info.country {
+            d["source"]["geo"] = json!({ "country_iso_code": c });
+        }
+        if let Some(region) = first.info.region.as_ref().filter(|_| first.info.service_tag.is_some()) {
+            d["cloud"]["region"] = json!(region);
+        }
         d["related"]["ip"] = json!(ips);
     }
     if let Some(res) = &a.resource {

@@ -79,6 +79,7 @@ fn rule_description(rule: Rule) -> &'static str {
         Rule::NewOrigin => "A key read from an origin it had never used.",
         Rule::MaliciousOrigin => "A key read from an origin an analyst judged malicious.",
         Rule::OriginSpray => "A key was used from more new origins within an hour than the configured limit.",
+        Rule::SuspiciousOrigin => "A key read from an address on a configured threat list.",
     }
 }
 
@@ -90,7 +91,8 @@ fn confidence_id(rule: Rule) -> u8 {
         Rule::UnfamiliarOriginVolume
         | Rule::UnfamiliarOriginAccountVolume
         | Rule::UnfamiliarOriginsAggregate
-        | Rule::MaliciousOrigin => 3,
+        | Rule::MaliciousOrigin
+        | Rule::SuspiciousOrigin => 3,
         Rule::VolumeAnomaly | Rule::OriginSpray => 2,
         Rule::NewOrigin => 1,
     }

@@ -60,8 +60,24 @@ pub(super) fn finding(a: &Alert) -> Value {
         named
             .iter()
             .map(|o| {
+                let mut endpoint = json!({ "ip": o.ip });
+                if let Some(asn) = o.info.asn {
+                    endpoint["autonomous_system"] = json!({ "number": asn });
+                    if let Some(name) = &o.info.as_name {
+                        endpoint["autonomous_system"]["name"] = json!(name);
+                    }
+                }
+                if let Some(c) = &o.info.country {
+                    endpoint["location"] = json!({ "country": c });
+                }
+                if let Some(tag) = &o.info.service_tag {
+                    endpoint["svc_name"] = json!(tag);
+                    if let Some(region) = &o.info.region {
+                        endpoint["zone"] = json!(region);
+                    }
+                }
                 let mut e = json!({
-                    "src_endpoint": { "ip": o.ip },
+                    "src_endpoint": endpoint,
                     "actor": actor,
                     "resources": [resource],
                 });

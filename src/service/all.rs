@@ -43,6 +43,8 @@ pub(super) async fn run(
     };
     // The allowlist comes from this configuration, never from a checkpoint or model.
     shard.state.detector.set_allowlist(allowlist(&p.cfg)?);
+    let mut enrich = super::EnrichReload::new(&p.cfg)?;
+    shard.state.detector.set_enrichment(enrich.current());
     health.set_restored();
     // The verdicts topic is one more input, in the same group: its offsets are checkpointed
     // with the state like the logs'. It is not part of the event-time alignment: a verdict is
@@ -113,6 +115,9 @@ pub(super) async fn run(
             _ = tick.tick() => {
                 // While a backlog is merged, a wait for a partition's next fetch is not disorder.
                 shard.backlog = !align.live(p.now());
+                if let Some(e) = enrich.poll(&p.cfg) {
+                    shard.state.detector.set_enrichment(e);
+                }
                 p.release_held(&mut shard).await?;
                 p.flush(&mut shard).await?;
                 p.sinks.tick(&mut p.stats).await;

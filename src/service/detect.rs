@@ -48,6 +48,8 @@ struct Shared {
     /// (this process's work) never go backwards when a partition leaves. Gauges (keys and
     /// origins tracked) are not kept: they describe the partitions held now.
     departed: DetectorStats,
+    /// `[enrich]` as loaded now: given to every state taken on.
+    enrich: Option<Arc<crate::enrich::Enrichment>>,
 }
 
 /// The partitions' states, restored and saved from the consumer's rebalance callback.
@@ -166,6 +168,7 @@ impl Partitions {
             let mut shard = Shard::restored(s, offsets, Some(store)).counting_from_now();
             // The allowlist comes from this configuration, never from a checkpoint.
             shard.state.detector.set_allowlist(super::allowlist(&self.cfg)?);
+            shard.state.detector.set_enrichment(lock(&self.shared).enrich.clone());
             return Ok((shard, Some(marks)));
         }
         let detector = if self.cfg.service.model.is_none() {
@@ -179,7 +182,8 @@ impl Partitions {
             d.retain_accounts(|account| partition_for(account, self.partitions) == partition);
             d
         };
-        let mut shard = Shard::new(detector.with_allowlist(super::allowlist(&self.cfg)?), Some(store));
+        let detector = detector.with_allowlist(super::allowlist(&self.cfg)?);
+        let mut shard = Shard::new(detector.with_enrichment(lock(&self.shared).enrich.clone()), Some(store));
         // A first checkpoint, so that the journal of delivered ids always follows one.
         shard.save(BTreeMap::new())?;
         Ok((shard, None))
@@ -206,7 +210,8 @@ pub(super) async fn run(
         ));
     };
     let partitions = super::internal_partitions(&cfg)?;
-    let shared = Arc::new(Mutex::new(Shared::default()));
+    let mut enrich = super::EnrichReload::new(&cfg)?;
+    let shared = Arc::new(Mutex::new(Shared { enrich: enrich.current(), ..Shared::default() }));
     let owner = Partitions { shared: shared.clone(), cfg: cfg.clone(), store, partitions, model: Mutex::new(None) };
     let topics = vec![cfg.service.internal_topic.clone()];
     let group = detect_group(&cfg);
@@ -269,6 +274,13 @@ pub(super) async fn run(
             }
             _ = tick.tick() => {
                 p.take_callback_news(&shared)?;
+                if let Some(e) = enrich.poll(&p.cfg) {
+                    let mut shared = lock(&shared);
+                    shared.enrich.clone_from(&e);
+                    for shard in shared.shards.values_mut() {
+                        shard.state.detector.set_enrichment(e.clone());
+                    }
+                }
                 let assigned: Vec<i32> = lock(&shared).shards.keys().copied().collect();
                 for partition in assigned {
                     let Some(mut shard) = lock(&shared).shards.remove(&partition) else { continue };

@@ -647,6 +647,67 @@ pub(crate) fn allowlist(cfg: &Options) -> Result<crate::detect::Allowlist, Servi
     crate::detect::Allowlist::compile(&cfg.allow).map_err(ServiceError::Setup)
 }
 
+/// Who owns the addresses, from `[enrich]`'s files (`None` without any).
+pub(crate) fn enrichment(cfg: &Options) -> Result<Option<Arc<crate::enrich::Enrichment>>, ServiceError> {
+    if cfg.enrich.is_empty() {
+        return Ok(None);
+    }
+    let e = crate::enrich::Enrichment::load(&cfg.enrich).map_err(|e| ServiceError::Setup(e.to_string()))?;
+    tracing::info!(message = "Enrichment loaded.", enrichment = ?e);
+    Ok(Some(Arc::new(e)))
+}
+
+/// `[enrich]` while the service runs: its files are loaded again on SIGHUP or when one's
+/// modification time changes (checked every second); a reload that fails keeps the previous
+/// one and is logged.
+pub(crate) struct EnrichReload {
+    current: Option<Arc<crate::enrich::Enrichment>>,
+    hangup: Option<tokio::signal::unix::Signal>,
+    last_check: std::time::Instant,
+}
+
+impl EnrichReload {
+    pub(crate) fn new(cfg: &Options) -> Result<EnrichReload, ServiceError> {
+        let hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(error) => {
+                tracing::warn!(message = "Cannot catch SIGHUP: [enrich] reloads on file changes only.", %error);
+                None
+            }
+        };
+        Ok(EnrichReload { current: enrichment(cfg)?, hangup, last_check: std::time::Instant::now() })
+    }
+
+    pub(crate) fn current(&self) -> Option<Arc<crate::enrich::Enrichment>> {
+        self.current.clone()
+    }
+
+    /// A new enrichment when SIGHUP came or a file changed and it loaded.
+    pub(crate) fn poll(&mut self, cfg: &Options) -> Option<Option<Arc<crate::enrich::Enrichment>>> {
+        use futures::FutureExt;
+        let hup = self.hangup.as_mut().is_some_and(|s| s.recv().now_or_never().flatten().is_some());
+        let due = self.last_check.elapsed() >= Duration::from_secs(1);
+        if !hup && !due {
+            return None;
+        }
+        self.last_check = std::time::Instant::now();
+        if !hup && !self.current.as_ref().is_some_and(|e| e.changed()) {
+            return None;
+        }
+        match enrichment(cfg) {
+            Ok(e) => {
+                tracing::info!(message = "Enrichment reloaded.", sighup = hup);
+                self.current = e;
+                Some(self.current.clone())
+            }
+            Err(error) => {
+                tracing::error!(message = "Enrichment reload failed; keeping the previous one.", %error);
+                None
+            }
+        }
+    }
+}
+
 /// A state with no checkpoint starts from `service.model` when one is set.
 fn initial_detector(cfg: &Options) -> Result<Detector, ServiceError> {
     let Some(dir) = &cfg.service.model else {
