@@ -655,7 +655,17 @@ fn print_summary(what: &str, r: &ReplayReport) {
         "  alerts: {}\n",
         list(s.alerts.iter().map(|((rule, sev), v)| (format!("{rule}/{sev}"), *v)).collect())
     ));
+    if let Some(kib) = peak_memory_kib() {
+        out.push_str(&format!("  peak memory: {} ({kib} KiB)\n", human_bytes(kib << 10)));
+    }
     let _ = std::io::stderr().write_all(out.as_bytes());
+}
+
+/// This process's peak resident memory (Linux: `VmHWM` of /proc/self/status), if known.
+fn peak_memory_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
+    line.split_whitespace().next()?.parse().ok()
 }
 
 fn model_line(dir: &std::path::Path, m: &Manifest) -> String {

@@ -3,7 +3,7 @@
 //! code 0), the bad records are counted under their named reason (summary and dead letters),
 //! the valid records around them are still used (the planted theft gives the same alerts as
 //! without the bad records, the request counts are unchanged), and the process's peak memory
-//! (its maximum resident set, from `wait4`) stays bounded.
+//! (its maximum resident set, `VmHWM`, from its summary) stays bounded.
 //!
 //! The last test runs the small cases through `exfilwatch run` against a real broker (Tansu,
 //! `scripts/with-tansu.sh`): each bad message lands on the dead-letter topic with its reason,
@@ -93,44 +93,44 @@ struct Ran {
     code: Option<i32>,
     stdout: String,
     stderr: String,
-    /// Peak resident set size, in KiB (`ru_maxrss` of this child alone, from `wait4`).
+    /// Peak resident set size, in KiB (the child's own, from its summary).
     peak_kib: i64,
 }
 
-/// Held by each test from building its input to its child's exit: a child's peak memory
-/// counts the test process's own at the fork, which must not hold another test's input.
+/// Held by each test from building its input to its child's exit: the suite's large inputs
+/// are never built at once.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Runs `exfilwatch ARGS`, stdout and stderr to files, and waits for it with `wait4` to read
-/// its own peak memory.
+/// Runs `exfilwatch ARGS`, stdout and stderr to files, waits for it, and reads its own peak
+/// memory from its summary (`VmHWM` of its memory after exec). Not `ru_maxrss` from `wait4`:
+/// the child is spawned sharing this process's memory until its exec (posix_spawn), and Linux
+/// carries that memory's peak (an earlier test's large input) into the child's.
 fn exfilwatch(dir: &Path, args: &[&std::ffi::OsStr]) -> Ran {
     let (out, err) = (dir.join("stdout"), dir.join("stderr"));
-    let child = Command::new(env!("CARGO_BIN_EXE_exfilwatch"))
+    let status = Command::new(env!("CARGO_BIN_EXE_exfilwatch"))
         .args(args)
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out).unwrap())
         .stderr(std::fs::File::create(&err).unwrap())
-        .spawn()
+        .status()
         .unwrap();
-    let pid = child.id() as libc::pid_t;
-    let mut status: libc::c_int = 0;
-    // SAFETY: plain FFI calls on owned, initialized values; the child is ours and not waited
-    // for by anything else (`child` is never waited on after this).
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
-    drop(child);
-    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    let stderr = String::from_utf8_lossy(&std::fs::read(&err).unwrap()).into_owned();
     Ran {
-        code,
+        code: status.code(),
         stdout: String::from_utf8_lossy(&std::fs::read(&out).unwrap()).into_owned(),
-        stderr: String::from_utf8_lossy(&std::fs::read(&err).unwrap()).into_owned(),
-        peak_kib: usage.ru_maxrss,
+        peak_kib: peak_from_summary(&stderr).unwrap_or_else(|| panic!("no peak memory in the summary:\n{stderr}")),
+        stderr,
     }
+}
+
+/// `peak memory: 34.1 MiB (34918 KiB)` of a replay summary, in KiB.
+fn peak_from_summary(stderr: &str) -> Option<i64> {
+    let line = stderr.lines().map(str::trim).find(|l| l.starts_with("peak memory:"))?;
+    line.rsplit_once('(')?.1.strip_suffix(" KiB)")?.parse().ok()
 }
 
 fn alerts(stdout: &str) -> BTreeMap<String, serde_json::Value> {
