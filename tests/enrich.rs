@@ -1,11 +1,18 @@
 //! `[enrich]` through `exfilwatch replay` on the sample logs, with files the test writes (an
 //! iptoasn TSV, a Service Tags JSON, a threat list): origins carry their owner, baselines the
 //! key's usual ASes and countries, a read from an AS the key never used is one severity step
-//! higher, and `suspicious_origin` fires once per list for the theft's address.
+//! higher, and `suspicious_origin` fires once per list for the theft's address. And `run`
+//! reloading a threat list on SIGHUP, against the real broker (`make test` starts it).
+
+#[path = "support/kafka_client.rs"]
+mod kafka_client;
+#[path = "support/sample.rs"]
+mod sample;
 
 use serde_json::Value;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/sample-logs");
 const THIEF: &str = "203.0.113.77";
@@ -115,4 +122,98 @@ fn alerts_name_who_owns_each_origin_and_threat_lists_raise_suspicious_origin() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.txt:2") && err.contains("300.1.1.1"), "{err}");
+}
+
+fn wait_until(child: &mut std::process::Child, within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        assert!(child.try_wait().unwrap().is_none(), "exfilwatch run exited while waiting for {what}");
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    panic!("timed out waiting for {what}");
+}
+
+/// The records the service has handled (`exfilwatch_record_processing_seconds_count`).
+fn handled(addr: std::net::SocketAddr) -> u64 {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else { return 0 };
+    let _ = write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.lines()
+        .find_map(|l| l.strip_prefix("exfilwatch_record_processing_seconds_count "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// `run` with a threat list that does not name the thief; the list is rewritten to name it
+/// (its modification time kept, so only the signal can tell) and the service gets SIGHUP;
+/// the theft's records, produced after, raise `suspicious_origin`.
+#[test]
+fn the_service_reloads_its_threat_lists_on_sighup() {
+    let broker = std::env::var("EXFILWATCH_TEST_KAFKA")
+        .expect("this test needs a broker: run it with `make test` (scripts/with-tansu.sh starts Tansu)");
+    let dir = tempfile::tempdir().unwrap();
+    let (_, msgs) = sample::contoso_messages();
+    let split = msgs.iter().position(|(_, m)| String::from_utf8_lossy(m).contains(THIEF)).expect("the theft");
+    let topic = sample::unique("enrich");
+    kafka_client::create_topic(&broker, &topic, 1);
+    kafka_client::produce(&broker, &topic, &msgs[..split]);
+    let list = dir.path().join("tor.txt");
+    std::fs::write(&list, "198.51.100.1\n").unwrap();
+    let mtime = std::fs::metadata(&list).unwrap().modified().unwrap();
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let alerts = dir.path().join("alerts.jsonl");
+    let cfg = write(
+        dir.path(),
+        "run.toml",
+        &format!(
+            "[kafka]\nbootstrap_servers = \"{broker}\"\ntopics = [\"{topic}\"]\ngroup_id = \"{}\"\n\
+             [sinks]\nstdout = false\nfile = \"{}\"\n\
+             [service]\nmetrics_addr = \"{metrics}\"\nstate_store = \"\"\n\
+             [enrich]\nthreat_lists = {{ tor = \"{}\" }}\n",
+            sample::unique("g"),
+            alerts.display(),
+            list.display()
+        ),
+    );
+    let log = dir.path().join("run.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_exfilwatch"))
+        .args(["run", "--config", &cfg])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until(&mut child, Duration::from_secs(60), "the records before the theft", || {
+        handled(metrics) >= split as u64
+    });
+
+    std::fs::write(&list, format!("198.51.100.1\n{THIEF}\n")).unwrap();
+    std::fs::File::options().write(true).open(&list).unwrap().set_modified(mtime).unwrap();
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    wait_until(&mut child, Duration::from_secs(30), "the reload", || {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("Enrichment reloaded.")
+    });
+    kafka_client::produce(&broker, &topic, &msgs[split..]);
+    let suspicious = |text: &str| -> Vec<Value> {
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|a| a["rule"] == "suspicious_origin")
+            .collect()
+    };
+    wait_until(&mut child, Duration::from_secs(60), "suspicious_origin", || {
+        !suspicious(&std::fs::read_to_string(&alerts).unwrap_or_default()).is_empty()
+    });
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(child.wait().unwrap().success());
+    let found = suspicious(&std::fs::read_to_string(&alerts).unwrap());
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0]["origin"]["ip"], THIEF);
+    assert_eq!(found[0]["origin"]["lists"], serde_json::json!(["tor"]));
 }
