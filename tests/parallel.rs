@@ -128,7 +128,7 @@ fn gen_logs() -> Command {
 fn a_generated_multi_account_archive_gives_the_same_output_with_every_thread_count() {
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("scenarios");
-    let o = gen_logs().args(["scenarios", "--seed", "3", "--accounts", "4", "--out"]).arg(&logs).output().unwrap();
+    let o = gen_logs().args(["scenarios", "--seed", "3", "--accounts", "12", "--out"]).arg(&logs).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let one = same_for_every_thread_count(&[logs.as_os_str()]);
     assert!(one.alerts.lines().count() > 3, "too few alerts to compare:\n{}", one.alerts);

@@ -114,10 +114,20 @@ pub fn replay_sharded(
     sinks: &mut Fanout,
     progress: impl FnMut(&Stats, Duration),
 ) -> Result<ReplayReport, ReplayError> {
-    if opts.threads > 1 {
+    if threads(opts) > 1 {
         run(cfg, opts, Threaded::new(detector, opts.threads)?, sinks, progress)
     } else {
         run(cfg, opts, Local::new(detector), sinks, progress)
+    }
+}
+
+/// The threads to use: one when reading stdin, which may be live (a record read is processed
+/// before the next one is waited for, as with one thread; chunks and epochs would wait).
+fn threads(opts: &ReplayOptions) -> usize {
+    if opts.inputs.iter().any(|p| p.as_os_str() == "-") {
+        1
+    } else {
+        opts.threads
     }
 }
 
@@ -351,8 +361,8 @@ fn run<E: Engine>(
     let mut batch_started = Instant::now();
 
     // Decoded here, or ahead on other threads.
-    let mut source = match opts.threads {
-        0 | 1 => Source::Here(readers, Box::new(Decoder::new())),
+    let mut source = match threads(opts) {
+        0 | 1 => Source::Here(readers, Box::default()),
         n => Source::Ahead(ReadAhead::new(readers, n)?),
     };
     let streams = match &source {
