@@ -202,6 +202,8 @@ impl ReadAhead {
                 m.faults = reader.take_faults();
             }
         }
+        chunk.events = Packed::with_capacity(chunk.units.len(), chunk.bytes.len() / 4);
+        chunk.items = Vec::with_capacity(chunk.units.len());
         self.queued[i].push_back(chunk.id);
         self.outstanding += 1;
         let sent = match &self.jobs {

@@ -33,6 +33,11 @@ pub struct Packed {
 }
 
 impl Packed {
+    /// Room for `events` events of `bytes` bytes of strings in all.
+    pub fn with_capacity(events: usize, bytes: usize) -> Self {
+        Packed { arena: String::with_capacity(bytes), events: Vec::with_capacity(events) }
+    }
+
     /// Appends a copy of `ev`; returns its index.
     pub fn push(&mut self, ev: &Event<'_>) -> usize {
         let mut put = |s: &str| {

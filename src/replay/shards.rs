@@ -355,6 +355,12 @@ struct Batch {
     items: Vec<(u64, usize, Work)>,
 }
 
+impl Batch {
+    fn with_capacity(items: usize) -> Self {
+        Batch { events: Packed::with_capacity(items, items * 160), items: Vec::with_capacity(items) }
+    }
+}
+
 enum Msg {
     Epoch(u64, Batch),
     Candidates,
@@ -439,6 +445,8 @@ pub(super) struct Threaded {
     bound: Bound,
     state: u64,
     failed: Option<ShardError>,
+    /// `seq` when the answers were last looked at.
+    polled: u64,
 }
 
 impl Threaded {
@@ -479,6 +487,7 @@ impl Threaded {
             bound: Bound::new(cap),
             state: 0,
             failed: None,
+            polled: 0,
         })
     }
 
@@ -564,7 +573,9 @@ impl Threaded {
         }
         self.acc.push_back(EpochAcc::default());
         for w in 0..self.threads() {
-            let batch = std::mem::take(&mut self.batches[w]);
+            // The next batch is sized like this one.
+            let size = self.batches[w].items.len();
+            let batch = std::mem::replace(&mut self.batches[w], Batch::with_capacity(size));
             self.send(w, Msg::Epoch(k, batch));
         }
         self.epoch += 1;
@@ -641,6 +652,12 @@ impl Engine for Threaded {
     }
 
     fn ready(&mut self, out: &mut Vec<Alert>) -> Result<(), ShardError> {
+        // Answers come once per epoch: look when one may have come (the merge's order does not
+        // depend on when alerts are taken, only on their numbers).
+        if self.answered == self.epoch || self.seq < self.polled + EPOCH / 8 {
+            return Ok(());
+        }
+        self.polled = self.seq;
         while let Ok(r) = self.replies.try_recv() {
             if self.handle(r).is_some() {
                 self.failed.get_or_insert(ShardError("answer out of turn".into()));
