@@ -115,7 +115,7 @@ pub fn replay_sharded(
     progress: impl FnMut(&Stats, Duration),
 ) -> Result<ReplayReport, ReplayError> {
     if threads(opts) > 1 {
-        run(cfg, opts, Threaded::new(detector, opts.threads)?, sinks, progress)
+        run(cfg, opts, Threaded::new(detector, threads(opts))?, sinks, progress)
     } else {
         run(cfg, opts, Local::new(detector), sinks, progress)
     }
@@ -127,7 +127,8 @@ fn threads(opts: &ReplayOptions) -> usize {
     if opts.inputs.iter().any(|p| p.as_os_str() == "-") {
         1
     } else {
-        opts.threads
+        // More detect threads than shards would idle.
+        opts.threads.min(shards::VIRTUAL_SHARDS)
     }
 }
 

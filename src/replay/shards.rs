@@ -740,3 +740,42 @@ impl Engine for Threaded {
         self.failures
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bound_acts_lag_epochs_after_a_size_above_it_and_once_per_measurement() {
+        let mut b = Bound::new(100);
+        let sizes = [10, 150, 20, 30, 40, 200, 210, 50, 60];
+        let mut due = Vec::new();
+        for (e, size) in sizes.iter().enumerate() {
+            let k = e as u64 + 1;
+            b.measured(e as u64, *size);
+            if b.due(k) {
+                due.push(k);
+                b.floor = k;
+            }
+        }
+        // Epoch 1 was above: looked at before epoch 5. Epoch 5 was above (after that eviction):
+        // before epoch 9. Epoch 6 would be looked at before epoch 10, past the end here.
+        assert_eq!(due, vec![5, 9]);
+        // No bound: never.
+        let mut free = Bound::new(0);
+        for e in 0..10 {
+            free.measured(e, u64::MAX);
+            assert!(!free.due(e + 1));
+        }
+    }
+
+    #[test]
+    fn accounts_spread_over_the_shards() {
+        let mut seen = [0u32; VIRTUAL_SHARDS];
+        for i in 0..6400 {
+            seen[shard_of(&format!("acct{i:05}"))] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 50 && n < 150), "{seen:?}");
+        assert_eq!(shard_of("contoso"), shard_of("contoso"));
+    }
+}
