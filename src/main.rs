@@ -10,7 +10,7 @@ use exfilwatch::config::{Config, DEFAULTS_TOML};
 use exfilwatch::detect::{Allowlist, Detector, Suppressed, Verdict, VerdictKind};
 use exfilwatch::formats::AlertFormat;
 use exfilwatch::model::{self, KeySummary, Manifest};
-use exfilwatch::replay::{replay, ReplayError, ReplayOptions, ReplayReport};
+use exfilwatch::replay::{replay_sharded, ReplayError, ReplayOptions, ReplayReport};
 use exfilwatch::sinks::fanout::Fanout;
 use exfilwatch::sinks::{AlertSink, JsonLinesSink};
 use exfilwatch::telemetry::{Health, Metrics, Stats};
@@ -132,6 +132,10 @@ struct InputArgs {
     /// No summary on stderr at the end, and no progress line.
     #[arg(long, short)]
     quiet: bool,
+    /// Threads to decode and detect on (default: `input.threads` of --config, 0 there meaning
+    /// one per available core). The output is the same for every value.
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
 }
 
 #[derive(Args)]
@@ -444,6 +448,10 @@ fn input_options(args: &InputArgs) -> Result<(Config, ReplayOptions)> {
         strict: cfg.input.strict,
         // The progress line only on a terminal, and not with -q.
         progress_every: (std::io::stderr().is_terminal() && !args.quiet).then_some(Duration::from_millis(250)),
+        threads: match args.threads.unwrap_or(cfg.input.threads) {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        },
     };
     Ok((cfg, opts))
 }
@@ -477,7 +485,7 @@ fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
         }
         None => None,
     };
-    let mut detector = match &args.model {
+    let detector = match &args.model {
         // Without --config the model's own [detect] settings; with it, the file's.
         Some(dir) => {
             let (d, manifest) = model::load_detector(dir, args.input.config.is_some().then_some(&cfg.detect))?;
@@ -498,7 +506,7 @@ fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
         None => Detector::new(cfg.detect.clone()),
     };
     // The allowlist comes from the configuration, never from the model.
-    detector.set_allowlist(Allowlist::compile(&cfg.allow).map_err(anyhow::Error::msg)?);
+    let mut detector = detector.with_allowlist(Allowlist::compile(&cfg.allow).map_err(anyhow::Error::msg)?);
     // So is the enrichment.
     if !cfg.enrich.is_empty() {
         let e = exfilwatch::enrich::Enrichment::load(&cfg.enrich).context("[enrich]")?;
@@ -529,7 +537,7 @@ fn run_replay(args: ReplayArgs) -> Result<ExitCode> {
             progress_line(s, elapsed);
         }
     };
-    let result = replay(&cfg, &opts, &mut detector, &mut sink, progress);
+    let result = replay_sharded(&cfg, &opts, detector, &mut sink, progress);
     if terminal {
         eprint!("\r\x1b[2K");
     }

@@ -230,6 +230,9 @@ pub struct InputConfig {
     /// Analysts' verdicts on alerts (JSON Lines, `exfilwatch feedback` appends to it): `replay`
     /// merges them into the stream by event time; empty for none.
     pub verdicts: String,
+    /// Threads `replay` decodes and detects on (and `train` decodes on); 0: one per available
+    /// core. The output is the same for every value.
+    pub threads: usize,
 }
 
 impl Default for InputConfig {
@@ -239,6 +242,7 @@ impl Default for InputConfig {
             dead_letter: String::new(),
             max_document_bytes: ByteSize(512 << 20),
             verdicts: String::new(),
+            threads: 0,
         }
     }
 }

@@ -93,3 +93,86 @@ impl Detector {
         self.ctx.last_eviction = Some(now);
     }
 }
+
+/// A key the bound may evict, as [`Detector::eviction_candidates`] lists it: what orders it
+/// among the keys of several detectors (replay's shards, `src/replay/shards.rs`) exactly as
+/// [`Detector::bound_state`] orders the keys of one: class, last seen, account name, credential
+/// name.
+#[derive(Clone, Debug)]
+pub struct EvictionCandidate {
+    pub class: u8,
+    pub last_seen: Nanos,
+    pub account: NameKey,
+    pub credential: String,
+    /// What evicting it takes off [`DetectorStats::state_bytes`].
+    pub bytes: u64,
+    cred: Sym,
+}
+
+impl EvictionCandidate {
+    /// The eviction order (first evicted first).
+    pub fn order(&self, other: &EvictionCandidate) -> std::cmp::Ordering {
+        (self.class, self.last_seen, &self.account, &self.credential).cmp(&(
+            other.class,
+            other.last_seen,
+            &other.account,
+            &other.credential,
+        ))
+    }
+}
+
+impl Detector {
+    /// Every key, as a candidate for eviction (unsorted). For a caller that bounds the state
+    /// of several detectors together; one detector bounds itself (`max_state_bytes`).
+    pub fn eviction_candidates(&self) -> Vec<EvictionCandidate> {
+        let cfg = &self.ctx.cfg;
+        let mut out = Vec::with_capacity(self.ctx.stats.keys_tracked as usize);
+        for (name, acct) in &self.accounts {
+            for (&cred, k) in &acct.keys {
+                out.push(EvictionCandidate {
+                    class: k.eviction_class(acct.max_time, cfg),
+                    last_seen: k.last_seen,
+                    account: name.clone(),
+                    credential: self.ctx.syms.name(cred).to_string(),
+                    bytes: KEY_BYTES + k.origins.len() as u64 * ORIGIN_BYTES,
+                    cred,
+                });
+            }
+        }
+        out
+    }
+
+    /// Evicts these keys (from this detector's [`Detector::eviction_candidates`]), counted in
+    /// `keys_evicted`; the caller counts spells.
+    pub fn evict(&mut self, keys: &[EvictionCandidate]) {
+        let stats = &mut self.ctx.stats;
+        let mut touched: Vec<&NameKey> = Vec::new();
+        for c in keys {
+            let Some(acct) = self.accounts.get_mut(&c.account) else { continue };
+            if let Some(k) = acct.keys.remove(&c.cred) {
+                stats.keys_tracked -= 1;
+                stats.origins_tracked -= k.origins.len() as u64;
+                stats.keys_evicted += 1;
+                touched.push(&c.account);
+            }
+        }
+        touched.sort();
+        touched.dedup();
+        for name in touched {
+            if let Some(acct) = self.accounts.get_mut(name) {
+                acct.keys.shrink_to_fit();
+            }
+        }
+    }
+
+    /// The newest event time processed (any account): the clock of eviction spells.
+    pub fn newest_processed(&self) -> Nanos {
+        self.ctx.newest
+    }
+
+    /// Sets `max_state_bytes` (0: this detector never evicts; a caller bounds it, see
+    /// [`Detector::eviction_candidates`]).
+    pub fn set_max_state_bytes(&mut self, bytes: u64) {
+        self.ctx.cfg.max_state_bytes = crate::units::ByteSize(bytes);
+    }
+}

@@ -50,7 +50,7 @@ mod volume_rule;
 mod window;
 
 pub use allow::{parse_cidr, AllowReason, Allowlist, Suppressed};
-pub use bound::LOW_WATER_PERCENT;
+pub use bound::{EvictionCandidate, LOW_WATER_PERCENT};
 pub use clock::{Admit, ClockGuard, Out, CONFIRM_RUN, MAX_HELD};
 pub use evidence::{format_guid, ip_bits, parse_guid, Evidence};
 pub use intern::{Interner, NameKey, Sym};
@@ -246,6 +246,53 @@ impl Detector {
             }
         }
         self.bound_state();
+    }
+
+    /// As [`Detector::finish`], the alerts of each account apart: (account, its alerts), in
+    /// account name order. Replay's shards (`src/replay/shards.rs`) merge several detectors'
+    /// lists by name into the order one detector gives.
+    pub fn finish_accounts(&mut self) -> Vec<(String, Vec<Alert>)> {
+        let mut names: Vec<NameKey> = self.accounts.keys().cloned().collect();
+        names.sort();
+        let mut lists = Vec::new();
+        for name in names {
+            let mut out = Vec::new();
+            if let Some(acct) = self.accounts.get_mut(&name) {
+                while self.ctx.release_next(name.as_str(), acct, &mut out) {}
+            }
+            if !out.is_empty() {
+                lists.push((name.as_str().to_string(), out));
+            }
+        }
+        self.bound_state();
+        lists
+    }
+
+    /// Splits the detector by account into `n` detectors (`route(account)` < `n` picks one;
+    /// replay's shards). Each keeps the configuration, symbols and verdicts; the counters stay
+    /// with the first (sums over the parts equal the whole), the key and origin gauges follow
+    /// the accounts.
+    pub fn split_accounts(mut self, n: usize, route: impl Fn(&str) -> usize) -> Vec<Detector> {
+        let accounts = std::mem::take(&mut self.accounts);
+        let mut parts: Vec<Detector> = (0..n.max(1))
+            .map(|i| {
+                let mut d = Detector { ctx: self.ctx.clone(), accounts: FxHashMap::default(), scratch: String::new() };
+                if i > 0 {
+                    d.ctx.stats = DetectorStats::default();
+                }
+                d
+            })
+            .collect();
+        for (name, acct) in accounts {
+            let i = route(name.as_str()).min(parts.len() - 1);
+            parts[i].accounts.insert(name, acct);
+        }
+        for d in &mut parts {
+            d.ctx.stats.keys_tracked = d.accounts.values().map(|a| a.keys.len() as u64).sum();
+            d.ctx.stats.origins_tracked =
+                d.accounts.values().flat_map(|a| a.keys.values()).map(|k| k.origins.len() as u64).sum();
+        }
+        parts
     }
 
     /// Processes queued events that arrived (per [`Detector::ingest_at`]) at or before

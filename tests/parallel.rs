@@ -1,0 +1,165 @@
+//! `replay --threads N` gives the output of `--threads 1`, byte for byte: the alerts file (same
+//! alerts, same order, same ids), the dead-letter file and the summary's counts, with 1, 2, 3
+//! and 8 threads, on the sample logs (the golden test's input), with verdicts and --since, on
+//! a generated multi-account archive tree (many streams merged by event time) and on a
+//! generated file whose state passes a small `max_state_bytes` (keys evicted).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const THREADS: [usize; 4] = [1, 2, 3, 8];
+
+fn samples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-logs")
+}
+
+/// What one replay gave: the alerts file, the dead-letter file, the summary without its
+/// first line (the time taken).
+#[derive(Debug, PartialEq)]
+struct Output {
+    alerts: String,
+    dead: String,
+    summary: String,
+    code: Option<i32>,
+}
+
+fn replay(dir: &Path, threads: usize, args: &[&std::ffi::OsStr]) -> Output {
+    let alerts = dir.join(format!("alerts-{threads}.jsonl"));
+    let dead = dir.join(format!("dead-{threads}.jsonl"));
+    let o = Command::new(env!("CARGO_BIN_EXE_exfilwatch"))
+        .arg("replay")
+        .args(args)
+        .arg("--threads")
+        .arg(threads.to_string())
+        .arg("-o")
+        .arg(&alerts)
+        .arg("--dead-letter")
+        .arg(&dead)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    // The counts; not the peak memory, which depends on the threads.
+    let summary = stderr
+        .lines()
+        .skip_while(|l| !l.starts_with("exfilwatch replay:"))
+        .skip(1)
+        .filter(|l| !l.trim_start().starts_with("peak memory:"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    Output {
+        alerts: std::fs::read_to_string(&alerts).unwrap_or_default(),
+        dead: std::fs::read_to_string(&dead).unwrap_or_default(),
+        summary,
+        code: o.status.code(),
+    }
+}
+
+/// Replays with every thread count; asserts they agree; returns the one-thread output.
+fn same_for_every_thread_count(args: &[&std::ffi::OsStr]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let one = replay(dir.path(), 1, args);
+    for n in &THREADS[1..] {
+        let other = replay(dir.path(), *n, args);
+        assert_eq!(other.code, one.code, "exit code with --threads {n}");
+        assert!(other.alerts == one.alerts, "alerts differ with --threads {n}");
+        assert!(other.dead == one.dead, "dead letters differ with --threads {n}");
+        assert_eq!(other.summary, one.summary, "summary differs with --threads {n}");
+    }
+    one
+}
+
+fn os(s: &str) -> &std::ffi::OsStr {
+    std::ffi::OsStr::new(s)
+}
+
+#[test]
+fn sample_logs_give_the_same_output_with_every_thread_count() {
+    let s = samples();
+    let one = same_for_every_thread_count(&[s.as_os_str()]);
+    // The golden alerts (the default thread count) are these.
+    let golden =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/sample-logs.alerts.jsonl"))
+            .unwrap();
+    assert_eq!(one.alerts, golden);
+    assert!(one.alerts.contains("\"rule\":\"unfamiliar_origin_volume\""));
+    assert!(one.dead.contains("invalid_json"), "{}", one.dead);
+    assert!(one.summary.contains("malformed: invalid_json 2"), "{}", one.summary);
+}
+
+#[test]
+fn verdicts_since_and_strict_give_the_same_output_with_every_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = samples();
+    let all = same_for_every_thread_count(&[s.as_os_str()]);
+    let alerts_file = dir.path().join("all.jsonl");
+    std::fs::write(&alerts_file, &all.alerts).unwrap();
+    // A benign verdict on the first origin alert, a malicious one on another.
+    let ids: Vec<String> = all
+        .alerts
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|a| a["rule"] == "unfamiliar_origin_volume" || a["rule"] == "new_origin")
+        .filter_map(|a| a["id"].as_str().map(str::to_string))
+        .collect();
+    assert!(!ids.is_empty());
+    let verdicts = dir.path().join("verdicts.jsonl");
+    for (id, kind) in ids.iter().zip(["--benign", "--malicious"]) {
+        let o = Command::new(env!("CARGO_BIN_EXE_exfilwatch"))
+            .args(["feedback", id, kind, "--note", "t", "--by", "ana", "--alerts"])
+            .arg(&alerts_file)
+            .arg("--verdicts")
+            .arg(&verdicts)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let with = same_for_every_thread_count(&[s.as_os_str(), os("--verdicts"), verdicts.as_os_str()]);
+    assert!(with.summary.contains("applied"), "{}", with.summary);
+    assert_ne!(with.alerts, all.alerts);
+
+    let since = same_for_every_thread_count(&[s.as_os_str(), os("--since"), os("2021-08-10T00:00:00Z")]);
+    assert!(since.summary.contains("outside --since/--until"), "{}", since.summary);
+
+    // --strict stops at the first malformed record: the alerts before it, and the exit code,
+    // are those of one thread.
+    let strict = same_for_every_thread_count(&[s.as_os_str(), os("--strict")]);
+    assert_eq!(strict.code, Some(1));
+}
+
+fn gen_logs() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_gen-logs"))
+}
+
+#[test]
+fn a_generated_multi_account_archive_gives_the_same_output_with_every_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("scenarios");
+    let o = gen_logs().args(["scenarios", "--seed", "3", "--accounts", "12", "--out"]).arg(&logs).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let one = same_for_every_thread_count(&[logs.as_os_str()]);
+    assert!(one.alerts.lines().count() > 3, "too few alerts to compare:\n{}", one.alerts);
+}
+
+#[test]
+fn eviction_past_max_state_bytes_is_the_same_with_every_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("bench.jsonl");
+    let o = gen_logs()
+        .args(["bench", "--records", "60000", "--keys", "3000", "--origins-per-key", "6", "--thefts", "6", "--out"])
+        .arg(&logs)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let config = dir.path().join("small.toml");
+    std::fs::write(&config, "[detect]\nmax_state_bytes = \"4MiB\"\n").unwrap();
+    let one = same_for_every_thread_count(&[logs.as_os_str(), os("--config"), config.as_os_str()]);
+    assert!(one.alerts.contains("\"rule\":\"unfamiliar_origin_volume\""), "{}", one.summary);
+    let evicted: u64 = one
+        .summary
+        .split("keys evicted: ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(evicted > 0, "no key evicted: {}", one.summary);
+}
