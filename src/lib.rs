@@ -26,6 +26,7 @@ pub mod alert;
 pub mod config;
 pub mod decode;
 pub mod detect;
+pub mod export;
 pub mod feedback;
 #[doc(hidden)]
 pub mod fuzzing;
