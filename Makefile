@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SAMPLE_LOGS := sample-logs
 
-.PHONY: deps run demo test investigate build bench bench-kafka bench-scale bench-criterion bench-pipeline eval sample-logs train-sample fmt lint clean
+.PHONY: deps run demo test investigate build bench bench-investigate bench-kafka bench-scale bench-criterion bench-pipeline eval sample-logs train-sample fmt lint clean
 
 ## OpenSSL's headers for librdkafka's TLS (Debian's libssl-dev), installed when missing.
 deps:
@@ -48,6 +48,10 @@ bench-criterion:
 
 bench-pipeline:
 	python3 bench/pipeline.py
+
+## `exfilwatch investigate` of one account over a 10-million-record export vs DuckDB (BENCHMARKS.md).
+bench-investigate:
+	python3 bench/investigate.py
 
 ## The streaming benchmark: catch-up throughput vs a bare rdkafka drain, alert latency.
 bench-kafka:

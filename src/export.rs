@@ -122,7 +122,7 @@ pub struct ExportWriter {
     origins: Origins,
     writer: ArrowWriter<File>,
     time: TimestampNanosecondBuilder,
-    text: [StringBuilder; 11],
+    text: [StringBuilder; 10],
     status: Int32Builder,
     bytes: Int64Builder,
     request_bytes: Int64Builder,
@@ -293,4 +293,70 @@ pub fn export_parquet(inputs: &[PathBuf], out: &Path, origins: Origins) -> Resul
     let summary = read_events(inputs, |e| writer.push(e))?;
     let rows = writer.finish()?;
     Ok((summary, rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Int64Type, TimestampNanosecondType};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    #[test]
+    fn origins_are_the_detectors_networks() {
+        let o = Origins::default();
+        assert_eq!(o.of("203.0.113.77".parse().expect("ip")), "203.0.113.0/24");
+        assert_eq!(o.of("2001:db8:4:12:ab::1".parse().expect("ip")), "2001:db8:4:12::/64");
+        let ip = Origins { granularity: OriginGranularity::Ip, ..o };
+        assert_eq!(ip.of("203.0.113.77".parse().expect("ip")), "203.0.113.77/32");
+        let wide = Origins { ipv4_prefix: 16, ipv6_prefix: 0, ..o };
+        assert_eq!(wide.of("203.0.113.77".parse().expect("ip")), "203.0.0.0/16");
+        assert_eq!(wide.of("2001:db8::1".parse().expect("ip")), "::/0");
+    }
+
+    #[test]
+    fn export_writes_one_row_per_request_with_the_decoders_values() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let logs = dir.path().join("logs.jsonl");
+        std::fs::write(
+            &logs,
+            concat!(
+                r#"{"time":"2021-08-17T10:00:00Z","resourceId":"/SUBSCRIPTIONS/S/RESOURCEGROUPS/R/PROVIDERS/MICROSOFT.DOCUMENTDB/DATABASEACCOUNTS/CONTOSO","category":"DataPlaneRequests","operationName":"Query","properties":{"clientIpAddress":"203.0.113.77","keyType":"PrimaryMasterKey","statusCode":"200","responseLength":"4194304","collectionName":"customers","userAgent":"python-requests/2.25.1"}}"#,
+                "\n",
+                r#"{"time":"2021-08-17T10:01:00Z","resourceId":"/X/DATABASEACCOUNTS/CONTOSO","category":"DataPlaneRequests","operationName":"Read","properties":{"keyType":"PrimaryMasterKey","statusCode":"429","responseLength":"99"}}"#,
+                "\n",
+                r#"{"time":"2021-08-17T10:02:00Z","category":"ControlPlaneRequests"}"#,
+                "\n",
+                "not json\n",
+            ),
+        )
+        .expect("write logs");
+        let out = dir.path().join("events.parquet");
+        let (summary, rows) = export_parquet(&[logs], &out, Origins::default()).expect("export");
+        assert_eq!((rows, summary.events, summary.skipped, summary.malformed), (2, 2, 1, 1));
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&out).expect("open"))
+            .expect("parquet")
+            .build()
+            .expect("reader");
+        let batches: Vec<RecordBatch> = reader.map(|b| b.expect("batch")).collect();
+        assert_eq!(batches.len(), 1);
+        let b = &batches[0];
+        let names: Vec<&str> = b.schema().fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, COLUMNS);
+        let text = |c: &str, i: usize| -> Option<String> {
+            let a = b.column_by_name(c).expect("column").as_string::<i32>();
+            (!a.is_null(i)).then(|| a.value(i).to_string())
+        };
+        assert_eq!(text("account", 0).as_deref(), Some("contoso"));
+        assert_eq!(text("credential", 1).as_deref(), Some("key:primarymasterkey"));
+        assert_eq!(text("ip", 0).as_deref(), Some("203.0.113.77"));
+        assert_eq!(text("origin", 0).as_deref(), Some("203.0.113.0/24"));
+        assert_eq!((text("ip", 1), text("origin", 1)), (None, None));
+        assert_eq!(text("collection", 0).as_deref(), Some("customers"));
+        let bytes = b.column_by_name("bytes").expect("bytes").as_primitive::<Int64Type>();
+        // A throttled request moves no data.
+        assert_eq!((bytes.value(0), bytes.value(1)), (4_194_304, 0));
+        let time = b.column_by_name("time").expect("time").as_primitive::<TimestampNanosecondType>();
+        assert_eq!(time.value(0), crate::time::parse_timestamp("2021-08-17T10:00:00Z").expect("time"));
+    }
 }

@@ -115,7 +115,7 @@ impl Filters {
                         .into_iter()
                         .map(|v| Some(v.and_then(|v| v.parse::<IpAddr>().ok()).is_some_and(|ip| cidr.contains(ip))))
                         .collect();
-                    Ok(mask.with_name(c.name().clone()).into_column())
+                    Ok(Column::from(mask.with_name(c.name().clone()).into_series()))
                 },
                 |_, f| Ok(Field::new(f.name().clone(), DataType::Boolean)),
             ));
