@@ -267,8 +267,8 @@ fn generated_workload_every_table_matches_independent_sums_in_all_three_input_fo
 #[test]
 fn generated_workload_filters_account_credential_cidr_and_period() {
     let w = workload();
-    let since = parse_timestamp("2021-08-13T00:00:00Z").expect("time");
-    let until = parse_timestamp("2021-08-15T06:00:00Z").expect("time");
+    let since = parse_timestamp("2021-08-11T12:00:00Z").expect("time");
+    let until = parse_timestamp("2021-08-14T06:00:00Z").expect("time");
     let keep: Vec<Req> = w
         .reqs
         .iter()
@@ -286,9 +286,9 @@ fn generated_workload_filters_account_credential_cidr_and_period() {
             "--cidr",
             "198.51.16.0/20",
             "--since",
-            "2021-08-13T00:00:00Z",
+            "2021-08-11T12:00:00Z",
             "--until",
-            "2021-08-15T06:00:00Z",
+            "2021-08-14T06:00:00Z",
         ]);
         check(&doc, &keep, Some(since), Some(until));
         // Origins first seen in the period exist in this workload (they appear over time).
