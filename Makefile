@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SAMPLE_LOGS := sample-logs
 
-.PHONY: deps run demo test build bench bench-kafka bench-scale bench-criterion bench-pipeline eval sample-logs train-sample fmt lint clean
+.PHONY: deps run demo test investigate build bench bench-investigate bench-kafka bench-scale bench-criterion bench-pipeline eval sample-logs train-sample fmt lint clean
 
 ## OpenSSL's headers for librdkafka's TLS (Debian's libssl-dev), installed when missing.
 deps:
@@ -28,8 +28,17 @@ demo: deps
 ## Every test: unit, property, integration (golden alerts of the sample logs), the streaming
 ## service against a real broker (Tansu, installed and started when needed) and against real
 ## Prometheus and Alertmanager (Debian packages, installed when missing).
+## Then the investigation crate (polars; its own build, after the service's): its tables against
+## independent sums, its CSV/Parquet readers, and its HTML report in headless Chromium
+## (Debian's package, installed when missing).
 test: deps
 	bash scripts/with-monitoring.sh bash scripts/with-tansu.sh bash scripts/with-s3.sh $(CARGO) test --release --locked
+	bash scripts/with-chromium.sh $(CARGO) test --release --locked -p exfilwatch-investigate
+
+## `exfilwatch investigate` runs this binary (polars: a long first build, not part of `make run`).
+investigate: deps
+	$(CARGO) build --release --locked --bin exfilwatch
+	$(CARGO) build --release --locked -p exfilwatch-investigate
 
 ## Benchmarks: criterion micro-benchmarks, then the whole pipeline (see BENCHMARKS.md).
 bench: bench-criterion bench-pipeline
@@ -39,6 +48,10 @@ bench-criterion:
 
 bench-pipeline:
 	python3 bench/pipeline.py
+
+## `exfilwatch investigate` of one account over a 10-million-record export vs DuckDB (BENCHMARKS.md).
+bench-investigate:
+	python3 bench/investigate.py
 
 ## The streaming benchmark: catch-up throughput vs a bare rdkafka drain, alert latency.
 bench-kafka:
@@ -92,6 +105,7 @@ fmt:
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --locked --all-targets -- -D warnings
+	$(CARGO) clippy --release --locked --all-targets -p exfilwatch-investigate -- -D warnings
 	bash scripts/cargo-deny.sh
 
 clean:

@@ -27,6 +27,7 @@ pub mod config;
 pub mod decode;
 pub mod detect;
 pub mod enrich;
+pub mod export;
 pub mod feedback;
 pub mod formats;
 #[doc(hidden)]

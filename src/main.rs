@@ -69,6 +69,41 @@ enum Command {
     /// Record an analyst's verdict on an alert: appended to the verdicts file, which `replay`
     /// (and `train`) merge into the stream at the alert's event time.
     Feedback(FeedbackArgs),
+    /// Write the normalized events of everything replay reads (one row per request) as one
+    /// Parquet file, for polars, DuckDB or `exfilwatch investigate`.
+    Export(ExportArgs),
+    /// Forensics over the logs (per credential, per origin, hourly timeline, first-seen
+    /// origins, an alert's before/during/after, an HTML report): runs the separate
+    /// `exfilwatch-investigate` binary (`cargo build --release -p exfilwatch-investigate`),
+    /// found beside this one or on PATH; `exfilwatch investigate --help` lists its flags.
+    #[command(disable_help_flag = true)]
+    Investigate {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// Files, directories (walked recursively) or `-` for stdin, as for `replay`: JSON Lines,
+    /// pre-2018 blobs, gzip, and Log Analytics exports (AzureDiagnostics or
+    /// CDBDataPlaneRequests as CSV or Parquet).
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// The output format (Parquet only).
+    #[arg(long, value_enum)]
+    to: ExportFormat,
+    /// The file to write.
+    out: PathBuf,
+    /// Configuration file (TOML): the origin of an address follows `detect.origin_granularity`,
+    /// `ipv4_prefix` and `ipv6_prefix`.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ExportFormat {
+    Parquet,
 }
 
 #[derive(Args)]
@@ -306,7 +341,61 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Run { config, model, role } => run_service(&config, model, role),
         Command::Feedback(args) => run_feedback(args),
+        Command::Export(args) => run_export(args),
+        Command::Investigate { args } => run_investigate(args),
     }
+}
+
+fn run_export(args: ExportArgs) -> Result<ExitCode> {
+    use exfilwatch::export::{export_parquet, Origins};
+    let ExportFormat::Parquet = args.to;
+    let detect = match &args.config {
+        Some(c) => Config::load(c)?.detect,
+        None => Config::default().detect,
+    };
+    let origins = Origins {
+        granularity: detect.origin_granularity,
+        ipv4_prefix: detect.ipv4_prefix,
+        ipv6_prefix: detect.ipv6_prefix,
+    };
+    let (summary, rows) = export_parquet(&args.paths, &args.out, origins)?;
+    eprintln!(
+        "wrote {rows} events to {} ({} records of other categories skipped, {} malformed)",
+        args.out.display(),
+        summary.skipped,
+        summary.malformed
+    );
+    if let Some(m) = &summary.first_malformed {
+        eprintln!("first malformed record: {m}");
+    }
+    for f in &summary.faults {
+        eprintln!("{}: {}: {}", f.reason, f.location, f.error);
+    }
+    // As replay: input that could not be read whole is exit code 5.
+    Ok(if summary.faults.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(5) })
+}
+
+/// `exfilwatch investigate ...`: the polars binary, beside this one or on PATH.
+fn run_investigate(args: Vec<std::ffi::OsString>) -> Result<ExitCode> {
+    const NAME: &str = "exfilwatch-investigate";
+    let beside = std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join(NAME))).filter(|p| p.is_file());
+    let program = beside.unwrap_or_else(|| PathBuf::from(NAME));
+    let status = match std::process::Command::new(&program).args(&args).status() {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(UsageError(format!(
+                "exfilwatch investigate needs the {NAME} binary (polars), not found beside {} nor on PATH: \
+                 build it with `cargo build --release --locked -p exfilwatch-investigate`",
+                std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default()
+            ))
+            .into())
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot run {}", program.display())),
+    };
+    Ok(match status.code() {
+        Some(c) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
+        None => ExitCode::from(1),
+    })
 }
 
 /// `replay --min-severity`.

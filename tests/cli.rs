@@ -657,3 +657,147 @@ fn a_damaged_archive_loses_only_the_damage_and_exits_5() {
     let out = run(&["--strict"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
 }
+
+/// `theft_log` as the resource-specific table's CSV export (CDBDataPlaneRequests).
+fn theft_csv() -> String {
+    let mut s = String::from("TenantId,TimeGenerated,AccountName,_ResourceId,OperationName,ActivityId,StatusCode,ClientIpAddress,ResponseLength,KeyType,UserAgent,DatabaseName,CollectionName,Type\n");
+    for line in theft_log().lines() {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        let p = &r["properties"];
+        s.push_str(&format!(
+            "t,{},CONTOSO,{RID},{},{},{},{},{},{},{},{},{},CDBDataPlaneRequests\n",
+            r["time"].as_str().unwrap(),
+            r["operationName"].as_str().unwrap(),
+            p["activityId"].as_str().unwrap(),
+            p["statusCode"].as_str().unwrap(),
+            p["clientIpAddress"].as_str().unwrap(),
+            p["responseLength"].as_str().unwrap(),
+            p["keyType"].as_str().unwrap(),
+            p["userAgent"].as_str().unwrap(),
+            p["databaseName"].as_str().unwrap(),
+            p["collectionName"].as_str().unwrap(),
+        ));
+    }
+    s
+}
+
+/// `theft_log` as the legacy AzureDiagnostics table's Parquet export (every column text).
+fn theft_parquet(path: &Path) {
+    use arrow::array::{ArrayRef, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let names = [
+        "TimeGenerated",
+        "Resource",
+        "ResourceId",
+        "Category",
+        "OperationName",
+        "activityId_g",
+        "statusCode_s",
+        "clientIpAddress_s",
+        "responseLength_s",
+        "keyType_s",
+        "userAgent_s",
+        "databaseName_s",
+        "collectionName_s",
+    ];
+    let mut cols: Vec<Vec<String>> = vec![Vec::new(); names.len()];
+    for line in theft_log().lines() {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        let p = &r["properties"];
+        let v = [
+            r["time"].as_str().unwrap(),
+            "CONTOSO",
+            RID,
+            "DataPlaneRequests",
+            r["operationName"].as_str().unwrap(),
+            p["activityId"].as_str().unwrap(),
+            p["statusCode"].as_str().unwrap(),
+            p["clientIpAddress"].as_str().unwrap(),
+            p["responseLength"].as_str().unwrap(),
+            p["keyType"].as_str().unwrap(),
+            p["userAgent"].as_str().unwrap(),
+            p["databaseName"].as_str().unwrap(),
+            p["collectionName"].as_str().unwrap(),
+        ];
+        for (c, x) in cols.iter_mut().zip(v) {
+            c.push(x.to_string());
+        }
+    }
+    let schema = std::sync::Arc::new(Schema::new(
+        names.iter().map(|n| Field::new(*n, DataType::Utf8, true)).collect::<Vec<_>>(),
+    ));
+    let arrays: Vec<ArrayRef> =
+        cols.into_iter().map(|c| std::sync::Arc::new(StringArray::from(c)) as ArrayRef).collect();
+    let batch = arrow::array::RecordBatch::try_new(schema.clone(), arrays).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), schema, None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+#[test]
+fn replay_and_train_read_log_analytics_exports_as_csv_and_parquet_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = write(dir.path(), "theft.jsonl", &theft_log());
+    let csv = write(dir.path(), "theft.csv", &theft_csv());
+    let pq = dir.path().join("theft-export");
+    theft_parquet(&pq);
+    let run = |p: &Path| exfilwatch().args(["replay", "-q"]).arg(p).output().unwrap();
+    let want = alerts(&run(&json));
+    assert!(!want.is_empty());
+    for p in [&csv, &pq] {
+        let out = run(p);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(alerts(&out), want, "{}", p.display());
+    }
+    // train reads them too: the same model from the CSV as from the JSON.
+    for (name, p) in [("json", &json), ("csv", &csv)] {
+        let st = exfilwatch().args(["train", "-q"]).arg(p).arg("--out").arg(dir.path().join(name)).status().unwrap();
+        assert!(st.success());
+    }
+    let a = std::fs::read(dir.path().join("json/origins.parquet")).unwrap();
+    let b = std::fs::read(dir.path().join("csv/origins.parquet")).unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn a_bad_row_of_a_table_export_is_named_and_exits_5() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = theft_csv();
+    text.push_str(&format!("t,2021-08-09T03:00:00Z,CONTOSO,{RID},Query,a,200,203.0.113.77,lots,PrimaryMasterKey,ua,shop,c,CDBDataPlaneRequests\n"));
+    let csv = write(dir.path(), "bad.csv", &text);
+    let out = exfilwatch().args(["replay", "-q"]).arg(&csv).output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("row 961, column ResponseLength"), "{err}");
+    // The rows before it were used: the theft is still found.
+    assert!(!alerts(&out).is_empty());
+}
+
+#[test]
+fn export_writes_one_parquet_row_per_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = write(dir.path(), "theft.jsonl", &(theft_log() + "not json\n"));
+    let out_file = dir.path().join("events.parquet");
+    let out = exfilwatch().arg("export").arg(&json).args(["--to", "parquet"]).arg(&out_file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrote 960 events"));
+    let reader = parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&out_file).unwrap()).unwrap();
+    use parquet::file::reader::FileReader;
+    assert_eq!(reader.metadata().file_metadata().num_rows(), 8 * 24 + 768);
+    // The CSV form gives the same file.
+    let csv = write(dir.path(), "theft.csv", &theft_csv());
+    let again = dir.path().join("again.parquet");
+    assert!(exfilwatch().arg("export").arg(&csv).args(["--to", "parquet"]).arg(&again).status().unwrap().success());
+    assert_eq!(std::fs::read(&out_file).unwrap(), std::fs::read(&again).unwrap());
+}
+
+#[test]
+fn investigate_without_its_binary_says_how_to_build_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let lone = dir.path().join("exfilwatch");
+    std::fs::copy(env!("CARGO_BIN_EXE_exfilwatch"), &lone).unwrap();
+    let out = Command::new(&lone).args(["investigate", "sample-logs"]).env("PATH", "").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("exfilwatch-investigate") && err.contains("cargo build --release --locked -p exfilwatch-investigate"), "{err}");
+}

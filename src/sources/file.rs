@@ -20,6 +20,7 @@
 //!   removed meanwhile) is an [`InputFault`] (`unreadable_input`). Reading goes on with the
 //!   next file. Only an input named on the command line that does not exist is an error.
 
+use super::table::{table_format, TableError, TableReader};
 use crate::decode::Malformed;
 use std::collections::VecDeque;
 use std::fs::File;
@@ -250,6 +251,8 @@ pub struct UnitReader {
     pub bytes_read: u64,
     /// Damage met since the caller last took them ([`UnitReader::take_faults`]).
     faults: Vec<InputFault>,
+    /// The current file when it is a table (CSV or Parquet export): its rows, as JSON records.
+    table: Option<TableReader>,
 }
 
 impl UnitReader {
@@ -272,6 +275,7 @@ impl UnitReader {
             max_document,
             bytes_read: 0,
             faults: Vec::new(),
+            table: None,
         }
     }
 
@@ -307,6 +311,26 @@ impl UnitReader {
                     };
                     self.next_file += 1;
                     self.name = path.display().to_string();
+                    if let Some(format) = table_format(path) {
+                        // A table's rows are served by `next_unit`; the line reader sees an
+                        // empty file and moves on when it is done.
+                        match TableReader::open(path, format) {
+                            Ok(t) => {
+                                self.table = Some(t);
+                                self.map = None;
+                                self.reader = Some(Box::new(io::empty()));
+                                self.block.clear();
+                                self.pos = 0;
+                                self.eof = true;
+                                self.line_no = 0;
+                                return true;
+                            }
+                            Err(e) => {
+                                self.faults.push(table_fault(Malformed::UnreadableInput, e));
+                                continue;
+                            }
+                        }
+                    }
                     match open_file(path) {
                         Ok(o) => break o,
                         Err(e) => self.faults.push(InputFault::unreadable(path, &e)),
@@ -361,7 +385,11 @@ impl UnitReader {
     /// Finds the next physical line and sets `cur` to it; false at the end of the stream.
     fn read_line(&mut self) -> bool {
         loop {
-            if self.reader.is_none() && !self.open_next() {
+            if self.table.is_some() {
+                // Its rows come first (`next_unit`).
+                return false;
+            }
+            if self.reader.is_none() && (!self.open_next() || self.table.is_some()) {
                 return false;
             }
             self.release_read();
@@ -426,11 +454,29 @@ impl UnitReader {
     /// The next unit, or `None` at the end of the stream.
     pub fn next_unit(&mut self) -> Option<Unit<'_>> {
         loop {
+            if self.pending.is_empty() {
+                if let Some(table) = self.table.as_mut() {
+                    match table.next_record(&mut self.line) {
+                        Ok(Some(row)) => {
+                            self.bytes_read += self.line.len() as u64;
+                            return Some(Unit { bytes: &self.line, line: row, source: &self.name, too_large: false });
+                        }
+                        Ok(None) => self.table = None,
+                        Err(e) => {
+                            // The rows before the bad one were used.
+                            self.faults.push(table_fault(Malformed::TruncatedInput, e));
+                            self.table = None;
+                        }
+                    }
+                }
+            }
             let (line_no, from_pending) = if let Some((n, l)) = self.pending.pop_front() {
                 self.line = l;
                 (n, true)
             } else if self.read_line() {
                 (self.line_no, false)
+            } else if self.table.is_some() {
+                continue;
             } else {
                 return None;
             };
@@ -488,6 +534,19 @@ impl UnitReader {
             return Some(Unit { bytes: &self.doc[s..e], line: line_no, source: &self.name, too_large });
         }
     }
+}
+
+/// A table file refused when opened (`unreadable_input`) or stopped at a bad row
+/// (`truncated_input`): the fault names the file, the row and the column.
+fn table_fault(reason: Malformed, e: TableError) -> InputFault {
+    let mut location = e.file.clone();
+    if let Some(r) = e.row {
+        location.push_str(&format!(": row {r}"));
+    }
+    if let Some(c) = &e.column {
+        location.push_str(&format!(", column {c}"));
+    }
+    InputFault { reason, location, error: e.problem }
 }
 
 fn span(b: &[u8]) -> (usize, usize) {

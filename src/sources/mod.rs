@@ -4,5 +4,7 @@
 pub mod align;
 pub mod file;
 pub mod kafka;
+pub mod table;
 
-pub use file::{collect_streams, InputStream, UnitReader};
+pub use file::{collect_streams, InputFault, InputStream, SourceError, UnitReader};
+pub use table::{table_format, TableError, TableFormat, TableReader};
