@@ -11,10 +11,7 @@ ADDR="127.0.0.1:$PORT"
 
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
 
-if [ ! -x "$TANSU" ]; then
-  echo "== installing tansu 0.6.0 into $ROOT (once per machine; about 20 minutes on 2 cores)"
-  cargo install tansu --version 0.6.0 --locked --features dynostore,libsql --root "$ROOT"
-fi
+TANSU_ROOT="$ROOT" bash "$(dirname "$0")/install-tansu.sh"
 
 started=""
 if listening; then
