@@ -1,8 +1,10 @@
 //! `replay --threads N` gives the output of `--threads 1`, byte for byte: the alerts file (same
 //! alerts, same order, same ids), the dead-letter file and the summary's counts, with 1, 2, 3
 //! and 8 threads, on the sample logs (the golden test's input), with verdicts and --since, on
-//! a generated multi-account archive tree (many streams merged by event time) and on a
-//! generated file whose state passes a small `max_state_bytes` (keys evicted).
+//! a generated multi-account archive tree (many streams merged by event time), on a
+//! generated file whose state passes a small `max_state_bytes` (keys evicted), and from a
+//! trained model (split over the shards); `train` writes the same model files with every thread
+//! count (it keeps one detector and decodes on the threads).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -162,4 +164,44 @@ fn eviction_past_max_state_bytes_is_the_same_with_every_thread_count() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     assert!(evicted > 0, "no key evicted: {}", one.summary);
+}
+
+#[test]
+fn train_writes_the_same_model_and_replay_from_it_the_same_output_with_every_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = samples();
+    let model = |threads: usize| {
+        let out = dir.path().join(format!("model-{threads}"));
+        let o = Command::new(env!("CARGO_BIN_EXE_exfilwatch"))
+            .args(["train", "-q", "--threads", &threads.to_string(), "--until", "2021-08-14T00:00:00Z"])
+            .arg(&s)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        out
+    };
+    let one = model(1);
+    let mut files: Vec<_> = std::fs::read_dir(&one).unwrap().map(|e| e.unwrap().file_name()).collect();
+    files.sort();
+    assert!(files.len() > 3, "{files:?}");
+    for n in &THREADS[1..] {
+        let other = model(*n);
+        for f in &files {
+            assert!(
+                std::fs::read(one.join(f)).unwrap() == std::fs::read(other.join(f)).unwrap(),
+                "{f:?} differs with --threads {n}"
+            );
+        }
+    }
+    // The model's detector split over the shards: the same alerts with every thread count.
+    let from = same_for_every_thread_count(&[
+        s.as_os_str(),
+        os("--model"),
+        one.as_os_str(),
+        os("--since"),
+        os("2021-08-14T00:00:00Z"),
+    ]);
+    assert!(from.alerts.contains("\"rule\":\"unfamiliar_origin_volume\""), "{}", from.summary);
 }

@@ -97,13 +97,16 @@ impl Detector {
 /// A key the bound may evict, as [`Detector::eviction_candidates`] lists it: what orders it
 /// among the keys of several detectors (replay's shards, `src/replay/shards.rs`) exactly as
 /// [`Detector::bound_state`] orders the keys of one: class, last seen, account name, credential
-/// name.
+/// name. Keys of one account are in one detector, so the credential's place among them is its
+/// `rank` in its detector's list (no name is copied).
 #[derive(Clone, Debug)]
 pub struct EvictionCandidate {
     pub class: u8,
     pub last_seen: Nanos,
     pub account: NameKey,
-    pub credential: String,
+    /// Place in this detector's list, ordered like [`EvictionCandidate::order`] with the
+    /// credential's name last.
+    pub rank: u32,
     /// What evicting it takes off [`DetectorStats::state_bytes`].
     pub bytes: u64,
     cred: Sym,
@@ -112,18 +115,19 @@ pub struct EvictionCandidate {
 impl EvictionCandidate {
     /// The eviction order (first evicted first).
     pub fn order(&self, other: &EvictionCandidate) -> std::cmp::Ordering {
-        (self.class, self.last_seen, &self.account, &self.credential).cmp(&(
+        (self.class, self.last_seen, &self.account, self.rank).cmp(&(
             other.class,
             other.last_seen,
             &other.account,
-            &other.credential,
+            other.rank,
         ))
     }
 }
 
 impl Detector {
-    /// Every key, as a candidate for eviction (unsorted). For a caller that bounds the state
-    /// of several detectors together; one detector bounds itself (`max_state_bytes`).
+    /// Every key, as a candidate for eviction, in eviction order. For a caller that bounds
+    /// the state of several detectors together; one detector bounds itself
+    /// (`max_state_bytes`).
     pub fn eviction_candidates(&self) -> Vec<EvictionCandidate> {
         let cfg = &self.ctx.cfg;
         let mut out = Vec::with_capacity(self.ctx.stats.keys_tracked as usize);
@@ -133,11 +137,20 @@ impl Detector {
                     class: k.eviction_class(acct.max_time, cfg),
                     last_seen: k.last_seen,
                     account: name.clone(),
-                    credential: self.ctx.syms.name(cred).to_string(),
+                    rank: 0,
                     bytes: KEY_BYTES + k.origins.len() as u64 * ORIGIN_BYTES,
                     cred,
                 });
             }
+        }
+        let syms = &self.ctx.syms;
+        out.sort_unstable_by(|a, b| {
+            (a.class, a.last_seen, &a.account)
+                .cmp(&(b.class, b.last_seen, &b.account))
+                .then_with(|| syms.name(a.cred).cmp(syms.name(b.cred)))
+        });
+        for (i, c) in out.iter_mut().enumerate() {
+            c.rank = u32::try_from(i).unwrap_or(u32::MAX);
         }
         out
     }
