@@ -341,7 +341,8 @@ mod tests {
         let batches: Vec<RecordBatch> = reader.map(|b| b.expect("batch")).collect();
         assert_eq!(batches.len(), 1);
         let b = &batches[0];
-        let names: Vec<&str> = b.schema().fields().iter().map(|f| f.name().as_str()).collect();
+        let schema = b.schema();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         assert_eq!(names, COLUMNS);
         let text = |c: &str, i: usize| -> Option<String> {
             let a = b.column_by_name(c).expect("column").as_string::<i32>();

@@ -90,20 +90,13 @@ struct ExportArgs {
     /// CDBDataPlaneRequests as CSV or Parquet).
     #[arg(required = true)]
     paths: Vec<PathBuf>,
-    /// The output format (Parquet only).
-    #[arg(long, value_enum)]
-    to: ExportFormat,
-    /// The file to write.
-    out: PathBuf,
+    /// The output format (`parquet`) and the file to write: `--to parquet OUT`.
+    #[arg(long, num_args = 2, value_names = ["FORMAT", "OUT"], required = true)]
+    to: Vec<String>,
     /// Configuration file (TOML): the origin of an address follows `detect.origin_granularity`,
     /// `ipv4_prefix` and `ipv6_prefix`.
     #[arg(long)]
     config: Option<PathBuf>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum ExportFormat {
-    Parquet,
 }
 
 #[derive(Args)]
@@ -348,7 +341,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 fn run_export(args: ExportArgs) -> Result<ExitCode> {
     use exfilwatch::export::{export_parquet, Origins};
-    let ExportFormat::Parquet = args.to;
+    let [format, out] = args.to.as_slice() else {
+        return Err(UsageError("--to takes a format and a file: --to parquet OUT".into()).into());
+    };
+    if !format.eq_ignore_ascii_case("parquet") {
+        return Err(UsageError(format!("--to {format}: the only export format is parquet")).into());
+    }
+    let out = PathBuf::from(out);
     let detect = match &args.config {
         Some(c) => Config::load(c)?.detect,
         None => Config::default().detect,
@@ -358,10 +357,10 @@ fn run_export(args: ExportArgs) -> Result<ExitCode> {
         ipv4_prefix: detect.ipv4_prefix,
         ipv6_prefix: detect.ipv6_prefix,
     };
-    let (summary, rows) = export_parquet(&args.paths, &args.out, origins)?;
+    let (summary, rows) = export_parquet(&args.paths, &out, origins)?;
     eprintln!(
         "wrote {rows} events to {} ({} records of other categories skipped, {} malformed)",
-        args.out.display(),
+        out.display(),
         summary.skipped,
         summary.malformed
     );

@@ -799,5 +799,9 @@ fn investigate_without_its_binary_says_how_to_build_it() {
     let out = Command::new(&lone).args(["investigate", "sample-logs"]).env("PATH", "").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("exfilwatch-investigate") && err.contains("cargo build --release --locked -p exfilwatch-investigate"), "{err}");
+    assert!(
+        err.contains("exfilwatch-investigate")
+            && err.contains("cargo build --release --locked -p exfilwatch-investigate"),
+        "{err}"
+    );
 }

@@ -1,7 +1,7 @@
 use super::*;
 use crate::decode::{Decoded, Decoder, Event};
 use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int32Array, StringArray, TimestampNanosecondArray};
-use arrow::datatypes::{Field, Schema, TimeUnit};
+use arrow::datatypes::{Field, Schema};
 use parquet::arrow::ArrowWriter;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,9 +32,11 @@ fn events(path: &Path) -> Result<Vec<Event<'static>>, TableError> {
     let mut buf = Vec::new();
     let mut decoder = Decoder::new();
     while let Some(_row) = reader.next_record(&mut buf)? {
-        decoder.decode(&buf, |d| match d {
-            Decoded::Event(e) => out.push(e.into_owned()),
-            other => panic!("row did not decode to an event: {other:?}"),
+        // Rows that are not requests (no category, no address) are skipped, as in JSON.
+        decoder.decode(&buf, |d| {
+            if let Decoded::Event(e) = d {
+                out.push(e.into_owned());
+            }
         });
     }
     Ok(out)
