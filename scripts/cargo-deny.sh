@@ -56,4 +56,5 @@ fi
 # The crates' manifests (from crates.io, the one registry reached), then no network at all.
 cargo fetch --locked -q
 echo "== cargo deny ($("$DENY" --version)), advisory database from $src"
-"$DENY" --offline --locked check
+# --workspace: the investigation crate (investigate/, polars) too, not only the root package.
+"$DENY" --offline --locked --workspace check
