@@ -250,7 +250,7 @@ fn prometheus_scrapes_what_the_service_processed() {
         let rules = v["data"]["groups"][0]["rules"].as_array()?.clone();
         rules.iter().all(|r| r["health"] == "ok").then_some(rules)
     });
-    assert_eq!(rules.len(), 8, "{rules:?}");
+    assert_eq!(rules.len(), 9, "{rules:?}");
     // The whole feed was read before Prometheus started: as far as it knows, no record came
     // since, and ExfilwatchNoRecords is pending. Nothing else is.
     monitoring::wait_for(DEADLINE, "ExfilwatchNoRecords pending", || {
