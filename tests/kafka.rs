@@ -99,10 +99,7 @@ fn sample_logs_over_four_partitions_give_the_golden_alerts() {
                 msgs.push((name.clone(), b));
             }
             for chunk in good.chunks(20) {
-                let mut env = b"{\"records\": [".to_vec();
-                env.extend(chunk.join(&b","[..]));
-                env.extend(b"]}");
-                msgs.push(("contoso".into(), env));
+                msgs.push(("contoso".into(), sample::envelope(chunk)));
             }
         } else {
             msgs.extend(us.into_iter().map(|u| (name.clone(), u)));
@@ -196,16 +193,7 @@ fn sigkill_five_times_restores_checkpoints_and_alerts_exactly_once() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let expected = replay_alerts(logs.to_str().unwrap());
     assert!(expected.len() >= 4, "several thefts: {expected:?}");
-    let lines: Vec<Vec<u8>> = std::fs::read_to_string(&logs).unwrap().lines().map(|l| l.as_bytes().to_vec()).collect();
-    let msgs: Vec<(String, Vec<u8>)> = lines
-        .chunks(20)
-        .map(|c| {
-            let mut env = b"{\"records\": [".to_vec();
-            env.extend(c.join(&b","[..]));
-            env.extend(b"]}");
-            (String::new(), env)
-        })
-        .collect();
+    let msgs = sample::file_envelopes(&logs, 20);
     let (topic, alerts_topic, group) = (unique("logs3"), unique("alerts3"), unique("g3"));
     create_topic(&topic, 1);
     create_topic(&alerts_topic, 1);

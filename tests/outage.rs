@@ -126,16 +126,7 @@ fn thefts(dir: &Path, records: u32, keys: u32, thefts: u32) -> (String, usize, B
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let expected = replay_alerts(logs.to_str().unwrap());
-    let lines: Vec<Vec<u8>> = std::fs::read_to_string(&logs).unwrap().lines().map(|l| l.as_bytes().to_vec()).collect();
-    let msgs: Vec<(String, Vec<u8>)> = lines
-        .chunks(20)
-        .map(|c| {
-            let mut env = b"{\"records\": [".to_vec();
-            env.extend(c.join(&b","[..]));
-            env.extend(b"]}");
-            (String::new(), env)
-        })
-        .collect();
+    let msgs = sample::file_envelopes(&logs, 20);
     let topic = unique("outage");
     kafka_client::create_topic(&broker(), &topic, 1);
     kafka_client::produce(&broker(), &topic, &msgs);

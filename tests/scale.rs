@@ -66,10 +66,7 @@ fn envelopes(lines: &[Vec<u8>]) -> Vec<(String, Vec<u8>)> {
         }
     }
     for (a, run) in order {
-        let mut env = b"{\"records\": [".to_vec();
-        env.extend(run.join(&b","[..]));
-        env.extend(b"]}");
-        msgs.push((a, env));
+        msgs.push((a, sample::envelope(&run)));
     }
     msgs
 }

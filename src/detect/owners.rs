@@ -77,10 +77,11 @@ impl Ctx {
         s: &Sample,
         out: &mut Vec<Alert>,
     ) {
-        let (Some(enrich), Some(ip)) = (self.enrich.clone(), s.ip) else { return };
-        if !enrich.has_lists() {
-            return;
-        }
+        // Every successful read passes here: borrow first, and take a reference (an atomic
+        // increment) only for an address some list holds.
+        let Some(ip) = s.ip else { return };
+        let listed = self.enrich.as_ref().is_some_and(|e| e.has_lists() && e.lists_holding(ip).next().is_some());
+        let Some(enrich) = self.enrich.clone().filter(|_| listed) else { return };
         let t = s.time;
         let realert = self.cfg.realert.0;
         for list in enrich.lists_holding(ip) {

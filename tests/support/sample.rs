@@ -33,6 +33,26 @@ pub fn contoso_messages() -> (String, Vec<(String, Vec<u8>)>) {
     (contoso, msgs)
 }
 
+/// `{"records": [...]}` of these records (one JSON value each), as Azure Monitor sends them.
+pub fn envelope<R: AsRef<[u8]>>(records: &[R]) -> Vec<u8> {
+    let mut env = b"{\"records\": [".to_vec();
+    for (i, r) in records.iter().enumerate() {
+        if i > 0 {
+            env.push(b',');
+        }
+        env.extend_from_slice(r.as_ref());
+    }
+    env.extend(b"]}");
+    env
+}
+
+/// A JSON Lines file's records in envelopes of `n`, without keys.
+pub fn file_envelopes(path: &std::path::Path, n: usize) -> Vec<(String, Vec<u8>)> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let lines: Vec<Vec<u8>> = text.lines().map(|l| l.as_bytes().to_vec()).collect();
+    lines.chunks(n).map(|c| (String::new(), envelope(c))).collect()
+}
+
 /// contoso's sample records in `{"records": [...]}` envelopes of up to `n`, in file order; a
 /// unit that is not valid JSON (the samples hold a few on purpose) travels alone at its place.
 pub fn contoso_envelopes(n: usize) -> (String, Vec<(String, Vec<u8>)>) {
@@ -41,10 +61,7 @@ pub fn contoso_envelopes(n: usize) -> (String, Vec<(String, Vec<u8>)>) {
     let mut run: Vec<Vec<u8>> = Vec::new();
     let flush = |run: &mut Vec<Vec<u8>>, msgs: &mut Vec<(String, Vec<u8>)>| {
         if !run.is_empty() {
-            let mut env = b"{\"records\": [".to_vec();
-            env.extend(run.join(&b","[..]));
-            env.extend(b"]}");
-            msgs.push((String::new(), env));
+            msgs.push((String::new(), envelope(run)));
             run.clear();
         }
     };
