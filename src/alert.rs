@@ -153,6 +153,12 @@ pub struct EvidenceOut {
     /// bytes it read (`count`), most first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<Vec<NameCount>>,
+    /// `unfamiliar_origin_volume`, `unfamiliar_origins_aggregate`, `volume_anomaly`: the user
+    /// agents of `top_user_agents` whose family (the product token, `python-requests`) the key
+    /// had not used before the alert's reads (within `familiar_after`, like an origin). They
+    /// raise the alert's confidence; no alert comes from them alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub new_user_agents: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

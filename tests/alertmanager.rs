@@ -98,7 +98,16 @@ fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 #[test]
 fn the_theft_reaches_alertmanager_with_its_labels_annotations_and_start() {
     let am = monitoring::alertmanager();
-    let alerts = sample_alerts();
+    let mut alerts = sample_alerts();
+    // As `[enrich]` stamps it (tests/enrich.rs): the owner becomes two labels and annotations.
+    if let Some(o) = alerts[1].origin.as_mut() {
+        o.info = exfilwatch::enrich::OriginInfo {
+            asn: Some(64500),
+            as_name: Some("Example Hosting".into()),
+            country: Some("NL".into()),
+            ..Default::default()
+        };
+    }
     let (volume, theft) = (&alerts[0], &alerts[1]);
     let mut sink = sink(&am, Duration::from_secs(60), Duration::from_secs(300));
     let now = SystemTime::now();
@@ -117,10 +126,15 @@ fn the_theft_reaches_alertmanager_with_its_labels_annotations_and_start() {
             ("resource_group", "rg-prod"),
             ("credential", "key:primarymasterkey"),
             ("origin", "203.0.113.0/24"),
+            ("origin_asn", "AS64500"),
+            ("origin_country", "NL"),
         ])
     );
     let ann = strings(&t["annotations"]);
-    assert_eq!(ann.keys().collect::<Vec<_>>(), ["alert_id", "description", "resource_id", "summary"]);
+    let mut keys = vec!["alert_id", "description", "new_user_agents", "origin_owner", "resource_id", "summary"];
+    keys.retain(|k| *k != "new_user_agents" || !theft.evidence.new_user_agents.is_empty());
+    assert_eq!(ann.keys().collect::<Vec<_>>(), keys);
+    assert_eq!(ann["origin_owner"], "AS64500 Example Hosting, NL");
     assert_eq!(ann["summary"], theft.summary);
     assert!(ann["summary"].contains("read 1.0 GiB in 8 min from 203.0.113.77"), "{}", ann["summary"]);
     assert!(ann["description"].contains("from 203.0.113.77 (origin 203.0.113.0/24)"), "{}", ann["description"]);

@@ -211,6 +211,7 @@ impl Ctx {
             activity_ids: ev.activity_id_strings(),
             origin_first_seen: origin_first_seen.map(format_rfc3339),
             credentials: None,
+            new_user_agents: Vec::new(),
         }
     }
 

@@ -3,6 +3,13 @@
 //! of their modification times):
 //! - ASN, AS name and country from the iptoasn TSV (`range_start range_end AS_number
 //!   country_code AS_description`, IPv4 and IPv6, e.g. `ip2asn-combined.tsv`);
+//! - ASN and AS name from a MaxMind-format ASN database (`enrich.asn_mmdb`: GeoLite2-ASN,
+//!   DB-IP's ASN Lite: `autonomous_system_number`, `autonomous_system_organization`), the
+//!   country from a Country or City database (`enrich.country_mmdb`: `country.iso_code`), read
+//!   with the `maxminddb` crate. Where a database and the TSV both are configured, the database
+//!   wins where it answers: the AS (number and name together) from `asn_mmdb` when it knows the
+//!   address, else from the TSV; the country from `country_mmdb` when it has one, else the
+//!   TSV's (the country an AS range is registered in, coarser than a geolocation);
 //! - Azure's own address ranges from the Service Tags JSON (`ServiceTags_Public.json`: each
 //!   tag's name, region and address prefixes): the most specific prefix wins, a tag of a
 //!   service (`Storage.WestEurope`) before a region's whole cloud (`AzureCloud.westeurope`);
@@ -82,6 +89,12 @@ pub enum EnrichError {
 pub struct EnrichConfig {
     /// iptoasn TSV file (ASN, AS name, country per range); "" for none.
     pub asn_tsv: String,
+    /// MaxMind-format ASN database (GeoLite2-ASN, DB-IP ASN Lite `.mmdb`); "" for none. Wins
+    /// over `asn_tsv` for the addresses it knows.
+    pub asn_mmdb: String,
+    /// MaxMind-format Country or City database (`country.iso_code`); "" for none. Wins over
+    /// `asn_tsv`'s country for the addresses it knows.
+    pub country_mmdb: String,
     /// Azure Service Tags JSON (`ServiceTags_Public.json`); "" for none.
     pub service_tags: String,
     /// Threat lists: name -> file (addresses and CIDRs, one a line, `#` comments).
@@ -90,12 +103,24 @@ pub struct EnrichConfig {
 
 impl EnrichConfig {
     pub fn is_empty(&self) -> bool {
-        self.asn_tsv.is_empty() && self.service_tags.is_empty() && self.threat_lists.is_empty()
+        self.asn_tsv.is_empty()
+            && self.asn_mmdb.is_empty()
+            && self.country_mmdb.is_empty()
+            && self.service_tags.is_empty()
+            && self.threat_lists.is_empty()
+    }
+
+    /// Whether some file says which AS an address is in (`origin_granularity = "asn"` needs one).
+    pub fn knows_asns(&self) -> bool {
+        !self.asn_tsv.is_empty() || !self.asn_mmdb.is_empty()
     }
 
     fn files(&self) -> Vec<PathBuf> {
-        let mut f: Vec<PathBuf> =
-            [&self.asn_tsv, &self.service_tags].into_iter().filter(|p| !p.is_empty()).map(PathBuf::from).collect();
+        let mut f: Vec<PathBuf> = [&self.asn_tsv, &self.asn_mmdb, &self.country_mmdb, &self.service_tags]
+            .into_iter()
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .collect();
         f.extend(self.threat_lists.values().map(PathBuf::from));
         f
     }
@@ -179,11 +204,17 @@ struct Tag {
     service: bool,
 }
 
+/// A MaxMind-format database, read into memory whole (a reload reads the new file while
+/// the old one still serves).
+type Mmdb = maxminddb::Reader<Vec<u8>>;
+
 /// The loaded files. Cheap to share (the detector holds it in an `Arc`).
 #[derive(Default)]
 pub struct Enrichment {
     /// Sorted by start, not overlapping.
     ranges: Vec<AsRange>,
+    asn_db: Option<Mmdb>,
+    country_db: Option<Mmdb>,
     tags: Vec<Tag>,
     tag_prefixes: PrefixTable<Vec<u32>>,
     lists: Vec<(String, PrefixTable<()>)>,
@@ -195,6 +226,8 @@ impl std::fmt::Debug for Enrichment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Enrichment")
             .field("as_ranges", &self.ranges.len())
+            .field("asn_mmdb", &self.asn_db.as_ref().map(|d| &d.metadata().database_type))
+            .field("country_mmdb", &self.country_db.as_ref().map(|d| &d.metadata().database_type))
             .field("service_tag_prefixes", &self.tag_prefixes.len())
             .field("threat_lists", &self.lists.iter().map(|(n, t)| (n, t.len())).collect::<Vec<_>>())
             .finish()
@@ -216,6 +249,12 @@ impl Enrichment {
         if !cfg.asn_tsv.is_empty() {
             e.ranges = load_tsv(&cfg.asn_tsv, &read(&cfg.asn_tsv)?)?;
         }
+        if !cfg.asn_mmdb.is_empty() {
+            e.asn_db = Some(load_mmdb(&cfg.asn_mmdb, MmdbKind::Asn)?);
+        }
+        if !cfg.country_mmdb.is_empty() {
+            e.country_db = Some(load_mmdb(&cfg.country_mmdb, MmdbKind::Country)?);
+        }
         if !cfg.service_tags.is_empty() {
             e.load_service_tags(&cfg.service_tags, &read(&cfg.service_tags)?)?;
         }
@@ -235,15 +274,55 @@ impl Enrichment {
         !self.lists.is_empty()
     }
 
+    /// Whether some file says which AS an address is in.
+    pub fn knows_asns(&self) -> bool {
+        !self.ranges.is_empty() || self.asn_db.is_some()
+    }
+
+    /// The TSV's range holding an address (128-bit form).
+    fn range(&self, b: u128) -> Option<&AsRange> {
+        let i = self.ranges.partition_point(|r| r.start <= b);
+        i.checked_sub(1).map(|i| &self.ranges[i]).filter(|r| b <= r.end)
+    }
+
+    /// The AS of an address (128-bit form), as [`Enrichment::lookup`] would give it, without
+    /// its name: the detector's origin under `origin_granularity = "asn"`, once per read.
+    pub fn asn(&self, b: u128) -> Option<u32> {
+        if let Some(db) = &self.asn_db {
+            if let Some(n) = mmdb_asn(db, plain(b)) {
+                return Some(n);
+            }
+        }
+        self.range(b).map(|r| r.asn)
+    }
+
+    /// The name of an AS, from any address the caller knows is in it (`AS64500 Example
+    /// Hosting` for a baseline); `None` when the files do not name it there.
+    pub fn as_name(&self, asn: u32, b: u128) -> Option<String> {
+        let info = self.lookup(evidence_ip(b));
+        info.as_name.filter(|_| info.asn == Some(asn))
+    }
+
     /// Everything known about an address (its lists included).
     pub fn lookup(&self, ip: IpAddr) -> OriginInfo {
         let b = bits(ip);
         let mut info = OriginInfo::default();
-        let i = self.ranges.partition_point(|r| r.start <= b);
-        if let Some(r) = i.checked_sub(1).map(|i| &self.ranges[i]).filter(|r| b <= r.end) {
+        if let Some(r) = self.range(b) {
             info.asn = Some(r.asn);
             info.as_name = Some(r.name.clone()).filter(|n| !n.is_empty());
             info.country.clone_from(&r.country);
+        }
+        // The databases win where they answer (the module's documentation says why).
+        if let Some(db) = &self.asn_db {
+            if let Some(n) = mmdb_asn(db, plain(b)) {
+                info.asn = Some(n);
+                info.as_name = mmdb_str(db, plain(b), &["autonomous_system_organization"]);
+            }
+        }
+        if let Some(db) = &self.country_db {
+            if let Some(c) = mmdb_str(db, plain(b), &["country", "iso_code"]).filter(|c| c.len() == 2) {
+                info.country = Some(c);
+            }
         }
         if let Some(candidates) = self.tag_prefixes.longest(b) {
             // A service's tag before a region's whole cloud; then by name (fixed order).
@@ -304,6 +383,76 @@ impl Enrichment {
     }
 }
 
+/// An address as the databases take it: IPv4 (in its IPv4-mapped form here) as IPv4, which
+/// the reader looks up at `::a.b.c.d` in an IPv6 tree, as the format says.
+fn plain(b: u128) -> IpAddr {
+    evidence_ip(b)
+}
+
+fn evidence_ip(b: u128) -> IpAddr {
+    let v6 = std::net::Ipv6Addr::from(b);
+    v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+}
+
+/// A database's AS number for an address; 0 (reserved) counts as none. A lookup that fails
+/// (damage past the checks made when it was loaded) is no answer, as for an address it lacks.
+fn mmdb_asn(db: &Mmdb, ip: IpAddr) -> Option<u32> {
+    let found = db.lookup(ip).ok()?;
+    found
+        .decode_path::<u32>(&[maxminddb::PathElement::Key("autonomous_system_number")])
+        .ok()
+        .flatten()
+        .filter(|&n| n != 0)
+}
+
+fn mmdb_str(db: &Mmdb, ip: IpAddr, path: &[&str]) -> Option<String> {
+    let found = db.lookup(ip).ok()?;
+    let path: Vec<maxminddb::PathElement<'_>> = path.iter().map(|k| maxminddb::PathElement::Key(k)).collect();
+    found.decode_path::<String>(&path).ok().flatten().filter(|s| !s.is_empty())
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum MmdbKind {
+    Asn,
+    Country,
+}
+
+/// Opens a MaxMind-format database and checks that it is the kind configured (its
+/// `database_type`: an ASN database for `asn_mmdb`, a Country or City one for
+/// `country_mmdb`), so that two swapped paths are an error at start, not silence.
+fn load_mmdb(path: &str, kind: MmdbKind) -> Result<Mmdb, EnrichError> {
+    let bytes = std::fs::read(path).map_err(|source| EnrichError::Io { path: path.to_string(), source })?;
+    let bad = |message: String| EnrichError::Format { path: path.to_string(), message };
+    let db = maxminddb::Reader::from_source(bytes).map_err(|e| bad(format!("not a MaxMind DB file: {e}")))?;
+    let t = db.metadata().database_type.to_ascii_lowercase();
+    let (fits, wanted) = match kind {
+        MmdbKind::Asn => (t.contains("asn"), "an ASN database (GeoLite2-ASN, DB-IP ASN Lite)"),
+        MmdbKind::Country => (
+            t.contains("country") || t.contains("city"),
+            "a Country or City database (GeoLite2-Country or -City, DB-IP)",
+        ),
+    };
+    if !fits {
+        return Err(bad(format!("database_type {:?} is not {wanted}", db.metadata().database_type)));
+    }
+    // One lookup of each family, so that a tree or data section damaged near its root is an
+    // error now rather than silence at every read.
+    for probe in [IpAddr::from([1, 1, 1, 1]), IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1])] {
+        match db.lookup(probe) {
+            Ok(r) => {
+                r.decode::<maxminddb::geoip2::Asn<'_>>()
+                    .map(|_| ())
+                    .or_else(|_| r.decode::<maxminddb::geoip2::Country<'_>>().map(|_| ()))
+                    .map_err(|e| bad(format!("damaged MaxMind DB file: {e}")))?;
+            }
+            // An IPv6 address in an IPv4-only database is no damage.
+            Err(_) if probe.is_ipv6() && db.metadata().ip_version == 4 => {}
+            Err(e) => return Err(bad(format!("damaged MaxMind DB file: {e}"))),
+        }
+    }
+    Ok(db)
+}
+
 fn load_tsv(path: &str, text: &str) -> Result<Vec<AsRange>, EnrichError> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
@@ -349,7 +498,12 @@ fn load_list(path: &str, text: &str) -> Result<PrefixTable<()>, EnrichError> {
 }
 
 #[cfg(test)]
+#[path = "../../tests/support/mmdb.rs"]
+pub(crate) mod mmdb_writer;
+
+#[cfg(test)]
 mod tests {
+    use super::mmdb_writer::{self, Value};
     use super::*;
 
     fn write(dir: &Path, name: &str, text: &str) -> String {
@@ -385,6 +539,7 @@ mod tests {
             asn_tsv: tsv,
             service_tags: tags,
             threat_lists: BTreeMap::from([("tor".to_string(), tor.clone())]),
+            ..Default::default()
         };
         let e = Enrichment::load(&cfg).unwrap();
         let hosting = e.lookup(ip("203.0.113.77"));
@@ -420,5 +575,117 @@ mod tests {
         let missing =
             EnrichConfig { service_tags: dir.path().join("none.json").display().to_string(), ..Default::default() };
         assert!(Enrichment::load(&missing).unwrap_err().to_string().contains("none.json"));
+    }
+
+    #[test]
+    fn the_test_writer_makes_databases_the_maxminddb_crate_reads() {
+        let entries = [
+            ("203.0.113.0/24", Value::asn(64500, "Example Hosting")),
+            ("203.0.113.128/25", Value::asn(64501, "Inner Hosting")),
+            ("10.0.0.0/8", Value::asn(64496, "Contoso Corp")),
+            ("2001:db8::/32", Value::asn(64502, "Example v6")),
+        ];
+        for size in [24, 28, 32] {
+            let db = maxminddb::Reader::from_source(mmdb_writer::build("GeoLite2-ASN", size, &entries)).unwrap();
+            db.verify().unwrap_or_else(|e| panic!("record size {size}: {e}"));
+            assert_eq!(db.metadata().record_size, size as u16);
+            assert_eq!(db.metadata().binary_format_major_version, 2);
+            let asn = |ip: &str| {
+                let r = db.lookup(ip.parse().unwrap()).unwrap();
+                r.decode::<maxminddb::geoip2::Asn<'_>>()
+                    .unwrap()
+                    .map(|a| (a.autonomous_system_number, a.autonomous_system_organization.map(str::to_string)))
+            };
+            assert_eq!(asn("203.0.113.77"), Some((Some(64500), Some("Example Hosting".into()))), "size {size}");
+            assert_eq!(asn("203.0.113.200").and_then(|a| a.0), Some(64501), "the more specific network");
+            assert_eq!(asn("10.200.0.1").and_then(|a| a.0), Some(64496));
+            assert_eq!(asn("2001:db8:1::9").and_then(|a| a.0), Some(64502), "IPv6");
+            assert_eq!(asn("::ffff:10.1.1.1"), None, "IPv4-mapped form is not aliased in this tree");
+            assert_eq!(asn("203.0.114.1"), None);
+            assert_eq!(asn("2001:db9::1"), None);
+            let net = db.lookup("203.0.113.5".parse().unwrap()).unwrap().network().unwrap();
+            assert_eq!(net.to_string(), "203.0.113.0/25", "the leaf the address fell in");
+        }
+    }
+
+    #[test]
+    fn mmdb_files_answer_before_the_tsv_and_bad_ones_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let tsv = write(
+            dir.path(),
+            "asn.tsv",
+            "203.0.113.0\t203.0.113.255\t64500\tNL\tExample Hosting\n\
+             198.51.100.0\t198.51.100.255\t64499\tUS\tOnly In Tsv\n",
+        );
+        let asn_db = mmdb_writer::write(
+            dir.path(),
+            "asn.mmdb",
+            "GeoLite2-ASN",
+            &[("203.0.113.0/25", Value::asn(64510, "Newer Owner")), ("2001:db8::/32", Value::asn(64502, "Example v6"))],
+        );
+        let country_db = mmdb_writer::write(
+            dir.path(),
+            "country.mmdb",
+            "GeoLite2-City",
+            &[("203.0.113.0/24", Value::country("DE")), ("2001:db8::/48", Value::country("FR"))],
+        );
+        let cfg = EnrichConfig {
+            asn_tsv: tsv,
+            asn_mmdb: asn_db.clone(),
+            country_mmdb: country_db.clone(),
+            ..Default::default()
+        };
+        let e = Enrichment::load(&cfg).unwrap();
+        assert!(e.knows_asns() && cfg.knows_asns());
+        // The databases win where they answer: AS number and name together, the country apart.
+        let a = e.lookup(ip("203.0.113.7"));
+        assert_eq!((a.asn, a.as_name.as_deref(), a.country.as_deref()), (Some(64510), Some("Newer Owner"), Some("DE")));
+        assert_eq!(e.asn(bits(ip("203.0.113.7"))), Some(64510));
+        assert_eq!(e.as_name(64510, bits(ip("203.0.113.7"))).as_deref(), Some("Newer Owner"));
+        assert_eq!(e.as_name(64500, bits(ip("203.0.113.7"))), None, "another AS there now");
+        // Outside the ASN database's network: the TSV's AS, the country database's country.
+        let b = e.lookup(ip("203.0.113.200"));
+        assert_eq!(
+            (b.asn, b.as_name.as_deref(), b.country.as_deref()),
+            (Some(64500), Some("Example Hosting"), Some("DE"))
+        );
+        // Only the TSV knows it.
+        let c = e.lookup(ip("198.51.100.1"));
+        assert_eq!((c.asn, c.country.as_deref()), (Some(64499), Some("US")));
+        // IPv6, and the IPv4-mapped form of an IPv4 address.
+        let d = e.lookup(ip("2001:db8::1"));
+        assert_eq!((d.asn, d.country.as_deref()), (Some(64502), Some("FR")));
+        assert_eq!(e.lookup(ip("2001:db8:1::1")).country, None);
+        assert_eq!(e.lookup(ip("::ffff:203.0.113.7")).asn, Some(64510));
+        assert!(e.lookup(ip("192.0.2.1")).is_empty());
+        assert!(!e.changed());
+        std::fs::write(&asn_db, mmdb_writer::build("GeoLite2-ASN", 24, &[])).unwrap();
+        let later = SystemTime::now() + std::time::Duration::from_secs(5);
+        std::fs::File::options().write(true).open(&asn_db).unwrap().set_modified(later).unwrap();
+        assert!(e.changed(), "a database changed");
+
+        // A damaged or wrong file is an error naming it.
+        let junk = write(dir.path(), "junk.mmdb", "not a database at all");
+        let err = Enrichment::load(&EnrichConfig { asn_mmdb: junk, ..Default::default() }).unwrap_err().to_string();
+        assert!(err.contains("junk.mmdb") && err.contains("not a MaxMind DB file"), "{err}");
+        let mut cut = mmdb_writer::build("GeoLite2-ASN", 28, &[("203.0.113.0/24", Value::asn(64500, "X"))]);
+        let n = cut.len();
+        cut.truncate(n - 40); // into the metadata
+        std::fs::write(dir.path().join("cut.mmdb"), cut).unwrap();
+        let cut = dir.path().join("cut.mmdb").display().to_string();
+        let err = Enrichment::load(&EnrichConfig { asn_mmdb: cut, ..Default::default() }).unwrap_err().to_string();
+        assert!(err.contains("cut.mmdb"), "{err}");
+        let mut bad_tree = mmdb_writer::build("GeoLite2-ASN", 24, &[("1.0.0.0/8", Value::asn(13335, "X"))]);
+        bad_tree[..6].copy_from_slice(&[0xff; 6]); // the root points past the file
+        std::fs::write(dir.path().join("tree.mmdb"), bad_tree).unwrap();
+        let tree = dir.path().join("tree.mmdb").display().to_string();
+        let err = Enrichment::load(&EnrichConfig { asn_mmdb: tree, ..Default::default() }).unwrap_err().to_string();
+        assert!(err.contains("tree.mmdb") && err.contains("damaged"), "{err}");
+        let swapped = EnrichConfig { asn_mmdb: country_db, ..Default::default() };
+        let err = Enrichment::load(&swapped).unwrap_err().to_string();
+        assert!(err.contains("country.mmdb") && err.contains("not an ASN database"), "{err}");
+        let missing =
+            EnrichConfig { country_mmdb: dir.path().join("none.mmdb").display().to_string(), ..Default::default() };
+        assert!(Enrichment::load(&missing).unwrap_err().to_string().contains("none.mmdb"));
     }
 }

@@ -27,6 +27,14 @@ pub(super) struct PostableAlert<'a> {
 /// The labels an alert is posted with (its identity in Alertmanager). The subscription and
 /// resource group, when the logs named them, are labels so that a route can send each
 /// subscription's alerts to its owners.
+///
+/// With `[enrich]`, an alert about one origin also gets `origin_asn` (`AS64500`) and
+/// `origin_country` (`NL`): at most one value per origin, so they add no series and no
+/// alert identity beyond the `origin` label that is already there, and a route or an
+/// inhibition can match on them (a team's own cloud AS, a country) without parsing text. The
+/// AS name, service tag and region are annotations only: free text, or (for tags) thousands of
+/// values a route has no use for. An alert about several origins gets none of them (it has no
+/// `origin` label either: one label value cannot stand for a list).
 pub fn labels(alert: &Alert) -> BTreeMap<String, String> {
     let mut l = BTreeMap::new();
     l.insert("alertname".to_owned(), alert.rule.as_str().to_owned());
@@ -39,12 +47,22 @@ pub fn labels(alert: &Alert) -> BTreeMap<String, String> {
     l.insert("credential".to_owned(), alert.credential.clone());
     if let Some(o) = &alert.origin {
         l.insert("origin".to_owned(), o.prefix.clone());
+        if let Some(asn) = o.info.asn {
+            l.insert("origin_asn".to_owned(), format!("AS{asn}"));
+        }
+        if let Some(c) = &o.info.country {
+            l.insert("origin_country".to_owned(), c.clone());
+        }
     }
     l
 }
 
 /// The annotations an alert is posted with: `summary`, `description`, `alert_id`, and
-/// `resource_id` when the logs named it.
+/// `resource_id` when the logs named it. With `[enrich]`: `origin_owner` (`AS64500 Example
+/// Hosting, NL`), `origin_service_tag` and `origin_region` (Azure's tag of the address),
+/// `origin_lists` (threat lists naming it) for an alert about one origin; `origin_owners`
+/// (`203.0.113.77: AS64500 Example Hosting, NL; ...`) for one about several. The user agents
+/// the key never used before, when the evidence names some: `new_user_agents`.
 pub fn annotations(alert: &Alert) -> BTreeMap<String, String> {
     let mut a = BTreeMap::new();
     a.insert("summary".to_owned(), alert.summary.clone());
@@ -52,6 +70,30 @@ pub fn annotations(alert: &Alert) -> BTreeMap<String, String> {
     a.insert("alert_id".to_owned(), alert.id.clone());
     if let Some(r) = &alert.resource {
         a.insert("resource_id".to_owned(), r.id.clone());
+    }
+    if let Some(o) = &alert.origin {
+        if let Some(owner) = o.info.owner() {
+            a.insert("origin_owner".to_owned(), owner);
+        }
+        if let Some(tag) = &o.info.service_tag {
+            a.insert("origin_service_tag".to_owned(), tag.clone());
+        }
+        if let Some(region) = &o.info.region {
+            a.insert("origin_region".to_owned(), region.clone());
+        }
+        if !o.info.lists.is_empty() {
+            a.insert("origin_lists".to_owned(), o.info.lists.join(", "));
+        }
+    }
+    if let Some(os) = &alert.origins {
+        let owners: Vec<String> =
+            os.iter().filter_map(|o| o.info.owner().map(|owner| format!("{}: {owner}", o.ip))).collect();
+        if !owners.is_empty() {
+            a.insert("origin_owners".to_owned(), owners.join("; "));
+        }
+    }
+    if !alert.evidence.new_user_agents.is_empty() {
+        a.insert("new_user_agents".to_owned(), alert.evidence.new_user_agents.join(", "));
     }
     a
 }
@@ -161,6 +203,44 @@ mod tests {
             d.contains("\nResource: /subscriptions/7e2f6b1c-0d5a-4c1e-9a57-3f0b8c9d2e41/resourcegroups/rg-prod/"),
             "{d}"
         );
+    }
+
+    #[test]
+    fn the_owner_of_the_origin_is_in_labels_and_annotations() {
+        let mut a = theft();
+        let info = crate::enrich::OriginInfo {
+            asn: Some(64500),
+            as_name: Some("Example Hosting".into()),
+            country: Some("NL".into()),
+            service_tag: Some("AzureCloud.westeurope".into()),
+            region: Some("westeurope".into()),
+            lists: vec!["tor".into()],
+        };
+        a.origin.as_mut().unwrap().info = info.clone();
+        a.evidence.new_user_agents = vec!["python-requests/2.25.1".into()];
+        let l = labels(&a);
+        assert_eq!(l["origin_asn"], "AS64500");
+        assert_eq!(l["origin_country"], "NL");
+        assert!(!l.contains_key("origin_service_tag"), "free text and many values: an annotation only");
+        let n = annotations(&a);
+        assert_eq!(n["origin_owner"], "AS64500 Example Hosting, NL, Azure AzureCloud.westeurope");
+        assert_eq!(n["origin_service_tag"], "AzureCloud.westeurope");
+        assert_eq!(n["origin_region"], "westeurope");
+        assert_eq!(n["origin_lists"], "tor");
+        assert_eq!(n["new_user_agents"], "python-requests/2.25.1");
+
+        // Several origins: the owners in one annotation, no origin labels.
+        let mut v = theft();
+        let mut o = v.origin.take().unwrap();
+        o.info = info;
+        let unknown = crate::alert::OriginRef { ip: "10.20.30.11".into(), ..o.clone() };
+        let unknown = crate::alert::OriginRef { info: Default::default(), ..unknown };
+        v.origins = Some(vec![o, unknown]);
+        let l = labels(&v);
+        assert!(!l.contains_key("origin_asn") && !l.contains_key("origin_country"));
+        let n = annotations(&v);
+        assert_eq!(n["origin_owners"], "203.0.113.77: AS64500 Example Hosting, NL, Azure AzureCloud.westeurope");
+        assert!(!n.contains_key("origin_owner") && !n.contains_key("new_user_agents"));
     }
 
     #[test]
