@@ -55,7 +55,8 @@ pub enum ExportError {
 }
 
 /// How an address becomes an origin: the detector's `origin_granularity`, `ipv4_prefix` and
-/// `ipv6_prefix`.
+/// `ipv6_prefix`. At `origin_granularity = "asn"` an export (and the investigation) shows
+/// the prefix: it reads no `[enrich]` files, and an AS is looked up from the address later.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Origins {
     pub granularity: OriginGranularity,

@@ -33,6 +33,21 @@ pub enum OriginGranularity {
     Ip,
     /// The network prefix (`ipv4_prefix`, `ipv6_prefix`).
     Prefix,
+    /// The autonomous system (from `[enrich]`'s `asn_tsv` or `asn_mmdb`) for addresses whose
+    /// AS is known; the network prefix for the others. For keys used from clouds that change
+    /// addresses all day: fewer false alarms, but a theft from inside an AS the key already
+    /// uses (another tenant of the same cloud) is no longer unfamiliar.
+    Asn,
+}
+
+impl OriginGranularity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OriginGranularity::Ip => "ip",
+            OriginGranularity::Prefix => "prefix",
+            OriginGranularity::Asn => "asn",
+        }
+    }
 }
 
 /// Which part of the pipeline `exfilwatch run` runs (scale-out: docs/scaling.md).
@@ -77,7 +92,8 @@ pub struct Config {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DetectConfig {
-    /// "prefix" (default) or "ip": what counts as one origin.
+    /// "prefix" (default), "ip" or "asn": what counts as one origin ("asn" needs
+    /// `enrich.asn_tsv` or `enrich.asn_mmdb`; addresses of no known AS fall back to the prefix).
     pub origin_granularity: OriginGranularity,
     /// IPv4 prefix length of an origin at prefix granularity.
     pub ipv4_prefix: u8,
@@ -602,6 +618,13 @@ impl Config {
         // From the text (not the table), so that a bad value's error knows where it is.
         let cfg: Config = toml::from_str(text).map_err(|e: toml::de::Error| invalid(located(text, &e)))?;
         cfg.detect.validate().map_err(invalid)?;
+        if cfg.detect.origin_granularity == OriginGranularity::Asn && !cfg.enrich.knows_asns() {
+            return Err(invalid(
+                "detect.origin_granularity = \"asn\" needs a file that says which AS an address is in: set \
+                 enrich.asn_tsv or enrich.asn_mmdb"
+                    .into(),
+            ));
+        }
         crate::detect::Allowlist::compile(&cfg.allow).map_err(invalid)?;
         Ok(cfg)
     }
@@ -720,6 +743,16 @@ mod tests {
         let err = Config::from_toml("[detect]\nipv4_prefix = 40\n", "t").unwrap_err().to_string();
         assert!(err.contains("ipv4_prefix"), "{err}");
         let err = Config::from_toml("[detect]\norigin_granularity = \"asn\"\n", "t").unwrap_err().to_string();
+        assert!(err.contains("origin_granularity = \"asn\" needs") && err.contains("enrich.asn_mmdb"), "{err}");
+        let only_tags = "[detect]\norigin_granularity = \"asn\"\n[enrich]\nservice_tags = \"t.json\"\n";
+        assert!(Config::from_toml(only_tags, "t").is_err(), "service tags name no AS");
+        for file in ["asn_tsv", "asn_mmdb"] {
+            let c =
+                Config::from_toml(&format!("[detect]\norigin_granularity = \"asn\"\n[enrich]\n{file} = \"x\"\n"), "t")
+                    .unwrap();
+            assert_eq!(c.detect.origin_granularity, OriginGranularity::Asn);
+        }
+        let err = Config::from_toml("[detect]\norigin_granularity = \"as\"\n", "t").unwrap_err().to_string();
         assert!(err.contains("unknown variant"), "{err}");
     }
 }

@@ -97,7 +97,7 @@ impl Ctx {
     ) -> Alert {
         let t = s.time;
         let ev = key.origins.get(&origin).and_then(|o| o.evidence.as_deref());
-        let origin_ref = self.origin_ref(origin, ev);
+        let origin_ref = self.origin_ref(origin, ev, s.ip);
         // The keys by bytes, ties by name; the alert's credential is the one that read the most.
         let mut keys: Vec<(String, u64)> =
             entry.keys.iter().map(|&(c, b)| (self.syms.name(c).to_string(), b)).collect();

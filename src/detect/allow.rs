@@ -181,8 +181,10 @@ impl Ctx {
         let v4 = origin >> 32 == 0xffff;
         match (self.cfg.origin_granularity, v4) {
             (OriginGranularity::Ip, _) => 128,
-            (OriginGranularity::Prefix, true) => 96 + self.cfg.ipv4_prefix as u32,
-            (OriginGranularity::Prefix, false) => self.cfg.ipv6_prefix as u32,
+            // An AS is no network: no CIDR entry covers it (credentials and user agents do).
+            (OriginGranularity::Asn, _) if self.asn_of_origin(origin).is_some() => 0,
+            (OriginGranularity::Prefix | OriginGranularity::Asn, true) => 96 + self.cfg.ipv4_prefix as u32,
+            (OriginGranularity::Prefix | OriginGranularity::Asn, false) => self.cfg.ipv6_prefix as u32,
         }
     }
 

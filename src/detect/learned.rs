@@ -400,7 +400,7 @@ impl Detector {
             let origin = parse_origin(&o.origin).ok_or_else(|| {
                 invalid(format!("{}/{}: origin {:?} is not an address/length", o.account, o.credential, o.origin))
             })?;
-            if d.ctx.origin_of(origin) != origin || d.ctx.origin_text(origin) != o.origin {
+            if !d.ctx.is_origin(origin) || d.ctx.origin_text(origin) != o.origin {
                 return Err(invalid(format!(
                     "{}/{}: origin {:?} does not match the configured origin granularity",
                     o.account, o.credential, o.origin
@@ -446,13 +446,11 @@ fn check_compatible(model: &DetectConfig, cfg: &DetectConfig) -> Result<(), Lear
     let incompatible =
         |field, m: String, c: String| Err(LearnedStateError::IncompatibleConfig { field, model: m, config: c });
     if model.origin_granularity != cfg.origin_granularity {
-        let name = |g| match g {
-            OriginGranularity::Ip => "\"ip\"".to_string(),
-            OriginGranularity::Prefix => "\"prefix\"".to_string(),
-        };
+        let name = |g: OriginGranularity| format!("\"{}\"", g.as_str());
         return incompatible("origin_granularity", name(model.origin_granularity), name(cfg.origin_granularity));
     }
-    if cfg.origin_granularity == OriginGranularity::Prefix {
+    // "asn" falls back to the prefixes for addresses of no known AS.
+    if cfg.origin_granularity != OriginGranularity::Ip {
         if model.ipv4_prefix != cfg.ipv4_prefix {
             return incompatible("ipv4_prefix", model.ipv4_prefix.to_string(), cfg.ipv4_prefix.to_string());
         }
@@ -464,8 +462,11 @@ fn check_compatible(model: &DetectConfig, cfg: &DetectConfig) -> Result<(), Lear
 }
 
 /// `203.0.113.0/24` -> the origin key (the address part; the length is checked by the caller
-/// against the configuration).
+/// against the configuration); `AS64500` -> its origin key at asn granularity.
 fn parse_origin(s: &str) -> Option<OriginKey> {
+    if let Some(o) = rules::parse_as_origin(s) {
+        return Some(o);
+    }
     let (ip, len) = s.split_once('/')?;
     len.parse::<u8>().ok()?;
     Some(ip_bits(ip.parse::<IpAddr>().ok()?))

@@ -108,7 +108,7 @@ impl Ctx {
             } else {
                 entry.mark_level = level + 1;
                 entry.mark_at = t;
-                let a = self.origin_volume_alert(account, cred, key, origin, t, level);
+                let a = self.origin_volume_alert(account, cred, key, origin, s, level);
                 self.emit(a, cred, key, allow::Subject::Origin(origin), t, out);
             }
         }
@@ -181,7 +181,7 @@ impl Ctx {
         let mut first = Evidence::default();
         first.add(s);
         let ev = Some(&first);
-        let origin_ref = self.origin_ref(origin, ev);
+        let origin_ref = self.origin_ref(origin, ev, s.ip);
         let epoch = key.origins.get(&origin).map_or(0, |o| o.mark_epoch);
         let baseline = self.baseline(key, t, None);
         let summary = format!(
@@ -218,15 +218,16 @@ impl Ctx {
         cred: Sym,
         key: &KeyState,
         origin: OriginKey,
-        t: Nanos,
+        s: &Sample,
         level: u8,
     ) -> Alert {
+        let t = s.time;
         let credential = self.syms.name(cred).to_string();
         let (first_seen, bytes, epoch, ev, requests) = match key.origins.get(&origin) {
             Some(o) => (o.first_seen, o.bytes, o.mark_epoch, o.evidence.as_deref(), o.requests as u64),
             None => (t, 0, 0, None, 0),
         };
-        let origin_ref = self.origin_ref(origin, ev);
+        let origin_ref = self.origin_ref(origin, ev, s.ip);
         let baseline = self.baseline(key, t, None);
         let (addresses, all) = ev.map_or((1, true), |e| (e.addresses.len(), !e.addresses.is_full()));
         let from = if addresses > 1 {

@@ -27,6 +27,11 @@ impl Detector {
         self.ctx.enrich = enrichment;
     }
 
+    /// Whether an enrichment is set.
+    pub fn has_enrichment(&self) -> bool {
+        self.ctx.enrich.is_some()
+    }
+
     /// As [`Detector::set_enrichment`], builder style.
     pub fn with_enrichment(mut self, enrichment: Option<Arc<Enrichment>>) -> Self {
         self.ctx.enrich = enrichment;
@@ -50,7 +55,15 @@ impl Ctx {
             if t < o.first_seen + familiar_after || o.verdict == Some(verdict::VerdictKind::Malicious) {
                 continue;
             }
-            let info = enrich.lookup(evidence::ip_from_bits(*origin));
+            // An AS origin (asn granularity) is its AS, with the TSV's name; no country.
+            let info = match self.asn_of_origin(*origin) {
+                Some(asn) => OriginInfo {
+                    asn: Some(asn),
+                    as_name: enrich.as_name(asn).map(str::to_string),
+                    ..OriginInfo::default()
+                },
+                None => enrich.lookup(evidence::ip_from_bits(*origin)),
+            };
             if let Some(asn) = info.asn {
                 let shown = match &info.as_name {
                     Some(name) => format!("AS{asn} {name}"),
@@ -100,7 +113,7 @@ impl Ctx {
             let mut ev = Evidence::default();
             ev.add(s);
             let first_seen = key.origins.get(&origin).map_or(t, |o| o.first_seen);
-            let mut origin_ref = self.origin_ref(origin, None);
+            let mut origin_ref = self.origin_ref(origin, None, Some(ip));
             origin_ref.ip.clone_from(&addr);
             let summary = format!(
                 "{credential} of account {account} read {} from {addr}, an address on the threat list \"{list}\"",

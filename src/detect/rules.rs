@@ -6,11 +6,54 @@
 
 use super::*;
 
+/// At `origin_granularity = "asn"`, an autonomous system is an origin key in `100::/96`:
+/// `100::` + its 32-bit number. `100::/64` is IPv6's discard-only prefix (RFC 6666), never a
+/// client's address; an address in it with no known AS is the origin `100::` (AS 0, which is
+/// no AS: never an AS key), so an AS key and an address prefix never meet.
+const AS_ORIGINS: u128 = 0x0100 << 112;
+
+/// The origin key of AS `asn` (not 0).
+pub(super) fn as_origin(asn: u32) -> OriginKey {
+    AS_ORIGINS | u128::from(asn)
+}
+
+/// The AS an origin key stands for, if it is one ([`as_origin`]).
+pub(super) fn origin_asn(origin: OriginKey) -> Option<u32> {
+    (origin >> 32 == AS_ORIGINS >> 32 && origin as u32 != 0).then_some(origin as u32)
+}
+
+/// `AS64500` (as an alert, a verdict or a model names it) -> its origin key.
+pub(super) fn parse_as_origin(s: &str) -> Option<OriginKey> {
+    let n: u32 = s.trim().strip_prefix("AS")?.parse().ok()?;
+    (n != 0).then(|| as_origin(n))
+}
+
 impl Ctx {
+    /// The origin of an address: itself (ip), its network (prefix), or its AS (asn, when the
+    /// enrichment knows it; its network otherwise, so nothing goes unwatched). Under "asn" the
+    /// answer depends on the enrichment loaded: replay and a service that loaded the same
+    /// files agree, and a reload that moves an address to another AS moves its reads to that
+    /// AS's origin from then on (the old one is forgotten as any idle origin is).
     pub(super) fn origin_of(&self, ip: u128) -> OriginKey {
-        if self.cfg.origin_granularity == OriginGranularity::Ip {
-            return ip;
+        match self.cfg.origin_granularity {
+            OriginGranularity::Ip => ip,
+            OriginGranularity::Prefix => self.prefix_of(ip),
+            OriginGranularity::Asn => {
+                if origin_asn(ip).is_some() {
+                    return ip; // already an AS (a verdict's origin)
+                }
+                if ip >> 64 == AS_ORIGINS >> 64 {
+                    return AS_ORIGINS; // RFC 6666 space: see AS_ORIGINS
+                }
+                match self.enrich.as_ref().and_then(|e| e.asn(ip)) {
+                    Some(asn) if asn != 0 => as_origin(asn),
+                    _ => self.prefix_of(ip),
+                }
+            }
         }
+    }
+
+    fn prefix_of(&self, ip: u128) -> OriginKey {
         let is_v4 = ip >> 32 == 0xffff;
         let len = if is_v4 { 96 + self.cfg.ipv4_prefix as u32 } else { self.cfg.ipv6_prefix as u32 };
         if len >= 128 {
@@ -22,13 +65,30 @@ impl Ctx {
         }
     }
 
+    /// Whether a key can be an origin under the configuration (a model's rows are checked).
+    pub(super) fn is_origin(&self, origin: OriginKey) -> bool {
+        match self.cfg.origin_granularity {
+            OriginGranularity::Ip => true,
+            OriginGranularity::Prefix => self.prefix_of(origin) == origin,
+            OriginGranularity::Asn => origin_asn(origin).is_some() || self.prefix_of(origin) == origin,
+        }
+    }
+
+    /// The AS of an origin key at asn granularity.
+    pub(super) fn asn_of_origin(&self, origin: OriginKey) -> Option<u32> {
+        (self.cfg.origin_granularity == OriginGranularity::Asn).then(|| origin_asn(origin)).flatten()
+    }
+
     pub(super) fn origin_text(&self, origin: OriginKey) -> String {
+        if let Some(asn) = self.asn_of_origin(origin) {
+            return format!("AS{asn}");
+        }
         let ip = evidence::ip_from_bits(origin);
         let len = match (self.cfg.origin_granularity, ip) {
             (OriginGranularity::Ip, IpAddr::V4(_)) => 32,
             (OriginGranularity::Ip, IpAddr::V6(_)) => 128,
-            (OriginGranularity::Prefix, IpAddr::V4(_)) => self.cfg.ipv4_prefix,
-            (OriginGranularity::Prefix, IpAddr::V6(_)) => self.cfg.ipv6_prefix,
+            (OriginGranularity::Prefix | OriginGranularity::Asn, IpAddr::V4(_)) => self.cfg.ipv4_prefix,
+            (OriginGranularity::Prefix | OriginGranularity::Asn, IpAddr::V6(_)) => self.cfg.ipv6_prefix,
         };
         format!("{ip}/{len}")
     }
@@ -215,9 +275,14 @@ impl Ctx {
         }
     }
 
-    pub(super) fn origin_ref(&self, origin: OriginKey, ev: Option<&Evidence>) -> OriginRef {
-        let ip =
-            ev.and_then(|e| e.top_addresses(1).first().map(|a| a.0)).unwrap_or_else(|| evidence::ip_from_bits(origin));
+    /// The origin as an alert shows it: the address that read the most (the evidence's), else
+    /// `read_by` (an address the caller saw read from it), else the origin's own address. An
+    /// AS origin is no address: it needs one of the first two.
+    pub(super) fn origin_ref(&self, origin: OriginKey, ev: Option<&Evidence>, read_by: Option<u128>) -> OriginRef {
+        let ip = ev
+            .and_then(|e| e.top_addresses(1).first().map(|a| a.0))
+            .or_else(|| read_by.map(evidence::ip_from_bits))
+            .unwrap_or_else(|| evidence::ip_from_bits(origin));
         OriginRef {
             ip: ip.to_string(),
             prefix: self.origin_text(origin),

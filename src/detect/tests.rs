@@ -1091,3 +1091,118 @@ fn origin_spray_is_silent_on_a_key_with_normal_churn() {
     let (alerts, _) = run(origin_cfg(), &burst);
     assert_eq!(alerts.iter().filter(|a| a.rule == Rule::OriginSpray).count(), 1, "{alerts:?}");
 }
+
+/// `origin_granularity = "asn"` with an iptoasn TSV: 10.0.0.0/8 is AS64496 (the key's cloud),
+/// 203.0.113.0/24 AS64500; 192.0.2.0/24 is in no AS.
+fn asn_enrichment(dir: &std::path::Path) -> std::sync::Arc<crate::enrich::Enrichment> {
+    let tsv = dir.join("asn.tsv");
+    std::fs::write(
+        &tsv,
+        "10.0.0.0\t10.255.255.255\t64496\tUS\tContoso Cloud\n203.0.113.0\t203.0.113.255\t64500\tNL\tExample Hosting\n",
+    )
+    .unwrap();
+    let cfg = crate::enrich::EnrichConfig { asn_tsv: tsv.display().to_string(), ..Default::default() };
+    std::sync::Arc::new(crate::enrich::Enrichment::load(&cfg).unwrap())
+}
+
+fn run_enriched(
+    cfg: DetectConfig,
+    e: &std::sync::Arc<crate::enrich::Enrichment>,
+    events: &[Event<'static>],
+) -> (Vec<Alert>, Detector) {
+    let mut d = Detector::new(cfg).with_enrichment(Some(e.clone()));
+    let mut out = Vec::new();
+    for ev in events {
+        d.ingest(ev, &mut out);
+    }
+    d.finish(&mut out);
+    (out, d)
+}
+
+#[test]
+fn asn_granularity_knows_a_cloud_key_by_its_as_and_still_sees_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = asn_enrichment(dir.path());
+    let cred = "key:primaryreadonlymasterkey";
+    // Two days from one address of AS64496, then 1.5 GiB in half an hour from 30 addresses of
+    // the same AS in 30 /24s the key never used; then 1.25 GiB from AS64500.
+    let mut evs = history("contoso", cred);
+    let day3 = t0() + 2 * DAY;
+    for i in 0..30 {
+        evs.push(ev(day3 + i * MINUTE, "contoso", cred, &format!("10.{}.7.{}", 50 + i, 1 + i), 50 * MIB));
+    }
+    evs.push(ev(day3 + 2 * HOUR, "contoso", cred, "192.0.2.9", MIB));
+    for i in 0..5 {
+        evs.push(ev(day3 + 3 * HOUR + i * MINUTE, "contoso", cred, "203.0.113.77", GIB / 4));
+    }
+    let prefix_cfg = DetectConfig { new_origin: true, ..origin_cfg() };
+    let asn_cfg = DetectConfig { origin_granularity: OriginGranularity::Asn, ..prefix_cfg.clone() };
+    let rules = |alerts: &[Alert]| alerts.iter().map(|a| a.rule).collect::<Vec<_>>();
+
+    let (by_prefix, _) = run_enriched(prefix_cfg.clone(), &e, &evs);
+    assert!(rules(&by_prefix).contains(&Rule::UnfamiliarOriginsAggregate), "{:?}", rules(&by_prefix));
+    assert_eq!(
+        by_prefix.iter().filter(|a| a.rule == Rule::NewOrigin).count(),
+        33,
+        "10.0.0, 30 /24s, 192.0.2, 203.0.113"
+    );
+
+    let (all_by_asn, d) = run_enriched(asn_cfg.clone(), &e, &evs);
+    assert_eq!(all_by_asn[0].origin.as_ref().unwrap().prefix, "AS64496", "the key's first request");
+    let by_asn = &all_by_asn[1..];
+    assert_eq!(
+        rules(by_asn),
+        [Rule::NewOrigin, Rule::NewOrigin, Rule::UnfamiliarOriginVolume],
+        "the cloud's addresses are its familiar AS: {by_asn:#?}"
+    );
+    // An address of no known AS is watched by its prefix.
+    assert_eq!(
+        (by_asn[0].origin.as_ref().unwrap().ip.as_str(), by_asn[0].origin.as_ref().unwrap().prefix.as_str()),
+        ("192.0.2.9", "192.0.2.0/24")
+    );
+    // The theft from another AS: the origin is the AS, the alert names the address.
+    let theft = &by_asn[2];
+    let o = theft.origin.as_ref().unwrap();
+    assert_eq!((o.ip.as_str(), o.prefix.as_str(), o.info.asn), ("203.0.113.77", "AS64500", Some(64500)));
+    assert_eq!(theft.observed_bytes, GIB, "at the threshold");
+    assert_eq!(theft.baseline.usual_asns, ["AS64496 Contoso Cloud"], "the key's AS origin, named by the TSV");
+    assert!(theft.summary.contains("from 203.0.113.77 (AS64500 Example Hosting, NL)"), "{}", theft.summary);
+    assert!(theft.summary.ends_with("; AS64500 never used by this key before"), "{}", theft.summary);
+    assert_eq!(by_asn[1].origin.as_ref().unwrap().prefix, "AS64500");
+    // Deterministic, and a model of it round-trips under "asn" only.
+    assert_eq!(run_enriched(asn_cfg.clone(), &e, &evs).0, all_by_asn);
+    let state = d.export_model().unwrap();
+    let origins: Vec<&str> = state.origins.iter().map(|o| o.origin.as_str()).collect();
+    assert_eq!(origins, ["192.0.2.0/24", "AS64496", "AS64500"]);
+    let back = Detector::from_model(state.clone(), asn_cfg.clone()).unwrap();
+    assert_eq!(back.export_model().unwrap(), state);
+    let err = Detector::from_model(state.clone(), prefix_cfg.clone()).unwrap_err().to_string();
+    assert!(err.contains("origin_granularity = \"asn\"") && err.contains("\"prefix\""), "{err}");
+    let (_, prefix_trained) = run_enriched(prefix_cfg, &e, &evs);
+    let err = Detector::from_model(prefix_trained.export_model().unwrap(), asn_cfg.clone()).unwrap_err().to_string();
+    assert!(err.contains("origin_granularity = \"prefix\""), "{err}");
+
+    // A benign verdict on the AS makes it familiar for the key: a second theft from another
+    // address of AS64500 is then silent.
+    let mut v = Verdict::from_alert(theft, VerdictKind::Benign, "our partner", "analyst", "2021-08-04T00:00:00Z")
+        .unwrap()
+        .remove(0);
+    assert_eq!(v.origin, "AS64500");
+    v.effective_time = format_rfc3339(day3 + 4 * HOUR);
+    let mut d = Detector::new(asn_cfg.clone()).with_enrichment(Some(e.clone()));
+    let mut out = Vec::new();
+    for x in &evs {
+        d.ingest(x, &mut out);
+    }
+    d.apply_verdict(&v, &mut out).unwrap();
+    let before = out.len();
+    for i in 0..5 {
+        d.ingest(&ev(day3 + 5 * HOUR + i * MINUTE, "contoso", cred, "203.0.113.200", GIB / 4), &mut out);
+    }
+    d.finish(&mut out);
+    assert_eq!(out.len(), before, "{:#?}", &out[before..]);
+
+    // Without an enrichment, "asn" watches prefixes: nothing goes unwatched.
+    let (bare, _) = run(asn_cfg, &evs);
+    assert!(rules(&bare).contains(&Rule::UnfamiliarOriginsAggregate));
+}

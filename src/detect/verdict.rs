@@ -96,15 +96,16 @@ impl Verdict {
     pub fn check(&self) -> Result<(Nanos, u128), VerdictError> {
         let t = parse_timestamp(&self.effective_time)
             .ok_or_else(|| VerdictError::Time { id: self.alert_id.clone(), time: self.effective_time.clone() })?;
-        let bits = match allow::parse_cidr(&self.origin) {
-            Some((b, _)) => b,
-            None => self
-                .origin
-                .trim()
-                .parse::<IpAddr>()
-                .map(ip_bits)
-                .map_err(|_| VerdictError::Origin { id: self.alert_id.clone(), origin: self.origin.clone() })?,
-        };
+        let bits =
+            match allow::parse_cidr(&self.origin).map(|(b, _)| b).or_else(|| rules::parse_as_origin(&self.origin)) {
+                Some(b) => b,
+                None => self
+                    .origin
+                    .trim()
+                    .parse::<IpAddr>()
+                    .map(ip_bits)
+                    .map_err(|_| VerdictError::Origin { id: self.alert_id.clone(), origin: self.origin.clone() })?,
+            };
         Ok((t, bits))
     }
 
@@ -254,7 +255,7 @@ impl Ctx {
         let credential = self.syms.name(cred).to_string();
         let mut first = Evidence::default();
         first.add(s);
-        let origin_ref = self.origin_ref(origin, Some(&first));
+        let origin_ref = self.origin_ref(origin, Some(&first), s.ip);
         let first_seen = key.origins.get(&origin).map_or(t, |o| o.first_seen);
         let baseline = self.baseline(key, t, None);
         let note = if v.note.is_empty() { String::new() } else { format!(": {}", v.note) };
@@ -369,7 +370,8 @@ impl Detector {
     /// Loads verdicts rows (a model's) and marks the origins they name.
     pub(super) fn load_verdicts(&mut self, rows: Vec<VerdictRow>) -> Result<(), LearnedStateError> {
         for r in rows {
-            let (bits, _) = allow::parse_cidr(&r.origin).ok_or_else(|| {
+            let bits = allow::parse_cidr(&r.origin).map(|(b, _)| b).or_else(|| rules::parse_as_origin(&r.origin));
+            let bits = bits.ok_or_else(|| {
                 LearnedStateError::Invalid(format!("verdict on {:?}: origin is not a network", r.origin))
             })?;
             let origin = self.ctx.origin_of(bits);

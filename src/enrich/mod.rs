@@ -213,6 +213,8 @@ type Mmdb = maxminddb::Reader<Vec<u8>>;
 pub struct Enrichment {
     /// Sorted by start, not overlapping.
     ranges: Vec<AsRange>,
+    /// The TSV's name of each AS (its first range's).
+    as_names: HashMap<u32, String>,
     asn_db: Option<Mmdb>,
     country_db: Option<Mmdb>,
     tags: Vec<Tag>,
@@ -248,6 +250,9 @@ impl Enrichment {
         let mut e = Enrichment::default();
         if !cfg.asn_tsv.is_empty() {
             e.ranges = load_tsv(&cfg.asn_tsv, &read(&cfg.asn_tsv)?)?;
+            for r in e.ranges.iter().filter(|r| !r.name.is_empty()) {
+                e.as_names.entry(r.asn).or_insert_with(|| r.name.clone());
+            }
         }
         if !cfg.asn_mmdb.is_empty() {
             e.asn_db = Some(load_mmdb(&cfg.asn_mmdb, MmdbKind::Asn)?);
@@ -296,11 +301,11 @@ impl Enrichment {
         self.range(b).map(|r| r.asn)
     }
 
-    /// The name of an AS, from any address the caller knows is in it (`AS64500 Example
-    /// Hosting` for a baseline); `None` when the files do not name it there.
-    pub fn as_name(&self, asn: u32, b: u128) -> Option<String> {
-        let info = self.lookup(evidence_ip(b));
-        info.as_name.filter(|_| info.asn == Some(asn))
+    /// The name of an AS as the TSV gives it (its first range's), for an origin that is an
+    /// AS rather than an address (`origin_granularity = "asn"`); `None` when the TSV does not
+    /// name it (an AS only `asn_mmdb` knows: its name comes with a lookup of an address).
+    pub fn as_name(&self, asn: u32) -> Option<&str> {
+        self.as_names.get(&asn).map(String::as_str)
     }
 
     /// Everything known about an address (its lists included).
@@ -386,10 +391,6 @@ impl Enrichment {
 /// An address as the databases take it: IPv4 (in its IPv4-mapped form here) as IPv4, which
 /// the reader looks up at `::a.b.c.d` in an IPv6 tree, as the format says.
 fn plain(b: u128) -> IpAddr {
-    evidence_ip(b)
-}
-
-fn evidence_ip(b: u128) -> IpAddr {
     let v6 = std::net::Ipv6Addr::from(b);
     v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
 }
@@ -641,8 +642,8 @@ mod tests {
         let a = e.lookup(ip("203.0.113.7"));
         assert_eq!((a.asn, a.as_name.as_deref(), a.country.as_deref()), (Some(64510), Some("Newer Owner"), Some("DE")));
         assert_eq!(e.asn(bits(ip("203.0.113.7"))), Some(64510));
-        assert_eq!(e.as_name(64510, bits(ip("203.0.113.7"))).as_deref(), Some("Newer Owner"));
-        assert_eq!(e.as_name(64500, bits(ip("203.0.113.7"))), None, "another AS there now");
+        assert_eq!(e.as_name(64500), Some("Example Hosting"), "the TSV's name");
+        assert_eq!(e.as_name(64510), None, "only the database knows it, by address");
         // Outside the ASN database's network: the TSV's AS, the country database's country.
         let b = e.lookup(ip("203.0.113.200"));
         assert_eq!(

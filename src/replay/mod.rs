@@ -566,6 +566,9 @@ pub enum TrainError {
          detector; no model written"
     )]
     Empty { read: u64, outside: u64 },
+    /// `origin_granularity = "asn"`: the origins are ASes, so training needs `[enrich]`.
+    #[error("[enrich]: {0}")]
+    Enrich(#[from] crate::enrich::EnrichError),
 }
 
 /// `exfilwatch train`: replays `opts.inputs` (alerts counted, not written) and writes the
@@ -582,6 +585,12 @@ pub fn train(
 ) -> Result<(crate::model::Manifest, ReplayReport), TrainError> {
     use crate::model::{ModelError, TrainInfo};
     let mut detector = start.unwrap_or_else(|| Detector::new(cfg.detect.clone()));
+    // At asn granularity an origin is what the enrichment says; otherwise the enrichment
+    // changes alerts only, which training drops.
+    if cfg.detect.origin_granularity == crate::config::OriginGranularity::Asn && !detector.has_enrichment() {
+        let e = crate::enrich::Enrichment::load(&cfg.enrich)?;
+        detector.set_enrichment(Some(std::sync::Arc::new(e)));
+    }
     let sink = crate::sinks::JsonLinesSink::new(std::io::sink(), "training (alerts dropped)");
     let report = replay(cfg, opts, &mut detector, &mut Fanout::one(sink, cfg.detect.realert.0), progress)?;
     if report.stats.detector.events == 0 {
