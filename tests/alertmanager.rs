@@ -131,10 +131,12 @@ fn the_theft_reaches_alertmanager_with_its_labels_annotations_and_start() {
         ])
     );
     let ann = strings(&t["annotations"]);
-    let mut keys = vec!["alert_id", "description", "new_user_agents", "origin_owner", "resource_id", "summary"];
-    keys.retain(|k| *k != "new_user_agents" || !theft.evidence.new_user_agents.is_empty());
-    assert_eq!(ann.keys().collect::<Vec<_>>(), keys);
+    assert_eq!(
+        ann.keys().collect::<Vec<_>>(),
+        ["alert_id", "description", "new_user_agents", "origin_owner", "resource_id", "summary"]
+    );
     assert_eq!(ann["origin_owner"], "AS64500 Example Hosting, NL");
+    assert_eq!(ann["new_user_agents"], "python-requests/2.25.1");
     assert_eq!(ann["summary"], theft.summary);
     assert!(ann["summary"].contains("read 1.0 GiB in 8 min from 203.0.113.77"), "{}", ann["summary"]);
     assert!(ann["description"].contains("from 203.0.113.77 (origin 203.0.113.0/24)"), "{}", ann["description"]);

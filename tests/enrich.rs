@@ -220,6 +220,10 @@ fn asn_granularity_through_replay_with_a_maxmind_database() {
     );
     assert!(theft["summary"].as_str().unwrap().contains("AS64500 never used by this key before"), "{theft}");
     assert_eq!(by_prefix[1]["origin"]["prefix"], "203.0.113.0/24");
+    // The thief's tool is new to the key (its SDK is not), on both granularities' alerts.
+    assert_eq!(theft["evidence"]["new_user_agents"], serde_json::json!(["python-requests/2.31.0"]));
+    assert_eq!(by_prefix[1]["evidence"]["new_user_agents"], serde_json::json!(["python-requests/2.31.0"]));
+    assert!(by_prefix[0]["evidence"].get("new_user_agents").is_none(), "the cloud's burst: its own SDK");
 
     // "asn" without a file that knows ASes is refused before anything is read.
     let bare = write(dir.path(), "bare.toml", "[detect]\norigin_granularity = \"asn\"\n");

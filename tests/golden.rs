@@ -39,6 +39,11 @@ fn only_the_theft_alerts_at_medium_or_above() {
     assert_eq!(theft["credential"], "key:primarymasterkey");
     assert_eq!(theft["origin"]["ip"], "203.0.113.77");
     assert_eq!(theft["evidence"]["top_user_agents"][0]["name"], "python-requests/2.25.1");
+    // The key always read with its SDK: the thief's tool is new to it, on both theft alerts.
+    let new_agents = serde_json::json!(["python-requests/2.25.1"]);
+    assert_eq!(theft["evidence"]["new_user_agents"], new_agents);
+    let volume = alerts.iter().find(|a| a["rule"] == "volume_anomaly").expect("the theft's volume_anomaly");
+    assert_eq!(volume["evidence"]["new_user_agents"], new_agents, "the SDK (9 reads) is not new");
     for a in &alerts {
         let sev = a["severity"].as_str().unwrap();
         if ["medium", "high", "critical"].contains(&sev) {

@@ -85,6 +85,9 @@ pub struct KeyRow {
     /// unfamiliar bytes: the sketches the key-level alerts list origins from.
     pub volume_origins: Option<Box<OriginWindow>>,
     pub unfamiliar_origins: Option<Box<OriginWindow>>,
+    /// The user-agent families the key used (hash, first and last minute; `detect::agents`);
+    /// empty in models written before them.
+    pub user_agents: Vec<AgentSeen>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -238,6 +241,7 @@ impl Detector {
                     aggregate_checked_minute: (key.aggregate_checked_minute != i64::MIN)
                         .then_some(key.aggregate_checked_minute),
                     window_evidence: key.window_evidence.clone(),
+                    user_agents: key.agents.clone(),
                     volume_origins: key.volume_origins.clone(),
                     unfamiliar_origins: key.unfamiliar_origins.clone(),
                 });
@@ -379,6 +383,7 @@ impl Detector {
                 aggregate_checked_minute: k.aggregate_checked_minute.unwrap_or(i64::MIN),
                 // An hour's count of new origins: not part of a model.
                 spray: None,
+                agents: k.user_agents,
             };
             let acct = d
                 .accounts

@@ -30,6 +30,7 @@
 //! `origin_rules.rs`, `volume_rule.rs` and `account_rule.rs`.
 
 mod account_rule;
+mod agents;
 mod allow;
 mod bound;
 mod clock;
@@ -49,6 +50,7 @@ mod volume;
 mod volume_rule;
 mod window;
 
+pub use agents::AgentSeen;
 pub use allow::{parse_cidr, AllowReason, Allowlist, Suppressed};
 pub use bound::{EvictionCandidate, LOW_WATER_PERCENT};
 pub use clock::{Admit, ClockGuard, Out, CONFIRM_RUN, MAX_HELD};

@@ -267,7 +267,13 @@ impl Ctx {
             threshold_bytes: self.cfg.unfamiliar_bytes.0,
             escalation_level: level,
             baseline,
-            evidence: self.evidence_out(ev.unwrap_or(&Evidence::default()), Some(first_seen), Some(requests)),
+            evidence: self.volume_evidence(
+                key,
+                ev.unwrap_or(&Evidence::default()),
+                Some(first_seen),
+                Some(requests),
+                t,
+            ),
             summary,
         }
     }
@@ -320,7 +326,7 @@ impl Ctx {
             threshold_bytes: self.cfg.unfamiliar_bytes.0,
             escalation_level: level,
             baseline,
-            evidence: self.evidence_out(&merged, None, Some(requests)),
+            evidence: self.volume_evidence(key, &merged, None, Some(requests), t),
             summary,
         }
     }

@@ -149,6 +149,7 @@ impl Ctx {
         });
         key.first_seen = key.first_seen.min(t);
         key.last_seen = key.last_seen.max(t);
+        agents::observe(&mut key.agents, agents::family(self.syms.name(e.ua)), t);
         let sample = Sample {
             time: t,
             ip: e.ip,
@@ -236,6 +237,7 @@ impl Ctx {
             if t - k.last_seen >= spray_rule::SPRAY_WINDOW {
                 k.spray = None;
             }
+            agents::sweep(&mut k.agents, t, forget);
             true
         });
     }
@@ -278,6 +280,21 @@ impl Ctx {
     /// The origin as an alert shows it: the address that read the most (the evidence's), else
     /// `read_by` (an address the caller saw read from it), else the origin's own address. An
     /// AS origin is no address: it needs one of the first two.
+    /// The evidence of a volume rule's alert: [`Ctx::evidence_out`] and the user agents new to
+    /// the key (`agents.rs`).
+    pub(super) fn volume_evidence(
+        &self,
+        key: &KeyState,
+        ev: &Evidence,
+        origin_first_seen: Option<Nanos>,
+        requests: Option<u64>,
+        t: Nanos,
+    ) -> EvidenceOut {
+        let mut out = self.evidence_out(ev, origin_first_seen, requests);
+        out.new_user_agents = self.new_user_agents(key, &out.top_user_agents, t);
+        out
+    }
+
     pub(super) fn origin_ref(&self, origin: OriginKey, ev: Option<&Evidence>, read_by: Option<u128>) -> OriginRef {
         let ip = ev
             .and_then(|e| e.top_addresses(1).first().map(|a| a.0))

@@ -93,6 +93,10 @@ pub(super) struct KeyState {
     /// `origin_spray`: new origins in the last hour (kept until the key is idle that long).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) spray: Option<Box<Spray>>,
+    /// The user-agent families the key used (`agents.rs`), at most
+    /// [`super::agents::AGENT_FAMILIES`]; absent in checkpoints written before them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) agents: Vec<super::agents::AgentSeen>,
 }
 
 /// A key's new origins within the last [`super::spray_rule::SPRAY_WINDOW`] (`origin_spray`).
@@ -121,6 +125,7 @@ impl KeyState {
             volume_mark: None,
             aggregate_checked_minute: i64::MIN,
             spray: None,
+            agents: Vec::new(),
         }
     }
 }

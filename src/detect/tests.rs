@@ -1206,3 +1206,100 @@ fn asn_granularity_knows_a_cloud_key_by_its_as_and_still_sees_a_new_one() {
     let (bare, _) = run(asn_cfg, &evs);
     assert!(rules(&bare).contains(&Rule::UnfamiliarOriginsAggregate));
 }
+
+fn with_agent(mut e: Event<'static>, ua: &'static str) -> Event<'static> {
+    e.user_agent = Cow::Borrowed(ua);
+    e
+}
+
+#[test]
+fn a_user_agent_new_to_the_key_is_named_on_volume_alerts_and_never_alerts_alone() {
+    let cred = "key:primaryreadonlymasterkey";
+    let sdk = "azsdk-python-cosmos/4.5.1 Python/3.11.4";
+    let history: Vec<Event<'static>> = history("contoso", cred).into_iter().map(|e| with_agent(e, sdk)).collect();
+    let start = t0() + 2 * DAY;
+    let theft = |ua: &'static str, ip: &str| -> Vec<Event<'static>> {
+        (0..5).map(|i| with_agent(ev(start + i * MINUTE, "contoso", cred, ip, GIB / 4), ua)).collect()
+    };
+    let alert_of = |evs: Vec<Event<'static>>, rule: Rule| -> Alert {
+        let (alerts, _) = run(origin_cfg(), &[history.clone(), evs].concat());
+        alerts.into_iter().find(|a| a.rule == rule).unwrap_or_else(|| panic!("no {rule:?}"))
+    };
+    // curl from a new origin: named. The key's own SDK, in a newer version: not new.
+    let a = alert_of(theft("curl/7.68.0", "203.0.113.77"), Rule::UnfamiliarOriginVolume);
+    assert_eq!(a.evidence.new_user_agents, ["curl/7.68.0"]);
+    let a = alert_of(theft("azsdk-python-cosmos/4.6.0 Python/3.12.1", "203.0.113.77"), Rule::UnfamiliarOriginVolume);
+    assert!(a.evidence.new_user_agents.is_empty(), "{:?}", a.evidence.new_user_agents);
+    // unfamiliar_origins_aggregate: many origins, the same new tool.
+    let spread: Vec<Event<'static>> = (0..8)
+        .map(|i| {
+            with_agent(
+                ev(start + i * MINUTE, "contoso", cred, &format!("198.51.{i}.9"), GIB / 6),
+                "python-requests/2.31.0",
+            )
+        })
+        .collect();
+    let a = alert_of(spread, Rule::UnfamiliarOriginsAggregate);
+    assert_eq!(a.evidence.new_user_agents, ["python-requests/2.31.0"]);
+
+    // On its own a new tool raises nothing: the key reads as usual, from its usual address.
+    let quiet: Vec<Event<'static>> = (0..50)
+        .map(|i| with_agent(ev(start + i * MINUTE, "contoso", cred, "10.0.0.5", 10 * MIB), "curl/8.0"))
+        .collect();
+    let (alerts, d) = run(origin_cfg(), &[history.clone(), quiet.clone()].concat());
+    assert!(alerts.is_empty(), "{alerts:#?}");
+    // Remembered: once familiar_after has passed, curl is the key's own too.
+    let later = theft("curl/8.1", "203.0.113.77").into_iter().map(|mut e| {
+        e.time += 2 * DAY;
+        e
+    });
+    let (alerts, _) = run(origin_cfg(), &[history.clone(), quiet, later.collect()].concat());
+    let a = alerts.iter().find(|a| a.rule == Rule::UnfamiliarOriginVolume).unwrap();
+    assert!(a.evidence.new_user_agents.is_empty(), "{:?}", a.evidence.new_user_agents);
+
+    // A snapshot holds the families; one written before them (no "agents") still restores.
+    let snap = d.snapshot().unwrap();
+    assert!(String::from_utf8_lossy(&snap).contains("\"agents\":["));
+    let mut v: serde_json::Value = serde_json::from_slice(&snap).unwrap();
+    for acct in v["accounts"].as_object_mut().unwrap().values_mut() {
+        for key in acct["keys"].as_object_mut().unwrap().values_mut() {
+            key.as_object_mut().unwrap().remove("agents");
+        }
+    }
+    let old = Detector::restore(&serde_json::to_vec(&v).unwrap()).unwrap();
+    assert!(old.accounts.values().flat_map(|a| a.keys.values()).all(|k| k.agents.is_empty()));
+    // And a model carries them exactly.
+    let state = d.export_model().unwrap();
+    assert_eq!(state.keys[0].user_agents.len(), 2, "the SDK and curl");
+    assert_eq!(Detector::from_model(state.clone(), origin_cfg()).unwrap().export_model().unwrap(), state);
+}
+
+#[test]
+fn user_agent_memory_is_bounded_per_key_and_volume_anomaly_names_new_ones() {
+    let cred = "key:primarymasterkey";
+    // A key whose reads come with a new tool every hour: at most AGENT_FAMILIES remembered.
+    let evs: Vec<Event<'static>> = (0..40)
+        .map(|h| {
+            let ua: &'static str = Box::leak(format!("tool{h}/1.0").into_boxed_str());
+            with_agent(ev(t0() + h * HOUR, "contoso", cred, "10.0.0.5", MIB), ua)
+        })
+        .collect();
+    let (_, d) = run(origin_cfg(), &evs);
+    let k = d.accounts.values().flat_map(|a| a.keys.values()).next().unwrap();
+    assert_eq!(k.agents.len(), agents::AGENT_FAMILIES);
+    assert!(k.agents.iter().all(|a| a.2 >= ((t0() + 32 * HOUR) / MINUTE) as i32), "the most recent kept");
+
+    // volume_anomaly on the busy stream's thefts names the thief's tool, not the key's own.
+    let evs: Vec<Event<'static>> = busy_stream()
+        .into_iter()
+        .map(|e| {
+            let thief = e.client_ip.is_some_and(|ip| !ip.to_string().starts_with("10."));
+            with_agent(e, if thief { "curl/7.68.0" } else { "Microsoft.Azure.Cosmos/3.35.4" })
+        })
+        .collect();
+    let (alerts, _) = run(DetectConfig::default(), &evs);
+    let v = alerts.iter().find(|a| a.rule == Rule::VolumeAnomaly).expect("volume_anomaly");
+    assert_eq!(v.evidence.new_user_agents, ["curl/7.68.0"], "{:?}", v.evidence.top_user_agents);
+    // Other rules do not carry them.
+    assert!(alerts.iter().filter(|a| a.rule == Rule::NewOrigin).all(|a| a.evidence.new_user_agents.is_empty()));
+}

@@ -89,7 +89,7 @@ impl Ctx {
             threshold_bytes: model.threshold,
             escalation_level: level,
             baseline,
-            evidence: self.evidence_out(&ev, None, None),
+            evidence: self.volume_evidence(key, &ev, None, None, t),
             summary,
         }
     }

@@ -1,11 +1,13 @@
 //! An alert as an Elastic Common Schema 9.4 document: `event.kind: alert`, the rule under
 //! `rule.*`, the origin as `source.*`, the key as `user.name`, the account's subscription
 //! under `cloud.*`, `event.severity` (1 informational .. 5 critical) and `event.risk_score`
-//! (Elastic Security's 21/47/73/99 for low..critical); what ECS has no field for under
+//! (Elastic Security's 21/47/73/99 for low..critical, 10 more, up to 100, when user agents the
+//! key never used raise the confidence: `exfilwatch.evidence.new_user_agents`, and the first of
+//! them as `user_agent.original`); what ECS has no field for under
 //! `exfilwatch.*` (a custom field set, as ECS recommends). Every field name outside
 //! `exfilwatch.*` is checked against ECS's field list by `tests/formats.rs`.
 
-use super::{epoch_ms, rule_description, severity_id};
+use super::{confidence_score, epoch_ms, rule_description, severity_id};
 use crate::alert::Alert;
 use serde_json::{json, Value};
 
@@ -31,7 +33,7 @@ pub(super) fn document(a: &Alert) -> Value {
             "type": ["info"],
             "id": a.id,
             "severity": sev,
-            "risk_score": risk_score(sev),
+            "risk_score": (risk_score(sev) + if a.evidence.new_user_agents.is_empty() { 0 } else { 10 }).min(100),
             "start": a.window.start,
             "end": a.window.end,
             "duration": (epoch_ms(&a.window.end) - epoch_ms(&a.window.start)).max(0) * 1_000_000,
@@ -72,8 +74,10 @@ pub(super) fn document(a: &Alert) -> Value {
     if let Some(res) = &a.resource {
         d["cloud"]["account"] = json!({ "id": res.subscription_id });
     }
-    if let Some(ua) = a.evidence.top_user_agents.first() {
-        d["user_agent"] = json!({ "original": ua.name });
+    // The user agent most telling: the first new to the key, else the most used.
+    let ua = a.evidence.new_user_agents.first().or(a.evidence.top_user_agents.first().map(|n| &n.name));
+    if let Some(ua) = ua {
+        d["user_agent"] = json!({ "original": ua });
     }
     let native = serde_json::to_value(a).unwrap_or(Value::Null);
     let mut own = serde_json::Map::new();
@@ -94,6 +98,8 @@ pub(super) fn document(a: &Alert) -> Value {
             own.insert(k.to_string(), v.clone());
         }
     }
+    // ECS has no confidence of its own: the OCSF score (0-100), the same in both forms.
+    own.insert("confidence_score".to_string(), json!(confidence_score(a)));
     d["exfilwatch"] = Value::Object(own);
     d
 }

@@ -83,10 +83,23 @@ fn rule_description(rule: Rule) -> &'static str {
     }
 }
 
-/// How sure a rule's alert is that data left to someone else: a volume from an origin the key
-/// never used is the theft's signature; a statistical excess or a new origin alone is weaker.
+/// How sure an alert is that data left to someone else: a volume from an origin the key
+/// never used is the theft's signature; a statistical excess or a new origin alone is weaker;
+/// a user agent the key never used on the reads (`evidence.new_user_agents`) is one step more.
 /// OCSF `confidence_id` (1 low, 2 medium, 3 high).
-fn confidence_id(rule: Rule) -> u8 {
+fn confidence_id(a: &Alert) -> u8 {
+    let step = u8::from(!a.evidence.new_user_agents.is_empty());
+    (rule_confidence(a.rule) + step).min(3)
+}
+
+/// OCSF `confidence_score` (0-100): 30, 60, 90 for a rule's low, medium and high confidence,
+/// 10 more with new user agents, so the step shows also where `confidence_id` is at its top.
+fn confidence_score(a: &Alert) -> u8 {
+    let step = if a.evidence.new_user_agents.is_empty() { 0 } else { 10 };
+    (30 * rule_confidence(a.rule) + step).min(100)
+}
+
+fn rule_confidence(rule: Rule) -> u8 {
     match rule {
         Rule::UnfamiliarOriginVolume
         | Rule::UnfamiliarOriginAccountVolume
@@ -134,6 +147,25 @@ mod tests {
             assert_eq!(AlertFormat::parse(f.as_str()), Some(f));
         }
         assert_eq!(AlertFormat::parse("json"), None);
+    }
+
+    #[test]
+    fn a_user_agent_new_to_the_key_raises_confidence_one_step() {
+        for mut a in alerts() {
+            assert_eq!(a.evidence.new_user_agents, ["python-requests/2.25.1"], "the sample's theft");
+            let (with_id, with_score) = (confidence_id(&a), confidence_score(&a));
+            let risk_with = AlertFormat::Ecs.value(&a)["event"]["risk_score"].as_u64().unwrap();
+            a.evidence.new_user_agents.clear();
+            let (without_id, without_score) = (confidence_id(&a), confidence_score(&a));
+            let risk_without = AlertFormat::Ecs.value(&a)["event"]["risk_score"].as_u64().unwrap();
+            match a.rule {
+                Rule::VolumeAnomaly => assert_eq!((without_id, with_id), (2, 3)),
+                _ => assert_eq!((without_id, with_id), (3, 3), "high is the top"),
+            }
+            assert_eq!(with_score, without_score + 10);
+            assert_eq!(risk_with, (risk_without + 10).min(100));
+            assert_eq!(AlertFormat::Ocsf.value(&a)["confidence_score"], without_score);
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! and the rest of the native alert under `unmapped.exfilwatch`. Checked against the
 //! published schema by `tests/formats.rs`.
 
-use super::{confidence_id, epoch_ms, rule_description, severity_id};
+use super::{confidence_id, confidence_score, epoch_ms, rule_description, severity_id};
 use crate::alert::{Alert, OriginRef};
 use serde_json::{json, Value};
 
@@ -50,7 +50,7 @@ fn key_user(a: &Alert) -> Value {
 
 pub(super) fn finding(a: &Alert) -> Value {
     let (time, start, end) = (epoch_ms(&a.trigger_event_time), epoch_ms(&a.window.start), epoch_ms(&a.window.end));
-    let (sev, conf) = (severity_id(a.severity), confidence_id(a.rule));
+    let (sev, conf) = (severity_id(a.severity), confidence_id(a));
     let resource = account_resource(a);
     let actor = json!({ "user": key_user(a) });
     let named = origins(a);
@@ -155,6 +155,7 @@ pub(super) fn finding(a: &Alert) -> Value {
         "severity": severity_caption(sev),
         "confidence_id": conf,
         "confidence": confidence_caption(conf),
+        "confidence_score": confidence_score(a),
         "status_id": 1,
         "status": "New",
         "is_alert": true,

@@ -8,8 +8,8 @@
 //! baseline.
 
 use crate::detect::{
-    AccountRow, DayMask, DaySummary, Evidence, KeyRow, LearnedState, MarkRow, OriginRow, OriginWindow, PeakModel,
-    VerdictKind, VerdictRow, VolumeDayRow, WindowKind, WindowRow,
+    AccountRow, AgentSeen, DayMask, DaySummary, Evidence, KeyRow, LearnedState, MarkRow, OriginRow, OriginWindow,
+    PeakModel, VerdictKind, VerdictRow, VolumeDayRow, WindowKind, WindowRow,
 };
 use crate::time::{Nanos, MINUTE};
 use arrow::array::{Array, ArrayRef, PrimitiveArray, RecordBatch, StringArray, TimestampNanosecondArray};
@@ -265,6 +265,11 @@ fn keys(k: &[KeyRow]) -> Result<Cols, TableError> {
     let uo: Result<Vec<Option<String>>, TableError> =
         k.iter().map(|r| evidence_json(r.unfamiliar_origins.as_ref())).collect();
     c.opt_str("unfamiliar_origins_json", uo?);
+    let ua: Result<Vec<Option<String>>, TableError> = k
+        .iter()
+        .map(|r| if r.user_agents.is_empty() { Ok(None) } else { evidence_json(Some(&r.user_agents)) })
+        .collect();
+    c.opt_str("user_agents_json", ua?);
     Ok(c)
 }
 
@@ -427,8 +432,15 @@ pub fn decode_keys(batches: &[RecordBatch]) -> Result<Vec<KeyRow>, TableError> {
         let wev = b.opt_str("window_evidence_json")?;
         let (mut vo, mut uo) =
             (b.opt_str("volume_origins_json")?.into_iter(), b.opt_str("unfamiliar_origins_json")?.into_iter());
+        // Written since the user-agent families (same format version: a model without them
+        // loads with none, its keys' user agents new once more).
+        let mut ua = match b.0.column_by_name("user_agents_json") {
+            Some(_) => b.opt_str("user_agents_json")?.into_iter(),
+            None => Vec::new().into_iter(),
+        };
         for (i, wev) in wev.into_iter().enumerate() {
             let (vo, uo) = (vo.next().flatten(), uo.next().flatten());
+            let user_agents = from_json::<Vec<AgentSeen>>(ua.next().flatten(), "user_agents_json")?.unwrap_or_default();
             let peak_model = match (thr[i], mean[i], scale[i], dof[i], maxp[i], basis[i]) {
                 (Some(threshold), Some(mean_ln), Some(scale_ln), Some(dof), Some(max_peak), Some(basis)) => {
                     let basis = DayMask::from_code(basis).ok_or("a peak model has no days of the week")?;
@@ -460,6 +472,7 @@ pub fn decode_keys(batches: &[RecordBatch]) -> Result<Vec<KeyRow>, TableError> {
                 window_evidence: from_json::<Box<(i64, Evidence, Evidence)>>(wev, "window_evidence_json")?,
                 volume_origins: from_json::<Box<OriginWindow>>(vo, "volume_origins_json")?,
                 unfamiliar_origins: from_json::<Box<OriginWindow>>(uo, "unfamiliar_origins_json")?,
+                user_agents,
             });
         }
     }
