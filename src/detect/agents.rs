@@ -11,7 +11,8 @@
 //! new) with its first and last minute of use in event time. Past the cap the least recently
 //! used family is forgotten (ties by hash); a family unused for `history_window` is dropped by
 //! the daily sweep. A family is new while its first use is less than `familiar_after` old, as
-//! an origin is. Deterministic: hashes are FNV-1a, not the process's random hasher.
+//! an origin is, and only against a key with at least one familiar family (its habits).
+//! Deterministic: hashes are FNV-1a, not the process's random hasher.
 
 use super::*;
 
@@ -65,9 +66,15 @@ pub(super) fn sweep(list: &mut Vec<AgentSeen>, t: Nanos, forget: Nanos) {
 impl Ctx {
     /// The user agents of `top` (an alert's evidence) whose family `key` had not used
     /// `familiar_after` before `t`: new to it, or first used within that span (by the alert's
-    /// own reads, typically). "(other)", the symbol table's overflow, is never named.
+    /// own reads, typically). "(other)", the symbol table's overflow, is never named. None
+    /// while the key has no familiar family at all: a key seen for less than `familiar_after`
+    /// has no habits to break, and neither has one restored from a checkpoint or model written
+    /// before the families were kept (until `familiar_after` after its restore).
     pub(super) fn new_user_agents(&self, key: &KeyState, top: &[NameCount], t: Nanos) -> Vec<String> {
         let familiar_after = self.cfg.familiar_after.0;
+        if !key.agents.iter().any(|a| t - i64::from(a.1) * MINUTE >= familiar_after) {
+            return Vec::new();
+        }
         top.iter()
             .filter(|n| !n.name.is_empty() && n.name != self.syms.name(intern::OTHER))
             .filter(|n| {

@@ -1242,6 +1242,12 @@ fn a_user_agent_new_to_the_key_is_named_on_volume_alerts_and_never_alerts_alone(
     let a = alert_of(spread, Rule::UnfamiliarOriginsAggregate);
     assert_eq!(a.evidence.new_user_agents, ["python-requests/2.31.0"]);
 
+    // A key seen for less than familiar_after has no habits: nothing is new to it.
+    let fresh: Vec<Event<'static>> = theft("curl/7.68.0", "203.0.113.77");
+    let (alerts, _) = run(origin_cfg(), &fresh);
+    let a = alerts.iter().find(|a| a.rule == Rule::UnfamiliarOriginVolume).unwrap();
+    assert!(a.evidence.new_user_agents.is_empty(), "{:?}", a.evidence.new_user_agents);
+
     // On its own a new tool raises nothing: the key reads as usual, from its usual address.
     let quiet: Vec<Event<'static>> = (0..50)
         .map(|i| with_agent(ev(start + i * MINUTE, "contoso", cred, "10.0.0.5", 10 * MIB), "curl/8.0"))
