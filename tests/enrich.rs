@@ -340,3 +340,78 @@ fn the_service_reloads_its_threat_lists_on_sighup() {
     assert_eq!(found[0]["origin"]["ip"], THIEF);
     assert_eq!(found[0]["origin"]["lists"], serde_json::json!(["tor"]));
 }
+
+/// `run` with a GeoLite2-ASN database that does not know the thief's network: the database is
+/// replaced by a damaged file (the reload fails, naming it; the service goes on with the old
+/// one), then by one that knows AS64500 (reloaded on its own, from the modification time);
+/// the theft's alert, produced after, names the AS.
+#[test]
+fn the_service_reloads_a_maxmind_database_and_survives_a_damaged_one() {
+    let broker = std::env::var("EXFILWATCH_TEST_KAFKA")
+        .expect("this test needs a broker: run it with `make test` (scripts/with-tansu.sh starts Tansu)");
+    let dir = tempfile::tempdir().unwrap();
+    let (_, msgs) = sample::contoso_messages();
+    let split = msgs.iter().position(|(_, m)| String::from_utf8_lossy(m).contains(THIEF)).expect("the theft");
+    let topic = sample::unique("enrich-mmdb");
+    kafka_client::create_topic(&broker, &topic, 1);
+    kafka_client::produce(&broker, &topic, &msgs[..split]);
+    let db = dir.path().join("GeoLite2-ASN.mmdb");
+    let contoso = ("10.0.0.0/8", mmdb::Value::asn(64496, "Contoso Corp"));
+    std::fs::write(&db, mmdb::build("GeoLite2-ASN", 24, std::slice::from_ref(&contoso))).unwrap();
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let alerts = dir.path().join("alerts.jsonl");
+    let cfg = write(
+        dir.path(),
+        "run.toml",
+        &format!(
+            "[kafka]\nbootstrap_servers = \"{broker}\"\ntopics = [\"{topic}\"]\ngroup_id = \"{}\"\n\
+             [sinks]\nstdout = false\nfile = \"{}\"\n\
+             [service]\nmetrics_addr = \"{metrics}\"\nstate_store = \"\"\n\
+             [enrich]\nasn_mmdb = \"{}\"\n",
+            sample::unique("g"),
+            alerts.display(),
+            db.display()
+        ),
+    );
+    let log = dir.path().join("run.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_exfilwatch"))
+        .args(["run", "--config", &cfg])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until(&mut child, Duration::from_secs(60), "the records before the theft", || {
+        handled(metrics) >= split as u64
+    });
+    let touch = |bytes: &[u8], secs: u64| {
+        std::fs::write(&db, bytes).unwrap();
+        let t = std::time::SystemTime::now() + Duration::from_secs(secs);
+        std::fs::File::options().write(true).open(&db).unwrap().set_modified(t).unwrap();
+    };
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    touch(b"\xAB\xCD\xEFMaxMind.com but no metadata", 10);
+    wait_until(&mut child, Duration::from_secs(30), "the failed reload", || text().contains("reload failed"));
+    let failed = text().lines().find(|l| l.contains("reload failed")).unwrap_or_default().to_string();
+    assert!(failed.contains("GeoLite2-ASN.mmdb") && failed.contains("MaxMind DB"), "{failed}");
+    let hosting = ("203.0.113.0/24", mmdb::Value::asn(64500, "Example Hosting"));
+    touch(&mmdb::build("GeoLite2-ASN", 28, &[contoso, hosting]), 20);
+    wait_until(&mut child, Duration::from_secs(30), "the reload", || text().contains("Enrichment reloaded."));
+    assert_eq!(text().matches("reload failed").count(), 1, "a damaged file is not read again every second");
+    kafka_client::produce(&broker, &topic, &msgs[split..]);
+    let theft = |text: &str| -> Option<Value> {
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|a| a["rule"] == "unfamiliar_origin_volume")
+    };
+    wait_until(&mut child, Duration::from_secs(60), "the theft's alert", || {
+        theft(&std::fs::read_to_string(&alerts).unwrap_or_default()).is_some()
+    });
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(child.wait().unwrap().success());
+    let a = theft(&std::fs::read_to_string(&alerts).unwrap()).unwrap();
+    assert_eq!((a["origin"]["ip"].as_str(), a["origin"]["asn"].as_u64()), (Some(THIEF), Some(64500)));
+    assert_eq!(a["origin"]["as_name"], "Example Hosting");
+    assert_eq!(a["baseline"]["usual_asns"], serde_json::json!(["AS64496 Contoso Corp"]));
+}

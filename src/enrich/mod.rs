@@ -115,6 +115,12 @@ impl EnrichConfig {
         !self.asn_tsv.is_empty() || !self.asn_mmdb.is_empty()
     }
 
+    /// Each configured file with its modification time now (what a failed reload saw, so that
+    /// the same bad files are not read again every second).
+    pub fn stamps(&self) -> Vec<(PathBuf, Option<SystemTime>)> {
+        self.files().into_iter().map(|p| (p.clone(), modified(&p))).collect()
+    }
+
     fn files(&self) -> Vec<PathBuf> {
         let mut f: Vec<PathBuf> = [&self.asn_tsv, &self.asn_mmdb, &self.country_mmdb, &self.service_tags]
             .into_iter()
@@ -266,7 +272,7 @@ impl Enrichment {
         for (name, path) in &cfg.threat_lists {
             e.lists.push((name.clone(), load_list(path, &read(path)?)?));
         }
-        e.loaded = cfg.files().into_iter().map(|p| (p.clone(), modified(&p))).collect();
+        e.loaded = cfg.stamps();
         Ok(e)
     }
 

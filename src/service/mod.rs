@@ -659,11 +659,14 @@ pub(crate) fn enrichment(cfg: &Options) -> Result<Option<Arc<crate::enrich::Enri
 
 /// `[enrich]` while the service runs: its files are loaded again on SIGHUP or when one's
 /// modification time changes (checked every second); a reload that fails keeps the previous
-/// one and is logged.
+/// one and is logged, and is tried again on SIGHUP or once a file changes again (not every
+/// second: a GeoLite2 City database is tens of megabytes).
 pub(crate) struct EnrichReload {
     current: Option<Arc<crate::enrich::Enrichment>>,
     hangup: Option<tokio::signal::unix::Signal>,
     last_check: std::time::Instant,
+    /// The files' modification times when a reload last failed.
+    failed: Option<Vec<(std::path::PathBuf, Option<std::time::SystemTime>)>>,
 }
 
 impl EnrichReload {
@@ -675,7 +678,7 @@ impl EnrichReload {
                 None
             }
         };
-        Ok(EnrichReload { current: enrichment(cfg)?, hangup, last_check: std::time::Instant::now() })
+        Ok(EnrichReload { current: enrichment(cfg)?, hangup, last_check: std::time::Instant::now(), failed: None })
     }
 
     pub(crate) fn current(&self) -> Option<Arc<crate::enrich::Enrichment>> {
@@ -694,14 +697,20 @@ impl EnrichReload {
         if !hup && !self.current.as_ref().is_some_and(|e| e.changed()) {
             return None;
         }
+        let stamps = cfg.enrich.stamps();
+        if !hup && self.failed.as_ref() == Some(&stamps) {
+            return None; // the files that failed, unchanged
+        }
         match enrichment(cfg) {
             Ok(e) => {
                 tracing::info!(message = "Enrichment reloaded.", sighup = hup);
                 self.current = e;
+                self.failed = None;
                 Some(self.current.clone())
             }
             Err(error) => {
                 tracing::error!(message = "Enrichment reload failed; keeping the previous one.", %error);
+                self.failed = Some(stamps);
                 None
             }
         }
