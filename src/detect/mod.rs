@@ -12,7 +12,8 @@
 //!   once (it still updates the baselines and can still trip the cumulative rules) and counted.
 //!   Tracking progress per account, not globally, keeps a replay of per-account archives
 //!   correct: the second account's records are not months late relative to the first.
-//! - Per key: origins (client IP prefix or exact IP) with first/last seen, bytes, requests,
+//! - Per key: origins (client IP prefix, exact IP, or the address's autonomous system at
+//!   `origin_granularity = "asn"`, `rules.rs`) with first/last seen, bytes, requests,
 //!   dedup marks and, while new, evidence; a sliding sum of bytes from unfamiliar origins; a
 //!   sliding sum of all bytes; a day-by-day history of peaks from which the `volume_anomaly`
 //!   threshold is fitted once a day.
