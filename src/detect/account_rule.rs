@@ -59,7 +59,10 @@ impl Ctx {
         entry.bytes += s.bytes;
         match entry.keys.iter().position(|(c, _)| *c == cred) {
             Some(i) => entry.keys[i].1 += s.bytes,
-            None if entry.keys.len() < ACCOUNT_ORIGIN_KEYS => entry.keys.push((cred, s.bytes)),
+            None if entry.keys.len() < ACCOUNT_ORIGIN_KEYS => {
+                super::grow::room_for_one(&mut entry.keys);
+                entry.keys.push((cred, s.bytes))
+            }
             None => {}
         }
         if entry.keys.len() < 2 {

@@ -52,6 +52,7 @@ pub(super) fn observe(list: &mut Vec<AgentSeen>, fam: u32, t: Nanos) {
             list.swap_remove(i);
         }
     }
+    grow::room_for_one(list); // most keys use one or two families
     list.push(AgentSeen(fam, m, m));
 }
 

@@ -231,8 +231,8 @@ impl Ctx {
             Subject::Window => {
                 let mut ev = Evidence::default();
                 if let Some(w) = &key.window_evidence {
-                    ev.merge(&w.1);
-                    ev.merge(&w.2);
+                    ev.merge(&w.1.evidence());
+                    ev.merge(&w.2.evidence());
                 }
                 // The origins the alert lists (the window's origin sketch): every one of them
                 // allowed, each with only its own bytes, and no bytes without an address.

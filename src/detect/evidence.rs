@@ -47,6 +47,87 @@ pub struct Evidence {
     activity_len: u8,
 }
 
+/// Evidence gathered one request at a time, compact while it holds few: a key's window or its
+/// new origins usually see one or two requests, and an [`Evidence`] is about 800 bytes (its
+/// sketches are inline). The first [`FEW`] requests are kept as they came and folded into an
+/// [`Evidence`] when one more comes; [`Gathered::evidence`] is exactly what adding every
+/// request to one [`Evidence`] in the same order gives. It serializes as that [`Evidence`], so
+/// checkpoints and models read and write the same documents as before.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(from = "Evidence", into = "Evidence")]
+pub struct Gathered {
+    /// The requests, while there are at most [`FEW`] and `folded` is `None`.
+    first: Vec<Sample>,
+    folded: Option<Box<Evidence>>,
+}
+
+/// Requests a [`Gathered`] keeps as they came.
+const FEW: usize = 4;
+
+impl Gathered {
+    pub fn add(&mut self, s: &Sample) {
+        match &mut self.folded {
+            Some(ev) => ev.add(s),
+            None if self.first.len() < FEW => {
+                super::grow::room_for_one(&mut self.first);
+                self.first.push(*s);
+            }
+            None => {
+                let mut ev = Box::<Evidence>::default();
+                for f in std::mem::take(&mut self.first) {
+                    ev.add(&f);
+                }
+                ev.add(s);
+                self.folded = Some(ev);
+            }
+        }
+    }
+
+    /// The evidence of every request added.
+    pub fn evidence(&self) -> std::borrow::Cow<'_, Evidence> {
+        match &self.folded {
+            Some(ev) => std::borrow::Cow::Borrowed(&**ev),
+            None => {
+                let mut ev = Evidence::default();
+                for f in &self.first {
+                    ev.add(f);
+                }
+                std::borrow::Cow::Owned(ev)
+            }
+        }
+    }
+
+    /// The oldest request's time (the evidence's `first_time`; 0 when empty).
+    pub fn first_time(&self) -> Nanos {
+        match &self.folded {
+            Some(ev) => ev.first_time,
+            None => self.first.iter().map(|f| f.time).min().unwrap_or(0),
+        }
+    }
+}
+
+impl From<Evidence> for Gathered {
+    fn from(ev: Evidence) -> Self {
+        Gathered { first: Vec::new(), folded: (ev != Evidence::default()).then(|| Box::new(ev)) }
+    }
+}
+
+impl From<Gathered> for Evidence {
+    fn from(g: Gathered) -> Self {
+        match g.folded {
+            Some(ev) => *ev,
+            None => g.evidence().into_owned(),
+        }
+    }
+}
+
+impl PartialEq for Gathered {
+    /// The same evidence, however it is held.
+    fn eq(&self, other: &Self) -> bool {
+        self.evidence() == other.evidence()
+    }
+}
+
 /// The parts of one request that evidence keeps.
 #[derive(Clone, Copy, Debug)]
 pub struct Sample {
@@ -206,6 +287,40 @@ pub fn format_guid(v: u128) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gathered_evidence_is_the_evidence_of_its_requests_in_order() {
+        let sample = |i: u64| Sample {
+            time: 1_000 - i as i64 * 7 % 13,
+            ip: (i % 3 != 0).then_some(0xffff_0a00_0000 + (i % 5) as u128),
+            bytes: 100 * i + 1,
+            op: (i % 2) as Sym,
+            ua: (i % 4) as Sym,
+            db: 1,
+            coll: (i % 9) as Sym,
+            activity: i as u128 + 1,
+        };
+        for n in 0..12u64 {
+            let mut g = Gathered::default();
+            let mut ev = Evidence::default();
+            for i in 0..n {
+                g.add(&sample(i));
+                ev.add(&sample(i));
+            }
+            assert_eq!(*g.evidence(), ev, "{n} requests");
+            assert_eq!(g.first_time(), ev.first_time, "{n} requests");
+            assert_eq!(g.folded.is_some(), n as usize > FEW, "{n} requests");
+            // Checkpoints and models hold it as the evidence it stands for, and it reads back
+            // as the same evidence (folded), to which more requests add alike.
+            let json = serde_json::to_string(&g).expect("serializes");
+            assert_eq!(json, serde_json::to_string(&ev).expect("serializes"));
+            let mut back: Gathered = serde_json::from_str(&json).expect("reads back");
+            assert_eq!(back, g);
+            back.add(&sample(99));
+            ev.add(&sample(99));
+            assert_eq!(*back.evidence(), ev);
+        }
+    }
 
     #[test]
     fn guid_round_trip() {

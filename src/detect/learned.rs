@@ -240,7 +240,9 @@ impl Detector {
                     volume_mark: key.volume_mark.as_ref().map(mark_row),
                     aggregate_checked_minute: (key.aggregate_checked_minute != i64::MIN)
                         .then_some(key.aggregate_checked_minute),
-                    window_evidence: key.window_evidence.clone(),
+                    window_evidence: key.window_evidence.as_deref().map(|(b, now, before)| {
+                        Box::new((*b, now.evidence().into_owned(), before.evidence().into_owned()))
+                    }),
                     user_agents: key.agents.clone(),
                     volume_origins: key.volume_origins.clone(),
                     unfamiliar_origins: key.unfamiliar_origins.clone(),
@@ -375,7 +377,10 @@ impl Detector {
                 unfamiliar: take_window(&k.account, c, WindowKind::Unfamiliar)?,
                 volume: take_window(&k.account, c, WindowKind::Volume)?,
                 history,
-                window_evidence: k.window_evidence,
+                window_evidence: k.window_evidence.map(|w| {
+                    let (b, now, before) = *w;
+                    Box::new((b, super::evidence::Gathered::from(now), super::evidence::Gathered::from(before)))
+                }),
                 volume_origins: k.volume_origins,
                 unfamiliar_origins: k.unfamiliar_origins,
                 aggregate_mark: k.aggregate_mark.as_ref().map(mark),

@@ -170,10 +170,10 @@ impl Ctx {
         if cfg.volume_anomaly && key.history.model().is_some() {
             let bucket = t.div_euclid(cfg.volume_window.0);
             let w =
-                key.window_evidence.get_or_insert_with(|| Box::new((bucket, Evidence::default(), Evidence::default())));
+                key.window_evidence.get_or_insert_with(|| Box::new((bucket, Gathered::default(), Gathered::default())));
             if bucket > w.0 {
-                w.2 = if bucket == w.0 + 1 { std::mem::take(&mut w.1) } else { Evidence::default() };
-                w.1 = Evidence::default();
+                w.2 = if bucket == w.0 + 1 { std::mem::take(&mut w.1) } else { Gathered::default() };
+                w.1 = Gathered::default();
                 w.0 = bucket;
             }
             if bucket >= w.0 {

@@ -199,6 +199,7 @@ impl OriginWindow {
         let i = match self.slots.iter().position(|s| s.origin == origin) {
             Some(i) => i,
             None if self.slots.len() < CAPACITY => {
+                super::grow::room_for_one(&mut self.slots);
                 self.slots.push(OriginSlot { origin, ..OriginSlot::default() });
                 self.slots.len() - 1
             }
@@ -226,6 +227,7 @@ impl OriginWindow {
                 return;
             }
         }
+        super::grow::room_for_one_in(&mut self.minutes);
         self.minutes.insert(at, (m, i as u8, bytes));
     }
 

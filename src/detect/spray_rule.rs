@@ -33,7 +33,7 @@ impl Ctx {
         let sp = key.spray.get_or_insert_with(Default::default);
         let minute = t.div_euclid(MINUTE);
         if sp.window.newest_minute().is_none_or(|m| minute - m >= SPRAY_WINDOW / MINUTE) {
-            sp.evidence = Evidence::default(); // the window slid empty: a new count
+            sp.evidence = Gathered::default(); // the window slid empty: a new count
         }
         sp.window.add(t, 1, SPRAY_WINDOW);
         sp.evidence.add(s);
@@ -49,9 +49,10 @@ impl Ctx {
         }
         let done = sp.mark.map_or(0, |m| m.level);
         let Some(level) = reached_level(count, n + 1, self.cfg.escalation_factor, done) else { return };
+        let first_time = sp.evidence.first_time();
         let mark = sp.mark.get_or_insert(Mark::default());
         if mark.level == 0 {
-            mark.since = sp.window.start().unwrap_or(t).min(sp.evidence.first_time);
+            mark.since = sp.window.start().unwrap_or(t).min(first_time);
         }
         mark.level = level + 1;
         mark.at = t;
@@ -63,7 +64,7 @@ impl Ctx {
         }
         let a = self.spray_alert(account, cred, key, count, t, level, m);
         let Some(sp) = key.spray.as_deref() else { return };
-        self.emit(a, cred, key, allow::Subject::Spray(&sp.evidence), t, out);
+        self.emit(a, cred, key, allow::Subject::Spray(&sp.evidence.evidence()), t, out);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -71,7 +72,7 @@ impl Ctx {
         let credential = self.syms.name(cred).to_string();
         let empty = Spray::default();
         let sp = key.spray.as_deref().unwrap_or(&empty);
-        let ev = &sp.evidence;
+        let ev = &*sp.evidence.evidence();
         // A sample of the new origins: the addresses whose first requests read the most.
         let origins: Vec<OriginRef> = ev
             .top_addresses(CAPACITY_SHOWN)

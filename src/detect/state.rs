@@ -3,7 +3,7 @@
 //! a key ([`OriginEntry`]), and the dedup marks of key-level conditions ([`Mark`]). Plain data:
 //! the rules that update it are `rules.rs` and the files it names; snapshots serialize it as is.
 
-use super::{Evidence, OriginKey, OriginWindow, SlidingSum, Sym, VerdictKind, VolumeHistory};
+use super::{evidence::Gathered, Evidence, OriginKey, OriginWindow, SlidingSum, Sym, VerdictKind, VolumeHistory};
 use crate::alert::AzureResource;
 use crate::time::Nanos;
 use rustc_hash::FxHashMap;
@@ -78,7 +78,7 @@ pub(super) struct KeyState {
     pub(super) volume: SlidingSum,
     pub(super) history: VolumeHistory,
     /// Evidence of the current and the previous `volume_window` (for `volume_anomaly`).
-    pub(super) window_evidence: Option<Box<(i64, Evidence, Evidence)>>,
+    pub(super) window_evidence: Option<Box<(i64, Gathered, Gathered)>>,
     /// Bytes per origin in the sliding `volume_window`, kept while `window_evidence` is (the
     /// origins `volume_anomaly` lists).
     #[serde(default)]
@@ -104,8 +104,9 @@ pub(super) struct KeyState {
 pub(super) struct Spray {
     /// New origins per minute.
     pub(super) window: SlidingSum,
-    /// The first request of each new origin since the window was last empty.
-    pub(super) evidence: Evidence,
+    /// The first request of each new origin since the window was last empty (nearly every
+    /// key sees a new origin now and then: compact while they are few).
+    pub(super) evidence: Gathered,
     pub(super) mark: Option<Mark>,
 }
 

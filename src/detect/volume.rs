@@ -234,6 +234,7 @@ impl VolumeHistory {
             _ => {
                 if let Some(done) = self.today.take() {
                     if done.total > 0 {
+                        super::grow::room_for_one_in(&mut self.days);
                         self.days.push_back(DaySummary { active_hours: self.hours_today.count_ones() as u8, ..done });
                     }
                 }

@@ -56,8 +56,8 @@ impl Ctx {
         let credential = self.syms.name(cred).to_string();
         let mut ev = Evidence::default();
         if let Some(w) = &key.window_evidence {
-            ev.merge(&w.1);
-            ev.merge(&w.2);
+            ev.merge(&w.1.evidence());
+            ev.merge(&w.2.evidence());
         }
         let observed = key.volume.sum();
         // Origins of the sliding window by bytes, each shown by the address in it that read the most.

@@ -45,6 +45,7 @@ impl SlidingSum {
             return;
         }
         self.sum += bytes;
+        super::grow::room_for_one_in(&mut self.buckets);
         match self.buckets.back_mut() {
             Some(back) if back.0 == m => back.1 += bytes,
             Some(back) if back.0 > m => {
