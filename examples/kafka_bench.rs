@@ -4,8 +4,10 @@
 //!    20 (by default) to a 4-partition topic, then, in three alternating rounds, (a) drains it
 //!    with a bare rdkafka consumer that only reads, with the service's fetch settings (the
 //!    broker-side limit), (b) times `exfilwatch run` catching up from the beginning (until
-//!    its committed offsets reach the end) and (c) the same with `align_partitions = false` (no
-//!    event-time alignment of the partitions), each with its peak resident memory. The
+//!    its committed offsets reach the end) decoding on the loop (`decode_threads = 1`), (c) the
+//!    same decoding on two threads (`decode_threads = 2`) and (d) with `align_partitions =
+//!    false` (no event-time alignment of the partitions, decode threads as configured by
+//!    default), each with its peak resident memory. The
 //!    envelopes are spread over the partitions as they come (8 rotating keys), each partition
 //!    holding a slice of the whole time range: how an unkeyed Event Hub fills. Medians are
 //!    compared. The broker is the real one
@@ -17,7 +19,8 @@
 //!    the message's produce timestamp); each alert's latency is its record's timestamp on the
 //!    alert topic (when exfilwatch emitted it) minus the produce timestamp of the record that
 //!    triggered it. Reports p50 and p99, and the broker's produce acknowledgement time (a part
-//!    of it: a record is readable only once the broker has it).
+//!    of it: a record is readable only once the broker has it); once with `decode_threads = 1`
+//!    and once with 2.
 //!
 //! 3. Scale-out (`kafka_bench scale BENCH_FILE [RECORDS]`): produces RECORDS records in envelopes
 //!    of 20 to a 4-partition raw topic, times one `--role rekey` instance decoding them onto a
@@ -354,25 +357,28 @@ async fn main() -> anyhow::Result<()> {
     produce_all(&p, &topic, &msgs).await?;
     eprintln!("produced {n_records} records in {} messages in {:.1} s", msgs.len(), t.elapsed().as_secs_f64());
     let total = end_offsets(&topic, BENCH_PARTITIONS)?;
-    // Rounds alternate bare drain, exfilwatch run (event-time alignment on, the default) and
-    // exfilwatch run with `align_partitions = false` on the same topic (the broker's caches warm
-    // for all alike); medians are reported, with each run's peak resident memory.
-    let (mut bare, mut run, mut unaligned, mut bytes) = (Vec::new(), Vec::new(), Vec::new(), 0);
-    let (mut run_rss, mut unaligned_rss) = (Vec::new(), Vec::new());
+    // Rounds alternate exfilwatch run decoding on the loop, on two decode threads, without the
+    // event-time alignment, and the bare drain, on the same topic (the broker's caches warm for
+    // all alike); medians are reported, with each run's peak resident memory.
+    let variants = [
+        ("exfilwatch run, decode_threads = 1", "decode_threads = 1\n"),
+        ("exfilwatch run, decode_threads = 2", "decode_threads = 2\n"),
+        ("exfilwatch run, align_partitions = false", "align_partitions = false\n"),
+    ];
+    let (mut bare, mut bytes) = (Vec::new(), 0);
+    let mut runs: Vec<(Vec<f64>, Vec<f64>)> = variants.iter().map(|_| (Vec::new(), Vec::new())).collect();
     for round in 0..ROUNDS {
-        let (run_s, rss) = catch_up(dir.path(), &topic, total, "").await?;
-        let (off_s, off_rss) = catch_up(dir.path(), &topic, total, "align_partitions = false\n").await?;
+        let mut line = format!("round {}:", round + 1);
+        for ((label, extra), (times, rss)) in variants.iter().zip(runs.iter_mut()) {
+            let (secs, mib) = catch_up(dir.path(), &topic, total, extra).await?;
+            line.push_str(&format!(" {label} {secs:.2} s ({mib} MiB);"));
+            times.push(secs);
+            rss.push(mib as f64);
+        }
         let (bare_s, b) = bare_drain(&topic, total)?;
         bytes = b;
-        eprintln!(
-            "round {}: bare drain {bare_s:.2} s, exfilwatch run {run_s:.2} s ({rss} MiB), without alignment {off_s:.2} s ({off_rss} MiB)",
-            round + 1
-        );
+        eprintln!("{line} bare drain {bare_s:.2} s");
         bare.push(bare_s);
-        run.push(run_s);
-        unaligned.push(off_s);
-        run_rss.push(rss as f64);
-        unaligned_rss.push(off_rss as f64);
     }
     let n = n_records as f64;
     println!(
@@ -383,36 +389,46 @@ async fn main() -> anyhow::Result<()> {
     );
     let rounds = |v: &[f64]| v.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(", ");
     println!("| consumer | rounds (s) | median s | records/s | MB/s | peak RSS MiB (median) |\n|---|---|---:|---:|---:|---:|");
-    let (bare_rounds, run_rounds, off_rounds) = (rounds(&bare), rounds(&run), rounds(&unaligned));
-    let (bare_s, run_s, off_s) =
-        (percentile(&mut bare, 0.5), percentile(&mut run, 0.5), percentile(&mut unaligned, 0.5));
+    let bare_rounds = rounds(&bare);
+    let bare_s = percentile(&mut bare, 0.5);
     println!(
         "| bare rdkafka drain | {bare_rounds} | {bare_s:.2} | {:.0} | {:.0} | |",
         n / bare_s,
         bytes as f64 / 1e6 / bare_s
     );
-    println!(
-        "| exfilwatch run (catch-up, incl. start) | {run_rounds} | {run_s:.2} | {:.0} | {:.0} | {:.0} |",
-        n / run_s,
-        bytes as f64 / 1e6 / run_s,
-        percentile(&mut run_rss, 0.5)
-    );
-    println!(
-        "| exfilwatch run, align_partitions = false | {off_rounds} | {off_s:.2} | {:.0} | {:.0} | {:.0} |",
-        n / off_s,
-        bytes as f64 / 1e6 / off_s,
-        percentile(&mut unaligned_rss, 0.5)
-    );
-    println!("exfilwatch run rate / bare drain rate (medians): {:.2}", bare_s / run_s);
-    println!("with alignment / without (catch-up rate, medians): {:.2}", off_s / run_s);
+    let mut medians = Vec::new();
+    for ((label, _), (times, rss)) in variants.iter().zip(runs.iter_mut()) {
+        let r = rounds(times);
+        let m = percentile(times, 0.5);
+        medians.push(m);
+        println!(
+            "| {label} (catch-up, incl. start) | {r} | {m:.2} | {:.0} | {:.0} | {:.0} |",
+            n / m,
+            bytes as f64 / 1e6 / m,
+            percentile(rss, 0.5)
+        );
+    }
+    for ((label, _), m) in variants.iter().zip(&medians) {
+        println!("{label}: rate / bare drain rate (medians): {:.2}", bare_s / m);
+    }
+    println!("decode_threads = 2 / decode_threads = 1 (catch-up rate, medians): {:.2}", medians[0] / medians[1]);
 
     // ---- latency ----
+    for threads in [1, 2] {
+        latency(dir.path(), &format!("decode_threads = {threads}\n")).await?;
+    }
+    Ok(())
+}
+
+/// `exfilwatch run` (`service` goes into `[service]`) under a steady produced load: how long
+/// from a theft's produce time to its alert on the alert topic (p50, p99, max).
+async fn latency(dir: &std::path::Path, service: &str) -> anyhow::Result<()> {
     let p = producer("none")?;
     let (topic, alerts, group) = (unique("lat-logs"), unique("lat-alerts"), unique("lat-g"));
     create_topic(&topic, PARTITIONS).await?;
     create_topic(&alerts, 1).await?;
-    let cfg =
-        config(dir.path(), &topic, &group, &alerts, "[detect]\nlearning_period = \"0s\"\nvolume_anomaly = false\n")?;
+    let detect = format!("{service}[detect]\nlearning_period = \"0s\"\nvolume_anomaly = false\n");
+    let cfg = config(dir, &topic, &group, &alerts, &detect)?;
     let mut child = Command::new(exfilwatch()).args(["run", "--config"]).arg(&cfg).stdout(Stdio::null()).spawn()?;
     let thefts = 60;
     let rid = "/SUBSCRIPTIONS/X/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.DOCUMENTDB/DATABASEACCOUNTS";
@@ -480,7 +496,8 @@ async fn main() -> anyhow::Result<()> {
     stop(&mut child);
     anyhow::ensure!(lat.len() == thefts, "got {} of {thefts} alerts", lat.len());
     println!(
-        "latency (produce-time event -> alert on the alert topic), {} alerts: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        "latency ({}), produce-time event -> alert on the alert topic, {} alerts: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        service.trim(),
         lat.len(),
         percentile(&mut lat, 0.5),
         percentile(&mut lat, 0.99),

@@ -16,8 +16,14 @@
 //!   messages (they wait in the aligner, which pauses each partition whose buffer is full),
 //!   role detect pauses its partitions. The consumer is still polled, so the instance keeps
 //!   its partitions and its place in the group (`max.poll.interval.ms`). Nothing is dropped.
-//! - **Aligning** (roles all and rekey, `sources::align`): fetched messages are decoded once
-//!   ([`Fetched`]), wait in a per-partition buffer and are handled in event-time order across
+//! - **Decoding** (roles all and rekey, `decoding`): a fetched message is decoded once
+//!   ([`Fetched`]), on the loop (`service.decode_threads = 1`) or on a pool of decode threads
+//!   that hands the decoded messages to the alignment in the order they were fetched (at most
+//!   4 per thread in flight; the loop receives nothing more while that many are). A revoked
+//!   partition's messages in flight are dropped with its buffered ones; on shutdown those in
+//!   flight are, like the buffered ones, never handled.
+//! - **Aligning** (roles all and rekey, `sources::align`): decoded messages wait in a
+//!   per-partition buffer and are handled in event-time order across
 //!   the raw partitions (a partition behind its high watermark with nothing buffered holds the
 //!   others back; one whose buffer is all more than `detect.max_out_of_order` ahead of the
 //!   slowest, or full, is paused; an idle one leaves after `service.partition_idle_timeout`).
