@@ -295,7 +295,7 @@ mod tests {
     /// Messages over partitions, some malformed, some envelopes of many records (slow), some
     /// single records (fast), so that decodes finish out of order.
     fn messages() -> Vec<RawMessage> {
-        (0..200)
+        (0..200_i64)
             .map(|i| {
                 let partition = (i % 3) as i32;
                 let payload = match i % 7 {
@@ -308,7 +308,7 @@ mod tests {
                     3 => Vec::new(),
                     _ => record(&format!("A{i}"), (i % 60) as u32).into_bytes(),
                 };
-                RawMessage { topic: "logs".into(), partition, offset: i as i64, payload }
+                RawMessage { topic: "logs".into(), partition, offset: i, payload }
             })
             .collect()
     }
