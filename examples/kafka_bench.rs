@@ -132,8 +132,17 @@ fn committed(topic: &str, group: &str, partitions: i32) -> anyhow::Result<i64> {
     Ok(got.elements().iter().map(|e| if let Offset::Offset(o) = e.offset() { o } else { 0 }).sum())
 }
 
+/// A bare drain: seconds from its first message to the last, seconds from the consumer's
+/// creation (group join included, as `exfilwatch run`'s catch-up includes its start), bytes.
+struct Bare {
+    from_first: f64,
+    from_start: f64,
+    bytes: u64,
+}
+
 /// A consumer that only reads, with the fetch settings `exfilwatch run` uses.
-fn bare_drain(topic: &str, messages: i64) -> anyhow::Result<(f64, u64)> {
+fn bare_drain(topic: &str, messages: i64) -> anyhow::Result<Bare> {
+    let created = Instant::now();
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", broker())
         .set("group.id", unique("bare"))
@@ -154,7 +163,8 @@ fn bare_drain(topic: &str, messages: i64) -> anyhow::Result<(f64, u64)> {
         }
     }
     anyhow::ensure!(n == messages, "bare drain read {n} of {messages}");
-    Ok((started.map_or(0.0, |s| s.elapsed().as_secs_f64()), bytes))
+    let from_first = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    Ok(Bare { from_first, from_start: created.elapsed().as_secs_f64(), bytes })
 }
 
 fn config(
@@ -193,16 +203,61 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// One `exfilwatch run` catch-up: seconds from its start until its committed offsets reach
+/// the end; its steady rate in messages/s (from the first commit seen to the end: what is
+/// left once the process started and joined the group); peak resident memory (MiB, VmHWM);
+/// CPU seconds of the loop's thread (the main thread, which drives the service), of the
+/// decode threads, and of the whole process.
+struct Run {
+    secs: f64,
+    steady: f64,
+    rss_mib: u64,
+    loop_cpu: f64,
+    decode_cpu: f64,
+    cpu: f64,
+}
+
+/// CPU seconds (user + system) of a process's threads: (main thread, decode threads, all).
+fn thread_cpu(pid: u32) -> (f64, f64, f64) {
+    let tick = 100.0; // USER_HZ on Linux
+    let (mut main, mut decode, mut all) = (0.0, 0.0, 0.0);
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return (0.0, 0.0, 0.0) };
+    for t in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else { continue };
+        // pid (comm) state ... : fields after the closing parenthesis; utime, stime are 14, 15.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let comm = &stat[open + 1..close];
+        let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let cpu = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
+            + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+        let secs = cpu / tick;
+        all += secs;
+        if t.file_name().to_string_lossy() == pid.to_string() {
+            main += secs;
+        } else if comm.starts_with("exfilwatch-dec") {
+            decode += secs;
+        }
+    }
+    (main, decode, all)
+}
+
 /// Times `exfilwatch run` (a fresh group; `extra` goes into `[service]`) from its start until
-/// its committed offsets reach `total`; returns the seconds and its peak resident memory (MiB,
-/// VmHWM, read just before it is stopped).
-async fn catch_up(dir: &std::path::Path, topic: &str, total: i64, extra: &str) -> anyhow::Result<(f64, u64)> {
+/// its committed offsets reach `total`.
+async fn catch_up(dir: &std::path::Path, topic: &str, total: i64, extra: &str) -> anyhow::Result<Run> {
     let (group, alerts) = (unique("bench-g"), unique("bench-alerts"));
     create_topic(&alerts, 1).await?;
     let cfg = config(dir, topic, &group, &alerts, extra)?;
     let t = Instant::now();
     let mut child = Command::new(exfilwatch()).args(["run", "--config"]).arg(&cfg).stdout(Stdio::null()).spawn()?;
-    while committed(topic, &group, BENCH_PARTITIONS)? < total {
+    let mut first: Option<(f64, i64)> = None;
+    loop {
+        let done = committed(topic, &group, BENCH_PARTITIONS)?;
+        if done >= total {
+            break;
+        }
+        if done > 0 && first.is_none() {
+            first = Some((t.elapsed().as_secs_f64(), done));
+        }
         anyhow::ensure!(t.elapsed() < Duration::from_secs(900), "exfilwatch run did not catch up in 15 min");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -213,8 +268,10 @@ async fn catch_up(dir: &std::path::Path, topic: &str, total: i64, extra: &str) -
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0);
+    let (loop_cpu, decode_cpu, cpu) = thread_cpu(child.id());
     stop(&mut child);
-    Ok((secs, hwm_kib / 1024))
+    let steady = first.map_or(0.0, |(at, done)| (total - done) as f64 / (secs - at));
+    Ok(Run { secs, steady, rss_mib: hwm_kib / 1024, loop_cpu, decode_cpu, cpu })
 }
 
 fn read_envelopes(file: &str, records: usize, envelope: usize) -> anyhow::Result<(usize, Vec<Vec<u8>>)> {
@@ -365,22 +422,29 @@ async fn main() -> anyhow::Result<()> {
         ("exfilwatch run, decode_threads = 2", "decode_threads = 2\n"),
         ("exfilwatch run, align_partitions = false", "align_partitions = false\n"),
     ];
-    let (mut bare, mut bytes) = (Vec::new(), 0);
-    let mut runs: Vec<(Vec<f64>, Vec<f64>)> = variants.iter().map(|_| (Vec::new(), Vec::new())).collect();
+    let (mut bare, mut bare_start, mut bytes) = (Vec::new(), Vec::new(), 0);
+    let mut runs: Vec<Vec<Run>> = variants.iter().map(|_| Vec::new()).collect();
     for round in 0..ROUNDS {
         let mut line = format!("round {}:", round + 1);
-        for ((label, extra), (times, rss)) in variants.iter().zip(runs.iter_mut()) {
-            let (secs, mib) = catch_up(dir.path(), &topic, total, extra).await?;
-            line.push_str(&format!(" {label} {secs:.2} s ({mib} MiB);"));
-            times.push(secs);
-            rss.push(mib as f64);
+        for ((label, extra), done) in variants.iter().zip(runs.iter_mut()) {
+            let r = catch_up(dir.path(), &topic, total, extra).await?;
+            line.push_str(&format!(
+                " {label} {:.2} s, steady {:.0} msg/s ({} MiB, CPU loop {:.2} s, decode threads {:.2} s, all {:.2} s);",
+                r.secs, r.steady, r.rss_mib, r.loop_cpu, r.decode_cpu, r.cpu
+            ));
+            done.push(r);
         }
-        let (bare_s, b) = bare_drain(&topic, total)?;
-        bytes = b;
-        eprintln!("{line} bare drain {bare_s:.2} s");
-        bare.push(bare_s);
+        let b = bare_drain(&topic, total)?;
+        bytes = b.bytes;
+        eprintln!(
+            "{line} bare drain {:.2} s from its first message, {:.2} s from its start",
+            b.from_first, b.from_start
+        );
+        bare.push(b.from_first);
+        bare_start.push(b.from_start);
     }
     let n = n_records as f64;
+    let per_msg = n / total as f64;
     println!(
         "throughput: {} records ({} MB) in {} messages (envelopes of {envelope}) over {BENCH_PARTITIONS} partitions, {ROUNDS} rounds",
         n_records,
@@ -388,30 +452,52 @@ async fn main() -> anyhow::Result<()> {
         total
     );
     let rounds = |v: &[f64]| v.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(", ");
-    println!("| consumer | rounds (s) | median s | records/s | MB/s | peak RSS MiB (median) |\n|---|---|---:|---:|---:|---:|");
-    let bare_rounds = rounds(&bare);
-    let bare_s = percentile(&mut bare, 0.5);
     println!(
-        "| bare rdkafka drain | {bare_rounds} | {bare_s:.2} | {:.0} | {:.0} | |",
+        "| consumer | rounds (s) | median s | records/s | steady records/s (median) | CPU s: loop thread / decode threads / process (medians) | peak RSS MiB (median) |\n|---|---|---:|---:|---:|---:|---:|"
+    );
+    let (bare_rounds, bare_start_rounds) = (rounds(&bare), rounds(&bare_start));
+    let (bare_s, bare_start_s) = (percentile(&mut bare, 0.5), percentile(&mut bare_start, 0.5));
+    println!(
+        "| bare rdkafka drain, from its first message | {bare_rounds} | {bare_s:.2} | {:.0} | {:.0} | | |",
         n / bare_s,
-        bytes as f64 / 1e6 / bare_s
+        n / bare_s
+    );
+    println!(
+        "| bare rdkafka drain, from its start | {bare_start_rounds} | {bare_start_s:.2} | {:.0} | | | |",
+        n / bare_start_s
     );
     let mut medians = Vec::new();
-    for ((label, _), (times, rss)) in variants.iter().zip(runs.iter_mut()) {
-        let r = rounds(times);
-        let m = percentile(times, 0.5);
-        medians.push(m);
+    for ((label, _), done) in variants.iter().zip(runs.iter()) {
+        let col = |f: fn(&Run) -> f64| {
+            let mut v: Vec<f64> = done.iter().map(f).collect();
+            (rounds(&v), percentile(&mut v, 0.5))
+        };
+        let (r, m) = col(|r| r.secs);
+        let (_, steady) = col(|r| r.steady);
+        let (_, loop_cpu) = col(|r| r.loop_cpu);
+        let (_, decode_cpu) = col(|r| r.decode_cpu);
+        let (_, cpu) = col(|r| r.cpu);
+        let (_, rss) = col(|r| r.rss_mib as f64);
+        medians.push((m, steady * per_msg));
         println!(
-            "| {label} (catch-up, incl. start) | {r} | {m:.2} | {:.0} | {:.0} | {:.0} |",
+            "| {label} (catch-up, incl. start) | {r} | {m:.2} | {:.0} | {:.0} | {loop_cpu:.2} / {decode_cpu:.2} / {cpu:.2} | {rss:.0} |",
             n / m,
-            bytes as f64 / 1e6 / m,
-            percentile(rss, 0.5)
+            steady * per_msg
         );
     }
-    for ((label, _), m) in variants.iter().zip(&medians) {
-        println!("{label}: rate / bare drain rate (medians): {:.2}", bare_s / m);
+    for ((label, _), (m, steady)) in variants.iter().zip(&medians) {
+        println!(
+            "{label}: catch-up incl. start / bare drain from its start {:.2}; / bare drain from its first message {:.2}; steady / bare drain {:.2}",
+            bare_start_s / m,
+            bare_s / m,
+            steady / (n / bare_s)
+        );
     }
-    println!("decode_threads = 2 / decode_threads = 1 (catch-up rate, medians): {:.2}", medians[0] / medians[1]);
+    println!(
+        "decode_threads = 2 / decode_threads = 1 (medians): catch-up rate {:.2}, steady rate {:.2}",
+        medians[0].0 / medians[1].0,
+        medians[1].1 / medians[0].1
+    );
 
     // ---- latency ----
     for threads in [1, 2] {

@@ -13,7 +13,11 @@
 //!   (one slot per message in flight) pushes them into the aligner in submission order, which
 //!   is the order they were received in, and so, per partition, offset order (what
 //!   `Aligner::push` requires). The aligner sees the same messages in the same order as with
-//!   inline decoding: the output is the same.
+//!   inline decoding: the output is the same. One thing the aligner learns from elsewhere
+//!   would see the pool: the client's position in a partition counts a message once the loop
+//!   received it, so a position reported while messages are in flight is taken as at most
+//!   the oldest of them ([`Decoding::position`]); otherwise a partition whose last messages
+//!   are being decoded would look caught up and stop holding the merge back for them.
 //! - **Bounded.** At most [`IN_FLIGHT_PER_THREAD`] x threads messages are submitted and not
 //!   yet pushed; while that many are, the loop receives nothing more and waits for a decode
 //!   (milliseconds: the consumer is still polled). Beyond that, memory is bounded by the
@@ -126,6 +130,21 @@ impl Decoding {
         }
     }
 
+    /// The consumer's position in a partition as the aligner may take it: the client counts
+    /// a message as delivered once the loop received it, but until it is pushed the aligner
+    /// must not think the partition caught up (it would stop waiting for it and hand out
+    /// newer messages of other partitions first, unlike inline decoding, where a received
+    /// message is pushed at once): at most the offset of its oldest message in flight.
+    pub(crate) fn position(&self, tp: &TopicPartition, position: Option<i64>) -> Option<i64> {
+        match self {
+            Decoding::Inline(_) => position,
+            Decoding::Pool(p) => match p.slots.iter().find(|s| s.tp == *tp && !s.revoked) {
+                Some(s) => position.map(|at| at.min(s.offset)),
+                None => position,
+            },
+        }
+    }
+
     /// A partition was revoked: its messages in flight will be dropped when they come back.
     /// Returns how many.
     pub(crate) fn revoke(&mut self, tp: &TopicPartition) -> usize {
@@ -151,6 +170,7 @@ struct Job {
 /// A message in flight, in submission order.
 struct Slot {
     tp: TopicPartition,
+    offset: i64,
     /// Its partition was revoked since it was submitted: dropped when it comes back.
     revoked: bool,
     /// It came back (its decode, `None` once revoked).
@@ -197,12 +217,12 @@ impl Pool {
 
     fn submit(&mut self, msg: RawMessage) -> Result<(), ServiceError> {
         let seq = self.front + self.slots.len() as u64;
-        let tp = (msg.topic.clone(), msg.partition);
+        let (tp, offset) = ((msg.topic.clone(), msg.partition), msg.offset);
         let sent = self.jobs.as_ref().is_some_and(|jobs| jobs.send(Job { seq, msg }).is_ok());
         if !sent {
             return Err(ServiceError::Decode("the decode threads stopped".to_string()));
         }
-        self.slots.push_back(Slot { tp, revoked: false, done: false, fetched: None });
+        self.slots.push_back(Slot { tp, offset, revoked: false, done: false, fetched: None });
         Ok(())
     }
 
@@ -390,6 +410,31 @@ mod tests {
             let got = by_partition(through(threads, Some((100, 1))));
             assert_eq!(got, expected, "{threads} threads");
         }
+    }
+
+    #[test]
+    fn a_partition_with_a_message_in_flight_is_not_caught_up_before_it_is_pushed() {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async {
+            let mut decoding = Decoding::new(2).unwrap();
+            let mut align: Aligner<Fetched> = Aligner::new(opts());
+            let tp = ("logs".to_string(), 1);
+            let mut msgs = messages().into_iter().filter(|m| m.partition == 1);
+            let (first, second) = (msgs.next().unwrap(), msgs.next().unwrap());
+            let at = first.offset;
+            decoding.submit(first, &mut align, 0).unwrap();
+            decoding.submit(second, &mut align, 0).unwrap();
+            // The client reports both as delivered (position after the second).
+            assert_eq!(decoding.position(&tp, Some(at + 10)), Some(at));
+            assert_eq!(decoding.position(&tp, None), None);
+            assert_eq!(decoding.position(&("logs".to_string(), 0), Some(7)), Some(7), "another partition");
+            while decoding.in_flight() > 0 {
+                let o = decoding.finished().await.unwrap();
+                decoding.accept(o, &mut align, 0).unwrap();
+            }
+            assert_eq!(decoding.position(&tp, Some(at + 10)), Some(at + 10), "all pushed");
+            assert_eq!(Decoding::new(1).unwrap().position(&tp, Some(at + 10)), Some(at + 10), "inline");
+        });
     }
 
     #[test]

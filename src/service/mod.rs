@@ -600,7 +600,8 @@ pub(crate) fn apply_align_feed(
         if outside == Some(tp.0.as_str()) {
             continue;
         }
-        align.set_watermark(&tp, high, position);
+        // A message received but still being decoded is not in the aligner yet.
+        align.set_watermark(&tp, high, decoding.position(&tp, position));
     }
 }
 
