@@ -4,8 +4,10 @@
 //!    20 (by default) to a 4-partition topic, then, in three alternating rounds, (a) drains it
 //!    with a bare rdkafka consumer that only reads, with the service's fetch settings (the
 //!    broker-side limit), (b) times `exfilwatch run` catching up from the beginning (until
-//!    its committed offsets reach the end) and (c) the same with `align_partitions = false` (no
-//!    event-time alignment of the partitions), each with its peak resident memory. The
+//!    its committed offsets reach the end) decoding on the loop (`decode_threads = 1`), (c) the
+//!    same decoding on two threads (`decode_threads = 2`) and (d) with `align_partitions =
+//!    false` (no event-time alignment of the partitions, decode threads as configured by
+//!    default), each with its peak resident memory. The
 //!    envelopes are spread over the partitions as they come (8 rotating keys), each partition
 //!    holding a slice of the whole time range: how an unkeyed Event Hub fills. Medians are
 //!    compared. The broker is the real one
@@ -17,7 +19,8 @@
 //!    the message's produce timestamp); each alert's latency is its record's timestamp on the
 //!    alert topic (when exfilwatch emitted it) minus the produce timestamp of the record that
 //!    triggered it. Reports p50 and p99, and the broker's produce acknowledgement time (a part
-//!    of it: a record is readable only once the broker has it).
+//!    of it: a record is readable only once the broker has it); once with `decode_threads = 1`
+//!    and once with 2.
 //!
 //! 3. Scale-out (`kafka_bench scale BENCH_FILE [RECORDS]`): produces RECORDS records in envelopes
 //!    of 20 to a 4-partition raw topic, times one `--role rekey` instance decoding them onto a
@@ -129,8 +132,17 @@ fn committed(topic: &str, group: &str, partitions: i32) -> anyhow::Result<i64> {
     Ok(got.elements().iter().map(|e| if let Offset::Offset(o) = e.offset() { o } else { 0 }).sum())
 }
 
+/// A bare drain: seconds from its first message to the last, seconds from the consumer's
+/// creation (group join included, as `exfilwatch run`'s catch-up includes its start), bytes.
+struct Bare {
+    from_first: f64,
+    from_start: f64,
+    bytes: u64,
+}
+
 /// A consumer that only reads, with the fetch settings `exfilwatch run` uses.
-fn bare_drain(topic: &str, messages: i64) -> anyhow::Result<(f64, u64)> {
+fn bare_drain(topic: &str, messages: i64) -> anyhow::Result<Bare> {
+    let created = Instant::now();
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", broker())
         .set("group.id", unique("bare"))
@@ -151,7 +163,8 @@ fn bare_drain(topic: &str, messages: i64) -> anyhow::Result<(f64, u64)> {
         }
     }
     anyhow::ensure!(n == messages, "bare drain read {n} of {messages}");
-    Ok((started.map_or(0.0, |s| s.elapsed().as_secs_f64()), bytes))
+    let from_first = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    Ok(Bare { from_first, from_start: created.elapsed().as_secs_f64(), bytes })
 }
 
 fn config(
@@ -190,16 +203,61 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// One `exfilwatch run` catch-up: seconds from its start until its committed offsets reach
+/// the end; its steady rate in messages/s (from the first commit seen to the end: what is
+/// left once the process started and joined the group); peak resident memory (MiB, VmHWM);
+/// CPU seconds of the loop's thread (the main thread, which drives the service), of the
+/// decode threads, and of the whole process.
+struct Run {
+    secs: f64,
+    steady: f64,
+    rss_mib: u64,
+    loop_cpu: f64,
+    decode_cpu: f64,
+    cpu: f64,
+}
+
+/// CPU seconds (user + system) of a process's threads: (main thread, decode threads, all).
+fn thread_cpu(pid: u32) -> (f64, f64, f64) {
+    let tick = 100.0; // USER_HZ on Linux
+    let (mut main, mut decode, mut all) = (0.0, 0.0, 0.0);
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return (0.0, 0.0, 0.0) };
+    for t in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else { continue };
+        // pid (comm) state ... : fields after the closing parenthesis; utime, stime are 14, 15.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let comm = &stat[open + 1..close];
+        let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let cpu = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
+            + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+        let secs = cpu / tick;
+        all += secs;
+        if t.file_name().to_string_lossy() == pid.to_string() {
+            main += secs;
+        } else if comm.starts_with("exfilwatch-dec") {
+            decode += secs;
+        }
+    }
+    (main, decode, all)
+}
+
 /// Times `exfilwatch run` (a fresh group; `extra` goes into `[service]`) from its start until
-/// its committed offsets reach `total`; returns the seconds and its peak resident memory (MiB,
-/// VmHWM, read just before it is stopped).
-async fn catch_up(dir: &std::path::Path, topic: &str, total: i64, extra: &str) -> anyhow::Result<(f64, u64)> {
+/// its committed offsets reach `total`.
+async fn catch_up(dir: &std::path::Path, topic: &str, total: i64, extra: &str) -> anyhow::Result<Run> {
     let (group, alerts) = (unique("bench-g"), unique("bench-alerts"));
     create_topic(&alerts, 1).await?;
     let cfg = config(dir, topic, &group, &alerts, extra)?;
     let t = Instant::now();
     let mut child = Command::new(exfilwatch()).args(["run", "--config"]).arg(&cfg).stdout(Stdio::null()).spawn()?;
-    while committed(topic, &group, BENCH_PARTITIONS)? < total {
+    let mut first: Option<(f64, i64)> = None;
+    loop {
+        let done = committed(topic, &group, BENCH_PARTITIONS)?;
+        if done >= total {
+            break;
+        }
+        if done > 0 && first.is_none() {
+            first = Some((t.elapsed().as_secs_f64(), done));
+        }
         anyhow::ensure!(t.elapsed() < Duration::from_secs(900), "exfilwatch run did not catch up in 15 min");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -210,8 +268,10 @@ async fn catch_up(dir: &std::path::Path, topic: &str, total: i64, extra: &str) -
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0);
+    let (loop_cpu, decode_cpu, cpu) = thread_cpu(child.id());
     stop(&mut child);
-    Ok((secs, hwm_kib / 1024))
+    let steady = first.map_or(0.0, |(at, done)| (total - done) as f64 / (secs - at));
+    Ok(Run { secs, steady, rss_mib: hwm_kib / 1024, loop_cpu, decode_cpu, cpu })
 }
 
 fn read_envelopes(file: &str, records: usize, envelope: usize) -> anyhow::Result<(usize, Vec<Vec<u8>>)> {
@@ -354,27 +414,37 @@ async fn main() -> anyhow::Result<()> {
     produce_all(&p, &topic, &msgs).await?;
     eprintln!("produced {n_records} records in {} messages in {:.1} s", msgs.len(), t.elapsed().as_secs_f64());
     let total = end_offsets(&topic, BENCH_PARTITIONS)?;
-    // Rounds alternate bare drain, exfilwatch run (event-time alignment on, the default) and
-    // exfilwatch run with `align_partitions = false` on the same topic (the broker's caches warm
-    // for all alike); medians are reported, with each run's peak resident memory.
-    let (mut bare, mut run, mut unaligned, mut bytes) = (Vec::new(), Vec::new(), Vec::new(), 0);
-    let (mut run_rss, mut unaligned_rss) = (Vec::new(), Vec::new());
+    // Rounds alternate exfilwatch run decoding on the loop, on two decode threads, without the
+    // event-time alignment, and the bare drain, on the same topic (the broker's caches warm for
+    // all alike); medians are reported, with each run's peak resident memory.
+    let variants = [
+        ("exfilwatch run, decode_threads = 1", "decode_threads = 1\n"),
+        ("exfilwatch run, decode_threads = 2", "decode_threads = 2\n"),
+        ("exfilwatch run, align_partitions = false", "align_partitions = false\n"),
+    ];
+    let (mut bare, mut bare_start, mut bytes) = (Vec::new(), Vec::new(), 0);
+    let mut runs: Vec<Vec<Run>> = variants.iter().map(|_| Vec::new()).collect();
     for round in 0..ROUNDS {
-        let (run_s, rss) = catch_up(dir.path(), &topic, total, "").await?;
-        let (off_s, off_rss) = catch_up(dir.path(), &topic, total, "align_partitions = false\n").await?;
-        let (bare_s, b) = bare_drain(&topic, total)?;
-        bytes = b;
+        let mut line = format!("round {}:", round + 1);
+        for ((label, extra), done) in variants.iter().zip(runs.iter_mut()) {
+            let r = catch_up(dir.path(), &topic, total, extra).await?;
+            line.push_str(&format!(
+                " {label} {:.2} s, steady {:.0} msg/s ({} MiB, CPU loop {:.2} s, decode threads {:.2} s, all {:.2} s);",
+                r.secs, r.steady, r.rss_mib, r.loop_cpu, r.decode_cpu, r.cpu
+            ));
+            done.push(r);
+        }
+        let b = bare_drain(&topic, total)?;
+        bytes = b.bytes;
         eprintln!(
-            "round {}: bare drain {bare_s:.2} s, exfilwatch run {run_s:.2} s ({rss} MiB), without alignment {off_s:.2} s ({off_rss} MiB)",
-            round + 1
+            "{line} bare drain {:.2} s from its first message, {:.2} s from its start",
+            b.from_first, b.from_start
         );
-        bare.push(bare_s);
-        run.push(run_s);
-        unaligned.push(off_s);
-        run_rss.push(rss as f64);
-        unaligned_rss.push(off_rss as f64);
+        bare.push(b.from_first);
+        bare_start.push(b.from_start);
     }
     let n = n_records as f64;
+    let per_msg = n / total as f64;
     println!(
         "throughput: {} records ({} MB) in {} messages (envelopes of {envelope}) over {BENCH_PARTITIONS} partitions, {ROUNDS} rounds",
         n_records,
@@ -382,37 +452,69 @@ async fn main() -> anyhow::Result<()> {
         total
     );
     let rounds = |v: &[f64]| v.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(", ");
-    println!("| consumer | rounds (s) | median s | records/s | MB/s | peak RSS MiB (median) |\n|---|---|---:|---:|---:|---:|");
-    let (bare_rounds, run_rounds, off_rounds) = (rounds(&bare), rounds(&run), rounds(&unaligned));
-    let (bare_s, run_s, off_s) =
-        (percentile(&mut bare, 0.5), percentile(&mut run, 0.5), percentile(&mut unaligned, 0.5));
     println!(
-        "| bare rdkafka drain | {bare_rounds} | {bare_s:.2} | {:.0} | {:.0} | |",
+        "| consumer | rounds (s) | median s | records/s | steady records/s (median) | CPU s: loop thread / decode threads / process (medians) | peak RSS MiB (median) |\n|---|---|---:|---:|---:|---:|---:|"
+    );
+    let (bare_rounds, bare_start_rounds) = (rounds(&bare), rounds(&bare_start));
+    let (bare_s, bare_start_s) = (percentile(&mut bare, 0.5), percentile(&mut bare_start, 0.5));
+    println!(
+        "| bare rdkafka drain, from its first message | {bare_rounds} | {bare_s:.2} | {:.0} | {:.0} | | |",
         n / bare_s,
-        bytes as f64 / 1e6 / bare_s
+        n / bare_s
     );
     println!(
-        "| exfilwatch run (catch-up, incl. start) | {run_rounds} | {run_s:.2} | {:.0} | {:.0} | {:.0} |",
-        n / run_s,
-        bytes as f64 / 1e6 / run_s,
-        percentile(&mut run_rss, 0.5)
+        "| bare rdkafka drain, from its start | {bare_start_rounds} | {bare_start_s:.2} | {:.0} | | | |",
+        n / bare_start_s
     );
+    let mut medians = Vec::new();
+    for ((label, _), done) in variants.iter().zip(runs.iter()) {
+        let col = |f: fn(&Run) -> f64| {
+            let mut v: Vec<f64> = done.iter().map(f).collect();
+            (rounds(&v), percentile(&mut v, 0.5))
+        };
+        let (r, m) = col(|r| r.secs);
+        let (_, steady) = col(|r| r.steady);
+        let (_, loop_cpu) = col(|r| r.loop_cpu);
+        let (_, decode_cpu) = col(|r| r.decode_cpu);
+        let (_, cpu) = col(|r| r.cpu);
+        let (_, rss) = col(|r| r.rss_mib as f64);
+        medians.push((m, steady * per_msg));
+        println!(
+            "| {label} (catch-up, incl. start) | {r} | {m:.2} | {:.0} | {:.0} | {loop_cpu:.2} / {decode_cpu:.2} / {cpu:.2} | {rss:.0} |",
+            n / m,
+            steady * per_msg
+        );
+    }
+    for ((label, _), (m, steady)) in variants.iter().zip(&medians) {
+        println!(
+            "{label}: catch-up incl. start / bare drain from its start {:.2}; / bare drain from its first message {:.2}; steady / bare drain {:.2}",
+            bare_start_s / m,
+            bare_s / m,
+            steady / (n / bare_s)
+        );
+    }
     println!(
-        "| exfilwatch run, align_partitions = false | {off_rounds} | {off_s:.2} | {:.0} | {:.0} | {:.0} |",
-        n / off_s,
-        bytes as f64 / 1e6 / off_s,
-        percentile(&mut unaligned_rss, 0.5)
+        "decode_threads = 2 / decode_threads = 1 (medians): catch-up rate {:.2}, steady rate {:.2}",
+        medians[0].0 / medians[1].0,
+        medians[1].1 / medians[0].1
     );
-    println!("exfilwatch run rate / bare drain rate (medians): {:.2}", bare_s / run_s);
-    println!("with alignment / without (catch-up rate, medians): {:.2}", off_s / run_s);
 
     // ---- latency ----
+    for threads in [1, 2] {
+        latency(dir.path(), &format!("decode_threads = {threads}\n")).await?;
+    }
+    Ok(())
+}
+
+/// `exfilwatch run` (`service` goes into `[service]`) under a steady produced load: how long
+/// from a theft's produce time to its alert on the alert topic (p50, p99, max).
+async fn latency(dir: &std::path::Path, service: &str) -> anyhow::Result<()> {
     let p = producer("none")?;
     let (topic, alerts, group) = (unique("lat-logs"), unique("lat-alerts"), unique("lat-g"));
     create_topic(&topic, PARTITIONS).await?;
     create_topic(&alerts, 1).await?;
-    let cfg =
-        config(dir.path(), &topic, &group, &alerts, "[detect]\nlearning_period = \"0s\"\nvolume_anomaly = false\n")?;
+    let detect = format!("{service}[detect]\nlearning_period = \"0s\"\nvolume_anomaly = false\n");
+    let cfg = config(dir, &topic, &group, &alerts, &detect)?;
     let mut child = Command::new(exfilwatch()).args(["run", "--config"]).arg(&cfg).stdout(Stdio::null()).spawn()?;
     let thefts = 60;
     let rid = "/SUBSCRIPTIONS/X/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.DOCUMENTDB/DATABASEACCOUNTS";
@@ -480,7 +582,8 @@ async fn main() -> anyhow::Result<()> {
     stop(&mut child);
     anyhow::ensure!(lat.len() == thefts, "got {} of {thefts} alerts", lat.len());
     println!(
-        "latency (produce-time event -> alert on the alert topic), {} alerts: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        "latency ({}), produce-time event -> alert on the alert topic, {} alerts: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        service.trim(),
         lat.len(),
         percentile(&mut lat, 0.5),
         percentile(&mut lat, 0.99),

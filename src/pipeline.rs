@@ -49,6 +49,11 @@ impl Fetched {
         })
     }
 
+    /// Its records as decoded, in order.
+    pub fn items(&self) -> &[Decoded<'static>] {
+        &self.items
+    }
+
     pub fn payload(&self) -> &[u8] {
         &self.msg.payload
     }

@@ -401,9 +401,10 @@ fn a_malicious_verdict_on_the_verdicts_topic_raises_critical_on_a_later_read() {
 
 /// A backlog of the contoso sample spread over `partitions` without keys
 /// ([`sample::spread_unkeyed`]: one partition empty, one whose producer stops halfway),
-/// consumed by role all: the alert topic holds exactly replay's alerts (same ids, none twice),
-/// and the detector counts the same records and the same late records as replay.
-fn a_backlog_over(partitions: i32) {
+/// consumed by role all decoding on `decode_threads` (1: on the loop): the alert topic holds
+/// exactly replay's alerts (same ids, none twice), and the detector counts the same records
+/// and the same late records as replay.
+fn a_backlog_over(partitions: i32, decode_threads: usize) {
     let bootstrap = broker();
     let (topic, alerts_topic, group) = (unique("rr"), unique("rr-alerts"), unique("rr-g"));
     create_topic(&topic, partitions);
@@ -416,33 +417,51 @@ fn a_backlog_over(partitions: i32) {
     let dir = tempfile::tempdir().unwrap();
     let alerts_file = dir.path().join("alerts.jsonl");
     let extra = format!("kafka_topic = \"{alerts_topic}\"");
-    let mut svc = inproc::Service::start(inproc::config(&bootstrap, &topic, &group, &alerts_file, &extra));
+    let mut cfg = inproc::config(&bootstrap, &topic, &group, &alerts_file, &extra);
+    cfg.service.decode_threads = decode_threads;
+    let mut svc = inproc::Service::start(cfg);
     wait_for(Duration::from_secs(120), "every message handled", || svc.messages() >= spread.len() as u64);
     let stats = svc.stop();
     // All the alert topic holds (duplicates would show): replay's alerts, same ids.
     let got = kafka_client::read_all(&broker(), &alerts_topic);
-    assert_eq!(by_id(&got), expected, "{partitions} partitions");
-    assert_eq!(got.len(), expected.len(), "no alert twice");
+    let case = format!("{partitions} partitions, {decode_threads} decode threads");
+    assert_eq!(by_id(&got), expected, "{case}");
+    assert_eq!(got.len(), expected.len(), "no alert twice ({case})");
     let replayed = sample::replay_counts(&contoso);
     assert!(replayed.events > 0);
-    assert_eq!(stats.detector.events, replayed.events, "every record through the detector");
-    assert_eq!(stats.detector.late_events, replayed.late_events, "late records as in replay");
+    assert_eq!(stats.detector.events, replayed.events, "every record through the detector ({case})");
+    assert_eq!(stats.detector.late_events, replayed.late_events, "late records as in replay ({case})");
+    // The malformed lines of the sample sit between envelopes: counted alike on every path.
+    let malformed = sample::replay_malformed(&contoso);
+    assert!(!malformed.is_empty());
+    assert_eq!(stats.malformed, malformed, "malformed records by reason ({case})");
 }
 
 #[test]
 fn a_backlog_on_one_partition_raises_what_replay_raises() {
-    a_backlog_over(1);
+    a_backlog_over(1, 1);
 }
 
 #[test]
 fn a_backlog_round_robin_over_four_unkeyed_partitions_raises_what_replay_raises() {
     // librdkafka fetches a backlog partition by partition, days apart in event time.
-    a_backlog_over(4);
+    a_backlog_over(4, 1);
 }
 
 #[test]
 fn a_backlog_round_robin_over_eight_unkeyed_partitions_raises_what_replay_raises() {
-    a_backlog_over(8);
+    a_backlog_over(8, 1);
+}
+
+#[test]
+fn a_backlog_over_four_unkeyed_partitions_decoded_on_four_threads_raises_what_replay_raises() {
+    // The decode threads hand the messages to the merge in fetch order: the same output.
+    a_backlog_over(4, 4);
+}
+
+#[test]
+fn a_backlog_over_eight_unkeyed_partitions_decoded_on_four_threads_raises_what_replay_raises() {
+    a_backlog_over(8, 4);
 }
 
 /// Static membership (`kafka.instance_id`): an instance SIGKILLed mid-stream and restarted

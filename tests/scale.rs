@@ -95,10 +95,11 @@ fn caught_up_over(topic: &str, group: &str, partitions: i32) -> bool {
 
 fn start(dir: &Path, name: &str, role: &str, raw: &str, internal: &str, group: &str, alerts: &str) -> Instance {
     // Only the checkpoints on assign, revoke and shutdown: a kill loses everything since.
-    start_with(dir, name, role, raw, internal, group, alerts, "1h")
+    start_with(dir, name, role, raw, internal, group, alerts, "checkpoint_interval = \"1h\"\n")
 }
 
-/// As [`start`], with `service.checkpoint_interval` (detect commits after each checkpoint).
+/// As [`start`], with more of `[service]` in `service` (e.g. `service.checkpoint_interval`:
+/// detect commits after each checkpoint).
 #[allow(clippy::too_many_arguments)]
 fn start_with(
     dir: &Path,
@@ -108,7 +109,7 @@ fn start_with(
     internal: &str,
     group: &str,
     alerts: &str,
-    checkpoint_interval: &str,
+    service: &str,
 ) -> Instance {
     let cfg = dir.join(format!("{name}.toml"));
     std::fs::write(
@@ -117,8 +118,7 @@ fn start_with(
             "[kafka]\nbootstrap_servers = \"{}\"\ntopics = [\"{raw}\"]\ngroup_id = \"{group}\"\n\
              librdkafka_options = {{ \"session.timeout.ms\" = \"6000\", \"heartbeat.interval.ms\" = \"500\" }}\n\
              [sinks]\nstdout = false\nkafka_topic = \"{alerts}\"\n\
-             [service]\nmetrics_addr = \"\"\nstate_store = \"{}\"\ninternal_topic = \"{internal}\"\n\
-             checkpoint_interval = \"{checkpoint_interval}\"\n",
+             [service]\nmetrics_addr = \"\"\nstate_store = \"{}\"\ninternal_topic = \"{internal}\"\n{service}",
             broker(),
             dir.join("state").display()
         ),
@@ -293,9 +293,19 @@ fn stopped_figure(log: &Path, field: &str) -> u64 {
 
 #[test]
 fn a_backlog_over_unkeyed_partitions_through_rekey_and_two_detect_instances_raises_what_replay_raises() {
-    // The contoso sample as Azure Monitor fills Event Hubs (no key: round-robin over 8 raw
-    // partitions, one empty, one whose producer stops halfway), consumed as a backlog by one
-    // rekey instance (which merges the raw partitions by event time) and two detect instances.
+    through_rekey(1);
+}
+
+#[test]
+fn a_backlog_through_rekey_decoding_on_four_threads_and_two_detect_instances_raises_what_replay_raises() {
+    through_rekey(4);
+}
+
+/// The contoso sample as Azure Monitor fills Event Hubs (no key: round-robin over 8 raw
+/// partitions, one empty, one whose producer stops halfway), consumed as a backlog by one
+/// rekey instance (which merges the raw partitions by event time, decoding on
+/// `decode_threads`) and two detect instances: replay's alerts and counts.
+fn through_rekey(decode_threads: usize) {
     let (raw, internal, alerts, group) = (unique("raw8"), unique("events8"), unique("alerts8"), unique("g8"));
     kafka_client::create_topic(&broker(), &raw, 8);
     kafka_client::create_topic(&broker(), &internal, 4);
@@ -309,7 +319,8 @@ fn a_backlog_over_unkeyed_partitions_through_rekey_and_two_detect_instances_rais
 
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let start = |name: &str, role: &str| start_with(d, name, role, &raw, &internal, &group, &alerts, "1s");
+    let service = format!("checkpoint_interval = \"1s\"\ndecode_threads = {decode_threads}\n");
+    let start = |name: &str, role: &str| start_with(d, name, role, &raw, &internal, &group, &alerts, &service);
     let mut a = start("detect-a", "detect");
     wait_for(Duration::from_secs(60), "detect-a to hold all 4 partitions", || a.held().len() == 4);
     let mut b = start("detect-b", "detect");
@@ -329,6 +340,8 @@ fn a_backlog_over_unkeyed_partitions_through_rekey_and_two_detect_instances_rais
     rekey.terminate();
     a.terminate();
     b.terminate();
+    let said = std::fs::read_to_string(&rekey.log).unwrap();
+    assert!(said.contains(&format!("decode_threads={decode_threads}")), "rekey decoded on {decode_threads}: {said}");
 
     let all = kafka_client::read_all(&broker(), &alerts);
     assert!(all.len() >= got.len());

@@ -530,6 +530,10 @@ pub struct ServiceConfig {
     /// Roles all and rekey merge the raw partitions by event time (README, "Order"). false:
     /// messages are handled as fetched, which equals replay only when producers key by account.
     pub align_partitions: bool,
+    /// Threads roles all and rekey decode raw messages on, beside the loop that fetches and
+    /// detects; 1: on the loop itself; 0: one per available core. The output is the same for
+    /// every value.
+    pub decode_threads: usize,
 }
 
 impl Default for ServiceConfig {
@@ -548,6 +552,7 @@ impl Default for ServiceConfig {
             verdicts_topic: String::new(),
             partition_idle_timeout: Span(5 * crate::time::SECOND),
             align_partitions: true,
+            decode_threads: 0,
         }
     }
 }

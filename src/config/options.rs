@@ -84,6 +84,9 @@ pub struct ServiceOptions {
     pub verdicts_topic: Option<String>,
     pub partition_idle_timeout: Duration,
     pub align_partitions: bool,
+    /// Threads decoding raw messages (roles all and rekey), at least 1 (`0` in the file
+    /// resolved to the available cores); 1: on the loop.
+    pub decode_threads: usize,
 }
 
 /// Where checkpoints go: a directory or an object store URL, with the store's settings.
@@ -244,6 +247,10 @@ impl Config {
             verdicts_topic: some(&v.verdicts_topic),
             partition_idle_timeout: duration("service.partition_idle_timeout", v.partition_idle_timeout, false)?,
             align_partitions: v.align_partitions,
+            decode_threads: match v.decode_threads {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n,
+            },
         };
         if let Some(store) = &service.state_store {
             if let Some((scheme, _)) = store.location.split_once("://") {

@@ -2,6 +2,7 @@
 //! Raw partitions merged by event time, each message handled by the [`Pipeline`], the
 //! verdicts topic applied as it is consumed, periodic checkpoints, a drain on shutdown.
 
+use super::decoding::Decoding;
 use super::{
     align_options, allowlist, apply_align_feed, finish_within, initial_detector, receive_error, restore, sync_pauses,
     ticker, Fetched, Pipeline, ServiceError, Shard,
@@ -60,7 +61,15 @@ pub(super) async fn run(
         // one loses nothing.
         p.checkpoint(&mut shard, &consumer, true)?;
     }
-    tracing::info!(message = "Consuming.", topics = ?p.cfg.kafka.topics, group = %p.cfg.kafka.group_id);
+    // Raw messages are decoded on the loop (one thread) or on a pool of decode threads, and
+    // enter the aligner in the order they were received either way (`decoding`).
+    let mut decoding = Decoding::new(p.cfg.service.decode_threads)?;
+    tracing::info!(
+        message = "Consuming.",
+        topics = ?p.cfg.kafka.topics,
+        group = %p.cfg.kafka.group_id,
+        decode_threads = decoding.threads()
+    );
 
     tokio::pin!(shutdown);
     let mut tick = ticker();
@@ -70,7 +79,7 @@ pub(super) async fn run(
     let mut paused = BTreeSet::new();
     loop {
         if feed.changed() {
-            apply_align_feed(&feed, &mut align, &mut paused, verdicts_topic.as_deref(), p.now());
+            apply_align_feed(&feed, &mut align, &mut decoding, &mut paused, verdicts_topic.as_deref(), p.now());
         }
         // Alerts waiting for a failing sink past `sinks.max_pending_alerts`: nothing more is
         // handled; fetched messages wait in the aligner, which pauses each partition whose
@@ -82,18 +91,23 @@ pub(super) async fn run(
             p.handled(&mut shard, &consumer, f.source(), now);
             health.progress(p.messages, p.stats.records_total(), p.health.alerts());
             if feed.changed() {
-                apply_align_feed(&feed, &mut align, &mut paused, verdicts_topic.as_deref(), p.now());
+                apply_align_feed(&feed, &mut align, &mut decoding, &mut paused, verdicts_topic.as_deref(), p.now());
             }
         }
         sync_pauses(&consumer, &mut align, &mut paused, p.now());
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
-            msg = consumer.recv() => match msg {
+            // A decode came back: it and those before it go into the aligner.
+            done = decoding.finished(), if decoding.in_flight() > 0 => {
+                decoding.accept(done?, &mut align, p.now())?;
+            }
+            // With the decode threads' queue full, a decode comes back first (milliseconds).
+            msg = consumer.recv(), if decoding.has_room() => match msg {
                 Ok(m) => {
                     health.set_kafka(true, "");
                     if feed.changed() {
-                        apply_align_feed(&feed, &mut align, &mut paused, verdicts_topic.as_deref(), p.now());
+                        apply_align_feed(&feed, &mut align, &mut decoding, &mut paused, verdicts_topic.as_deref(), p.now());
                     }
                     let tp = format!("{}/{}", m.topic, m.partition);
                     if shard.positions.get(&tp).is_some_and(|next| m.offset < *next) {
@@ -107,8 +121,9 @@ pub(super) async fn run(
                         p.handled(&mut shard, &consumer, m.source(), now);
                         continue;
                     }
-                    // Decoded once, here: the merge orders it by its records' times.
-                    Fetched::decode(&mut p.decoder, m).push_into(&mut align, p.now());
+                    // Decoded once, here or on a decode thread: the merge orders it by its
+                    // records' times.
+                    decoding.submit(m, &mut align, p.now())?;
                 }
                 Err(error) => receive_error(error).await,
             },

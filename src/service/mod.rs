@@ -16,8 +16,14 @@
 //!   messages (they wait in the aligner, which pauses each partition whose buffer is full),
 //!   role detect pauses its partitions. The consumer is still polled, so the instance keeps
 //!   its partitions and its place in the group (`max.poll.interval.ms`). Nothing is dropped.
-//! - **Aligning** (roles all and rekey, `sources::align`): fetched messages are decoded once
-//!   ([`Fetched`]), wait in a per-partition buffer and are handled in event-time order across
+//! - **Decoding** (roles all and rekey, `decoding`): a fetched message is decoded once
+//!   ([`Fetched`]), on the loop (`service.decode_threads = 1`) or on a pool of decode threads
+//!   that hands the decoded messages to the alignment in the order they were fetched (at most
+//!   4 per thread in flight; the loop receives nothing more while that many are). A revoked
+//!   partition's messages in flight are dropped with its buffered ones; on shutdown those in
+//!   flight are, like the buffered ones, never handled.
+//! - **Aligning** (roles all and rekey, `sources::align`): decoded messages wait in a
+//!   per-partition buffer and are handled in event-time order across
 //!   the raw partitions (a partition behind its high watermark with nothing buffered holds the
 //!   others back; one whose buffer is all more than `detect.max_out_of_order` ahead of the
 //!   slowest, or full, is paused; an idle one leaves after `service.partition_idle_timeout`).
@@ -68,6 +74,7 @@
 //! counters every 100 ms tick.
 
 mod all;
+mod decoding;
 mod detect;
 mod rekey;
 mod shard;
@@ -77,7 +84,7 @@ use shard::{restore, SavedState, Shard};
 
 use crate::alert::Alert;
 use crate::config::{Config, Options, Role};
-use crate::decode::{raw_record_text, Decoder, Malformed};
+use crate::decode::{raw_record_text, Malformed};
 use crate::detect::{ClockGuard, Detector, DetectorStats};
 pub(crate) use crate::pipeline::{admit, Fetched};
 use crate::sinks::alertmanager::{AlertmanagerOptions, AlertmanagerSink};
@@ -116,13 +123,16 @@ pub enum ServiceError {
     Setup(String),
     #[error("cannot start from the model: {0}")]
     Model(#[from] crate::model::ModelError),
+    /// The decode threads (`service.decode_threads`) failed: one could not start, or a
+    /// decode panicked (an internal bug).
+    #[error("decoding: {0}")]
+    Decode(String),
 }
 
-/// The per-run machinery every role that detects shares: decoder and clock guard, the sinks'
+/// The per-run machinery every role that detects shares: the clock guard, the sinks'
 /// fan-out, the dead-letter topic, offsets waiting to be stored, checkpoint cadence, counters.
 pub(crate) struct Pipeline {
     cfg: Options,
-    decoder: Decoder,
     /// Sets aside records stamped ahead of the wall clock or long behind their account.
     clock: ClockGuard<()>,
     stats: Stats,
@@ -504,7 +514,6 @@ impl Pipeline {
         Ok(Pipeline {
             clock: ClockGuard::new(&cfg.detect),
             cfg,
-            decoder: Decoder::new(),
             stats: Stats::default(),
             sinks,
             dead_letters,
@@ -561,11 +570,13 @@ pub(crate) fn align_options(cfg: &Options) -> AlignOptions {
 }
 
 /// Takes the consumer callbacks' reports into the aligner: rebalances (a revoked partition's
-/// buffered messages are dropped unhandled: their offsets were never stored, the new owner
-/// reads them again; an assigned one starts unpaused) and watermarks.
-pub(crate) fn apply_align_feed<M>(
+/// buffered messages are dropped unhandled, and so are those still being decoded: their
+/// offsets were never stored, the new owner reads them again; an assigned one starts
+/// unpaused) and watermarks.
+pub(crate) fn apply_align_feed(
     feed: &kafka::AlignFeed,
-    align: &mut Aligner<M>,
+    align: &mut Aligner<Fetched>,
+    decoding: &mut decoding::Decoding,
     paused: &mut BTreeSet<TopicPartition>,
     outside: Option<&str>,
     now_ms: i64,
@@ -581,14 +592,16 @@ pub(crate) fn apply_align_feed<M>(
             align.assign(tp, now_ms);
         } else {
             let dropped = align.revoke(&tp).len();
-            tracing::debug!(message = "Partition left the alignment.", topic = %tp.0, partition = tp.1, dropped);
+            let decoding = decoding.revoke(&tp);
+            tracing::debug!(message = "Partition left the alignment.", topic = %tp.0, partition = tp.1, dropped, decoding);
         }
     }
     for (tp, (high, position)) in report.watermarks {
         if outside == Some(tp.0.as_str()) {
             continue;
         }
-        align.set_watermark(&tp, high, position);
+        // A message received but still being decoded is not in the aligner yet.
+        align.set_watermark(&tp, high, decoding.position(&tp, position));
     }
 }
 

@@ -16,9 +16,10 @@
 //! internal partition that last heard "backlog" gets an empty batch without the flag
 //! (`service::wire`), so that its detect instance goes back to releasing by `max_hold`.
 
+use super::decoding::Decoding;
 use super::{now_ms, set_aside, Fetched, ServiceError};
 use crate::config::Options;
-use crate::decode::{Decoder, Malformed};
+use crate::decode::Malformed;
 use crate::detect::ClockGuard;
 use crate::service::wire::{partition_for, BatchBuilder, Source};
 use crate::sinks::kafka::{DeadLetterTopic, InternalTopic, Landing, Producer};
@@ -56,15 +57,18 @@ pub(super) async fn run(
     let feed = kafka::AlignFeed::default();
     let consumer = kafka::consumer(&cfg.kafka, health.clone(), true, metrics.consumer_lag(), feed.clone())?;
     health.set_restored();
+    // Raw messages are decoded on the loop (one thread) or on a pool of decode threads, and
+    // enter the aligner in the order they were received either way (`service::decoding`).
+    let mut decoding = Decoding::new(cfg.service.decode_threads)?;
     tracing::info!(
         message = "Rekeying.",
         topics = ?cfg.kafka.topics,
         group = %cfg.kafka.group_id,
         internal_topic = %topic,
-        partitions
+        partitions,
+        decode_threads = decoding.threads()
     );
 
-    let mut decoder = Decoder::new();
     // Records stamped ahead of the wall clock or long behind their account are set aside here,
     // before they reach the internal topic.
     let mut clock: ClockGuard<()> = ClockGuard::new(&cfg.detect);
@@ -84,7 +88,7 @@ pub(super) async fn run(
     let mut tick = super::ticker();
     loop {
         if feed.changed() {
-            super::apply_align_feed(&feed, &mut align, &mut paused, None, now_ms());
+            super::apply_align_feed(&feed, &mut align, &mut decoding, &mut paused, None, now_ms());
         }
         while in_flight.len() < MAX_IN_FLIGHT {
             let Some((_, f)) = align.pop(now_ms()) else { break };
@@ -118,7 +122,7 @@ pub(super) async fn run(
             messages += 1;
             health.progress(messages, stats.records_total(), 0);
             if feed.changed() {
-                super::apply_align_feed(&feed, &mut align, &mut paused, None, now_ms());
+                super::apply_align_feed(&feed, &mut align, &mut decoding, &mut paused, None, now_ms());
             }
         }
         super::sync_pauses(&consumer, &mut align, &mut paused, now_ms());
@@ -138,14 +142,20 @@ pub(super) async fn run(
                     }
                 }
             }
-            msg = consumer.recv(), if in_flight.len() < MAX_IN_FLIGHT => match msg {
+            // A decode came back: it and those before it go into the aligner.
+            done = decoding.finished(), if decoding.in_flight() > 0 => {
+                decoding.accept(done?, &mut align, now_ms())?;
+            }
+            // With the decode threads' queue full, a decode comes back first (milliseconds).
+            msg = consumer.recv(), if in_flight.len() < MAX_IN_FLIGHT && decoding.has_room() => match msg {
                 Ok(m) => {
                     health.set_kafka(true, "");
                     if feed.changed() {
-                        super::apply_align_feed(&feed, &mut align, &mut paused, None, now_ms());
+                        super::apply_align_feed(&feed, &mut align, &mut decoding, &mut paused, None, now_ms());
                     }
-                    // Decoded once, here: the merge orders it by its records' times.
-                    Fetched::decode(&mut decoder, m).push_into(&mut align, now_ms());
+                    // Decoded once, here or on a decode thread: the merge orders it by its
+                    // records' times.
+                    decoding.submit(m, &mut align, now_ms())?;
                 }
                 Err(error) => super::receive_error(error).await,
             },

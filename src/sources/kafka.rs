@@ -8,7 +8,8 @@
 //! went through the detector and the sinks accepted every alert they raised; librdkafka's
 //! periodic auto-commit then commits only stored offsets. On a partition revoke the context
 //! commits what is stored, synchronously, before the partitions go: the service handles one
-//! message at a time, so nothing is in flight when the callback runs.
+//! message at a time, so nothing is in flight when the callback runs (messages still being
+//! decoded or waiting in the alignment were never handled, and their offsets never stored).
 
 use crate::config::KafkaConfig;
 use crate::sources::align::TopicPartition;

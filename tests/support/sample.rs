@@ -100,13 +100,23 @@ pub fn spread_unkeyed(msgs: Vec<(String, Vec<u8>)>, partitions: i32) -> Vec<(i32
 
 /// The detector's counters (events, late records) of `exfilwatch replay` over `dir`.
 pub fn replay_counts(dir: &str) -> exfilwatch::detect::DetectorStats {
+    replay_stats(dir).detector
+}
+
+/// The malformed records `exfilwatch replay` counts over `dir`, by reason.
+pub fn replay_malformed(dir: &str) -> BTreeMap<exfilwatch::decode::Malformed, u64> {
+    replay_stats(dir).malformed
+}
+
+/// The counters of `exfilwatch replay` over `dir`.
+pub fn replay_stats(dir: &str) -> exfilwatch::telemetry::Stats {
     let cfg = exfilwatch::config::Config::default();
     let opts = exfilwatch::replay::ReplayOptions { inputs: vec![dir.into()], ..Default::default() };
     let mut detector = exfilwatch::detect::Detector::new(cfg.detect.clone());
     let sink = exfilwatch::sinks::JsonLinesSink::new(std::io::sink(), "nowhere");
     let mut sink = exfilwatch::sinks::fanout::Fanout::one(sink, cfg.detect.realert.0);
     let report = exfilwatch::replay::replay(&cfg, &opts, &mut detector, &mut sink, |_, _| {}).unwrap();
-    report.stats.detector
+    report.stats
 }
 
 /// The alerts `exfilwatch replay` raises over `dir`, by id.
