@@ -277,9 +277,6 @@ impl Ctx {
         }
     }
 
-    /// The origin as an alert shows it: the address that read the most (the evidence's), else
-    /// `read_by` (an address the caller saw read from it), else the origin's own address. An
-    /// AS origin is no address: it needs one of the first two.
     /// The evidence of a volume rule's alert: [`Ctx::evidence_out`] and the user agents new to
     /// the key (`agents.rs`).
     pub(super) fn volume_evidence(
@@ -295,6 +292,9 @@ impl Ctx {
         out
     }
 
+    /// The origin as an alert shows it: the address that read the most (the evidence's), else
+    /// `read_by` (an address the caller saw read from it), else the origin's own address. An
+    /// AS origin is no address: it needs one of the first two.
     pub(super) fn origin_ref(&self, origin: OriginKey, ev: Option<&Evidence>, read_by: Option<u128>) -> OriginRef {
         let ip = ev
             .and_then(|e| e.top_addresses(1).first().map(|a| a.0))
