@@ -273,69 +273,110 @@ fn handled(addr: std::net::SocketAddr) -> u64 {
         .map_or(0, |v| v as u64)
 }
 
+/// `exfilwatch run` on a new topic holding the sample's contoso messages before the theft,
+/// with `[enrich]` set to `enrich` (TOML lines), once it has handled them all.
+struct Service {
+    broker: String,
+    topic: String,
+    /// The theft's messages, for the test to produce once it changed the files.
+    theft: Vec<(String, Vec<u8>)>,
+    child: std::process::Child,
+    log: std::path::PathBuf,
+    alerts: std::path::PathBuf,
+}
+
+impl Service {
+    fn start(dir: &Path, topic: &str, enrich: &str) -> Service {
+        let broker = std::env::var("EXFILWATCH_TEST_KAFKA")
+            .expect("this test needs a broker: run it with `make test` (scripts/with-tansu.sh starts Tansu)");
+        let (_, mut msgs) = sample::contoso_messages();
+        let split = msgs.iter().position(|(_, m)| String::from_utf8_lossy(m).contains(THIEF)).expect("the theft");
+        let theft = msgs.split_off(split);
+        let topic = sample::unique(topic);
+        kafka_client::create_topic(&broker, &topic, 1);
+        kafka_client::produce(&broker, &topic, &msgs);
+        let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let alerts = dir.join("alerts.jsonl");
+        let cfg = write(
+            dir,
+            "run.toml",
+            &format!(
+                "[kafka]\nbootstrap_servers = \"{broker}\"\ntopics = [\"{topic}\"]\ngroup_id = \"{}\"\n\
+                 [sinks]\nstdout = false\nfile = \"{}\"\n\
+                 [service]\nmetrics_addr = \"{metrics}\"\nstate_store = \"\"\n\
+                 [enrich]\n{enrich}\n",
+                sample::unique("g"),
+                alerts.display(),
+            ),
+        );
+        let log = dir.join("run.log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_exfilwatch"))
+            .args(["run", "--config", &cfg])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        wait_until(&mut child, Duration::from_secs(60), "the records before the theft", || {
+            handled(metrics) >= msgs.len() as u64
+        });
+        Service { broker, topic, theft, child, log, alerts }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn alerts_text(&self) -> String {
+        std::fs::read_to_string(&self.alerts).unwrap_or_default()
+    }
+
+    /// Produces the theft's messages.
+    fn produce_theft(&self) {
+        kafka_client::produce(&self.broker, &self.topic, &self.theft);
+    }
+
+    /// SIGTERM, and the service exits cleanly.
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        assert!(self.child.wait().unwrap().success());
+    }
+}
+
 /// `run` with a threat list that does not name the thief; the list is rewritten to name it
 /// (its modification time kept, so only the signal can tell) and the service gets SIGHUP;
 /// the theft's records, produced after, raise `suspicious_origin`.
 #[test]
 fn the_service_reloads_its_threat_lists_on_sighup() {
-    let broker = std::env::var("EXFILWATCH_TEST_KAFKA")
-        .expect("this test needs a broker: run it with `make test` (scripts/with-tansu.sh starts Tansu)");
     let dir = tempfile::tempdir().unwrap();
-    let (_, msgs) = sample::contoso_messages();
-    let split = msgs.iter().position(|(_, m)| String::from_utf8_lossy(m).contains(THIEF)).expect("the theft");
-    let topic = sample::unique("enrich");
-    kafka_client::create_topic(&broker, &topic, 1);
-    kafka_client::produce(&broker, &topic, &msgs[..split]);
     let list = dir.path().join("tor.txt");
     std::fs::write(&list, "198.51.100.1\n").unwrap();
     let mtime = std::fs::metadata(&list).unwrap().modified().unwrap();
-    let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let alerts = dir.path().join("alerts.jsonl");
-    let cfg = write(
-        dir.path(),
-        "run.toml",
-        &format!(
-            "[kafka]\nbootstrap_servers = \"{broker}\"\ntopics = [\"{topic}\"]\ngroup_id = \"{}\"\n\
-             [sinks]\nstdout = false\nfile = \"{}\"\n\
-             [service]\nmetrics_addr = \"{metrics}\"\nstate_store = \"\"\n\
-             [enrich]\nthreat_lists = {{ tor = \"{}\" }}\n",
-            sample::unique("g"),
-            alerts.display(),
-            list.display()
-        ),
-    );
-    let log = dir.path().join("run.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_exfilwatch"))
-        .args(["run", "--config", &cfg])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    wait_until(&mut child, Duration::from_secs(60), "the records before the theft", || {
-        handled(metrics) >= split as u64
-    });
+    let mut svc = Service::start(dir.path(), "enrich", &format!("threat_lists = {{ tor = \"{}\" }}", list.display()));
 
     std::fs::write(&list, format!("198.51.100.1\n{THIEF}\n")).unwrap();
     std::fs::File::options().write(true).open(&list).unwrap().set_modified(mtime).unwrap();
-    let pid = child.id().to_string();
+    let pid = svc.child.id().to_string();
     assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
-    wait_until(&mut child, Duration::from_secs(30), "the reload", || {
+    let log = svc.log.clone();
+    wait_until(&mut svc.child, Duration::from_secs(30), "the reload", || {
         std::fs::read_to_string(&log).unwrap_or_default().contains("Enrichment reloaded.")
     });
-    kafka_client::produce(&broker, &topic, &msgs[split..]);
+    svc.produce_theft();
     let suspicious = |text: &str| -> Vec<Value> {
         text.lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
             .filter(|a| a["rule"] == "suspicious_origin")
             .collect()
     };
-    wait_until(&mut child, Duration::from_secs(60), "suspicious_origin", || {
+    let alerts = svc.alerts.clone();
+    wait_until(&mut svc.child, Duration::from_secs(60), "suspicious_origin", || {
         !suspicious(&std::fs::read_to_string(&alerts).unwrap_or_default()).is_empty()
     });
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    assert!(child.wait().unwrap().success());
-    let found = suspicious(&std::fs::read_to_string(&alerts).unwrap());
+    let text = svc.alerts_text();
+    svc.stop();
+    let found = suspicious(&text);
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!(found[0]["origin"]["ip"], THIEF);
     assert_eq!(found[0]["origin"]["lists"], serde_json::json!(["tor"]));
@@ -347,70 +388,39 @@ fn the_service_reloads_its_threat_lists_on_sighup() {
 /// the theft's alert, produced after, names the AS.
 #[test]
 fn the_service_reloads_a_maxmind_database_and_survives_a_damaged_one() {
-    let broker = std::env::var("EXFILWATCH_TEST_KAFKA")
-        .expect("this test needs a broker: run it with `make test` (scripts/with-tansu.sh starts Tansu)");
     let dir = tempfile::tempdir().unwrap();
-    let (_, msgs) = sample::contoso_messages();
-    let split = msgs.iter().position(|(_, m)| String::from_utf8_lossy(m).contains(THIEF)).expect("the theft");
-    let topic = sample::unique("enrich-mmdb");
-    kafka_client::create_topic(&broker, &topic, 1);
-    kafka_client::produce(&broker, &topic, &msgs[..split]);
     let db = dir.path().join("GeoLite2-ASN.mmdb");
     let contoso = ("10.0.0.0/8", mmdb::Value::asn(64496, "Contoso Corp"));
     std::fs::write(&db, mmdb::build("GeoLite2-ASN", 24, std::slice::from_ref(&contoso))).unwrap();
-    let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let alerts = dir.path().join("alerts.jsonl");
-    let cfg = write(
-        dir.path(),
-        "run.toml",
-        &format!(
-            "[kafka]\nbootstrap_servers = \"{broker}\"\ntopics = [\"{topic}\"]\ngroup_id = \"{}\"\n\
-             [sinks]\nstdout = false\nfile = \"{}\"\n\
-             [service]\nmetrics_addr = \"{metrics}\"\nstate_store = \"\"\n\
-             [enrich]\nasn_mmdb = \"{}\"\n",
-            sample::unique("g"),
-            alerts.display(),
-            db.display()
-        ),
-    );
-    let log = dir.path().join("run.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_exfilwatch"))
-        .args(["run", "--config", &cfg])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    wait_until(&mut child, Duration::from_secs(60), "the records before the theft", || {
-        handled(metrics) >= split as u64
-    });
+    let mut svc = Service::start(dir.path(), "enrich-mmdb", &format!("asn_mmdb = \"{}\"", db.display()));
     let touch = |bytes: &[u8], secs: u64| {
         std::fs::write(&db, bytes).unwrap();
         let t = std::time::SystemTime::now() + Duration::from_secs(secs);
         std::fs::File::options().write(true).open(&db).unwrap().set_modified(t).unwrap();
     };
+    let log = svc.log.clone();
     let text = || std::fs::read_to_string(&log).unwrap_or_default();
     touch(b"\xAB\xCD\xEFMaxMind.com but no metadata", 10);
-    wait_until(&mut child, Duration::from_secs(30), "the failed reload", || text().contains("reload failed"));
+    wait_until(&mut svc.child, Duration::from_secs(30), "the failed reload", || text().contains("reload failed"));
     let failed = text().lines().find(|l| l.contains("reload failed")).unwrap_or_default().to_string();
     assert!(failed.contains("GeoLite2-ASN.mmdb") && failed.contains("MaxMind DB"), "{failed}");
     let hosting = ("203.0.113.0/24", mmdb::Value::asn(64500, "Example Hosting"));
     touch(&mmdb::build("GeoLite2-ASN", 28, &[contoso, hosting]), 20);
-    wait_until(&mut child, Duration::from_secs(30), "the reload", || text().contains("Enrichment reloaded."));
-    assert_eq!(text().matches("reload failed").count(), 1, "a damaged file is not read again every second");
-    kafka_client::produce(&broker, &topic, &msgs[split..]);
+    wait_until(&mut svc.child, Duration::from_secs(30), "the reload", || text().contains("Enrichment reloaded."));
+    assert_eq!(svc.log_text().matches("reload failed").count(), 1, "a damaged file is not read again every second");
+    svc.produce_theft();
     let theft = |text: &str| -> Option<Value> {
         text.lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
             .find(|a| a["rule"] == "unfamiliar_origin_volume")
     };
-    wait_until(&mut child, Duration::from_secs(60), "the theft's alert", || {
+    let alerts = svc.alerts.clone();
+    wait_until(&mut svc.child, Duration::from_secs(60), "the theft's alert", || {
         theft(&std::fs::read_to_string(&alerts).unwrap_or_default()).is_some()
     });
-    let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    assert!(child.wait().unwrap().success());
-    let a = theft(&std::fs::read_to_string(&alerts).unwrap()).unwrap();
+    let text = svc.alerts_text();
+    svc.stop();
+    let a = theft(&text).unwrap();
     assert_eq!((a["origin"]["ip"].as_str(), a["origin"]["asn"].as_u64()), (Some(THIEF), Some(64500)));
     assert_eq!(a["origin"]["as_name"], "Example Hosting");
     assert_eq!(a["baseline"]["usual_asns"], serde_json::json!(["AS64496 Contoso Corp"]));
