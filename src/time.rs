@@ -98,7 +98,7 @@ fn assemble(y: i64, mo: u32, d: u32, h: u32, mi: u32, s: u32, frac: Nanos) -> Op
 /// Parses RFC 3339 / ISO 8601 (`2019-04-23T23:12:52.3814846Z`, any number of fractional
 /// digits, `Z` or `±hh:mm`, `T` or a space) and RFC 1123 (`Fri, 23 Jun 2017 19:29:50.266 GMT`).
 pub fn parse_timestamp(s: &str) -> Option<Nanos> {
-    let s = s.trim();
+    let s = crate::decode::trim(s);
     let b = s.as_bytes();
     if b.first().is_some_and(u8::is_ascii_digit) {
         parse_rfc3339(b)

@@ -6,7 +6,7 @@
 
 mod raw;
 
-pub use raw::{Num, RawRecord, Text};
+pub use raw::{trim, Num, RawRecord, Text};
 
 use crate::time::{parse_timestamp, Nanos};
 use std::borrow::Cow;
@@ -547,9 +547,9 @@ fn cow_field<'a>(
 ) -> Cow<'a, str> {
     let take = |t: &Text<'a>| -> Option<Cow<'a, str>> {
         match &t.0 {
-            Some(c) if !c.trim().is_empty() => Some(match c {
-                Cow::Borrowed(b) => Cow::Borrowed(b.trim()),
-                Cow::Owned(o) => Cow::Owned(o.trim().to_owned()),
+            Some(c) if !trim(c).is_empty() => Some(match c {
+                Cow::Borrowed(b) => Cow::Borrowed(trim(b)),
+                Cow::Owned(o) => Cow::Owned(trim(o).to_owned()),
             }),
             _ => None,
         }
@@ -559,7 +559,7 @@ fn cow_field<'a>(
 
 /// Parses a client address: v4, v6, v4-mapped v6 (as v4), with or without a port.
 pub fn parse_ip(s: &str) -> Option<IpAddr> {
-    let s = s.trim();
+    let s = trim(s);
     let ip = if let Ok(ip) = s.parse::<IpAddr>() {
         ip
     } else if let Some(rest) = s.strip_prefix('[') {
@@ -592,8 +592,8 @@ fn account_of<'a>(rec: &RawRecord<'a>, props: Option<&RawRecord<'a>>) -> Option<
         }
     };
     let seg = |c: &Cow<'a, str>| -> Option<Cow<'a, str>> {
-        let t = c.trim().trim_end_matches('/');
-        let last = t.rsplit('/').next().unwrap_or(t).trim();
+        let t = trim(c).trim_end_matches('/');
+        let last = trim(t.rsplit('/').next().unwrap_or(t));
         if last.is_empty() {
             return None;
         }

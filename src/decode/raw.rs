@@ -15,6 +15,18 @@
 use simd_json::{Node, StaticNode};
 use std::borrow::Cow;
 
+/// `s.trim()`, without the scan for Unicode white space when `s` starts and ends with a
+/// printable ASCII character (nearly every value): the same result, measured 5% of the
+/// decoder's instructions before.
+#[inline]
+pub fn trim(s: &str) -> &str {
+    match s.as_bytes() {
+        [first, .., last] if first.is_ascii_graphic() && last.is_ascii_graphic() => s,
+        [only] if only.is_ascii_graphic() => s,
+        _ => s.trim(),
+    }
+}
+
 /// A JSON leaf read leniently as text: strings are borrowed, numbers and booleans keep their
 /// literal form, `null`, objects and arrays read as absent.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -23,7 +35,7 @@ pub struct Text<'a>(pub Option<Cow<'a, str>>);
 impl Text<'_> {
     /// Present and not blank.
     pub fn non_empty(&self) -> Option<&str> {
-        self.0.as_deref().map(str::trim).filter(|s| !s.is_empty())
+        self.0.as_deref().map(trim).filter(|s| !s.is_empty())
     }
 }
 
@@ -42,7 +54,7 @@ pub enum Num {
 
 impl Num {
     fn from_text(s: &str) -> Num {
-        let s = s.trim();
+        let s = trim(s);
         if s.is_empty() {
             return Num::Absent;
         }
@@ -141,6 +153,146 @@ fn num(n: &Node<'_>) -> Num {
     }
 }
 
+/// What a key of an object names ([`field_of`]).
+#[derive(Clone, Copy)]
+enum Field {
+    Time,
+    ResourceId,
+    AccountName,
+    Category,
+    Table,
+    OperationName,
+    Properties,
+    Records,
+    ClientIp,
+    KeyType,
+    AuthTokenType,
+    AadPrincipalId,
+    ResourceTokenPermissionId,
+    ResourceTokenUserRid,
+    Database,
+    Collection,
+    UserAgent,
+    ActivityId,
+    StatusCode,
+    ErrorCode,
+    RequestCharge,
+    RequestLength,
+    ResponseLength,
+    /// A key this program does not read.
+    Other,
+}
+
+/// The field `key` names. Told apart by length first: most keys of a record are ones this
+/// program does not read, and one comparison of the length rejects them against most names
+/// (a flat `match` of the 78 names compared them one after the other).
+fn field_of(key: &str) -> Field {
+    use Field::*;
+    match key.len() {
+        4 => match key {
+            "time" => Time,
+            "Type" => Table,
+            _ => Other,
+        },
+        7 => match key {
+            "records" => Records,
+            "address" | "Address" => ClientIp,
+            "keyType" | "KeyType" => KeyType,
+            _ => Other,
+        },
+        8 => match key {
+            "category" | "Category" => Category,
+            _ => Other,
+        },
+        9 => match key {
+            "timestamp" => Time,
+            "address_s" => ClientIp,
+            "keyType_s" => KeyType,
+            "userAgent" | "UserAgent" => UserAgent,
+            "errorCode" | "ErrorCode" => ErrorCode,
+            _ => Other,
+        },
+        10 => match key {
+            "resourceId" | "ResourceId" | "resourceID" => ResourceId,
+            "properties" => Properties,
+            "activityId" | "ActivityId" => ActivityId,
+            "statusCode" | "StatusCode" => StatusCode,
+            _ => Other,
+        },
+        11 => match key {
+            "_ResourceId" => ResourceId,
+            "accountName" | "AccountName" => AccountName,
+            "userAgent_s" => UserAgent,
+            "errorCode_s" => ErrorCode,
+            _ => Other,
+        },
+        12 => match key {
+            "databaseName" | "DatabaseName" | "databasename" => Database,
+            "activityId_g" | "activityId_s" => ActivityId,
+            "statusCode_s" | "statusCode_d" => StatusCode,
+            _ => Other,
+        },
+        13 => match key {
+            "TimeGenerated" | "timeGenerated" => Time,
+            "operationName" | "OperationName" => OperationName,
+            "authTokenType" | "AuthTokenType" => AuthTokenType,
+            "requestCharge" | "RequestCharge" => RequestCharge,
+            "requestLength" | "RequestLength" => RequestLength,
+            _ => Other,
+        },
+        14 => match key {
+            "aadPrincipalId" | "AadPrincipalId" => AadPrincipalId,
+            "databaseName_s" => Database,
+            "collectionName" | "CollectionName" | "collectionname" => Collection,
+            "responseLength" | "ResponseLength" => ResponseLength,
+            _ => Other,
+        },
+        15 => match key {
+            "clientIpAddress" | "ClientIpAddress" | "callerIpAddress" => ClientIp,
+            "authTokenType_s" => AuthTokenType,
+            "requestCharge_s" | "requestCharge_d" => RequestCharge,
+            "requestLength_s" | "requestLength_d" => RequestLength,
+            _ => Other,
+        },
+        16 => match key {
+            "aadPrincipalId_g" | "aadPrincipalId_s" => AadPrincipalId,
+            "collectionName_s" => Collection,
+            "responseLength_s" | "responseLength_d" => ResponseLength,
+            _ => Other,
+        },
+        17 => match key {
+            "clientIpAddress_s" => ClientIp,
+            _ => Other,
+        },
+        19 => match key {
+            "databaseAccountName" => AccountName,
+            _ => Other,
+        },
+        20 => match key {
+            "resourceTokenUserRid" | "ResourceTokenUserRid" => ResourceTokenUserRid,
+            _ => Other,
+        },
+        22 => match key {
+            "authorizationTokenType" | "AuthorizationTokenType" => AuthTokenType,
+            "resourceTokenUserRid_s" => ResourceTokenUserRid,
+            _ => Other,
+        },
+        24 => match key {
+            "authorizationTokenType_s" => AuthTokenType,
+            _ => Other,
+        },
+        25 => match key {
+            "resourceTokenPermissionId" | "ResourceTokenPermissionId" => ResourceTokenPermissionId,
+            _ => Other,
+        },
+        27 => match key {
+            "resourceTokenPermissionId_s" => ResourceTokenPermissionId,
+            _ => Other,
+        },
+        _ => Other,
+    }
+}
+
 /// Reads the object whose header is `tape[at]` into `rec`. Unknown keys are skipped; when a
 /// key appears twice the last one wins.
 pub fn read_object<'a>(tape: &[Node<'a>], at: usize, rec: &mut RawRecord<'a>) -> Nested {
@@ -151,49 +303,31 @@ pub fn read_object<'a>(tape: &[Node<'a>], at: usize, rec: &mut RawRecord<'a>) ->
         let (Some(Node::String(key)), Some(value)) = (tape.get(i), tape.get(i + 1)) else { break };
         let v = i + 1;
         i = v + span(value);
-        match *key {
-            "time" | "TimeGenerated" | "timeGenerated" | "timestamp" => rec.time = text(value),
-            "resourceId" | "ResourceId" | "_ResourceId" | "resourceID" => rec.resource_id = text(value),
-            "accountName" | "AccountName" | "databaseAccountName" => rec.account_name = text(value),
-            "category" | "Category" => rec.category = text(value),
-            "Type" => rec.table = text(value),
-            "operationName" | "OperationName" => rec.operation_name = text(value),
-            "properties" => nested.properties = matches!(value, Node::Object { .. }).then_some(v),
-            "records" => nested.records = Some(matches!(value, Node::Array { .. }).then_some(v)),
-            "clientIpAddress" | "ClientIpAddress" | "clientIpAddress_s" | "address" | "Address" | "address_s"
-            | "callerIpAddress" => rec.client_ip = text(value),
-            "keyType" | "KeyType" | "keyType_s" => rec.key_type = text(value),
-            "authTokenType"
-            | "AuthTokenType"
-            | "authTokenType_s"
-            | "authorizationTokenType"
-            | "AuthorizationTokenType"
-            | "authorizationTokenType_s" => rec.auth_token_type = text(value),
-            "aadPrincipalId" | "AadPrincipalId" | "aadPrincipalId_g" | "aadPrincipalId_s" => {
-                rec.aad_principal_id = text(value)
-            }
-            "resourceTokenPermissionId" | "ResourceTokenPermissionId" | "resourceTokenPermissionId_s" => {
-                rec.resource_token_permission_id = text(value)
-            }
-            "resourceTokenUserRid" | "ResourceTokenUserRid" | "resourceTokenUserRid_s" => {
-                rec.resource_token_user_rid = text(value)
-            }
-            "databaseName" | "DatabaseName" | "databaseName_s" | "databasename" => rec.database = text(value),
-            "collectionName" | "CollectionName" | "collectionName_s" | "collectionname" => rec.collection = text(value),
-            "userAgent" | "UserAgent" | "userAgent_s" => rec.user_agent = text(value),
-            "activityId" | "ActivityId" | "activityId_g" | "activityId_s" => rec.activity_id = text(value),
-            "statusCode" | "StatusCode" | "statusCode_s" | "statusCode_d" => rec.status_code = num(value),
-            "errorCode" | "ErrorCode" | "errorCode_s" => rec.error_code = num(value),
-            "requestCharge" | "RequestCharge" | "requestCharge_s" | "requestCharge_d" => {
-                rec.request_charge = num(value)
-            }
-            "requestLength" | "RequestLength" | "requestLength_s" | "requestLength_d" => {
-                rec.request_length = num(value)
-            }
-            "responseLength" | "ResponseLength" | "responseLength_s" | "responseLength_d" => {
-                rec.response_length = num(value)
-            }
-            _ => {}
+        match field_of(key) {
+            Field::Time => rec.time = text(value),
+            Field::ResourceId => rec.resource_id = text(value),
+            Field::AccountName => rec.account_name = text(value),
+            Field::Category => rec.category = text(value),
+            Field::Table => rec.table = text(value),
+            Field::OperationName => rec.operation_name = text(value),
+            Field::Properties => nested.properties = matches!(value, Node::Object { .. }).then_some(v),
+            Field::Records => nested.records = Some(matches!(value, Node::Array { .. }).then_some(v)),
+            Field::ClientIp => rec.client_ip = text(value),
+            Field::KeyType => rec.key_type = text(value),
+            Field::AuthTokenType => rec.auth_token_type = text(value),
+            Field::AadPrincipalId => rec.aad_principal_id = text(value),
+            Field::ResourceTokenPermissionId => rec.resource_token_permission_id = text(value),
+            Field::ResourceTokenUserRid => rec.resource_token_user_rid = text(value),
+            Field::Database => rec.database = text(value),
+            Field::Collection => rec.collection = text(value),
+            Field::UserAgent => rec.user_agent = text(value),
+            Field::ActivityId => rec.activity_id = text(value),
+            Field::StatusCode => rec.status_code = num(value),
+            Field::ErrorCode => rec.error_code = num(value),
+            Field::RequestCharge => rec.request_charge = num(value),
+            Field::RequestLength => rec.request_length = num(value),
+            Field::ResponseLength => rec.response_length = num(value),
+            Field::Other => {}
         }
     }
     nested

@@ -248,16 +248,23 @@ static HEX: [u8; 256] = hex_table();
 pub fn parse_guid(s: &str) -> u128 {
     let b = s.as_bytes();
     if b.len() == 36 && b[8] == b'-' && b[13] == b'-' && b[18] == b'-' && b[23] == b'-' {
-        let (mut v, mut bad) = (0u128, 0u8);
-        for (i, &c) in b.iter().enumerate() {
-            if i == 8 || i == 13 || i == 18 || i == 23 {
-                continue;
-            }
-            let d = HEX[c as usize];
+        // The usual form: the 32 digits at fixed places, into two 64-bit halves.
+        const DIGITS: [usize; 32] = [
+            0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 14, 15, 16, 17, 19, 20, 21, 22, 24, 25, 26, 27, 28, 29, 30,
+            31, 32, 33, 34, 35,
+        ];
+        let (mut hi, mut lo, mut bad) = (0u64, 0u64, 0u8);
+        for &i in &DIGITS[..16] {
+            let d = HEX[b[i] as usize];
             bad |= d;
-            v = (v << 4) | (d & 0xf) as u128;
+            hi = (hi << 4) | u64::from(d & 0xf);
         }
-        return if bad > 0xf { 0 } else { v };
+        for &i in &DIGITS[16..] {
+            let d = HEX[b[i] as usize];
+            bad |= d;
+            lo = (lo << 4) | u64::from(d & 0xf);
+        }
+        return if bad > 0xf { 0 } else { (u128::from(hi) << 64) | u128::from(lo) };
     }
     let mut v: u128 = 0;
     let mut n = 0;

@@ -87,13 +87,21 @@ pub const OTHER: Sym = 1;
 #[derive(Debug, Clone)]
 pub struct Interner {
     names: Vec<Box<str>>,
+    /// The user-agent family of each string (`agents::family`), by symbol: a user agent is
+    /// hashed once, when it is first seen, not on every record. Derived, never stored.
+    families: Vec<u32>,
     index: FxHashMap<NameKey, Sym>,
     capacity: usize,
 }
 
 impl Interner {
     pub fn new(capacity: usize) -> Self {
-        let mut i = Interner { names: Vec::new(), index: FxHashMap::default(), capacity: capacity.max(2) };
+        let mut i = Interner {
+            names: Vec::new(),
+            families: Vec::new(),
+            index: FxHashMap::default(),
+            capacity: capacity.max(2),
+        };
         i.insert(""); // symbol 0: the empty string
         i.insert("(other)");
         i
@@ -102,6 +110,7 @@ impl Interner {
     fn insert(&mut self, s: &str) -> Sym {
         let sym = self.names.len() as Sym;
         self.names.push(s.into());
+        self.families.push(super::agents::family(s));
         self.index.insert(NameKey::new(s), sym);
         sym
     }
@@ -129,6 +138,14 @@ impl Interner {
         self.names.get(sym as usize).map_or("", |s| s)
     }
 
+    /// `agents::family(self.name(sym))`, computed once per symbol.
+    pub(super) fn family(&self, sym: Sym) -> u32 {
+        match self.families.get(sym as usize) {
+            Some(&f) => f,
+            None => super::agents::family(self.name(sym)),
+        }
+    }
+
     /// The symbol of `s` if it was interned.
     pub fn get(&self, s: &str) -> Option<Sym> {
         self.index.get(s.as_bytes()).copied()
@@ -145,7 +162,12 @@ impl Interner {
         if names.first().map(String::as_str) != Some("") || names.get(1).map(String::as_str) != Some("(other)") {
             return None;
         }
-        let mut i = Interner { names: Vec::with_capacity(names.len()), index: FxHashMap::default(), capacity };
+        let mut i = Interner {
+            names: Vec::with_capacity(names.len()),
+            families: Vec::with_capacity(names.len()),
+            index: FxHashMap::default(),
+            capacity,
+        };
         for n in names {
             if i.index.contains_key(n.as_bytes()) {
                 return None;
@@ -172,7 +194,8 @@ impl<'de> Deserialize<'de> for Interner {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let st = Stored::deserialize(d)?;
         let index = st.names.iter().enumerate().map(|(i, n)| (NameKey::new(n), i as Sym)).collect();
-        Ok(Interner { names: st.names, index, capacity: st.capacity })
+        let families = st.names.iter().map(|n| super::agents::family(n)).collect();
+        Ok(Interner { names: st.names, families, index, capacity: st.capacity })
     }
 }
 

@@ -217,8 +217,10 @@ impl Detector {
         if e.ip.is_none() {
             ctx.stats.without_ip += 1;
         }
-        if !self.accounts.contains_key(ev.account.as_bytes()) {
-            let state = AccountState {
+        // One probe for a known account (nearly every record).
+        let acct = match self.accounts.get_mut(ev.account.as_bytes()) {
+            Some(acct) => acct,
+            None => self.accounts.entry(NameKey::new(&ev.account)).or_insert(AccountState {
                 first_seen: e.time,
                 last_seen: e.time,
                 max_time: e.time,
@@ -229,10 +231,8 @@ impl Detector {
                 evidence_created: Nanos::MIN,
                 unfamiliar: FxHashMap::default(),
                 resource: None,
-            };
-            self.accounts.insert(NameKey::new(&ev.account), state);
-        }
-        let Some(acct) = self.accounts.get_mut(ev.account.as_bytes()) else { return };
+            }),
+        };
         if acct.resource.is_none() && !ev.resource_id.is_empty() {
             acct.resource = AzureResource::parse(&ev.resource_id);
         }

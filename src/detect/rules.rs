@@ -149,7 +149,7 @@ impl Ctx {
         });
         key.first_seen = key.first_seen.min(t);
         key.last_seen = key.last_seen.max(t);
-        agents::observe(&mut key.agents, agents::family(self.syms.name(e.ua)), t);
+        agents::observe(&mut key.agents, self.syms.family(e.ua), t);
         let sample = Sample {
             time: t,
             ip: e.ip,
