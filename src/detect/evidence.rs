@@ -250,8 +250,8 @@ pub fn parse_guid(s: &str) -> u128 {
     if b.len() == 36 && b[8] == b'-' && b[13] == b'-' && b[18] == b'-' && b[23] == b'-' {
         // The usual form: the 32 digits at fixed places, into two 64-bit halves.
         const DIGITS: [usize; 32] = [
-            0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 14, 15, 16, 17, 19, 20, 21, 22, 24, 25, 26, 27, 28, 29, 30,
-            31, 32, 33, 34, 35,
+            0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 14, 15, 16, 17, 19, 20, 21, 22, 24, 25, 26, 27, 28, 29, 30, 31, 32,
+            33, 34, 35,
         ];
         let (mut hi, mut lo, mut bad) = (0u64, 0u64, 0u8);
         for &i in &DIGITS[..16] {
