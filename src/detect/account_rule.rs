@@ -30,29 +30,24 @@ impl Ctx {
         if t >= ko.first_seen + familiar_after || ko.verdict.is_some() {
             return; // familiar to this key, or judged by an analyst
         }
-        if !acct.unfamiliar.contains_key(&origin) {
+        if acct.unfamiliar.len() >= self.cfg.max_origins_per_key && !acct.unfamiliar.contains_key(&origin) {
+            acct.unfamiliar.retain(|_, o| t < o.first_seen + familiar_after);
             if acct.unfamiliar.len() >= self.cfg.max_origins_per_key {
-                acct.unfamiliar.retain(|_, o| t < o.first_seen + familiar_after);
-                if acct.unfamiliar.len() >= self.cfg.max_origins_per_key {
-                    return; // bounded: a spray this wide trips unfamiliar_origins_aggregate
-                }
+                return; // bounded: a spray this wide trips unfamiliar_origins_aggregate
             }
-            let familiar = acct
-                .keys
-                .iter()
-                .any(|(c, k)| *c != cred && k.origins.get(&origin).is_some_and(|o| t >= o.first_seen + familiar_after));
-            let entry = AccountOrigin {
-                first_seen: t,
-                familiar,
-                bytes: 0,
-                keys: Vec::new(),
-                mark_level: 0,
-                mark_epoch: 0,
-                mark_at: 0,
-            };
-            acct.unfamiliar.insert(origin, entry);
         }
-        let Some(entry) = acct.unfamiliar.get_mut(&origin) else { return };
+        let keys = &acct.keys;
+        let entry = acct.unfamiliar.entry(origin).or_insert_with(|| AccountOrigin {
+            first_seen: t,
+            familiar: keys
+                .iter()
+                .any(|(c, k)| *c != cred && k.origins.get(&origin).is_some_and(|o| t >= o.first_seen + familiar_after)),
+            bytes: 0,
+            keys: Vec::new(),
+            mark_level: 0,
+            mark_epoch: 0,
+            mark_at: 0,
+        });
         if entry.familiar || t >= entry.first_seen + familiar_after {
             return;
         }

@@ -236,8 +236,8 @@ impl Detector {
                     today,
                     hours_today,
                     peak_model: peak_model.copied(),
-                    aggregate_mark: key.aggregate_mark.as_ref().map(mark_row),
-                    volume_mark: key.volume_mark.as_ref().map(mark_row),
+                    aggregate_mark: key.aggregate_mark.as_deref().map(mark_row),
+                    volume_mark: key.volume_mark.as_deref().map(mark_row),
                     aggregate_checked_minute: (key.aggregate_checked_minute != i64::MIN)
                         .then_some(key.aggregate_checked_minute),
                     window_evidence: key.window_evidence.as_deref().map(|(b, now, before)| {
@@ -383,8 +383,8 @@ impl Detector {
                 }),
                 volume_origins: k.volume_origins,
                 unfamiliar_origins: k.unfamiliar_origins,
-                aggregate_mark: k.aggregate_mark.as_ref().map(mark),
-                volume_mark: k.volume_mark.as_ref().map(mark),
+                aggregate_mark: k.aggregate_mark.as_ref().map(|m| Box::new(mark(m))),
+                volume_mark: k.volume_mark.as_ref().map(|m| Box::new(mark(m))),
                 aggregate_checked_minute: k.aggregate_checked_minute.unwrap_or(i64::MIN),
                 // An hour's count of new origins: not part of a model.
                 spray: None,

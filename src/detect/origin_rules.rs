@@ -23,7 +23,7 @@ impl Ctx {
     ) -> bool {
         let t = s.time;
         let cfg = &self.cfg;
-        if !key.origins.contains_key(&origin) && key.origins.len() >= cfg.max_origins_per_key {
+        if key.origins.len() >= cfg.max_origins_per_key && !key.origins.contains_key(&origin) {
             // Evict the least recently seen sixteenth at once: amortized O(log n) per insert.
             // Origins holding evidence of a theft in progress last (bound.rs: misses cost more).
             let mut by_age: Vec<(bool, Nanos, OriginKey)> =
@@ -125,7 +125,7 @@ impl Ctx {
                 m.epoch += 1;
             }
         }
-        let done = key.aggregate_mark.map_or(0, |m| m.level);
+        let done = key.aggregate_mark.as_ref().map_or(0, |m| m.level);
         let Some(level) = reached_level(sum, thr, cfg.escalation_factor, done) else {
             return created;
         };
@@ -149,13 +149,13 @@ impl Ctx {
             return created;
         }
         contributing.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        let mark = key.aggregate_mark.get_or_insert(Mark::default());
+        let mark = key.aggregate_mark.get_or_insert_with(Default::default);
         if mark.level == 0 {
             mark.since = key.unfamiliar.start().unwrap_or(since);
         }
         mark.level = level + 1;
         mark.at = t;
-        let m = *mark;
+        let m = **mark;
         let a = self.aggregate_alert(account, cred, key, &contributing, t, level, m);
         self.emit(a, cred, key, allow::Subject::Origins(&contributing), t, out);
         created

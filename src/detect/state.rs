@@ -87,8 +87,9 @@ pub(super) struct KeyState {
     /// `unfamiliar_origins_aggregate` lists); dropped by the sweep once the key is idle that long.
     #[serde(default)]
     pub(super) unfamiliar_origins: Option<Box<OriginWindow>>,
-    pub(super) aggregate_mark: Option<Mark>,
-    pub(super) volume_mark: Option<Mark>,
+    /// Dedup marks of the key-level rules, boxed: most keys never alert.
+    pub(super) aggregate_mark: Option<Box<Mark>>,
+    pub(super) volume_mark: Option<Box<Mark>>,
     pub(super) aggregate_checked_minute: i64,
     /// `origin_spray`: new origins in the last hour (kept until the key is idle that long).
     #[serde(default, skip_serializing_if = "Option::is_none")]

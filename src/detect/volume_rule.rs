@@ -23,7 +23,7 @@ impl Ctx {
                 m.epoch += 1;
             }
         }
-        let done = key.volume_mark.map_or(0, |m| m.level);
+        let done = key.volume_mark.as_ref().map_or(0, |m| m.level);
         let Some(level) = reached_level(key.volume.sum(), model.threshold, cfg.escalation_factor, done) else {
             return;
         };
@@ -31,13 +31,13 @@ impl Ctx {
             self.stats.alerts_suppressed_learning += 1;
             return;
         }
-        let mark = key.volume_mark.get_or_insert(Mark::default());
+        let mark = key.volume_mark.get_or_insert_with(Default::default);
         if mark.level == 0 {
             mark.since = key.volume.start().unwrap_or(t);
         }
         mark.level = level + 1;
         mark.at = t;
-        let m = *mark;
+        let m = **mark;
         let a = self.volume_alert(account, cred, key, &model, t, level, m);
         self.emit(a, cred, key, allow::Subject::Window, t, out);
     }
