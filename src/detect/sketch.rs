@@ -218,7 +218,11 @@ impl OriginWindow {
         s.addresses.add(ip, bytes);
         self.total += bytes;
         // Entries of minute m lie just before the insertion point; at most CAPACITY of them.
-        let at = self.minutes.partition_point(|e| e.0 <= m);
+        let at = match self.minutes.back() {
+            // In time order (nearly always): the end, without a search.
+            Some(last) if last.0 > m => self.minutes.partition_point(|e| e.0 <= m),
+            _ => self.minutes.len(),
+        };
         let mut j = at;
         while j > 0 && self.minutes[j - 1].0 == m {
             j -= 1;
