@@ -116,6 +116,9 @@ pub struct ReadAhead {
     next_id: u64,
     /// Chunks sent and not yet consumed.
     outstanding: usize,
+    /// Consumed chunks, emptied and used again for the next ones: their buffers (a megabyte
+    /// of units, the packed events) are not allocated, faulted in and freed once per chunk.
+    spare: Vec<Chunk>,
     budget: usize,
     per_stream: usize,
     chunk_bytes: usize,
@@ -152,6 +155,7 @@ impl ReadAhead {
             current: (0..n).map(|_| None).collect(),
             next_id: 0,
             outstanding: 0,
+            spare: Vec::new(),
             budget,
             per_stream: threads,
             chunk_bytes,
@@ -165,14 +169,26 @@ impl ReadAhead {
     /// Reads the next chunk of stream `i` and sends it to be decoded.
     fn dispatch(&mut self, i: usize) -> Result<(), ShardError> {
         let reader = &mut self.readers[i];
-        let mut chunk = Chunk {
-            id: self.next_id,
-            bytes: Vec::with_capacity(self.chunk_bytes + (64 << 10)),
-            sources: Vec::new(),
-            units: Vec::new(),
-            items: Vec::new(),
-            events: Packed::default(),
-            end: None,
+        let mut chunk = match self.spare.pop() {
+            Some(mut c) => {
+                c.id = self.next_id;
+                c.bytes.clear();
+                c.sources.clear();
+                c.units.clear();
+                c.items.clear();
+                c.events.clear();
+                c.end = None;
+                c
+            }
+            None => Chunk {
+                id: self.next_id,
+                bytes: Vec::with_capacity(self.chunk_bytes + (64 << 10)),
+                sources: Vec::new(),
+                units: Vec::new(),
+                items: Vec::new(),
+                events: Packed::default(),
+                end: None,
+            },
         };
         self.next_id += 1;
         while chunk.bytes.len() < self.chunk_bytes && chunk.units.len() < CHUNK_UNITS {
@@ -202,8 +218,8 @@ impl ReadAhead {
                 m.faults = reader.take_faults();
             }
         }
-        chunk.events = Packed::with_capacity(chunk.units.len(), chunk.bytes.len() / 4);
-        chunk.items = Vec::with_capacity(chunk.units.len());
+        chunk.events.reserve(chunk.units.len(), chunk.bytes.len() / 4);
+        chunk.items.reserve(chunk.units.len());
         self.queued[i].push_back(chunk.id);
         self.outstanding += 1;
         let sent = match &self.jobs {
@@ -253,11 +269,15 @@ impl ReadAhead {
                     self.prefetch(i)?;
                     return Ok(Step::Unit);
                 }
-                if let Some(faults) = chunk.end.take() {
-                    self.current[i] = None;
+                let end = chunk.end.take();
+                if let Some((done, _)) = self.current[i].take() {
+                    if self.spare.len() < self.budget {
+                        self.spare.push(done);
+                    }
+                }
+                if let Some(faults) = end {
                     return Ok(Step::End(faults));
                 }
-                self.current[i] = None;
             }
             if self.queued[i].is_empty() {
                 if self.ended[i] {

@@ -38,6 +38,18 @@ impl Packed {
         Packed { arena: String::with_capacity(bytes), events: Vec::with_capacity(events) }
     }
 
+    /// Empties the list, keeping its buffers (a chunk or batch used again).
+    pub fn clear(&mut self) {
+        self.arena.clear();
+        self.events.clear();
+    }
+
+    /// Room for `events` more events of `bytes` more bytes of strings.
+    pub fn reserve(&mut self, events: usize, bytes: usize) {
+        self.arena.reserve(bytes);
+        self.events.reserve(events);
+    }
+
     /// Appends a copy of `ev`; returns its index.
     pub fn push(&mut self, ev: &Event<'_>) -> usize {
         let mut put = |s: &str| {

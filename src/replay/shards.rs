@@ -379,19 +379,40 @@ enum Msg {
 }
 
 enum Reply {
-    Epoch { worker: usize, epoch: u64, alerts: Vec<(u64, Alert)>, state: u64, stats: DetectorStats, failures: u64 },
-    Candidates { list: Vec<(usize, EvictionCandidate)>, newest: Nanos },
-    Evicted { worker: usize, stats: DetectorStats },
-    Finished { worker: usize, lists: Vec<(String, Vec<Alert>)>, state: u64, stats: DetectorStats, failures: u64 },
+    /// An epoch's alerts; its batch comes back emptied, to be filled again.
+    Epoch {
+        worker: usize,
+        epoch: u64,
+        alerts: Vec<(u64, Alert)>,
+        state: u64,
+        stats: DetectorStats,
+        failures: u64,
+        batch: Batch,
+    },
+    Candidates {
+        list: Vec<(usize, EvictionCandidate)>,
+        newest: Nanos,
+    },
+    Evicted {
+        worker: usize,
+        stats: DetectorStats,
+    },
+    Finished {
+        worker: usize,
+        lists: Vec<(String, Vec<Alert>)>,
+        state: u64,
+        stats: DetectorStats,
+        failures: u64,
+    },
 }
 
 fn work(worker: usize, mut set: ShardSet, rx: Receiver<Msg>, tx: SyncSender<Reply>) {
     let mut scratch = Vec::new();
     while let Ok(msg) = rx.recv() {
         let reply = match msg {
-            Msg::Epoch(epoch, batch) => {
+            Msg::Epoch(epoch, mut batch) => {
                 let mut alerts = Vec::new();
-                for (seq, s, w) in batch.items {
+                for (seq, s, w) in batch.items.drain(..) {
                     match w {
                         Work::Event(i) => {
                             if let Some(ev) = batch.events.get(i) {
@@ -407,7 +428,8 @@ fn work(worker: usize, mut set: ShardSet, rx: Receiver<Msg>, tx: SyncSender<Repl
                     alerts.extend(scratch.drain(..).map(|a| (seq, a)));
                 }
                 let failures = std::mem::take(&mut set.verdict_failures);
-                Reply::Epoch { worker, epoch, alerts, state: set.state_bytes(), stats: set.stats(), failures }
+                batch.events.clear();
+                Reply::Epoch { worker, epoch, alerts, state: set.state_bytes(), stats: set.stats(), failures, batch }
             }
             Msg::Candidates => Reply::Candidates { list: set.candidates(), newest: set.newest() },
             Msg::Evict(keys) => {
@@ -440,6 +462,9 @@ pub(super) struct Threaded {
     handles: Vec<JoinHandle<()>>,
     replies: Receiver<Reply>,
     batches: Vec<Batch>,
+    /// Batches the detect threads gave back, filled again for the next epochs (their buffers
+    /// are not allocated and freed once per epoch).
+    spare: Vec<Batch>,
     seq: u64,
     /// The open epoch (items being batched).
     epoch: u64,
@@ -483,6 +508,7 @@ impl Threaded {
         }
         Ok(Threaded {
             batches: (0..threads).map(|_| Batch::default()).collect(),
+            spare: Vec::new(),
             senders,
             handles,
             replies,
@@ -534,7 +560,10 @@ impl Threaded {
     /// Books an epoch's answer (returned: None); other answers are returned to the caller.
     fn handle(&mut self, r: Reply) -> Option<Reply> {
         match r {
-            Reply::Epoch { worker, epoch, alerts, state, stats, failures } => {
+            Reply::Epoch { worker, epoch, alerts, state, stats, failures, batch } => {
+                if self.spare.len() < self.senders.len() * (LAG as usize + 2) {
+                    self.spare.push(batch);
+                }
                 self.worker_stats[worker] = stats;
                 self.failures += failures;
                 let i = (epoch - self.answered) as usize;
@@ -585,7 +614,8 @@ impl Threaded {
         for w in 0..self.threads() {
             // The next batch is sized like this one.
             let size = self.batches[w].items.len();
-            let batch = std::mem::replace(&mut self.batches[w], Batch::with_capacity(size));
+            let next = self.spare.pop().unwrap_or_else(|| Batch::with_capacity(size));
+            let batch = std::mem::replace(&mut self.batches[w], next);
             self.send(w, Msg::Epoch(k, batch));
         }
         self.epoch += 1;
