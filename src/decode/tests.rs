@@ -272,6 +272,70 @@ fn escaped_strings_are_decoded() {
     assert_eq!(e.user_agent, "a\"bé");
 }
 
+#[test]
+fn the_fast_trim_is_str_trim() {
+    for s in [
+        "",
+        " ",
+        "a",
+        "ab",
+        " a",
+        "a ",
+        "\tx\n",
+        "\u{a0}x",
+        "x\u{2003}",
+        "\u{85}",
+        "é",
+        "aé",
+        "éa",
+        "\u{1}a",
+        "a\u{7f}",
+        "  key:x  ",
+        "10.0.0.1",
+    ] {
+        assert_eq!(trim(s), s.trim(), "{s:?}");
+    }
+}
+
+#[test]
+fn every_field_name_is_read_from_a_record_and_from_properties() {
+    // The spellings of a field (camelCase, PascalCase, Log Analytics' `_s`/`_g`/`_d`), each
+    // inside `properties`: the event carries the value (keys are told apart by length first).
+    let client_ip = [
+        "clientIpAddress",
+        "ClientIpAddress",
+        "clientIpAddress_s",
+        "address",
+        "Address",
+        "address_s",
+        "callerIpAddress",
+    ];
+    for name in client_ip {
+        let line = format!(
+            r#"{{"time":"2021-08-17T02:13:05Z","resourceId":"/X/DATABASEACCOUNTS/ACCT","category":"DataPlaneRequests","properties":{{"{name}":"192.0.2.7","statusCode":"200"}}}}"#
+        );
+        assert_eq!(event(&line).client_ip, Some("192.0.2.7".parse().unwrap()), "{name}");
+    }
+    let user_agent = ["userAgent", "UserAgent", "userAgent_s"];
+    let database = ["databaseName", "DatabaseName", "databaseName_s", "databasename"];
+    let collection = ["collectionName", "CollectionName", "collectionName_s", "collectionname"];
+    let activity = ["activityId", "ActivityId", "activityId_g", "activityId_s"];
+    let length = ["responseLength", "ResponseLength", "responseLength_s", "responseLength_d"];
+    for i in 0..4 {
+        let ua = user_agent[i.min(2)];
+        let line = format!(
+            r#"{{"time":"2021-08-17T02:13:05Z","resourceId":"/X/DATABASEACCOUNTS/ACCT","category":"DataPlaneRequests","properties":{{"{ua}":"ua/1","{}":"db","{}":"coll","{}":"0ca83fdd-9b67-4db1-897c-9ff5677bbeeb","{}":"42","statusCode":"200","clientIpAddress":"192.0.2.7"}}}}"#,
+            database[i], collection[i], activity[i], length[i]
+        );
+        let e = event(&line);
+        assert_eq!(
+            (&*e.user_agent, &*e.database, &*e.collection, &*e.activity_id, e.response_bytes),
+            ("ua/1", "db", "coll", "0ca83fdd-9b67-4db1-897c-9ff5677bbeeb", 42),
+            "{line}"
+        );
+    }
+}
+
 mod props {
     use super::*;
     use proptest::prelude::*;
