@@ -298,7 +298,7 @@ fn the_fast_trim_is_str_trim() {
 }
 
 #[test]
-fn every_field_name_is_read_from_a_record_and_from_properties() {
+fn every_spelling_of_a_field_is_read() {
     // The spellings of a field (camelCase, PascalCase, Log Analytics' `_s`/`_g`/`_d`), each
     // inside `properties`: the event carries the value (keys are told apart by length first).
     let client_ip = [
