@@ -74,8 +74,10 @@ impl PartialOrd for NameKey {
 }
 
 impl Ord for NameKey {
+    /// The order of the strings: UTF-8's byte order is `str`'s, so the bytes are compared
+    /// without validating them again (accounts are sorted by name at every end of input).
     fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        self.as_str().cmp(o.as_str())
+        self.as_bytes().cmp(o.as_bytes())
     }
 }
 
