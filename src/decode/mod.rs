@@ -6,7 +6,7 @@
 
 mod raw;
 
-pub use raw::{trim, Num, RawRecord, Text};
+pub use raw::{column_kind, trim, ColumnKind, Num, RawRecord, Text};
 
 use crate::time::{parse_timestamp, Nanos};
 use std::borrow::Cow;

@@ -293,6 +293,28 @@ fn field_of(key: &str) -> Field {
     }
 }
 
+/// What a column of a table export that the decoder reads holds (`src/sources/table.rs`
+/// checks its values' type against it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnKind {
+    Time,
+    Number,
+    Text,
+}
+
+/// The kind of the field a key names, by the decoder's own names ([`field_of`]); `None` for a
+/// key it does not read as a value (and for `properties` and `records`, which are not values).
+pub fn column_kind(key: &str) -> Option<ColumnKind> {
+    Some(match field_of(key) {
+        Field::Time => ColumnKind::Time,
+        Field::StatusCode | Field::ErrorCode | Field::RequestCharge | Field::RequestLength | Field::ResponseLength => {
+            ColumnKind::Number
+        }
+        Field::Properties | Field::Records | Field::Other => return None,
+        _ => ColumnKind::Text,
+    })
+}
+
 /// Reads the object whose header is `tape[at]` into `rec`. Unknown keys are skipped; when a
 /// key appears twice the last one wins.
 pub fn read_object<'a>(tape: &[Node<'a>], at: usize, rec: &mut RawRecord<'a>) -> Nested {

@@ -61,85 +61,9 @@ enum Kind {
     Text,
 }
 
-/// The columns the decoder reads (its aliases in `src/decode/raw.rs`), with what they hold.
+/// The time columns the decoder reads (named when a file has none); what every column holds
+/// is the decoder's to say ([`crate::decode::column_kind`]).
 const TIME: &[&str] = &["TimeGenerated", "time", "timeGenerated", "timestamp"];
-const NUMBERS: &[&str] = &[
-    "statusCode",
-    "StatusCode",
-    "statusCode_s",
-    "statusCode_d",
-    "errorCode",
-    "ErrorCode",
-    "errorCode_s",
-    "requestCharge",
-    "RequestCharge",
-    "requestCharge_s",
-    "requestCharge_d",
-    "requestLength",
-    "RequestLength",
-    "requestLength_s",
-    "requestLength_d",
-    "responseLength",
-    "ResponseLength",
-    "responseLength_s",
-    "responseLength_d",
-];
-const TEXTS: &[&str] = &[
-    "resourceId",
-    "ResourceId",
-    "_ResourceId",
-    "resourceID",
-    "accountName",
-    "AccountName",
-    "databaseAccountName",
-    "Resource",
-    "category",
-    "Category",
-    "Type",
-    "operationName",
-    "OperationName",
-    "clientIpAddress",
-    "ClientIpAddress",
-    "clientIpAddress_s",
-    "address",
-    "Address",
-    "address_s",
-    "callerIpAddress",
-    "keyType",
-    "KeyType",
-    "keyType_s",
-    "authTokenType",
-    "AuthTokenType",
-    "authTokenType_s",
-    "authorizationTokenType",
-    "AuthorizationTokenType",
-    "authorizationTokenType_s",
-    "aadPrincipalId",
-    "AadPrincipalId",
-    "aadPrincipalId_g",
-    "aadPrincipalId_s",
-    "resourceTokenPermissionId",
-    "ResourceTokenPermissionId",
-    "resourceTokenPermissionId_s",
-    "resourceTokenUserRid",
-    "ResourceTokenUserRid",
-    "resourceTokenUserRid_s",
-    "databaseName",
-    "DatabaseName",
-    "databaseName_s",
-    "databasename",
-    "collectionName",
-    "CollectionName",
-    "collectionName_s",
-    "collectionname",
-    "userAgent",
-    "UserAgent",
-    "userAgent_s",
-    "activityId",
-    "ActivityId",
-    "activityId_g",
-    "activityId_s",
-];
 /// Columns that name the account (one is required).
 const ACCOUNT: &[&str] = &[
     "AccountName",
@@ -153,15 +77,15 @@ const ACCOUNT: &[&str] = &[
 ];
 
 fn kind_of(name: &str) -> Option<Kind> {
-    if TIME.contains(&name) {
-        Some(Kind::Time)
-    } else if NUMBERS.contains(&name) {
-        Some(Kind::Number)
-    } else if TEXTS.contains(&name) {
-        Some(Kind::Text)
-    } else {
-        None
+    use crate::decode::ColumnKind;
+    if name == "Resource" {
+        return Some(Kind::Text); // read as `accountName`
     }
+    Some(match crate::decode::column_kind(name)? {
+        ColumnKind::Time => Kind::Time,
+        ColumnKind::Number => Kind::Number,
+        ColumnKind::Text => Kind::Text,
+    })
 }
 
 /// A column the reader copies: its index in the file, its name, the JSON key it gets, its kind.
@@ -169,7 +93,7 @@ fn kind_of(name: &str) -> Option<Kind> {
 struct Col {
     index: usize,
     name: String,
-    key: &'static str,
+    key: String,
     kind: Kind,
 }
 
@@ -179,14 +103,11 @@ fn pick_columns(file: &str, names: &[String]) -> Result<Vec<Col>, TableError> {
     let mut cols = Vec::new();
     for (index, name) in names.iter().enumerate() {
         let Some(kind) = kind_of(name) else { continue };
-        let key: &'static str = match name.as_str() {
+        let key = match name.as_str() {
             // The AzureDiagnostics table's account name; ignored beside a real account column.
             "Resource" if has_account_name => continue,
-            "Resource" => "accountName",
-            other => match TIME.iter().chain(NUMBERS).chain(TEXTS).find(|k| **k == other) {
-                Some(k) => k,
-                None => continue,
-            },
+            "Resource" => "accountName".to_string(),
+            other => other.to_string(),
         };
         cols.push(Col { index, name: name.clone(), key, kind });
     }
@@ -334,7 +255,7 @@ impl TableReader {
                     let v = record.get(c.index).unwrap_or("");
                     check_cell(c.kind, v).map_err(|p| err(Some(&c.name), p))?;
                     if !v.trim().is_empty() {
-                        push_pair(out, c.key, v);
+                        push_pair(out, &c.key, v);
                     }
                 }
                 out.push(b'}');
@@ -362,7 +283,7 @@ impl TableReader {
                     let v = column.value(b.at);
                     check_cell(c.kind, v).map_err(|p| err(Some(&c.name), p))?;
                     if !v.trim().is_empty() {
-                        push_pair(out, c.key, v);
+                        push_pair(out, &c.key, v);
                     }
                 }
                 out.push(b'}');
