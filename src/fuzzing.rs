@@ -11,13 +11,16 @@ use crate::service::wire::{Batch, BatchBuilder};
 use std::borrow::Cow;
 
 /// The decoder over one unit (a line, a Kafka message, a whole document): every item it
-/// yields is used as the drivers use it, and decoding the same bytes again with the warm
-/// decoder gives the same items.
+/// yields is used as the drivers use it, decoding the same bytes again with the warm
+/// decoder gives the same items, and so does simd-json's tape alone (the direct scanner,
+/// `src/decode/scan.rs`, answers for most units).
 pub fn decode(bytes: &[u8]) {
     let mut decoder = Decoder::new();
     let first = decode_items(&mut decoder, bytes);
     let again = decode_items(&mut decoder, bytes);
     assert_eq!(first, again, "a warm decoder decoded the same unit differently");
+    let taped = decode_items(&mut Decoder::tape_only(), bytes);
+    assert_eq!(first, taped, "the direct scanner and simd-json's tape decoded the unit differently");
     // The dead-letter text of the first few set-aside records (each call parses the unit).
     for index in first.iter().filter_map(|i| i.1).take(4) {
         let _ = raw_record_text(bytes, index);

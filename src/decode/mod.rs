@@ -5,6 +5,7 @@
 //! [`Decoded`] item; a unit that is not JSON yields one `Malformed` item. Nothing here does I/O.
 
 mod raw;
+mod scan;
 
 pub use raw::{column_kind, trim, ColumnKind, Num, RawRecord, Text};
 
@@ -313,12 +314,17 @@ pub enum Decoded<'a> {
     },
 }
 
-/// Decodes units. Holds the buffers simd-json parses into, so that decoding allocates nothing
-/// per record once warm; events borrow from them until the next call.
+/// Decodes units. Holds the buffers simd-json parses into and the direct scanner's notes
+/// (`scan.rs`), so that decoding allocates nothing per record once warm; events borrow from
+/// them until the next call.
 pub struct Decoder {
     input: Vec<u8>,
     buffers: simd_json::Buffers,
     tape: Vec<simd_json::Node<'static>>,
+    scan: Box<scan::Scan>,
+    /// Whether the direct scanner is tried first (always, but in the tests that compare it
+    /// with simd-json's tape: [`Decoder::tape_only`]).
+    scanner: bool,
 }
 
 impl Default for Decoder {
@@ -329,11 +335,28 @@ impl Default for Decoder {
 
 impl Decoder {
     pub fn new() -> Self {
-        Decoder { input: Vec::with_capacity(8192), buffers: simd_json::Buffers::new(8192), tape: Vec::new() }
+        Decoder {
+            input: Vec::with_capacity(8192),
+            buffers: simd_json::Buffers::new(8192),
+            tape: Vec::new(),
+            scan: Box::default(),
+            scanner: true,
+        }
+    }
+
+    /// A decoder that parses every unit with simd-json, never with the direct scanner: what the
+    /// tests and the fuzz target compare the scanner with. Not for use.
+    #[doc(hidden)]
+    pub fn tape_only() -> Self {
+        Decoder { scanner: false, ..Decoder::new() }
     }
 
     /// Decodes one unit (one JSON value: a record or an envelope) and calls `emit` once per
     /// record. A leading UTF-8 byte order mark (files saved by Windows tools) is skipped.
+    ///
+    /// Most units are read by the direct scanner (`scan.rs`), straight from their bytes; a unit
+    /// outside its subset of JSON (escapes, exponents, ...) is parsed by simd-json into a
+    /// tape. Both give the same items.
     ///
     /// A unit larger than [`MAX_RECORD_BYTES`] is an envelope or a record too large to use:
     /// it is not parsed whole (simd-json's copies and tape would take several times its size)
@@ -345,9 +368,18 @@ impl Decoder {
         if unit.len() > MAX_RECORD_BYTES && decode_large(unit, &mut emit) {
             return;
         }
-        let Decoder { input, buffers, tape: stored } = self;
+        let Decoder { input, buffers, tape: stored, scan, scanner } = self;
         input.clear();
         input.extend_from_slice(unit);
+        if *scanner && scan.scan(input) {
+            let input: &'s [u8] = input;
+            match std::str::from_utf8(input) {
+                Ok(text) => scan.emit(text, &mut emit),
+                // simd-json checks the whole unit's UTF-8 too.
+                Err(_) => emit(Decoded::Malformed { reason: Malformed::InvalidJson, index: None }),
+            }
+            return;
+        }
         // The stored tape is empty; `Tape::reset` gives its allocation back a new lifetime.
         let mut t: simd_json::Tape<'s> = simd_json::Tape(std::mem::take(stored)).reset();
         if simd_json::fill_tape(input.as_mut_slice(), buffers, &mut t).is_ok() {
@@ -360,13 +392,12 @@ impl Decoder {
 
     /// Decodes `record`, record `index` of an envelope: one item.
     fn decode_record<'s>(&'s mut self, record: &[u8], index: usize, emit: impl FnOnce(Decoded<'s>)) {
-        let Decoder { input, buffers, tape: stored } = self;
+        let Decoder { input, buffers, tape: stored, .. } = self;
         input.clear();
         input.extend_from_slice(record);
         let mut t: simd_json::Tape<'s> = simd_json::Tape(std::mem::take(stored)).reset();
         let item = if simd_json::fill_tape(input.as_mut_slice(), buffers, &mut t).is_ok() {
-            let mut rec = RawRecord::default();
-            let nested = raw::read_object(&t.0, 0, &mut rec);
+            let (rec, nested) = raw::read_object(&t.0, 0);
             record_at(&t.0, rec, nested, Some(index))
         } else {
             Decoded::Malformed { reason: Malformed::InvalidJson, index: Some(index) }
@@ -443,8 +474,7 @@ impl Decoded<'_> {
 }
 
 fn walk_unit<'a>(tape: &[simd_json::Node<'a>], emit: &mut impl FnMut(Decoded<'a>)) {
-    let mut top = RawRecord::default();
-    let nested = raw::read_object(tape, 0, &mut top);
+    let (top, nested) = raw::read_object(tape, 0);
     if !matches!(tape.first(), Some(simd_json::Node::Object { .. })) {
         emit(Decoded::Malformed { reason: Malformed::NotAnObject, index: None });
         return;
@@ -458,8 +488,7 @@ fn walk_unit<'a>(tape: &[simd_json::Node<'a>], emit: &mut impl FnMut(Decoded<'a>
             for index in 0..*len {
                 let Some(node) = tape.get(i) else { break };
                 if matches!(node, simd_json::Node::Object { .. }) {
-                    let mut rec = RawRecord::default();
-                    let inner = raw::read_object(tape, i, &mut rec);
+                    let (rec, inner) = raw::read_object(tape, i);
                     emit(record_at(tape, rec, inner, Some(index)));
                 } else {
                     emit(Decoded::Malformed { reason: Malformed::NotAnObject, index: Some(index) });
@@ -478,8 +507,7 @@ fn record_at<'a>(
 ) -> Decoded<'a> {
     match nested.properties {
         Some(p) => {
-            let mut props = RawRecord::default();
-            raw::read_object(tape, p, &mut props);
+            let (props, _) = raw::read_object(tape, p);
             normalize(&rec, Some(&props), index)
         }
         None => normalize(&rec, None, index),

@@ -131,39 +131,79 @@ pub fn span(n: &Node<'_>) -> usize {
     }
 }
 
-fn text<'a>(n: &Node<'a>) -> Text<'a> {
-    Text(match n {
-        Node::String(s) => Some(Cow::Borrowed(*s)),
-        Node::Static(StaticNode::I64(i)) => Some(Cow::Owned(i.to_string())),
-        Node::Static(StaticNode::U64(u)) => Some(Cow::Owned(u.to_string())),
-        Node::Static(StaticNode::F64(f)) => Some(Cow::Owned(f.to_string())),
-        Node::Static(StaticNode::Bool(b)) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
-        _ => None,
-    })
+/// A JSON leaf as the fields read it, from simd-json's tape or from the direct scanner
+/// (`scan.rs`): the one place both forms are turned into [`Text`] and [`Num`].
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Value<'a> {
+    Str(&'a str),
+    I64(i64),
+    U64(u64),
+    F64(f64),
+    Bool(bool),
+    Null,
+    /// An object or an array.
+    Container,
 }
 
-fn num(n: &Node<'_>) -> Num {
-    match n {
-        Node::String(s) => Num::from_text(s),
-        Node::Static(StaticNode::I64(i)) => Num::Int(*i),
-        Node::Static(StaticNode::U64(u)) => i64::try_from(*u).map_or(Num::Float(*u as f64), Num::Int),
-        Node::Static(StaticNode::F64(f)) if f.is_finite() => Num::Float(*f),
-        Node::Static(StaticNode::Null) => Num::Absent,
-        _ => Num::Invalid,
+impl<'a> Value<'a> {
+    fn of(n: &Node<'a>) -> Value<'a> {
+        match n {
+            Node::String(s) => Value::Str(s),
+            Node::Static(StaticNode::I64(i)) => Value::I64(*i),
+            Node::Static(StaticNode::U64(u)) => Value::U64(*u),
+            Node::Static(StaticNode::F64(f)) => Value::F64(*f),
+            Node::Static(StaticNode::Bool(b)) => Value::Bool(*b),
+            Node::Static(StaticNode::Null) => Value::Null,
+            Node::Object { .. } | Node::Array { .. } => Value::Container,
+        }
+    }
+
+    /// Small enough to inline (a number's text, rare, is written apart).
+    #[inline]
+    fn text(self) -> Text<'a> {
+        Text(match self {
+            Value::Str(s) => Some(Cow::Borrowed(s)),
+            Value::Bool(b) => Some(Cow::Borrowed(if b { "true" } else { "false" })),
+            Value::Null | Value::Container => None,
+            number => Some(Cow::Owned(number.number_text())),
+        })
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn number_text(self) -> String {
+        match self {
+            Value::I64(i) => i.to_string(),
+            Value::U64(u) => u.to_string(),
+            Value::F64(f) => f.to_string(),
+            _ => String::new(),
+        }
+    }
+
+    #[inline]
+    fn num(self) -> Num {
+        match self {
+            Value::Str(s) => Num::from_text(s),
+            Value::I64(i) => Num::Int(i),
+            Value::U64(u) => i64::try_from(u).map_or(Num::Float(u as f64), Num::Int),
+            Value::F64(f) if f.is_finite() => Num::Float(f),
+            Value::Null => Num::Absent,
+            _ => Num::Invalid,
+        }
     }
 }
 
-/// What a key of an object names ([`field_of`]).
-#[derive(Clone, Copy)]
-enum Field {
+/// What a key of an object names ([`field_of`]). The fields that hold a value come first, in
+/// the order of [`VALUE_FIELDS`] (their number indexes the direct scanner's slots).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(super) enum Field {
     Time,
     ResourceId,
     AccountName,
     Category,
     Table,
     OperationName,
-    Properties,
-    Records,
     ClientIp,
     KeyType,
     AuthTokenType,
@@ -179,114 +219,144 @@ enum Field {
     RequestCharge,
     RequestLength,
     ResponseLength,
+    Properties,
+    Records,
     /// A key this program does not read.
     Other,
 }
 
+/// The fields that hold a value, numbered as [`Field`] numbers them.
+pub(super) const VALUE_FIELDS: [Field; 21] = {
+    use Field::*;
+    [
+        Time,
+        ResourceId,
+        AccountName,
+        Category,
+        Table,
+        OperationName,
+        ClientIp,
+        KeyType,
+        AuthTokenType,
+        AadPrincipalId,
+        ResourceTokenPermissionId,
+        ResourceTokenUserRid,
+        Database,
+        Collection,
+        UserAgent,
+        ActivityId,
+        StatusCode,
+        ErrorCode,
+        RequestCharge,
+        RequestLength,
+        ResponseLength,
+    ]
+};
+
 /// The field `key` names. Told apart by length first: most keys of a record are ones this
 /// program does not read, and one comparison of the length rejects them against most names
 /// (a flat `match` of the 78 names compared them one after the other).
-fn field_of(key: &str) -> Field {
+pub(super) fn field_of(key: &[u8]) -> Field {
     use Field::*;
     match key.len() {
         4 => match key {
-            "time" => Time,
-            "Type" => Table,
+            b"time" => Time,
+            b"Type" => Table,
             _ => Other,
         },
         7 => match key {
-            "records" => Records,
-            "address" | "Address" => ClientIp,
-            "keyType" | "KeyType" => KeyType,
+            b"records" => Records,
+            b"address" | b"Address" => ClientIp,
+            b"keyType" | b"KeyType" => KeyType,
             _ => Other,
         },
         8 => match key {
-            "category" | "Category" => Category,
+            b"category" | b"Category" => Category,
             _ => Other,
         },
         9 => match key {
-            "timestamp" => Time,
-            "address_s" => ClientIp,
-            "keyType_s" => KeyType,
-            "userAgent" | "UserAgent" => UserAgent,
-            "errorCode" | "ErrorCode" => ErrorCode,
+            b"timestamp" => Time,
+            b"address_s" => ClientIp,
+            b"keyType_s" => KeyType,
+            b"userAgent" | b"UserAgent" => UserAgent,
+            b"errorCode" | b"ErrorCode" => ErrorCode,
             _ => Other,
         },
         10 => match key {
-            "resourceId" | "ResourceId" | "resourceID" => ResourceId,
-            "properties" => Properties,
-            "activityId" | "ActivityId" => ActivityId,
-            "statusCode" | "StatusCode" => StatusCode,
+            b"resourceId" | b"ResourceId" | b"resourceID" => ResourceId,
+            b"properties" => Properties,
+            b"activityId" | b"ActivityId" => ActivityId,
+            b"statusCode" | b"StatusCode" => StatusCode,
             _ => Other,
         },
         11 => match key {
-            "_ResourceId" => ResourceId,
-            "accountName" | "AccountName" => AccountName,
-            "userAgent_s" => UserAgent,
-            "errorCode_s" => ErrorCode,
+            b"_ResourceId" => ResourceId,
+            b"accountName" | b"AccountName" => AccountName,
+            b"userAgent_s" => UserAgent,
+            b"errorCode_s" => ErrorCode,
             _ => Other,
         },
         12 => match key {
-            "databaseName" | "DatabaseName" | "databasename" => Database,
-            "activityId_g" | "activityId_s" => ActivityId,
-            "statusCode_s" | "statusCode_d" => StatusCode,
+            b"databaseName" | b"DatabaseName" | b"databasename" => Database,
+            b"activityId_g" | b"activityId_s" => ActivityId,
+            b"statusCode_s" | b"statusCode_d" => StatusCode,
             _ => Other,
         },
         13 => match key {
-            "TimeGenerated" | "timeGenerated" => Time,
-            "operationName" | "OperationName" => OperationName,
-            "authTokenType" | "AuthTokenType" => AuthTokenType,
-            "requestCharge" | "RequestCharge" => RequestCharge,
-            "requestLength" | "RequestLength" => RequestLength,
+            b"TimeGenerated" | b"timeGenerated" => Time,
+            b"operationName" | b"OperationName" => OperationName,
+            b"authTokenType" | b"AuthTokenType" => AuthTokenType,
+            b"requestCharge" | b"RequestCharge" => RequestCharge,
+            b"requestLength" | b"RequestLength" => RequestLength,
             _ => Other,
         },
         14 => match key {
-            "aadPrincipalId" | "AadPrincipalId" => AadPrincipalId,
-            "databaseName_s" => Database,
-            "collectionName" | "CollectionName" | "collectionname" => Collection,
-            "responseLength" | "ResponseLength" => ResponseLength,
+            b"aadPrincipalId" | b"AadPrincipalId" => AadPrincipalId,
+            b"databaseName_s" => Database,
+            b"collectionName" | b"CollectionName" | b"collectionname" => Collection,
+            b"responseLength" | b"ResponseLength" => ResponseLength,
             _ => Other,
         },
         15 => match key {
-            "clientIpAddress" | "ClientIpAddress" | "callerIpAddress" => ClientIp,
-            "authTokenType_s" => AuthTokenType,
-            "requestCharge_s" | "requestCharge_d" => RequestCharge,
-            "requestLength_s" | "requestLength_d" => RequestLength,
+            b"clientIpAddress" | b"ClientIpAddress" | b"callerIpAddress" => ClientIp,
+            b"authTokenType_s" => AuthTokenType,
+            b"requestCharge_s" | b"requestCharge_d" => RequestCharge,
+            b"requestLength_s" | b"requestLength_d" => RequestLength,
             _ => Other,
         },
         16 => match key {
-            "aadPrincipalId_g" | "aadPrincipalId_s" => AadPrincipalId,
-            "collectionName_s" => Collection,
-            "responseLength_s" | "responseLength_d" => ResponseLength,
+            b"aadPrincipalId_g" | b"aadPrincipalId_s" => AadPrincipalId,
+            b"collectionName_s" => Collection,
+            b"responseLength_s" | b"responseLength_d" => ResponseLength,
             _ => Other,
         },
         17 => match key {
-            "clientIpAddress_s" => ClientIp,
+            b"clientIpAddress_s" => ClientIp,
             _ => Other,
         },
         19 => match key {
-            "databaseAccountName" => AccountName,
+            b"databaseAccountName" => AccountName,
             _ => Other,
         },
         20 => match key {
-            "resourceTokenUserRid" | "ResourceTokenUserRid" => ResourceTokenUserRid,
+            b"resourceTokenUserRid" | b"ResourceTokenUserRid" => ResourceTokenUserRid,
             _ => Other,
         },
         22 => match key {
-            "authorizationTokenType" | "AuthorizationTokenType" => AuthTokenType,
-            "resourceTokenUserRid_s" => ResourceTokenUserRid,
+            b"authorizationTokenType" | b"AuthorizationTokenType" => AuthTokenType,
+            b"resourceTokenUserRid_s" => ResourceTokenUserRid,
             _ => Other,
         },
         24 => match key {
-            "authorizationTokenType_s" => AuthTokenType,
+            b"authorizationTokenType_s" => AuthTokenType,
             _ => Other,
         },
         25 => match key {
-            "resourceTokenPermissionId" | "ResourceTokenPermissionId" => ResourceTokenPermissionId,
+            b"resourceTokenPermissionId" | b"ResourceTokenPermissionId" => ResourceTokenPermissionId,
             _ => Other,
         },
         27 => match key {
-            "resourceTokenPermissionId_s" => ResourceTokenPermissionId,
+            b"resourceTokenPermissionId_s" => ResourceTokenPermissionId,
             _ => Other,
         },
         _ => Other,
@@ -305,7 +375,7 @@ pub enum ColumnKind {
 /// The kind of the field a key names, by the decoder's own names ([`field_of`]); `None` for a
 /// key it does not read as a value (and for `properties` and `records`, which are not values).
 pub fn column_kind(key: &str) -> Option<ColumnKind> {
-    Some(match field_of(key) {
+    Some(match field_of(key.as_bytes()) {
         Field::Time => ColumnKind::Time,
         Field::StatusCode | Field::ErrorCode | Field::RequestCharge | Field::RequestLength | Field::ResponseLength => {
             ColumnKind::Number
@@ -315,42 +385,72 @@ pub fn column_kind(key: &str) -> Option<ColumnKind> {
     })
 }
 
-/// Reads the object whose header is `tape[at]` into `rec`. Unknown keys are skipped; when a
-/// key appears twice the last one wins.
-pub fn read_object<'a>(tape: &[Node<'a>], at: usize, rec: &mut RawRecord<'a>) -> Nested {
-    let mut nested = Nested::default();
-    let Some(Node::Object { len, .. }) = tape.get(at) else { return nested };
-    let mut i = at + 1;
-    for _ in 0..*len {
-        let (Some(Node::String(key)), Some(value)) = (tape.get(i), tape.get(i + 1)) else { break };
-        let v = i + 1;
-        i = v + span(value);
-        match field_of(key) {
-            Field::Time => rec.time = text(value),
-            Field::ResourceId => rec.resource_id = text(value),
-            Field::AccountName => rec.account_name = text(value),
-            Field::Category => rec.category = text(value),
-            Field::Table => rec.table = text(value),
-            Field::OperationName => rec.operation_name = text(value),
-            Field::Properties => nested.properties = matches!(value, Node::Object { .. }).then_some(v),
-            Field::Records => nested.records = Some(matches!(value, Node::Array { .. }).then_some(v)),
-            Field::ClientIp => rec.client_ip = text(value),
-            Field::KeyType => rec.key_type = text(value),
-            Field::AuthTokenType => rec.auth_token_type = text(value),
-            Field::AadPrincipalId => rec.aad_principal_id = text(value),
-            Field::ResourceTokenPermissionId => rec.resource_token_permission_id = text(value),
-            Field::ResourceTokenUserRid => rec.resource_token_user_rid = text(value),
-            Field::Database => rec.database = text(value),
-            Field::Collection => rec.collection = text(value),
-            Field::UserAgent => rec.user_agent = text(value),
-            Field::ActivityId => rec.activity_id = text(value),
-            Field::StatusCode => rec.status_code = num(value),
-            Field::ErrorCode => rec.error_code = num(value),
-            Field::RequestCharge => rec.request_charge = num(value),
-            Field::RequestLength => rec.request_length = num(value),
-            Field::ResponseLength => rec.response_length = num(value),
-            Field::Other => {}
+impl<'a> RawRecord<'a> {
+    /// The record whose fields hold `value(field)` (`None`: the key is absent).
+    #[inline]
+    pub(super) fn from_fields(value: impl Fn(Field) -> Option<Value<'a>>) -> RawRecord<'a> {
+        let text = |f| value(f).map_or_else(Text::default, Value::text);
+        let num = |f| value(f).map_or(Num::Absent, Value::num);
+        RawRecord {
+            time: text(Field::Time),
+            resource_id: text(Field::ResourceId),
+            account_name: text(Field::AccountName),
+            category: text(Field::Category),
+            table: text(Field::Table),
+            operation_name: text(Field::OperationName),
+            client_ip: text(Field::ClientIp),
+            key_type: text(Field::KeyType),
+            auth_token_type: text(Field::AuthTokenType),
+            aad_principal_id: text(Field::AadPrincipalId),
+            resource_token_permission_id: text(Field::ResourceTokenPermissionId),
+            resource_token_user_rid: text(Field::ResourceTokenUserRid),
+            database: text(Field::Database),
+            collection: text(Field::Collection),
+            user_agent: text(Field::UserAgent),
+            activity_id: text(Field::ActivityId),
+            status_code: num(Field::StatusCode),
+            error_code: num(Field::ErrorCode),
+            request_charge: num(Field::RequestCharge),
+            request_length: num(Field::RequestLength),
+            response_length: num(Field::ResponseLength),
         }
     }
-    nested
+}
+
+/// Reads the object whose header is `tape[at]`. Unknown keys are skipped; when a key appears
+/// twice the last one wins.
+pub fn read_object<'a>(tape: &[Node<'a>], at: usize) -> (RawRecord<'a>, Nested) {
+    let mut nested = Nested::default();
+    let mut values: [Option<Value<'a>>; VALUE_FIELDS.len()] = [None; VALUE_FIELDS.len()];
+    if let Some(Node::Object { len, .. }) = tape.get(at) {
+        let mut i = at + 1;
+        for _ in 0..*len {
+            let (Some(Node::String(key)), Some(value)) = (tape.get(i), tape.get(i + 1)) else { break };
+            let v = i + 1;
+            i = v + span(value);
+            match field_of(key.as_bytes()) {
+                Field::Properties => nested.properties = matches!(value, Node::Object { .. }).then_some(v),
+                Field::Records => nested.records = Some(matches!(value, Node::Array { .. }).then_some(v)),
+                f => {
+                    if let Some(slot) = values.get_mut(f as usize) {
+                        *slot = Some(Value::of(value));
+                    }
+                }
+            }
+        }
+    }
+    (RawRecord::from_fields(|f| values.get(f as usize).copied().flatten()), nested)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn value_fields_are_numbered_as_the_enum() {
+        for (i, f) in VALUE_FIELDS.iter().enumerate() {
+            assert_eq!(*f as usize, i, "{f:?}");
+        }
+        assert_eq!(Field::Properties as usize, VALUE_FIELDS.len());
+    }
 }

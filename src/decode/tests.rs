@@ -336,6 +336,158 @@ fn every_spelling_of_a_field_is_read() {
     }
 }
 
+/// Every item of `unit` decoded by `decoder`, in Debug form (owned).
+fn items_of(decoder: &mut Decoder, unit: &[u8]) -> Vec<String> {
+    let mut items = Vec::new();
+    decoder.decode(unit, |d| items.push(format!("{:?}", d.into_owned())));
+    items
+}
+
+/// Decodes `unit` with the direct scanner and with simd-json's tape alone: the same items.
+/// Returns whether the scanner answered (false: it gave up and the tape decoded the unit).
+fn both_ways_agree(unit: &[u8]) -> bool {
+    let scanned = items_of(&mut Decoder::new(), unit);
+    let taped = items_of(&mut Decoder::tape_only(), unit);
+    assert_eq!(scanned, taped, "the scanner and the tape disagree on {:?}", String::from_utf8_lossy(unit));
+    scan::Scan::default().scan(strip_bom(unit))
+}
+
+/// The units of every sample log: a line each, or the whole pre-2018 document.
+fn sample_units() -> Vec<Vec<u8>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-logs");
+    let mut files = Vec::new();
+    let mut dirs = vec![root];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "json" || x == "jsonl" || x == "gz") {
+                files.push(p);
+            }
+        }
+    }
+    assert!(files.len() >= 4, "{files:?}");
+    let mut units = Vec::new();
+    for f in files {
+        let mut bytes = std::fs::read(&f).unwrap();
+        if f.extension().is_some_and(|x| x == "gz") {
+            let mut plain = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&bytes[..]), &mut plain).unwrap();
+            bytes = plain;
+        }
+        units.push(bytes.clone());
+        units.extend(bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec));
+    }
+    units
+}
+
+#[test]
+fn the_scanner_reads_the_common_shapes() {
+    // Every line of the sample logs (legacy records, envelopes, `CDBDataPlaneRequests` rows,
+    // Mongo records) and the documented sample are read by the scanner itself.
+    let mut scanned = 0;
+    for unit in sample_units() {
+        if both_ways_agree(&unit) {
+            scanned += 1;
+        }
+    }
+    assert!(scanned > 100, "the scanner read only {scanned} sample units");
+    assert!(both_ways_agree(MS_SAMPLE.as_bytes()));
+    let envelope = format!("{{\"records\": [{MS_SAMPLE},{MS_SAMPLE}]}}");
+    assert!(both_ways_agree(envelope.as_bytes()));
+}
+
+#[test]
+fn the_scanner_and_the_tape_agree() {
+    let rec = |props: &str| legacy(props);
+    let cases: Vec<(String, bool)> = vec![
+        // (unit, whether the scanner reads it itself)
+        (rec(r#""clientIpAddress":"10.0.0.1","responseLength":"5""#), true),
+        // Numbers: integers, fractions (text and value), negative, zero, `-0`, exponents,
+        // too many digits.
+        (rec(r#""clientIpAddress":"10.0.0.1","responseLength":123,"statusCode":200,"requestCharge":2.5"#), true),
+        (rec(r#""clientIpAddress":10,"responseLength":1.0,"statusCode":200.000"#), true),
+        (rec(r#""clientIpAddress":"10.0.0.1","responseLength":-5"#), true),
+        (rec(r#""clientIpAddress":"10.0.0.1","responseLength":0,"requestCharge":-0.5,"userAgent":0.1"#), true),
+        (rec(r#""clientIpAddress":"10.0.0.1","userAgent":123456789012.125,"databaseName":-0.000001"#), true),
+        (rec(r#""clientIpAddress":"10.0.0.1","responseLength":-0"#), false),
+        (rec(r#""clientIpAddress":"10.0.0.1","responseLength":1e3"#), false),
+        (rec(r#""clientIpAddress":"10.0.0.1","responseLength":1E-3"#), false),
+        (rec(r#""clientIpAddress":"10.0.0.1","responseLength":1234567890123456789"#), false),
+        (rec(r#""clientIpAddress":"10.0.0.1","responseLength":123456789012345678"#), true),
+        (rec(r#""clientIpAddress":"10.0.0.1","requestCharge":1234567890.1234567"#), false),
+        (rec(r#""clientIpAddress":"10.0.0.1","requestCharge":0.1234567890123456"#), false),
+        (rec(r#""clientIpAddress":"10.0.0.1","responseLength":01"#), false),
+        (rec(r#""clientIpAddress":"10.0.0.1","responseLength":1."#), false),
+        (rec(r#""clientIpAddress":"10.0.0.1","responseLength":.5"#), false),
+        (rec(r#""clientIpAddress":"10.0.0.1","responseLength":+5"#), false),
+        // Literals and containers where a value is read.
+        (rec(r#""clientIpAddress":"10.0.0.1","responseLength":true,"userAgent":false"#), true),
+        (rec(r#""clientIpAddress":null,"responseLength":null,"userAgent":{"a":[1,{"b":null}]}"#), true),
+        (rec(r#""clientIpAddress":"10.0.0.1","responseLength":[],"statusCode":{}"#), true),
+        (rec(r#""clientIpAddress":"10.0.0.1","responseLength":tru"#), false),
+        (rec(r#""clientIpAddress":"10.0.0.1","responseLength":nul"#), false),
+        // A key twice: the last wins, at either level; `properties` twice, or not an object.
+        (rec(r#""clientIpAddress":"10.0.0.1","clientIpAddress":"10.0.0.2","responseLength":"1","responseLength":"2""#), true),
+        (r#"{"time":"2021-08-17T02:13:05Z","time":"x","resourceId":"/A/B","category":"DataPlaneRequests","properties":{"clientIpAddress":"10.0.0.1"}}"#.into(), true),
+        (r#"{"time":"2021-08-17T02:13:05Z","resourceId":"/A/B","category":"DataPlaneRequests","properties":{"clientIpAddress":"10.0.0.1"},"properties":{"clientIpAddress":"10.0.0.2"}}"#.into(), true),
+        (r#"{"time":"2021-08-17T02:13:05Z","resourceId":"/A/B","category":"DataPlaneRequests","properties":{"clientIpAddress":"10.0.0.1"},"properties":"none","clientIpAddress":"10.0.0.3"}"#.into(), true),
+        (r#"{"time":"2021-08-17T02:13:05Z","resourceId":"/A/B","category":"DataPlaneRequests","properties":{"clientIpAddress":"10.0.0.1","properties":{"clientIpAddress":"10.0.0.9"},"records":[1]}}"#.into(), true),
+        // Envelopes: elements that are not objects, `records` twice, not an array, empty.
+        (format!(r#"{{"records":[{},1,"x",null,[{}],{}]}}"#, rec(r#""clientIpAddress":"10.0.0.1""#), rec(""), rec(r#""statusCode":"500""#)), true),
+        (format!(r#"{{"records":[1],"time":"x","records":[{}]}}"#, rec(r#""clientIpAddress":"10.0.0.1""#)), true),
+        (format!(r#"{{"records":[{}],"records":{{}}}}"#, rec(r#""clientIpAddress":"10.0.0.1""#)), true),
+        (r#"{"records":[]}"#.into(), true),
+        (r#"{"records":"no"}"#.into(), true),
+        (format!(r#"{{"records":[{}]}}"#, r#"{"time":"2021-08-17T02:13:05Z","resourceId":"/A/B","category":"DataPlaneRequests","records":[1],"properties":{"clientIpAddress":"10.0.0.1"}}"#), true),
+        // Whitespace everywhere JSON allows it; a byte order mark.
+        (" \t\r\n{ \"time\" :\t\"2021-08-17T02:13:05Z\" ,\n\"resourceId\" : \"/A/B\" , \"properties\" : { \"clientIpAddress\" : \"10.0.0.1\" } , \"records\" : [ ] }\n ".into(), true),
+        ("\u{feff}{\"time\":\"2021-08-17T02:13:05Z\",\"resourceId\":\"/A/B\",\"properties\":{\"clientIpAddress\":\"10.0.0.1\"}}".into(), true),
+        // Strings: escapes, control characters, non-ASCII text, keys with escapes.
+        (rec(r#""clientIpAddress":"10.0.0.1","userAgent":"a\"b\u00e9\\""#), false),
+        (rec("\"clientIpAddress\":\"10.0.0.1\",\"userAgent\":\"a\tb\""), false),
+        (rec("\"clientIpAddress\":\"10.0.0.1\",\"userAgent\":\"a\u{1}b\""), false),
+        (rec(r#""clientIpAddress":"10.0.0.1","userAgent":"zürich/日本 😀","collectionName":"ñ""#), true),
+        (rec(r#""client\u0049pAddress":"10.0.0.1""#), false),
+        (rec(r#""clientIpAddress":"10.0.0.1","userAgent":"1234567","databaseName":"12345678","collectionName":"123456789abcdef""#), true),
+        // Not JSON, or not an object, or something after the value.
+        (rec(r#""clientIpAddress":"10.0.0.1""#) + " x", false),
+        (rec(r#""clientIpAddress":"10.0.0.1""#) + "}", false),
+        (rec(r#""clientIpAddress":"10.0.0.1","#), false),
+        (rec(r#""clientIpAddress" "10.0.0.1""#), false),
+        (rec(r#""clientIpAddress":"10.0.0.1",,"a":1"#), false),
+        (rec(r#""clientIpAddress":"10.0.0.1","a":[1,]"#), false),
+        (rec(r#""clientIpAddress":"10.0.0.1","a":[1 2]"#), false),
+        (rec(r#"'a':1"#), false),
+        ("[1,2]".into(), false),
+        ("\"x\"".into(), false),
+        ("".into(), false),
+        ("{".into(), false),
+        ("{}".into(), true),
+        ("{\"a\":".into(), false),
+        ("{\"a\":\"b".into(), false),
+        ("{\"a".into(), false),
+        // Nesting at and past the scanner's depth.
+        (format!("{{\"a\":{}1{}}}", "[".repeat(30), "]".repeat(30)), true),
+        (format!("{{\"a\":{}1{}}}", "[".repeat(40), "]".repeat(40)), false),
+    ];
+    for (unit, read) in cases {
+        assert_eq!(both_ways_agree(unit.as_bytes()), read, "whether the scanner reads {unit:?}");
+    }
+    // Invalid UTF-8 inside a string and outside one; every prefix of a record.
+    let mut bad = rec(r#""clientIpAddress":"10.0.0.1","userAgent":"ab""#).into_bytes();
+    let at = bad.windows(2).position(|w| w == b"ab").unwrap();
+    for b in [0x80u8, 0xC3, 0xFF, 0xED] {
+        bad[at] = b;
+        both_ways_agree(&bad);
+    }
+    let full = rec(r#""clientIpAddress":"10.0.0.1","responseLength":42,"requestCharge":2.5"#);
+    for end in 0..full.len() {
+        both_ways_agree(&full.as_bytes()[..end]);
+    }
+}
+
 mod props {
     use super::*;
     use proptest::prelude::*;
@@ -352,6 +504,34 @@ mod props {
             let mut n = 0;
             DECODER.with(|d| d.borrow_mut().decode(&bytes, |_| n += 1));
             prop_assert!(n >= 1);
+            both_ways_agree(&bytes);
+        }
+
+        #[test]
+        fn the_scanner_agrees_on_edited_records(edits in proptest::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 1..6)) {
+            // A record with a byte replaced, inserted or removed here and there.
+            let mut unit = MS_SAMPLE.as_bytes().to_vec();
+            let specials = b"\"\\{}[],:0123456789.-eE \t\n\x01\xc3\x80\xff";
+            for (at, b, kind) in edits {
+                let at = at % (unit.len() + 1);
+                let b = if b < 128 { specials[b as usize % specials.len()] } else { b };
+                match kind {
+                    0 if at < unit.len() => unit[at] = b,
+                    1 => unit.insert(at, b),
+                    _ if at < unit.len() => { unit.remove(at); }
+                    _ => {}
+                }
+            }
+            both_ways_agree(&unit);
+        }
+
+        #[test]
+        fn the_scanner_agrees_on_numbers(i in any::<i64>(), f in any::<f64>(), digits in 0usize..17) {
+            let f = if f.is_finite() { f } else { 0.5 };
+            for v in [i.to_string(), format!("{f}"), format!("{f:.digits$}"), format!("{:.digits$}", i as f64 / 1e6)] {
+                let unit = legacy(&format!(r#""clientIpAddress":"10.0.0.1","responseLength":{v},"requestCharge":{v},"userAgent":{v}"#));
+                both_ways_agree(unit.as_bytes());
+            }
         }
 
         #[test]
@@ -364,6 +544,8 @@ mod props {
             prop_assert!(n >= 1 || empty_envelope);
             let wrapped = serde_json::to_vec(&serde_json::json!({"records": [v.clone(), {"properties": v}]})).unwrap();
             DECODER.with(|d| d.borrow_mut().decode(&wrapped, |_| {}));
+            both_ways_agree(&text);
+            both_ways_agree(&wrapped);
         }
     }
 

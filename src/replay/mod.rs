@@ -364,7 +364,7 @@ fn run<E: Engine>(
     // Decoded here, or ahead on other threads.
     let mut source = match threads(opts) {
         0 | 1 => Source::Here(readers, Box::default()),
-        n => Source::Ahead(ReadAhead::new(readers, n)?),
+        n => Source::Ahead(Box::new(ReadAhead::new(readers, n)?)),
     };
     let streams = match &source {
         Source::Ahead(a) => a.streams(),
@@ -505,7 +505,7 @@ fn run<E: Engine>(
 /// Where units come from: read and decoded on this thread, or decoded ahead.
 enum Source {
     Here(Vec<UnitReader>, Box<Decoder>),
-    Ahead(ReadAhead),
+    Ahead(Box<ReadAhead>),
 }
 
 /// A file the input could not give whole: counted under its reason, logged (each one: every

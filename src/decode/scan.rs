@@ -1,0 +1,430 @@
+//! The direct scanner: a unit read straight from its bytes, without simd-json's tape.
+//!
+//! Nearly every unit is a record, or an envelope of records, whose values are plain strings
+//! and small numbers. [`Scan::scan`] checks such a unit as JSON in one pass and notes, for each
+//! field the decoder reads, where its value is: nothing is copied, unescaped or put on a tape.
+//! Only then are the records normalized, from those notes.
+//!
+//! The scanner reads a strict subset of JSON and gives up on anything outside it: a string
+//! with an escape or a control character, a number with an exponent, more than 18 digits
+//! before its point or 15 after it, `-0`, nesting deeper than [`MAX_DEPTH`], a top-level value
+//! that is not an object, any syntax error. Giving up costs the pass so far; the decoder then
+//! parses the unit with simd-json as before (`Decoder::decode`). Within the subset, the fields
+//! read are those simd-json's tape gives, value for value (the last of a key given twice
+//! wins, numbers have the same value and the same text), so the items decoded are the same
+//! whichever reader answered. The unit's UTF-8 is checked by the caller after the scan.
+//! Tests: `tests.rs` (`the_scanner_and_the_tape_agree`) and the fuzz target `decode`
+//! (`src/fuzzing.rs`), which decode every input both ways.
+
+use super::raw::{field_of, Field, RawRecord, Value, VALUE_FIELDS};
+use super::{normalize, Decoded, Malformed};
+
+/// Nesting the scanner follows; deeper units go to simd-json.
+const MAX_DEPTH: u32 = 32;
+/// Digits before a number's point: 18 always fit an `i64`.
+const MAX_INT_DIGITS: usize = 18;
+/// Digits after a number's point.
+const MAX_FRACTION_DIGITS: usize = 15;
+/// Significant digits of a number with a point, read as a value: with at most 15 (an exact
+/// `f64` mantissa) and at most 15 fraction digits, every correctly rounded parser, simd-json's
+/// included, gives the same `f64` (one rounding of exact operands).
+const MAX_FLOAT_DIGITS: usize = 15;
+
+/// The scanner gave up: the unit is outside its subset (or not JSON at all).
+struct GiveUp;
+
+type Scanned<T> = Result<T, GiveUp>;
+
+/// A value read, as positions in the unit (no lifetime: the notes are kept from unit to unit).
+#[derive(Clone, Copy, Debug, Default)]
+enum Leaf {
+    /// The key is not in the object.
+    #[default]
+    Missing,
+    /// A string's contents: start and end offsets.
+    Str(u32, u32),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Null,
+    Container,
+}
+
+impl Leaf {
+    #[inline]
+    fn value(self, text: &str) -> Option<Value<'_>> {
+        Some(match self {
+            Leaf::Missing => return None,
+            Leaf::Str(a, b) => Value::Str(text.get(a as usize..b as usize)?),
+            Leaf::Int(i) => Value::I64(i),
+            Leaf::Float(f) => Value::F64(f),
+            Leaf::Bool(b) => Value::Bool(b),
+            Leaf::Null => Value::Null,
+            Leaf::Container => Value::Container,
+        })
+    }
+}
+
+/// The value fields of one object, by [`Field`] number.
+#[derive(Clone, Copy, Debug, Default)]
+struct Fields([Leaf; VALUE_FIELDS.len()]);
+
+impl Fields {
+    fn record<'a>(&self, text: &'a str) -> RawRecord<'a> {
+        RawRecord::from_fields(|f| self.0.get(f as usize).and_then(|leaf| leaf.value(text)))
+    }
+
+    fn slot(&mut self, f: Field) -> Option<&mut Leaf> {
+        self.0.get_mut(f as usize)
+    }
+}
+
+/// A record: its fields and, when its (last) `properties` is an object, that object's.
+#[derive(Clone, Debug, Default)]
+struct Obj {
+    fields: Fields,
+    props: Option<Fields>,
+}
+
+impl Obj {
+    fn decode<'a>(&self, text: &'a str, index: Option<usize>) -> Decoded<'a> {
+        let rec = self.fields.record(text);
+        let props = self.props.as_ref().map(|p| p.record(text));
+        normalize(&rec, props.as_ref(), index)
+    }
+}
+
+/// What the last unit scanned holds; its buffers are kept for the next.
+#[derive(Debug, Default)]
+pub(super) struct Scan {
+    top: Obj,
+    /// The top level's (last) `records`: absent, not an array (`Some(false)`), or the array
+    /// whose elements are `items` (`None`: an element that is not an object).
+    records: Option<bool>,
+    items: Vec<Option<Obj>>,
+}
+
+impl Scan {
+    /// Scans `unit`: true when it is inside the subset (its items are then ready for
+    /// [`Scan::emit`]), false when the caller must parse it otherwise.
+    pub(super) fn scan(&mut self, unit: &[u8]) -> bool {
+        self.top = Obj::default();
+        self.records = None;
+        self.items.clear();
+        if u32::try_from(unit.len()).is_err() {
+            return false;
+        }
+        let mut c = Cursor { b: unit, i: 0 };
+        c.ws();
+        if c.peek() != Some(b'{') {
+            return false;
+        }
+        let Scan { top, records, items } = self;
+        let read = c.object(0, |c, f, depth| match f {
+            Field::Properties => c.properties(depth, &mut top.props),
+            Field::Records if c.peek() == Some(b'[') => {
+                items.clear();
+                c.array(depth, |c, depth| {
+                    if c.peek() == Some(b'{') {
+                        let mut rec = Obj::default();
+                        c.record(depth, &mut rec)?;
+                        items.push(Some(rec));
+                    } else {
+                        c.skip(depth)?;
+                        items.push(None);
+                    }
+                    Ok(())
+                })?;
+                *records = Some(true);
+                Ok(())
+            }
+            Field::Records => {
+                *records = Some(false);
+                c.skip(depth)
+            }
+            f => c.field(depth, top.fields.slot(f)),
+        });
+        if read.is_err() {
+            return false;
+        }
+        c.ws();
+        c.i == unit.len()
+    }
+
+    /// The items of the unit last scanned (`text` is that unit, checked as UTF-8): what
+    /// simd-json's tape gives for it (`decode::walk_unit`).
+    pub(super) fn emit<'a>(&self, text: &'a str, emit: &mut impl FnMut(Decoded<'a>)) {
+        match self.records {
+            None => emit(self.top.decode(text, None)),
+            Some(false) => emit(Decoded::Malformed { reason: Malformed::NotAnObject, index: None }),
+            Some(true) => {
+                for (index, item) in self.items.iter().enumerate() {
+                    emit(match item {
+                        Some(rec) => rec.decode(text, Some(index)),
+                        None => Decoded::Malformed { reason: Malformed::NotAnObject, index: Some(index) },
+                    });
+                }
+            }
+        }
+    }
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// The bytes of `w` (eight, little-endian) that end a string's plain run: a quote, a
+/// backslash or a control character. The lowest flagged byte is always exact (a false flag
+/// can only appear above a true one), which is all [`find_stop`] uses.
+#[inline]
+fn string_stops(w: u64) -> u64 {
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    zero(w ^ (ONES * b'"' as u64)) | zero(w ^ (ONES * b'\\' as u64)) | (w.wrapping_sub(ONES * 0x20) & !w & HIGHS)
+}
+
+/// The position of the first quote, backslash or control character in `b` at or after `i`
+/// (`b.len()` when there is none): eight bytes at a time, then one. (SSE2, sixteen at a time,
+/// measured slower on these strings, most of them shorter than 40 bytes.)
+#[inline]
+fn find_stop(b: &[u8], mut i: usize) -> usize {
+    while let Some(chunk) = b.get(i..i + 8) {
+        let Ok(word) = <[u8; 8]>::try_from(chunk) else { break };
+        let stops = string_stops(u64::from_le_bytes(word));
+        if stops != 0 {
+            return i + stops.trailing_zeros() as usize / 8;
+        }
+        i += 8;
+    }
+    while let Some(&c) = b.get(i) {
+        if c == b'"' || c == b'\\' || c < 0x20 {
+            return i;
+        }
+        i += 1;
+    }
+    b.len()
+}
+
+struct Cursor<'b> {
+    b: &'b [u8],
+    i: usize,
+}
+
+impl Cursor<'_> {
+    #[inline]
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    #[inline]
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
+            self.i += 1;
+        }
+    }
+
+    #[inline]
+    fn eat(&mut self, c: u8) -> Scanned<()> {
+        if self.peek() == Some(c) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(GiveUp)
+        }
+    }
+
+    /// A string (at its opening quote): its contents' offsets. A backslash or a control
+    /// character gives up.
+    #[inline]
+    fn string(&mut self) -> Scanned<(u32, u32)> {
+        self.eat(b'"')?;
+        let start = self.i;
+        self.i = find_stop(self.b, self.i);
+        if self.peek() != Some(b'"') {
+            return Err(GiveUp);
+        }
+        self.i += 1;
+        // The unit's length fits a u32 (checked in `Scan::scan`).
+        Ok((start as u32, (self.i - 1) as u32))
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.i;
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.i += 1;
+        }
+        self.i - start
+    }
+
+    /// A number in the subset: `-?(0|[1-9][0-9]*)(\.[0-9]+)?` within the digit limits, not `-0`.
+    fn number(&mut self) -> Scanned<Leaf> {
+        let start = self.i;
+        let negative = self.peek() == Some(b'-');
+        if negative {
+            self.i += 1;
+        }
+        let int_start = self.i;
+        let int_digits = match self.peek() {
+            Some(b'0') => {
+                self.i += 1;
+                1
+            }
+            Some(b'1'..=b'9') => self.digits(),
+            _ => return Err(GiveUp),
+        };
+        if int_digits > MAX_INT_DIGITS {
+            return Err(GiveUp);
+        }
+        let int_end = self.i;
+        let fraction = if self.peek() == Some(b'.') {
+            self.i += 1;
+            match self.digits() {
+                0 => return Err(GiveUp),
+                n if n > MAX_FRACTION_DIGITS => return Err(GiveUp),
+                n => Some(n),
+            }
+        } else {
+            None
+        };
+        if let Some(b'e' | b'E') = self.peek() {
+            return Err(GiveUp);
+        }
+        let int_text = &self.b[int_start..int_end];
+        match fraction {
+            None => {
+                if negative && int_text == b"0" {
+                    return Err(GiveUp);
+                }
+                let v = int_text.iter().fold(0i64, |v, d| v * 10 + i64::from(d - b'0'));
+                Ok(Leaf::Int(if negative { -v } else { v }))
+            }
+            Some(frac) => {
+                let significant = if int_text == b"0" { frac } else { int_digits + frac };
+                if significant > MAX_FLOAT_DIGITS {
+                    return Err(GiveUp);
+                }
+                let text = std::str::from_utf8(&self.b[start..self.i]).map_err(|_| GiveUp)?;
+                text.parse::<f64>().map(Leaf::Float).map_err(|_| GiveUp)
+            }
+        }
+    }
+
+    fn literal(&mut self, word: &[u8], leaf: Leaf) -> Scanned<Leaf> {
+        if self.b.get(self.i..self.i + word.len()) == Some(word) {
+            self.i += word.len();
+            Ok(leaf)
+        } else {
+            Err(GiveUp)
+        }
+    }
+
+    /// Any value, read as a leaf (an object or an array is checked and skipped).
+    fn leaf(&mut self, depth: u32) -> Scanned<Leaf> {
+        match self.peek() {
+            Some(b'"') => self.string().map(|(a, b)| Leaf::Str(a, b)),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(b't') => self.literal(b"true", Leaf::Bool(true)),
+            Some(b'f') => self.literal(b"false", Leaf::Bool(false)),
+            Some(b'n') => self.literal(b"null", Leaf::Null),
+            Some(b'{') => self.object(depth, |c, _, depth| c.skip(depth)).map(|()| Leaf::Container),
+            Some(b'[') => self.array(depth, |c, depth| c.skip(depth)).map(|()| Leaf::Container),
+            _ => Err(GiveUp),
+        }
+    }
+
+    fn skip(&mut self, depth: u32) -> Scanned<()> {
+        self.leaf(depth).map(|_| ())
+    }
+
+    /// A value for the field `slot` holds (none: a key this program does not read).
+    fn field(&mut self, depth: u32, slot: Option<&mut Leaf>) -> Scanned<()> {
+        let leaf = self.leaf(depth)?;
+        if let Some(slot) = slot {
+            *slot = leaf;
+        }
+        Ok(())
+    }
+
+    /// An object (at its `{`), `on_key(cursor, field, depth)` reading each value.
+    fn object(&mut self, depth: u32, mut on_key: impl FnMut(&mut Self, Field, u32) -> Scanned<()>) -> Scanned<()> {
+        let depth = depth + 1;
+        if depth > MAX_DEPTH {
+            return Err(GiveUp);
+        }
+        self.eat(b'{')?;
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            return Ok(());
+        }
+        loop {
+            let (a, b) = self.string()?;
+            let f = field_of(&self.b[a as usize..b as usize]);
+            self.ws();
+            self.eat(b':')?;
+            self.ws();
+            on_key(self, f, depth)?;
+            self.ws();
+            match self.peek() {
+                Some(b',') => {
+                    self.i += 1;
+                    self.ws();
+                }
+                Some(b'}') => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                _ => return Err(GiveUp),
+            }
+        }
+    }
+
+    /// An array (at its `[`), `on_item(cursor, depth)` reading each element.
+    fn array(&mut self, depth: u32, mut on_item: impl FnMut(&mut Self, u32) -> Scanned<()>) -> Scanned<()> {
+        let depth = depth + 1;
+        if depth > MAX_DEPTH {
+            return Err(GiveUp);
+        }
+        self.eat(b'[')?;
+        self.ws();
+        if self.peek() == Some(b']') {
+            self.i += 1;
+            return Ok(());
+        }
+        loop {
+            on_item(self, depth)?;
+            self.ws();
+            match self.peek() {
+                Some(b',') => {
+                    self.i += 1;
+                    self.ws();
+                }
+                Some(b']') => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                _ => return Err(GiveUp),
+            }
+        }
+    }
+
+    /// An element of `records` that is an object: a record, with its `properties`.
+    fn record(&mut self, depth: u32, rec: &mut Obj) -> Scanned<()> {
+        let Obj { fields, props } = rec;
+        self.object(depth, |c, f, depth| match f {
+            Field::Properties => c.properties(depth, props),
+            f => c.field(depth, fields.slot(f)),
+        })
+    }
+
+    /// The value of a `properties` key: read when it is an object (the last one wins; one
+    /// that is not an object leaves none).
+    fn properties(&mut self, depth: u32, props: &mut Option<Fields>) -> Scanned<()> {
+        if self.peek() != Some(b'{') {
+            *props = None;
+            return self.skip(depth);
+        }
+        let mut fields = Fields::default();
+        self.object(depth, |c, f, depth| c.field(depth, fields.slot(f)))?;
+        *props = Some(fields);
+        Ok(())
+    }
+}
