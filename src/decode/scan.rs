@@ -374,10 +374,19 @@ impl Cursor<'_> {
         self.leaf(depth).map(|_| ())
     }
 
-    /// A value for the field `slot` holds (none: a key this program does not read).
+    /// A value for the field `slot` holds (none: a key this program does not read). A string
+    /// is written to the slot where it is read (a `Leaf` passed back through the stack was
+    /// measured to stall on reading it back whole).
     #[inline(always)]
     fn field(&mut self, depth: u32, slot: Option<&mut Leaf>) -> Scanned<()> {
-        let leaf = self.leaf(depth)?;
+        if self.peek() == Some(b'"') {
+            let (a, b) = self.string()?;
+            if let Some(slot) = slot {
+                *slot = Leaf::Str(a, b);
+            }
+            return Ok(());
+        }
+        let leaf = self.other_leaf(depth)?;
         if let Some(slot) = slot {
             *slot = leaf;
         }
