@@ -410,7 +410,7 @@ fn run<E: Engine>(
                     }
                     continue;
                 }
-                if let Some((chunk, u)) = a.unit(idx) {
+                if let Some((chunk, u, items)) = a.unit(idx) {
                     let at = UnitAt {
                         bytes: &chunk.bytes[u.bytes.clone()],
                         source: chunk.sources.get(u.source).map_or("", |s| s.as_str()),
@@ -419,7 +419,7 @@ fn run<E: Engine>(
                     if u.too_large {
                         r.too_large(&at);
                     } else {
-                        for (index, item) in chunk.items[u.items.clone()].iter().enumerate() {
+                        for (index, item) in items.iter().enumerate() {
                             let decoded = match item {
                                 ahead::Item::Event(i) => match chunk.events.get(*i) {
                                     Some(ev) => Decoded::Event(ev),
