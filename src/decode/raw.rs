@@ -1,6 +1,7 @@
-//! The wire form of a diagnostic record: a walk over simd-json's tape.
+//! The wire form of a diagnostic record: its fields by meaning ([`RawRecord`], [`field_of`]),
+//! and a walk over simd-json's tape for the units the direct scanner (`scan.rs`) leaves to it.
 //!
-//! A unit is parsed once by simd-json into a flat tape of nodes (SIMD structural indexing,
+//! Such a unit is parsed once by simd-json into a flat tape of nodes (SIMD structural indexing,
 //! measured 1.6x faster than serde_json on these records: see BENCHMARKS.md). [`read_object`]
 //! walks one object of the tape and fills a [`RawRecord`] by field name: the legacy record
 //! (`time`, `resourceId`, `category`, `properties{...}`), the flat PascalCase
@@ -9,8 +10,9 @@
 //! `properties` object is read into a second `RawRecord`; a field is looked up there first.
 //!
 //! Every leaf is lenient: a number where a string was expected, or the reverse, never fails the
-//! record; only the normalizer decides what is malformed, with a reason code. Strings borrow
-//! from the decoder's copy of the input (simd-json unescapes in place).
+//! record; only the normalizer decides what is malformed, with a reason code. Both readers
+//! turn a leaf into a field through [`Value`] and [`RawRecord::from_fields`], so they agree.
+//! Strings borrow from the decoder's copy of the input (simd-json unescapes in place).
 
 use simd_json::{Node, StaticNode};
 use std::borrow::Cow;
