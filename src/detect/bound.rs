@@ -80,7 +80,7 @@ impl Detector {
             }
         }
         // A hash table keeps its capacity when entries leave: give back what the evicted keys
-        // held (KeyState is stored inline), or the account keeps paying for them.
+        // held (their table slots), or the account keeps paying for them.
         for (_, name) in names.iter().enumerate().filter(|(i, _)| touched[*i]) {
             if let Some(acct) = self.accounts.get_mut(name) {
                 acct.keys.shrink_to_fit();

@@ -60,8 +60,10 @@ impl Ctx {
             return;
         }
         let time = e.time;
-        // Insert in time order; equal times keep arrival order.
+        // Insert in time order; equal times keep arrival order. The queue grows from one
+        // event (most accounts have one or two waiting; a first push would make room for four).
         self.arrivals.add(e.arrived);
+        super::grow::room_for_one_in(&mut acct.queue);
         match acct.queue.back() {
             Some(b) if b.time > e.time => {
                 let i = acct.queue.partition_point(|q| q.time <= e.time);

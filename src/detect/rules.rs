@@ -145,7 +145,7 @@ impl Ctx {
 
         let key = acct.keys.entry(e.cred).or_insert_with(|| {
             self.stats.keys_tracked += 1;
-            KeyState::new(t)
+            Box::new(KeyState::new(t))
         });
         key.first_seen = key.first_seen.min(t);
         key.last_seen = key.last_seen.max(t);

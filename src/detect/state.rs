@@ -143,7 +143,9 @@ pub(super) struct AccountState {
     pub(super) queue: VecDeque<Ev>,
     /// Newest event time processed from the queue: an event older than it is late.
     pub(super) released: Nanos,
-    pub(super) keys: FxHashMap<Sym, KeyState>,
+    /// Boxed: a key's state is about 350 bytes and most accounts have a few keys, so a table
+    /// of inline entries (at least four slots) spent more on empty slots than on keys.
+    pub(super) keys: FxHashMap<Sym, Box<KeyState>>,
     /// When evidence was last created in this account: until `familiar_after` after it, a
     /// sweep may have evidence to drop.
     pub(super) evidence_created: Nanos,
