@@ -67,7 +67,7 @@ impl Leaf {
 
 /// The value fields of one object, by [`Field`] number.
 #[derive(Clone, Copy, Debug, Default)]
-struct Fields([Leaf; VALUE_FIELDS.len()]);
+struct Fields([Leaf; VALUE_FIELDS]);
 
 impl Fields {
     fn record<'a>(&self, text: &'a str) -> RawRecord<'a> {
@@ -393,67 +393,67 @@ impl Cursor<'_> {
         Ok(())
     }
 
-    /// An object (at its `{`), `on_key(cursor, field, depth)` reading each value.
-    fn object(&mut self, depth: u32, mut on_key: impl FnMut(&mut Self, Field, u32) -> Scanned<()>) -> Scanned<()> {
+    /// Opens a container at `open` one level deeper than `depth`: the new depth, and whether
+    /// it is empty (its `close` already read).
+    #[inline(always)]
+    fn open(&mut self, depth: u32, open: u8, close: u8) -> Scanned<(u32, bool)> {
         let depth = depth + 1;
         if depth > MAX_DEPTH {
             return Err(GiveUp);
         }
-        self.eat(b'{')?;
+        self.eat(open)?;
         self.ws();
-        if self.peek() == Some(b'}') {
+        let empty = self.peek() == Some(close);
+        if empty {
             self.i += 1;
-            return Ok(());
         }
-        loop {
+        Ok((depth, empty))
+    }
+
+    /// After a container's element: true at a `,` (another element follows), false at its
+    /// `close` (read).
+    #[inline(always)]
+    fn more(&mut self, close: u8) -> Scanned<bool> {
+        self.ws();
+        match self.peek() {
+            Some(b',') => {
+                self.i += 1;
+                self.ws();
+                Ok(true)
+            }
+            Some(c) if c == close => {
+                self.i += 1;
+                Ok(false)
+            }
+            _ => Err(GiveUp),
+        }
+    }
+
+    /// An object (at its `{`), `on_key(cursor, field, depth)` reading each value.
+    fn object(&mut self, depth: u32, mut on_key: impl FnMut(&mut Self, Field, u32) -> Scanned<()>) -> Scanned<()> {
+        let (depth, empty) = self.open(depth, b'{', b'}')?;
+        let mut more = !empty;
+        while more {
             let (a, b) = self.string()?;
             let f = field_of(&self.b[a as usize..b as usize]);
             self.ws();
             self.eat(b':')?;
             self.ws();
             on_key(self, f, depth)?;
-            self.ws();
-            match self.peek() {
-                Some(b',') => {
-                    self.i += 1;
-                    self.ws();
-                }
-                Some(b'}') => {
-                    self.i += 1;
-                    return Ok(());
-                }
-                _ => return Err(GiveUp),
-            }
+            more = self.more(b'}')?;
         }
+        Ok(())
     }
 
     /// An array (at its `[`), `on_item(cursor, depth)` reading each element.
     fn array(&mut self, depth: u32, mut on_item: impl FnMut(&mut Self, u32) -> Scanned<()>) -> Scanned<()> {
-        let depth = depth + 1;
-        if depth > MAX_DEPTH {
-            return Err(GiveUp);
-        }
-        self.eat(b'[')?;
-        self.ws();
-        if self.peek() == Some(b']') {
-            self.i += 1;
-            return Ok(());
-        }
-        loop {
+        let (depth, empty) = self.open(depth, b'[', b']')?;
+        let mut more = !empty;
+        while more {
             on_item(self, depth)?;
-            self.ws();
-            match self.peek() {
-                Some(b',') => {
-                    self.i += 1;
-                    self.ws();
-                }
-                Some(b']') => {
-                    self.i += 1;
-                    return Ok(());
-                }
-                _ => return Err(GiveUp),
-            }
+            more = self.more(b']')?;
         }
+        Ok(())
     }
 
     /// An element of `records` that is an object: a record, with its `properties`.
