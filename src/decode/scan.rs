@@ -173,30 +173,29 @@ impl Scan {
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
 
-/// The bytes of `w` (eight, little-endian) that end a string's plain run: a quote, a
-/// backslash or a control character. The lowest flagged byte is always exact (a false flag
-/// can only appear above a true one), which is all [`find_stop`] uses.
-#[inline]
-fn string_stops(w: u64) -> u64 {
-    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
-    zero(w ^ (ONES * b'"' as u64)) | zero(w ^ (ONES * b'\\' as u64)) | (w.wrapping_sub(ONES * 0x20) & !w & HIGHS)
+/// The bytes of `v` (eight) that are zero, as their high bits. The lowest flagged byte is
+/// always exact (a false flag can only appear above a true one), which is all [`find`] uses.
+#[inline(always)]
+fn zero_bytes(v: u64) -> u64 {
+    v.wrapping_sub(ONES) & !v & HIGHS
 }
 
-/// The position of the first quote, backslash or control character in `b` at or after `i`
-/// (`b.len()` when there is none): eight bytes at a time, then one. (SSE2, sixteen at a time,
-/// measured slower on these strings, most of them shorter than 40 bytes.)
+/// The position of the first byte `stop` accepts in `b` at or after `i` (`b.len()` when there
+/// is none): eight bytes at a time (`stops` flags them in a little-endian word, the lowest
+/// flag exact), then one. (SSE2, sixteen at a time, measured slower on these strings, most
+/// of them shorter than 40 bytes.)
 #[inline(always)]
-fn find_stop(b: &[u8], mut i: usize) -> usize {
+fn find(b: &[u8], mut i: usize, stops: impl Fn(u64) -> u64, stop: impl Fn(u8) -> bool) -> usize {
     while let Some(chunk) = b.get(i..i + 8) {
         let Ok(word) = <[u8; 8]>::try_from(chunk) else { break };
-        let stops = string_stops(u64::from_le_bytes(word));
-        if stops != 0 {
-            return i + stops.trailing_zeros() as usize / 8;
+        let flags = stops(u64::from_le_bytes(word));
+        if flags != 0 {
+            return i + flags.trailing_zeros() as usize / 8;
         }
         i += 8;
     }
     while let Some(&c) = b.get(i) {
-        if c == b'"' || c == b'\\' || c < 0x20 {
+        if stop(c) {
             return i;
         }
         i += 1;
@@ -204,26 +203,27 @@ fn find_stop(b: &[u8], mut i: usize) -> usize {
     b.len()
 }
 
-/// The position of the first quote in `b` at or after `i` (`b.len()` when there is none):
-/// [`find_stop`] for a unit without backslashes and control characters ([`plain`]).
+/// The first quote, backslash or control character at or after `i`: where a string's plain
+/// run ends.
 #[inline(always)]
-fn find_quote(b: &[u8], mut i: usize) -> usize {
-    while let Some(chunk) = b.get(i..i + 8) {
-        let Ok(word) = <[u8; 8]>::try_from(chunk) else { break };
-        let v = u64::from_le_bytes(word) ^ (ONES * b'"' as u64);
-        let quotes = v.wrapping_sub(ONES) & !v & HIGHS;
-        if quotes != 0 {
-            return i + quotes.trailing_zeros() as usize / 8;
-        }
-        i += 8;
-    }
-    while let Some(&c) = b.get(i) {
-        if c == b'"' {
-            return i;
-        }
-        i += 1;
-    }
-    b.len()
+fn find_stop(b: &[u8], i: usize) -> usize {
+    find(
+        b,
+        i,
+        |w| {
+            zero_bytes(w ^ (ONES * b'"' as u64))
+                | zero_bytes(w ^ (ONES * b'\\' as u64))
+                | (w.wrapping_sub(ONES * 0x20) & !w & HIGHS)
+        },
+        |c| c == b'"' || c == b'\\' || c < 0x20,
+    )
+}
+
+/// The first quote at or after `i`: [`find_stop`] for a unit without backslashes and control
+/// characters ([`plain`]).
+#[inline(always)]
+fn find_quote(b: &[u8], i: usize) -> usize {
+    find(b, i, |w| zero_bytes(w ^ (ONES * b'"' as u64)), |c| c == b'"')
 }
 
 /// Whether `unit` has neither a backslash nor a control character (a line of JSON nearly
@@ -285,8 +285,10 @@ impl Cursor<'_> {
         self.i - start
     }
 
-    /// A number in the subset: `-?(0|[1-9][0-9]*)(\.[0-9]+)?` within the digit limits, not `-0`.
-    fn number(&mut self) -> Scanned<Leaf> {
+    /// A number in the subset: `-?(0|[1-9][0-9]*)(\.[0-9]+)?` within the digit limits; its value
+    /// when `read` (not `-0`, and at most [`MAX_FLOAT_DIGITS`] with a point), else only checked
+    /// ([`Leaf::Missing`]: a key this program does not read).
+    fn number(&mut self, read: bool) -> Scanned<Leaf> {
         let start = self.i;
         let negative = self.peek() == Some(b'-');
         if negative {
@@ -318,6 +320,9 @@ impl Cursor<'_> {
         if let Some(b'e' | b'E') = self.peek() {
             return Err(GiveUp);
         }
+        if !read {
+            return Ok(Leaf::Missing);
+        }
         let int_text = &self.b[int_start..int_end];
         match fraction {
             None => {
@@ -347,21 +352,13 @@ impl Cursor<'_> {
         }
     }
 
-    /// Any value, read as a leaf (an object or an array is checked and skipped). A string,
-    /// nearly every value, is read inline.
-    #[inline(always)]
-    fn leaf(&mut self, depth: u32) -> Scanned<Leaf> {
-        if self.peek() == Some(b'"') {
-            return self.string().map(|(a, b)| Leaf::Str(a, b));
-        }
-        self.other_leaf(depth)
-    }
-
+    /// A value other than a string, as a leaf when `read` (an object or an array is checked
+    /// and skipped).
     #[inline(never)]
-    fn other_leaf(&mut self, depth: u32) -> Scanned<Leaf> {
+    fn other_leaf(&mut self, depth: u32, read: bool) -> Scanned<Leaf> {
         match self.peek() {
             Some(b'"') => self.string().map(|(a, b)| Leaf::Str(a, b)),
-            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(b'-' | b'0'..=b'9') => self.number(read),
             Some(b't') => self.literal(b"true", Leaf::Bool(true)),
             Some(b'f') => self.literal(b"false", Leaf::Bool(false)),
             Some(b'n') => self.literal(b"null", Leaf::Null),
@@ -371,8 +368,10 @@ impl Cursor<'_> {
         }
     }
 
+    /// Any value, checked and passed over. A string, nearly every value, is read inline.
+    #[inline(always)]
     fn skip(&mut self, depth: u32) -> Scanned<()> {
-        self.leaf(depth).map(|_| ())
+        self.field(depth, None)
     }
 
     /// A value for the field `slot` holds (none: a key this program does not read). A string
@@ -387,7 +386,7 @@ impl Cursor<'_> {
             }
             return Ok(());
         }
-        let leaf = self.other_leaf(depth)?;
+        let leaf = self.other_leaf(depth, slot.is_some())?;
         if let Some(slot) = slot {
             *slot = leaf;
         }

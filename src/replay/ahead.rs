@@ -85,8 +85,8 @@ fn decode_chunks(jobs: Jobs, done: Sender<Chunk>) {
             Err(_) => return,
         };
         let Ok(mut chunk) = job else { return };
+        // Its lists come empty (`ReadAhead::dispatch`).
         let Chunk { bytes, units, unit_items, items, events, .. } = &mut chunk;
-        unit_items.clear();
         for u in units.iter() {
             let start = items.len();
             if !u.too_large {
