@@ -3,6 +3,7 @@
 //! it; and its alert.
 
 use super::*;
+use std::collections::hash_map::Entry;
 
 /// Keys named per account-level origin; reads by further keys still count in its bytes.
 const ACCOUNT_ORIGIN_KEYS: usize = 16;
@@ -37,7 +38,7 @@ impl Ctx {
             }
         }
         let keys = &acct.keys;
-        let entry = acct.unfamiliar.entry(origin).or_insert_with(|| AccountOrigin {
+        let fresh = || AccountOrigin {
             first_seen: t,
             familiar: keys
                 .iter()
@@ -47,8 +48,20 @@ impl Ctx {
             mark_level: 0,
             mark_epoch: 0,
             mark_at: 0,
-        });
-        if entry.familiar || t >= entry.first_seen + familiar_after {
+        };
+        let entry = match acct.unfamiliar.entry(origin) {
+            Entry::Occupied(o) => {
+                let entry = o.into_mut();
+                if t >= entry.first_seen + familiar_after {
+                    // Its tally is over: a read by a key that still finds the origin
+                    // unfamiliar starts a new one now, not once a sweep has dropped the old.
+                    *entry = fresh();
+                }
+                entry
+            }
+            Entry::Vacant(v) => v.insert(fresh()),
+        };
+        if entry.familiar {
             return;
         }
         entry.bytes += s.bytes;

@@ -73,7 +73,7 @@ use crate::alert::{
 };
 use crate::config::{DetectConfig, OriginGranularity};
 use crate::decode::Event;
-use crate::time::{format_rfc3339, Nanos, DAY, MINUTE};
+use crate::time::{format_rfc3339, Nanos, DAY, HOUR, MINUTE};
 use crate::units::{human_bytes, human_span};
 use evidence::{Gathered, Sample};
 use reorder::ArrivalIndex;
@@ -94,6 +94,13 @@ const SYMBOL_CAPACITY: usize = 1_000_000;
 
 /// How often (event time) an account's idle origins and keys are swept out.
 const SWEEP_EVERY: Nanos = DAY;
+
+/// How often (event time) an account drops, between sweeps, what is over: the windows of its
+/// idle keys and its account-level origins past `familiar_after`. It happens at an account's
+/// first event in each new hour. A window idle for its own length holds only minutes the key's
+/// next read slides out, and most keys of a large fleet read a few times a day: held until the
+/// daily sweep, such leftovers were a fifth of the state.
+const WINDOW_SWEEP_EVERY: Nanos = HOUR;
 
 /// Everything but the accounts, so rules can borrow an account mutably beside it.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -126,6 +126,7 @@ impl Ctx {
             acct.first_seen = t;
         }
         acct.first_seen = acct.first_seen.min(t);
+        let hour_turned = t.div_euclid(WINDOW_SWEEP_EVERY) > acct.last_seen.div_euclid(WINDOW_SWEEP_EVERY);
         acct.last_seen = acct.last_seen.max(t);
         if t >= acct.next_sweep {
             // Only when there can be something to drop: keys or origins idle for the history
@@ -139,6 +140,12 @@ impl Ctx {
                 }
             }
             acct.next_sweep = t + SWEEP_EVERY;
+        } else if hour_turned {
+            let familiar_after = self.cfg.familiar_after.0;
+            acct.unfamiliar.retain(|_, o| t < o.first_seen + familiar_after);
+            for k in acct.keys.values_mut() {
+                self.drop_idle_windows(k, t);
+            }
         }
         let cfg = &self.cfg;
         let learning = t < acct.first_seen + cfg.learning_period.0;
@@ -227,19 +234,15 @@ impl Ctx {
                     o.evidence = None;
                 }
             }
-            // Window sketches of an idle key hold only minutes its next read slides out.
-            if t - k.last_seen >= aggregate_window {
-                k.unfamiliar_origins = None;
-            }
-            if t - k.last_seen >= volume_window {
-                k.volume_origins = None;
-            }
-            if t - k.last_seen >= spray_rule::SPRAY_WINDOW {
-                k.spray = None;
-            }
+            drop_idle_windows(k, t, aggregate_window, volume_window);
             agents::sweep(&mut k.agents, t, forget);
             true
         });
+    }
+
+    /// Drops the windows `k` has been idle for (the sweep, and hourly between sweeps).
+    fn drop_idle_windows(&self, k: &mut KeyState, t: Nanos) {
+        drop_idle_windows(k, t, self.cfg.aggregate_window.0, self.cfg.volume_window.0);
     }
 
     // ---- alert construction (cold path) ----
@@ -363,4 +366,23 @@ pub(super) fn reached_level(value: u64, threshold: u64, factor: u64, done: u8) -
         l += 1;
     }
     Some(l)
+}
+
+/// Window sketches of an idle key hold only minutes its next read slides out: dropped once
+/// the key has been idle for the window's length. The evidence of its volume windows, once
+/// both are past (the next read starts them empty).
+fn drop_idle_windows(k: &mut KeyState, t: Nanos, aggregate_window: Nanos, volume_window: Nanos) {
+    let idle = t - k.last_seen;
+    if idle >= aggregate_window {
+        k.unfamiliar_origins = None;
+    }
+    if idle >= volume_window {
+        k.volume_origins = None;
+    }
+    if idle >= spray_rule::SPRAY_WINDOW {
+        k.spray = None;
+    }
+    if k.window_evidence.as_ref().is_some_and(|w| t.div_euclid(volume_window) > w.0 + 1) {
+        k.window_evidence = None;
+    }
 }

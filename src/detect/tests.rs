@@ -1309,3 +1309,46 @@ fn user_agent_memory_is_bounded_per_key_and_volume_anomaly_names_new_ones() {
     // Other rules do not carry them.
     assert!(alerts.iter().filter(|a| a.rule == Rule::NewOrigin).all(|a| a.evidence.new_user_agents.is_empty()));
 }
+
+#[test]
+fn what_is_over_is_dropped_within_the_hour() {
+    // Two keys of an account, each read a few times a day (a large fleet): what one key's read
+    // leaves (its window of unfamiliar origins, the account's tally of the origin) is over an
+    // hour later, and the account's next event in a new hour drops it, not the daily sweep.
+    let cfg = DetectConfig { familiar_after: crate::units::Span(2 * HOUR), ..origin_cfg() };
+    let a = ev(t0(), "contoso", "key:a", "203.0.113.7", 100 * MIB);
+    let b = ev(t0() + 30 * MINUTE, "contoso", "key:b", "198.51.100.9", 100 * MIB);
+    let state = |evs: &[Event<'static>]| {
+        let (_, d) = run(cfg.clone(), evs);
+        let acct = &d.accounts["contoso".as_bytes()];
+        assert_eq!(acct.next_sweep, t0() + SWEEP_EVERY, "no daily sweep yet");
+        let window = |c: &str| {
+            let sym = d.ctx.syms.get(c).expect("a key");
+            acct.keys[&sym].unfamiliar_origins.is_some()
+        };
+        let mut tallies: Vec<Nanos> = acct.unfamiliar.values().map(|o| o.first_seen).collect();
+        tallies.sort_unstable();
+        (window("key:a"), window("key:b"), tallies)
+    };
+    // (No tally of key:a's origin: its read came while the account had one key.)
+    let b_tally = vec![t0() + 30 * MINUTE];
+    assert_eq!(state(&[a.clone(), b.clone()]), (true, true, b_tally.clone()), "within the hour: all kept");
+    let later = ev(t0() + HOUR + 10 * MINUTE, "contoso", "key:b", "198.51.100.9", MIB);
+    assert_eq!(state(&[a.clone(), b.clone(), later]), (false, true, b_tally), "key:a idle for the aggregate window");
+    // Past familiar_after of key:b's origin: its tally is over (the read makes its own).
+    let past = ev(t0() + 3 * HOUR, "contoso", "key:a", "10.0.0.5", MIB);
+    assert_eq!(state(&[a, b, past]), (true, false, vec![t0() + 3 * HOUR]));
+
+    // A tally that is over is started anew by the next read that counts, sweep or not.
+    let evs = [
+        ev(t0(), "contoso", "key:b", "10.0.0.5", MIB),
+        ev(t0() + 10 * MINUTE, "contoso", "key:a", "203.0.113.7", 100 * MIB),
+        ev(t0() + 2 * HOUR, "contoso", "key:b", "10.0.0.5", MIB), // an hour's sweep: the tally has 10 min left
+        ev(t0() + 2 * HOUR + 15 * MINUTE, "contoso", "key:b", "203.0.113.7", 50 * MIB),
+    ];
+    let (_, d) = run(cfg, &evs);
+    let tallies: Vec<(Nanos, bool, u64)> =
+        d.accounts["contoso".as_bytes()].unfamiliar.values().map(|o| (o.first_seen, o.familiar, o.bytes)).collect();
+    // (key:a knows the origin by now: the new tally is of an origin familiar to the account.)
+    assert_eq!(tallies, [(t0() + 2 * HOUR + 15 * MINUTE, true, 0)]);
+}
