@@ -373,7 +373,7 @@ impl Detector {
             let key = KeyState {
                 first_seen: k.first_seen,
                 last_seen: k.last_seen,
-                origins: FxHashMap::default(),
+                origins: origin_map::OriginMap::default(),
                 unfamiliar: take_window(&k.account, c, WindowKind::Unfamiliar)?,
                 volume: take_window(&k.account, c, WindowKind::Volume)?,
                 history,

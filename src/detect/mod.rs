@@ -39,6 +39,7 @@ mod evidence;
 mod grow;
 mod intern;
 mod learned;
+mod origin_map;
 mod origin_rules;
 mod owners;
 mod reorder;

@@ -36,11 +36,7 @@ impl Ctx {
             self.stats.origins_evicted += n as u64;
             self.stats.origins_tracked -= n as u64;
         }
-        let mut is_new = false;
-        let entry = key.origins.entry(origin).or_insert_with(|| {
-            is_new = true;
-            OriginEntry::new(t)
-        });
+        let (entry, mut is_new) = key.origins.get_or_insert_with(origin, || OriginEntry::new(t));
         if is_new {
             self.stats.origins_tracked += 1;
         } else if t - entry.last_seen > cfg.history_window.0 {

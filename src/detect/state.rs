@@ -3,6 +3,7 @@
 //! a key ([`OriginEntry`]), and the dedup marks of key-level conditions ([`Mark`]). Plain data:
 //! the rules that update it are `rules.rs` and the files it names; snapshots serialize it as is.
 
+use super::origin_map::OriginMap;
 use super::{evidence::Gathered, Evidence, OriginKey, OriginWindow, SlidingSum, Sym, VerdictKind, VolumeHistory};
 use crate::alert::AzureResource;
 use crate::time::Nanos;
@@ -73,7 +74,7 @@ impl OriginEntry {
 pub(super) struct KeyState {
     pub(super) first_seen: Nanos,
     pub(super) last_seen: Nanos,
-    pub(super) origins: FxHashMap<OriginKey, OriginEntry>,
+    pub(super) origins: OriginMap,
     pub(super) unfamiliar: SlidingSum,
     pub(super) volume: SlidingSum,
     pub(super) history: VolumeHistory,
@@ -116,7 +117,7 @@ impl KeyState {
         KeyState {
             first_seen: t,
             last_seen: t,
-            origins: FxHashMap::default(),
+            origins: OriginMap::default(),
             unfamiliar: SlidingSum::default(),
             volume: SlidingSum::default(),
             history: VolumeHistory::default(),
