@@ -3,8 +3,8 @@
 //! A key reads from a handful of origins, and a fleet has hundreds of thousands of keys. A
 //! hash table per key kept each pair in a 64-byte slot at between 44% and 88% load (a table of
 //! 16 slots for 9 to 14 origins, of 32 for 15 to 28), plus its control bytes. Here the origins
-//! and their entries are two arrays in the order the origins came, grown by half (2, 3, 4, 6,
-//! 9, 13, ...), searched from the start while there are at most [`LINEAR`] of them (a few
+//! and their entries are two arrays in the order the origins came, grown by half (1, 2, 3, 4,
+//! 6, 9, 13, ...), searched from the start while there are at most [`LINEAR`] of them (a few
 //! cache lines of addresses, read in order), through a hash index beyond: a spray of
 //! thousands of origins costs what a hash table costs.
 //!
@@ -89,8 +89,8 @@ impl OriginMap {
     fn push(&mut self, origin: OriginKey, entry: OriginEntry) -> usize {
         let len = self.keys.len();
         if len == self.keys.capacity() {
-            // Grown by half (from 2), not doubled: the arrays are most of the state.
-            let more = (len / 2).max(2);
+            // Grown by half, not doubled: the arrays are most of the state.
+            let more = super::grow::growth(len);
             self.keys.reserve_exact(more);
             self.entries.reserve_exact(more);
         }
