@@ -367,7 +367,7 @@ impl UnitReader {
     /// process's resident memory stays that of its state, not of the file (the pages stay in
     /// the page cache).
     fn release_read(&mut self) {
-        const STEP: usize = 16 << 20;
+        const STEP: usize = 2 << 20;
         if let Some(m) = &self.map {
             let upto = self.pos / STEP * STEP;
             if upto > self.released {
