@@ -44,7 +44,7 @@ impl Ctx {
                 .iter()
                 .any(|(c, k)| *c != cred && k.origins.get(&origin).is_some_and(|o| t >= o.first_seen + familiar_after)),
             bytes: 0,
-            keys: Vec::new(),
+            keys: smallvec::SmallVec::new(),
             mark_level: 0,
             mark_epoch: 0,
             mark_at: 0,
@@ -68,7 +68,9 @@ impl Ctx {
         match entry.keys.iter().position(|(c, _)| *c == cred) {
             Some(i) => entry.keys[i].1 += s.bytes,
             None if entry.keys.len() < ACCOUNT_ORIGIN_KEYS => {
-                super::grow::room_for_one(&mut entry.keys);
+                if entry.keys.len() == entry.keys.capacity() {
+                    entry.keys.reserve_exact(super::grow::growth(entry.keys.len()));
+                }
                 entry.keys.push((cred, s.bytes))
             }
             None => {}
@@ -107,7 +109,7 @@ impl Ctx {
         level: u8,
     ) -> Alert {
         let t = s.time;
-        let ev = key.origins.get(&origin).and_then(|o| o.evidence.as_deref());
+        let ev = key.origins.get(&origin).and_then(|o| o.evidence());
         let origin_ref = self.origin_ref(origin, ev, s.ip);
         // The keys by bytes, ties by name; the alert's credential is the one that read the most.
         let mut keys: Vec<(String, u64)> =

@@ -33,7 +33,7 @@ impl KeyState {
         for o in self.origins.values() {
             match o.verdict {
                 Some(VerdictKind::Malicious) => return 2,
-                _ if o.evidence.is_some() && o.unfamiliar_at(now, cfg.familiar_after.0) => class = 1,
+                _ if o.evidence().is_some() && o.unfamiliar_at(now, cfg.familiar_after.0) => class = 1,
                 _ => {}
             }
         }

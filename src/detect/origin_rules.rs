@@ -27,7 +27,7 @@ impl Ctx {
             // Evict the least recently seen sixteenth at once: amortized O(log n) per insert.
             // Origins holding evidence of a theft in progress last (bound.rs: misses cost more).
             let mut by_age: Vec<(bool, Nanos, OriginKey)> =
-                key.origins.iter().map(|(k, v)| (v.evidence.is_some(), v.last_seen, *k)).collect();
+                key.origins.iter().map(|(k, v)| (v.evidence().is_some(), v.last_seen, *k)).collect();
             by_age.sort_unstable();
             let n = (cfg.max_origins_per_key / 16).max(1).min(by_age.len());
             for (_, _, k) in &by_age[..n] {
@@ -54,15 +54,15 @@ impl Ctx {
         let malicious = entry.verdict == Some(VerdictKind::Malicious);
         let unfamiliar = verdict::unfamiliar_now(cfg, &mut self.stats, entry, t);
         if !unfamiliar {
-            entry.evidence = None;
+            entry.drop_evidence();
             return false;
         }
         // Door keeper: itemized evidence only once an origin has read a 1/1024 share of the
         // threshold. Most new origins are one-off and small; they never pay for it.
         let mut created = false;
-        if entry.evidence.is_some() || entry.bytes >= cfg.unfamiliar_bytes.0 / EVIDENCE_SHARE {
-            created = entry.evidence.is_none();
-            entry.evidence.get_or_insert_with(Default::default).add(s);
+        if entry.evidence().is_some() || entry.bytes >= cfg.unfamiliar_bytes.0 / EVIDENCE_SHARE {
+            created = entry.evidence().is_none();
+            entry.evidence_or_new().add(s);
         }
         key.unfamiliar.add(t, s.bytes, cfg.aggregate_window.0);
         if let Some(ip) = s.ip {
@@ -92,7 +92,7 @@ impl Ctx {
             return created;
         };
         let thr = cfg.unfamiliar_bytes.0;
-        if entry.mark_level > 0 && t - entry.mark_at >= cfg.realert.0 {
+        if entry.mark_level > 0 && t - entry.mark_at() >= cfg.realert.0 {
             entry.mark_level = 0;
             entry.mark_epoch = entry.mark_epoch.wrapping_add(1);
         }
@@ -103,7 +103,7 @@ impl Ctx {
                 self.stats.alerts_suppressed_learning += 1;
             } else {
                 entry.mark_level = level + 1;
-                entry.mark_at = t;
+                entry.set_mark_at(t);
                 let a = self.origin_volume_alert(account, cred, key, origin, s, level);
                 self.emit(a, cred, key, allow::Subject::Origin(origin), t, out);
             }
@@ -220,7 +220,7 @@ impl Ctx {
         let t = s.time;
         let credential = self.syms.name(cred).to_string();
         let (first_seen, bytes, epoch, ev, requests) = match key.origins.get(&origin) {
-            Some(o) => (o.first_seen, o.bytes, o.mark_epoch, o.evidence.as_deref(), o.requests as u64),
+            Some(o) => (o.first_seen, o.bytes, o.mark_epoch, o.evidence(), o.requests as u64),
             None => (t, 0, 0, None, 0),
         };
         let origin_ref = self.origin_ref(origin, ev, s.ip);
@@ -290,7 +290,7 @@ impl Ctx {
         let mut requests = 0u64;
         for &(_, o) in contributing {
             requests += key.origins.get(&o).map_or(0, |e| e.requests as u64);
-            if let Some(ev) = key.origins.get(&o).and_then(|e| e.evidence.as_deref()) {
+            if let Some(ev) = key.origins.get(&o).and_then(|e| e.evidence()) {
                 merged.merge(ev);
             }
         }

@@ -230,8 +230,8 @@ impl Ctx {
             stats.origins_expired += gone;
             stats.origins_tracked -= gone;
             for o in k.origins.values_mut() {
-                if o.evidence.is_some() && t >= o.first_seen + familiar_after {
-                    o.evidence = None;
+                if o.evidence().is_some() && t >= o.first_seen + familiar_after {
+                    o.drop_evidence();
                 }
             }
             drop_idle_windows(k, t, aggregate_window, volume_window);

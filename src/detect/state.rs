@@ -38,7 +38,11 @@ pub(super) struct Mark {
     pub(super) since: Nanos,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+/// A (key, origin) pair: 40 bytes, the most numerous record of the state. What few origins
+/// use (the time of the last alert, itemized evidence) is in a box of its own, [`OriginCold`];
+/// snapshots write the fields flat, as they always did ([`OriginEntryOut`]).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(from = "OriginEntryIn")]
 pub(super) struct OriginEntry {
     pub(super) first_seen: Nanos,
     pub(super) last_seen: Nanos,
@@ -46,12 +50,18 @@ pub(super) struct OriginEntry {
     pub(super) requests: u32,
     pub(super) mark_level: u8,
     pub(super) mark_epoch: u16,
-    pub(super) mark_at: Nanos,
-    /// Present while the origin is unfamiliar.
-    pub(super) evidence: Option<Box<Evidence>>,
     /// An analyst's verdict on it (the detector's list of verdicts is the truth; see verdict.rs).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) verdict: Option<VerdictKind>,
+    /// Present while the origin has alerted or holds evidence; never holds defaults only.
+    cold: Option<Box<OriginCold>>,
+}
+
+/// The rarely set part of an [`OriginEntry`].
+#[derive(Clone, Debug, Default)]
+struct OriginCold {
+    mark_at: Nanos,
+    /// Present while the origin is unfamiliar (and has read its share: `origin_rules.rs`).
+    evidence: Option<Box<Evidence>>,
 }
 
 impl OriginEntry {
@@ -63,10 +73,142 @@ impl OriginEntry {
             requests: 0,
             mark_level: 0,
             mark_epoch: 0,
-            mark_at: 0,
-            evidence: None,
             verdict: None,
+            cold: None,
         }
+    }
+
+    /// When the origin last alerted (0: never).
+    pub(super) fn mark_at(&self) -> Nanos {
+        self.cold.as_ref().map_or(0, |c| c.mark_at)
+    }
+
+    pub(super) fn set_mark_at(&mut self, t: Nanos) {
+        self.cold.get_or_insert_with(Default::default).mark_at = t;
+        self.tidy();
+    }
+
+    /// Itemized evidence, kept while the origin is new.
+    pub(super) fn evidence(&self) -> Option<&Evidence> {
+        self.cold.as_ref().and_then(|c| c.evidence.as_deref())
+    }
+
+    /// The origin's evidence, made empty first when it has none.
+    pub(super) fn evidence_or_new(&mut self) -> &mut Evidence {
+        self.cold.get_or_insert_with(Default::default).evidence.get_or_insert_with(Default::default)
+    }
+
+    pub(super) fn drop_evidence(&mut self) {
+        if let Some(c) = &mut self.cold {
+            c.evidence = None;
+            self.tidy();
+        }
+    }
+
+    /// An entry from its fields (a model's row).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn from_fields(
+        first_seen: Nanos,
+        last_seen: Nanos,
+        bytes: u64,
+        requests: u32,
+        mark_level: u8,
+        mark_epoch: u16,
+        mark_at: Nanos,
+        evidence: Option<Box<Evidence>>,
+        verdict: Option<VerdictKind>,
+    ) -> Self {
+        let mut e = OriginEntry {
+            first_seen,
+            last_seen,
+            bytes,
+            requests,
+            mark_level,
+            mark_epoch,
+            verdict,
+            cold: Some(Box::new(OriginCold { mark_at, evidence })),
+        };
+        e.tidy();
+        e
+    }
+
+    /// No box of defaults.
+    fn tidy(&mut self) {
+        if self.cold.as_ref().is_some_and(|c| c.mark_at == 0 && c.evidence.is_none()) {
+            self.cold = None;
+        }
+    }
+}
+
+impl PartialEq for OriginEntry {
+    fn eq(&self, o: &Self) -> bool {
+        (self.first_seen, self.last_seen, self.bytes, self.requests, self.mark_level, self.mark_epoch, self.verdict)
+            == (o.first_seen, o.last_seen, o.bytes, o.requests, o.mark_level, o.mark_epoch, o.verdict)
+            && self.mark_at() == o.mark_at()
+            && self.evidence() == o.evidence()
+    }
+}
+
+/// An [`OriginEntry`] as snapshots write it (the fields, flat, in this order).
+#[derive(Serialize)]
+struct OriginEntryOut<'a> {
+    first_seen: Nanos,
+    last_seen: Nanos,
+    bytes: u64,
+    requests: u32,
+    mark_level: u8,
+    mark_epoch: u16,
+    mark_at: Nanos,
+    evidence: Option<&'a Evidence>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verdict: Option<VerdictKind>,
+}
+
+/// An [`OriginEntry`] as snapshots hold it.
+#[derive(Deserialize)]
+struct OriginEntryIn {
+    first_seen: Nanos,
+    last_seen: Nanos,
+    bytes: u64,
+    requests: u32,
+    mark_level: u8,
+    mark_epoch: u16,
+    mark_at: Nanos,
+    evidence: Option<Box<Evidence>>,
+    #[serde(default)]
+    verdict: Option<VerdictKind>,
+}
+
+impl From<OriginEntryIn> for OriginEntry {
+    fn from(e: OriginEntryIn) -> Self {
+        OriginEntry::from_fields(
+            e.first_seen,
+            e.last_seen,
+            e.bytes,
+            e.requests,
+            e.mark_level,
+            e.mark_epoch,
+            e.mark_at,
+            e.evidence,
+            e.verdict,
+        )
+    }
+}
+
+impl Serialize for OriginEntry {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        OriginEntryOut {
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+            bytes: self.bytes,
+            requests: self.requests,
+            mark_level: self.mark_level,
+            mark_epoch: self.mark_epoch,
+            mark_at: self.mark_at(),
+            evidence: self.evidence(),
+            verdict: self.verdict,
+        }
+        .serialize(s)
     }
 }
 
@@ -168,8 +310,8 @@ pub struct AccountOrigin {
     /// Some key of the account already knew the origin when this entry was made.
     pub(super) familiar: bool,
     pub(super) bytes: u64,
-    /// Bytes per key (credential symbol), in the order the keys came.
-    pub(super) keys: Vec<(Sym, u64)>,
+    /// Bytes per key (credential symbol), in the order the keys came; the first inline.
+    pub(super) keys: smallvec::SmallVec<[(Sym, u64); 1]>,
     pub(super) mark_level: u8,
     pub(super) mark_epoch: u32,
     pub(super) mark_at: Nanos,

@@ -222,7 +222,7 @@ pub(super) fn unfamiliar_now(cfg: &DetectConfig, stats: &mut DetectorStats, e: &
         if let Some(level) = reached_level(e.bytes, cfg.unfamiliar_bytes.0, cfg.escalation_factor, e.mark_level) {
             stats.suppressed.verdict_benign += 1;
             e.mark_level = level + 1;
-            e.mark_at = t;
+            e.set_mark_at(t);
         }
     }
     e.unfamiliar_at(t, cfg.familiar_after.0)
@@ -339,7 +339,7 @@ impl Detector {
         if let Some(e) = origin_entry(&mut self.accounts, &self.ctx.syms, account, &v.credential, origin) {
             e.verdict = Some(v.verdict);
             if v.verdict == VerdictKind::Benign {
-                e.evidence = None;
+                e.drop_evidence();
             }
         }
         self.bound_state();

@@ -24,7 +24,9 @@ use std::collections::VecDeque;
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
 pub struct DaySummary {
-    pub day: i64,
+    /// Days since 1970-01-01 (`i32`: a day of history is 24 bytes, not 32; an `i64` of
+    /// nanoseconds spans ±106,752 days).
+    pub day: i32,
     pub peak: u64,
     pub total: u64,
     pub active_hours: u8,
@@ -104,7 +106,7 @@ const LEVEL_GAP: f64 = std::f64::consts::LN_2;
 fn comparable_days(days: &VecDeque<DaySummary>, day: i64) -> DayMask {
     let mut by_weekday: [Vec<f64>; 7] = Default::default();
     for d in days.iter().filter(|d| d.peak > 0) {
-        by_weekday[DayMask::weekday(d.day) as usize].push((d.peak as f64).ln());
+        by_weekday[DayMask::weekday(d.day.into()) as usize].push((d.peak as f64).ln());
     }
     if by_weekday.iter().any(|v| v.is_empty()) {
         return DayMask::ALL;
@@ -192,8 +194,8 @@ impl VolumeHistory {
     /// Fits the peak model again (a restored history under other volume settings).
     pub fn refit(&mut self, cfg: &DetectConfig, tq: &mut TQuantiles) {
         let day = match (self.today, self.days.back()) {
-            (Some(t), _) => t.day,
-            (None, Some(last)) => last.day + 1,
+            (Some(t), _) => i64::from(t.day),
+            (None, Some(last)) => i64::from(last.day) + 1,
             (None, None) => return,
         };
         self.model = fit(&self.days, day, cfg, tq);
@@ -219,7 +221,7 @@ impl VolumeHistory {
     /// Records `bytes` read at `t`, with `window_sum` the key's sliding volume after it.
     /// Returns true when a new day began (the model was refitted).
     pub fn observe(&mut self, t: Nanos, bytes: u64, window_sum: u64, cfg: &DetectConfig, tq: &mut TQuantiles) -> bool {
-        let day = day_of(t);
+        let day = day_of(t) as i32; // lossless: see `DaySummary::day`
         let hour_bit = 1u32 << (t.rem_euclid(DAY) / HOUR);
         let mut rolled = false;
         match &mut self.today {
@@ -238,13 +240,13 @@ impl VolumeHistory {
                         self.days.push_back(DaySummary { active_hours: self.hours_today.count_ones() as u8, ..done });
                     }
                 }
-                let oldest = day - (cfg.history_window.0 / DAY).max(MIN_HISTORY_DAYS);
-                while self.days.front().is_some_and(|d| d.day < oldest) {
+                let oldest = i64::from(day) - (cfg.history_window.0 / DAY).max(MIN_HISTORY_DAYS);
+                while self.days.front().is_some_and(|d| i64::from(d.day) < oldest) {
                     self.days.pop_front();
                 }
                 self.today = Some(DaySummary { day, peak: 0, total: 0, active_hours: 0 });
                 self.hours_today = 0;
-                self.model = fit(&self.days, day, cfg, tq);
+                self.model = fit(&self.days, day.into(), cfg, tq);
                 rolled = true;
             }
         }
@@ -296,7 +298,7 @@ pub const MAX_GROWTH: f64 = 4.0;
 /// under two weeks of history, no growth. A month-end batch that grows with the data (3x a month)
 /// is then compared with last month's batch as it would read today, not as it read then.
 pub fn grown_max_peak(days: &VecDeque<DaySummary>) -> f64 {
-    let peaks: Vec<(i64, u64)> = days.iter().filter(|d| d.peak > 0).map(|d| (d.day, d.peak)).collect();
+    let peaks: Vec<(i64, u64)> = days.iter().filter(|d| d.peak > 0).map(|d| (i64::from(d.day), d.peak)).collect();
     let (Some(&(first, _)), Some(&(last, _))) = (peaks.first(), peaks.last()) else { return 0.0 };
     // The level of the seven days from `from`: always a whole week, so that a weekly rhythm
     // (quiet weekends) weighs the same in every level.
@@ -335,7 +337,8 @@ pub fn fit(days: &VecDeque<DaySummary>, day: i64, cfg: &DetectConfig, tq: &mut T
         return None;
     }
     let class = comparable_days(days, day);
-    let same_kind: Vec<u64> = days.iter().filter(|d| d.peak > 0 && class.contains(d.day)).map(|d| d.peak).collect();
+    let same_kind: Vec<u64> =
+        days.iter().filter(|d| d.peak > 0 && class.contains(d.day.into())).map(|d| d.peak).collect();
     let (peaks, basis) = if same_kind.len() >= min_days { (same_kind, class) } else { (all.clone(), DayMask::ALL) };
     let logs: Vec<f64> = peaks.iter().map(|&p| (p as f64).ln()).collect();
     let n = logs.len();
@@ -378,7 +381,7 @@ mod tests {
         peaks
             .iter()
             .enumerate()
-            .map(|(i, &p)| DaySummary { day: first + i as i64, peak: p, total: p * 4, active_hours: 10 })
+            .map(|(i, &p)| DaySummary { day: (first + i as i64) as i32, peak: p, total: p * 4, active_hours: 10 })
             .collect()
     }
 
@@ -388,7 +391,7 @@ mod tests {
 
     /// The model for the day after the history.
     fn fit_(d: &VecDeque<DaySummary>, cfg: &DetectConfig) -> Option<PeakModel> {
-        let next = d.back().map_or(MONDAY, |l| l.day + 1);
+        let next = d.back().map_or(MONDAY, |l| i64::from(l.day) + 1);
         fit(d, next, cfg, &mut TQuantiles::default())
     }
 
@@ -526,7 +529,7 @@ mod tests {
             })
             .collect();
         let d = days(&peaks);
-        let last_weekday = d.iter().rev().find(|x| !is_weekend(x.day)).unwrap().peak;
+        let last_weekday = d.iter().rev().find(|x| !is_weekend(x.day.into())).unwrap().peak;
         let m = fit_(&d, &cfg).unwrap();
         let next = (last_weekday as f64 * daily * 1.2) as u64; // and a busy day on top
         assert!(next < m.threshold, "{} MiB vs {} MiB", next / MIB, m.threshold / MIB);
@@ -563,7 +566,7 @@ mod tests {
         // The next month-end falls on a Tuesday, 31 days after the last.
         let t = (MONDAY + 36) * DAY + 1;
         h.observe(t, MIB, MIB, &cfg, &mut tq);
-        assert!(h.parts().2.iter().any(|d| d.day == MONDAY + 5), "the batch day is still in the history");
+        assert!(h.parts().2.iter().any(|d| i64::from(d.day) == MONDAY + 5), "the batch day is still in the history");
         let m = h.model().copied().unwrap();
         assert_eq!(m.basis, DayMask::ALL, "no weekly rhythm: every day is comparable");
         assert!(m.threshold >= 6 * GIB, "threshold {} MiB", m.threshold / MIB);

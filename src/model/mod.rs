@@ -469,7 +469,10 @@ impl Model {
                 .iter()
                 .filter(|d| mine(&d.account, &d.credential))
                 .map(|d| DaySummaryOut {
-                    day: format_rfc3339(d.day.day.saturating_mul(DAY)).get(..10).unwrap_or_default().to_string(),
+                    day: format_rfc3339(i64::from(d.day.day).saturating_mul(DAY))
+                        .get(..10)
+                        .unwrap_or_default()
+                        .to_string(),
                     peak_bytes: d.day.peak,
                     total_bytes: d.day.total,
                     active_hours: d.day.active_hours,

@@ -82,10 +82,6 @@ use arrow::datatypes::{
     UInt8Type as U8,
 };
 
-fn day32(day: i64) -> Result<i32, TableError> {
-    i32::try_from(day).map_err(|_| format!("day number {day} out of range"))
-}
-
 /// A table as a file: its name, Parquet bytes and row count.
 pub type Encoded = (&'static str, Vec<u8>, u64);
 
@@ -142,14 +138,13 @@ pub fn encode(st: &LearnedState) -> Result<Vec<Encoded>, (&'static str, TableErr
     )?;
 
     let d = &st.volume_days;
-    let days: Result<Vec<i32>, TableError> = d.iter().map(|r| day32(r.day.day)).collect();
     put(
         FILES[4],
-        days.map(|days| {
+        Ok::<_, TableError>({
             let mut c = Cols::default();
             c.str("account", d.iter().map(|r| r.account.as_str()));
             c.str("credential", d.iter().map(|r| r.credential.as_str()));
-            c.prim::<D32>("day", days.into_iter().map(Some));
+            c.prim::<D32>("day", d.iter().map(|r| Some(r.day.day)));
             c.prim::<U64>("peak_bytes", d.iter().map(|r| Some(r.day.peak)));
             c.prim::<U64>("total_bytes", d.iter().map(|r| Some(r.day.total)));
             c.prim::<U8>("active_hours", d.iter().map(|r| Some(r.day.active_hours)));
@@ -240,9 +235,7 @@ fn keys(k: &[KeyRow]) -> Result<Cols, TableError> {
     c.prim::<F64>("peak_dof", m(|m| m.dof));
     c.prim::<U64>("peak_max_bytes", k.iter().map(|r| r.peak_model.map(|m| m.max_peak)));
     c.prim::<U8>("peak_basis", k.iter().map(|r| r.peak_model.map(|m| m.basis.code())));
-    let today: Result<Vec<Option<i32>>, TableError> =
-        k.iter().map(|r| r.today.map(|t| day32(t.day)).transpose()).collect();
-    c.prim::<D32>("today", today?.into_iter());
+    c.prim::<D32>("today", k.iter().map(|r| r.today.map(|t| t.day)));
     c.prim::<U64>("today_peak_bytes", k.iter().map(|r| r.today.map(|t| t.peak)));
     c.prim::<U64>("today_total_bytes", k.iter().map(|r| r.today.map(|t| t.total)));
     c.prim::<U32>("today_hours", k.iter().map(|r| Some(r.hours_today)));
@@ -450,7 +443,7 @@ pub fn decode_keys(batches: &[RecordBatch]) -> Result<Vec<KeyRow>, TableError> {
                 _ => return Err("a peak model is partly null".into()),
             };
             let today = match (today[i], tpeak[i], ttotal[i]) {
-                (Some(d), Some(peak), Some(total)) => Some(DaySummary { day: d as i64, peak, total, active_hours: 0 }),
+                (Some(d), Some(peak), Some(total)) => Some(DaySummary { day: d, peak, total, active_hours: 0 }),
                 (None, None, None) => None,
                 _ => return Err("the day in progress is partly null".into()),
             };
@@ -518,7 +511,7 @@ pub fn decode_volume_days(batches: &[RecordBatch]) -> Result<Vec<VolumeDayRow>, 
             out.push(VolumeDayRow {
                 account: acc[i].clone(),
                 credential: cred[i].clone(),
-                day: DaySummary { day: day[i] as i64, peak: peak[i], total: total[i], active_hours: hours[i] },
+                day: DaySummary { day: day[i], peak: peak[i], total: total[i], active_hours: hours[i] },
             });
         }
     }
