@@ -316,3 +316,39 @@ pub struct AccountOrigin {
     pub(super) mark_epoch: u32,
     pub(super) mark_at: Nanos,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Snapshots keep the flat shape of the entry from before its cold part was boxed, and an
+    /// entry holds no box of defaults, whatever order its cold fields were set and cleared in.
+    #[test]
+    fn origin_entry_snapshots_are_flat_and_cold_boxes_tidy() {
+        let mut e = OriginEntry::new(7);
+        assert!(e.cold.is_none());
+        e.evidence_or_new();
+        e.set_mark_at(9);
+        e.drop_evidence();
+        assert_eq!((e.mark_at(), e.evidence().is_none()), (9, true));
+        let text = serde_json::to_string(&e).unwrap();
+        let fields =
+            ["first_seen", "last_seen", "bytes", "requests", "mark_level", "mark_epoch", "mark_at", "evidence"];
+        let at: Vec<usize> = fields.iter().map(|f| text.find(&format!("\"{f}\":")).unwrap()).collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{text}");
+        assert!(!text.contains("verdict") && !text.contains("cold"), "{text}");
+        let back: OriginEntry = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, e);
+        assert_eq!(back.mark_at(), 9);
+
+        let mut plain = OriginEntry::new(7);
+        plain.evidence_or_new();
+        plain.drop_evidence();
+        assert!(plain.cold.is_none(), "no box once evidence is dropped and no alert was marked");
+        let old = r#"{"first_seen":1,"last_seen":2,"bytes":3,"requests":4,"mark_level":0,"mark_epoch":0,"mark_at":0,"evidence":null}"#;
+        let read: OriginEntry = serde_json::from_str(old).unwrap();
+        assert!(read.cold.is_none());
+        assert_eq!((read.first_seen, read.last_seen, read.bytes, read.requests), (1, 2, 3, 4));
+        assert_eq!(serde_json::to_string(&read).unwrap(), old);
+    }
+}
