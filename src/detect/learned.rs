@@ -420,17 +420,17 @@ impl Detector {
             let key = d.accounts.get_mut(o.account.as_bytes()).and_then(|a| a.keys.get_mut(&c)).ok_or_else(|| {
                 invalid(format!("origin {} of an unknown key {}/{}", o.origin, o.account, o.credential))
             })?;
-            let entry = OriginEntry::from_fields(
-                o.first_seen,
-                o.last_seen,
-                o.bytes,
-                o.requests,
-                o.mark_level,
-                o.mark_epoch,
-                o.mark_at,
-                o.evidence,
-                None,
-            );
+            let entry = OriginEntry::from_fields(OriginEntryFields {
+                first_seen: o.first_seen,
+                last_seen: o.last_seen,
+                bytes: o.bytes,
+                requests: o.requests,
+                mark_level: o.mark_level,
+                mark_epoch: o.mark_epoch,
+                mark_at: o.mark_at,
+                evidence: o.evidence,
+                verdict: None,
+            });
             if key.origins.insert(origin, entry).is_some() {
                 return Err(invalid(format!("{}/{}: origin {} appears twice", o.account, o.credential, o.origin)));
             }

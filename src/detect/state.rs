@@ -40,9 +40,9 @@ pub(super) struct Mark {
 
 /// A (key, origin) pair: 40 bytes, the most numerous record of the state. What few origins
 /// use (the time of the last alert, itemized evidence) is in a box of its own, [`OriginCold`];
-/// snapshots write the fields flat, as they always did ([`OriginEntryOut`]).
+/// snapshots write the fields flat, as they always did ([`OriginEntryFields`]).
 #[derive(Clone, Debug, Deserialize)]
-#[serde(from = "OriginEntryIn")]
+#[serde(from = "OriginEntryFields<Box<Evidence>>")]
 pub(super) struct OriginEntry {
     pub(super) first_seen: Nanos,
     pub(super) last_seen: Nanos,
@@ -105,28 +105,17 @@ impl OriginEntry {
         }
     }
 
-    /// An entry from its fields (a model's row).
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn from_fields(
-        first_seen: Nanos,
-        last_seen: Nanos,
-        bytes: u64,
-        requests: u32,
-        mark_level: u8,
-        mark_epoch: u16,
-        mark_at: Nanos,
-        evidence: Option<Box<Evidence>>,
-        verdict: Option<VerdictKind>,
-    ) -> Self {
+    /// An entry from its fields (a snapshot's, a model's row).
+    pub(super) fn from_fields(f: OriginEntryFields<Box<Evidence>>) -> Self {
         let mut e = OriginEntry {
-            first_seen,
-            last_seen,
-            bytes,
-            requests,
-            mark_level,
-            mark_epoch,
-            verdict,
-            cold: Some(Box::new(OriginCold { mark_at, evidence })),
+            first_seen: f.first_seen,
+            last_seen: f.last_seen,
+            bytes: f.bytes,
+            requests: f.requests,
+            mark_level: f.mark_level,
+            mark_epoch: f.mark_epoch,
+            verdict: f.verdict,
+            cold: Some(Box::new(OriginCold { mark_at: f.mark_at, evidence: f.evidence })),
         };
         e.tidy();
         e
@@ -149,55 +138,31 @@ impl PartialEq for OriginEntry {
     }
 }
 
-/// An [`OriginEntry`] as snapshots write it (the fields, flat, in this order).
-#[derive(Serialize)]
-struct OriginEntryOut<'a> {
-    first_seen: Nanos,
-    last_seen: Nanos,
-    bytes: u64,
-    requests: u32,
-    mark_level: u8,
-    mark_epoch: u16,
-    mark_at: Nanos,
-    evidence: Option<&'a Evidence>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    verdict: Option<VerdictKind>,
+/// An [`OriginEntry`]'s fields, flat, in the order snapshots write them: `E` is `&Evidence`
+/// when written, `Box<Evidence>` when read.
+#[derive(Serialize, Deserialize)]
+pub(super) struct OriginEntryFields<E> {
+    pub(super) first_seen: Nanos,
+    pub(super) last_seen: Nanos,
+    pub(super) bytes: u64,
+    pub(super) requests: u32,
+    pub(super) mark_level: u8,
+    pub(super) mark_epoch: u16,
+    pub(super) mark_at: Nanos,
+    pub(super) evidence: Option<E>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) verdict: Option<VerdictKind>,
 }
 
-/// An [`OriginEntry`] as snapshots hold it.
-#[derive(Deserialize)]
-struct OriginEntryIn {
-    first_seen: Nanos,
-    last_seen: Nanos,
-    bytes: u64,
-    requests: u32,
-    mark_level: u8,
-    mark_epoch: u16,
-    mark_at: Nanos,
-    evidence: Option<Box<Evidence>>,
-    #[serde(default)]
-    verdict: Option<VerdictKind>,
-}
-
-impl From<OriginEntryIn> for OriginEntry {
-    fn from(e: OriginEntryIn) -> Self {
-        OriginEntry::from_fields(
-            e.first_seen,
-            e.last_seen,
-            e.bytes,
-            e.requests,
-            e.mark_level,
-            e.mark_epoch,
-            e.mark_at,
-            e.evidence,
-            e.verdict,
-        )
+impl From<OriginEntryFields<Box<Evidence>>> for OriginEntry {
+    fn from(f: OriginEntryFields<Box<Evidence>>) -> Self {
+        OriginEntry::from_fields(f)
     }
 }
 
 impl Serialize for OriginEntry {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        OriginEntryOut {
+        OriginEntryFields {
             first_seen: self.first_seen,
             last_seen: self.last_seen,
             bytes: self.bytes,
