@@ -286,6 +286,16 @@ pub struct AccountOrigin {
 mod tests {
     use super::*;
 
+    /// The records the state holds most of stay the sizes BENCHMARKS.md and the README give.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn the_most_numerous_records_keep_their_sizes() {
+        use std::mem::size_of;
+        assert_eq!(size_of::<OriginEntry>(), 40);
+        assert_eq!(size_of::<super::super::volume::DaySummary>(), 24);
+        assert_eq!(size_of::<smallvec::SmallVec<[(Sym, u64); 1]>>(), size_of::<Vec<(Sym, u64)>>());
+    }
+
     /// Snapshots keep the flat shape of the entry from before its cold part was boxed, and an
     /// entry holds no box of defaults, whatever order its cold fields were set and cleared in.
     #[test]
