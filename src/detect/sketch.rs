@@ -23,6 +23,7 @@
 use crate::time::{Nanos, MINUTE};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use smallvec::SmallVec;
 use std::collections::VecDeque;
 
 /// Counters per evidence list (operations, collections, user agents, addresses) and per
@@ -155,7 +156,10 @@ struct OriginSlot {
 /// length in minutes times the capacity however many addresses spray it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct OriginWindow {
-    slots: Vec<OriginSlot>,
+    /// The first counter inline: most windows name one origin (a key that read from one
+    /// unfamiliar origin, then went idle), and a counter of its own on the heap was one more
+    /// cold block to free when the window is dropped.
+    slots: SmallVec<[OriginSlot; 1]>,
     /// (minute, counter, bytes), minutes in non-decreasing order.
     minutes: VecDeque<(i64, u8, u64)>,
     /// Newest minute seen: the window's end.
@@ -199,7 +203,9 @@ impl OriginWindow {
         let i = match self.slots.iter().position(|s| s.origin == origin) {
             Some(i) => i,
             None if self.slots.len() < CAPACITY => {
-                super::grow::room_for_one(&mut self.slots);
+                if self.slots.len() == self.slots.capacity() {
+                    self.slots.reserve_exact(super::grow::growth(self.slots.len()));
+                }
                 self.slots.push(OriginSlot { origin, ..OriginSlot::default() });
                 self.slots.len() - 1
             }
