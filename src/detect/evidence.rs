@@ -6,7 +6,7 @@
 //! value above that share is listed).
 
 use super::intern::{Interner, Sym};
-use super::sketch::{TopK, CAPACITY};
+use super::sketch::{Addr, TopK, CAPACITY};
 use crate::alert::NameCount;
 use crate::time::Nanos;
 use serde::{Deserialize, Serialize};
@@ -42,7 +42,7 @@ pub struct Evidence {
     pub collections: Counts<u64>,
     pub user_agents: Counts<Sym>,
     /// Bytes per address.
-    pub addresses: Counts<u128>,
+    pub addresses: Counts<Addr>,
     activity: [u128; ACTIVITY_IDS],
     activity_len: u8,
 }
@@ -152,7 +152,7 @@ impl Evidence {
         self.collections.add(((s.db as u64) << 32) | s.coll as u64, 1);
         self.user_agents.add(s.ua, 1);
         if let Some(ip) = s.ip {
-            self.addresses.add(ip, s.bytes);
+            self.addresses.add(ip.into(), s.bytes);
         }
         self.add_activity(s.activity);
     }
@@ -206,7 +206,7 @@ impl Evidence {
 
     /// Addresses by bytes read (sketch estimates), at most `n`.
     pub fn top_addresses(&self, n: usize) -> Vec<(IpAddr, u64)> {
-        self.addresses.top().into_iter().take(n).map(|(b, c)| (ip_from_bits(b), c)).collect()
+        self.addresses.top().into_iter().take(n).map(|(b, c)| (ip_from_bits(b.into()), c)).collect()
     }
 
     pub fn activity_id_strings(&self) -> Vec<String> {
