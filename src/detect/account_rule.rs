@@ -68,9 +68,7 @@ impl Ctx {
         match entry.keys.iter().position(|(c, _)| *c == cred) {
             Some(i) => entry.keys[i].1 += s.bytes,
             None if entry.keys.len() < ACCOUNT_ORIGIN_KEYS => {
-                if entry.keys.len() == entry.keys.capacity() {
-                    entry.keys.reserve_exact(super::grow::growth(entry.keys.len()));
-                }
+                super::grow::room_for_one_small(&mut entry.keys);
                 entry.keys.push((cred, s.bytes))
             }
             None => {}

@@ -21,6 +21,14 @@ pub(crate) fn room_for_one<T>(v: &mut Vec<T>) {
     }
 }
 
+/// Room for one more element in `v` (a `SmallVec` past its inline room), growing by half.
+#[inline]
+pub(crate) fn room_for_one_small<A: smallvec::Array>(v: &mut smallvec::SmallVec<A>) {
+    if v.len() == v.capacity() {
+        v.reserve_exact(growth(v.len()));
+    }
+}
+
 /// Room for one more element in `q`, growing by half.
 #[inline]
 pub(crate) fn room_for_one_in<T>(q: &mut VecDeque<T>) {

@@ -35,8 +35,9 @@ pub const CAPACITY: usize = 8;
 
 /// An address or origin (`u128` bits) kept 8-byte aligned: a `u128` field aligns its struct to
 /// 16 bytes, so a counter of (address, count) took 32 bytes instead of 24, and an origin
-/// window's counter 128 instead of 96. Ordered, written and read as the `u128` it holds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+/// window's counter 128 instead of 96. Ordered (high word first), written and read as the
+/// `u128` it holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Addr([u64; 2]);
 
 impl From<u128> for Addr {
@@ -48,19 +49,6 @@ impl From<u128> for Addr {
 impl From<Addr> for u128 {
     fn from(a: Addr) -> Self {
         ((a.0[0] as u128) << 64) | a.0[1] as u128
-    }
-}
-
-impl PartialOrd for Addr {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-
-impl Ord for Addr {
-    /// The order of the `u128`s (high word first).
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        self.0.cmp(&o.0)
     }
 }
 
@@ -247,9 +235,7 @@ impl OriginWindow {
         let i = match self.slots.iter().position(|s| s.origin == origin) {
             Some(i) => i,
             None if self.slots.len() < CAPACITY => {
-                if self.slots.len() == self.slots.capacity() {
-                    self.slots.reserve_exact(super::grow::growth(self.slots.len()));
-                }
+                super::grow::room_for_one_small(&mut self.slots);
                 self.slots.push(OriginSlot { origin, ..OriginSlot::default() });
                 self.slots.len() - 1
             }
