@@ -213,7 +213,7 @@ impl Detector {
                     v.sort_by_key(|x| x.0);
                     v
                 }),
-                resource_id: acct.resource.as_ref().map(|r| r.id.clone()),
+                resource_id: acct.resource.as_deref().map(str::to_string),
             });
             let mut keys: Vec<(&str, &KeyState)> = acct.keys.iter().map(|(c, k)| (ctx.syms.name(*c), &**k)).collect();
             keys.sort_by(|a, b| a.0.cmp(b.0));
@@ -247,9 +247,9 @@ impl Detector {
                     volume_origins: key.volume_origins.clone(),
                     unfamiliar_origins: key.unfamiliar_origins.clone(),
                 });
-                let mut origins: Vec<(&OriginKey, &OriginEntry)> = key.origins.iter().collect();
-                origins.sort_by_key(|(k, _)| **k);
-                for (&o, e) in origins {
+                let mut origins: Vec<(OriginKey, &OriginEntry)> = key.origins.iter().collect();
+                origins.sort_by_key(|(k, _)| *k);
+                for (o, e) in origins {
                     st.origins.push(OriginRow {
                         account: account.clone(),
                         credential: cred.to_string(),
@@ -322,9 +322,14 @@ impl Detector {
                 unfamiliar: a.unfamiliar_origins.clone().unwrap_or_default().into_iter().collect(),
                 resource: match &a.resource_id {
                     None => None,
-                    Some(id) => Some(AzureResource::parse(id).ok_or_else(|| {
-                        invalid(format!("account {:?}: {id:?} is not an Azure resource id", a.account))
-                    })?),
+                    Some(id) => Some(
+                        AzureResource::parse(id)
+                            .ok_or_else(|| {
+                                invalid(format!("account {:?}: {id:?} is not an Azure resource id", a.account))
+                            })?
+                            .id
+                            .into_boxed_str(),
+                    ),
                 },
             };
             if d.accounts.insert(NameKey::new(&a.account), acct).is_some() {

@@ -6,7 +6,9 @@
 //! and their entries are two arrays in the order the origins came, grown by half (1, 2, 3, 4,
 //! 6, 9, 13, ...), searched from the start while there are at most [`LINEAR`] of them (a few
 //! cache lines of addresses, read in order), through a hash index beyond: a spray of
-//! thousands of origins costs what a hash table costs.
+//! thousands of origins costs what a hash table costs. An origin takes 8 bytes while every
+//! origin of the key is an IPv4 address or prefix (the high 64 bits of its key are clear), 16
+//! from the first that is not ([`Keys`]).
 //!
 //! Iteration is in arrival order (a removal moves the last origin into the gap). Nothing the
 //! detector outputs depends on it: every list built from the origins is sorted, every count
@@ -23,9 +25,99 @@ use std::fmt;
 /// Origins searched one by one; past this many a key keeps a hash index of them.
 const LINEAR: usize = 32;
 
+/// A key's origins in arrival order: 8 bytes each while every one has its high 64 bits clear
+/// (IPv4 addresses and prefixes, `::ffff:a.b.c.d`, the most common origins by far), 16 from
+/// the first one that does not (IPv6, an AS at `origin_granularity = "asn"`).
+#[derive(Clone, Debug)]
+enum Keys {
+    Narrow(Vec<u64>),
+    Wide(Vec<OriginKey>),
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Keys::Narrow(Vec::new())
+    }
+}
+
+/// `origin` as a narrow key, when it is one.
+#[inline]
+fn narrow(origin: OriginKey) -> Option<u64> {
+    u64::try_from(origin).ok()
+}
+
+impl Keys {
+    #[inline]
+    fn get(&self, i: usize) -> Option<OriginKey> {
+        match self {
+            Keys::Narrow(v) => v.get(i).map(|&k| OriginKey::from(k)),
+            Keys::Wide(v) => v.get(i).copied(),
+        }
+    }
+
+    #[inline]
+    fn position(&self, origin: OriginKey) -> Option<usize> {
+        match self {
+            Keys::Narrow(v) => {
+                let k = narrow(origin)?;
+                v.iter().position(|&x| x == k)
+            }
+            Keys::Wide(v) => v.iter().position(|&x| x == origin),
+        }
+    }
+
+    /// Appends `origin`, widening the keys first when it is not narrow; grows by half.
+    fn push(&mut self, origin: OriginKey) {
+        if let (Keys::Narrow(v), None) = (&*self, narrow(origin)) {
+            let mut wide = Vec::with_capacity(v.capacity());
+            wide.extend(v.iter().map(|&k| OriginKey::from(k)));
+            *self = Keys::Wide(wide);
+        }
+        match self {
+            Keys::Narrow(v) => {
+                super::grow::room_for_one(v);
+                v.push(origin as u64);
+            }
+            Keys::Wide(v) => {
+                super::grow::room_for_one(v);
+                v.push(origin);
+            }
+        }
+    }
+
+    fn swap_remove(&mut self, i: usize) {
+        match self {
+            Keys::Narrow(v) => drop(v.swap_remove(i)),
+            Keys::Wide(v) => drop(v.swap_remove(i)),
+        }
+    }
+
+    fn swap(&mut self, a: usize, b: usize) {
+        match self {
+            Keys::Narrow(v) => v.swap(a, b),
+            Keys::Wide(v) => v.swap(a, b),
+        }
+    }
+
+    /// Keeps the first `len`; frees the room once most of it is unused.
+    fn truncate(&mut self, len: usize) {
+        fn cut<T>(v: &mut Vec<T>, len: usize) {
+            v.truncate(len);
+            if v.capacity() > 2 * len + 2 {
+                v.shrink_to_fit();
+            }
+        }
+        match self {
+            Keys::Narrow(v) => cut(v, len),
+            Keys::Wide(v) => cut(v, len),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub(super) struct OriginMap {
-    keys: Vec<OriginKey>,
+    keys: Keys,
+    /// The entries, in the order of `keys`.
     entries: Vec<OriginEntry>,
     /// Where each origin is, while there are more than [`LINEAR`].
     index: Option<Box<FxHashMap<OriginKey, u32>>>,
@@ -33,18 +125,18 @@ pub(super) struct OriginMap {
 
 impl OriginMap {
     pub(super) fn len(&self) -> usize {
-        self.keys.len()
+        self.entries.len()
     }
 
     #[cfg(test)]
     pub(super) fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.entries.is_empty()
     }
 
     fn position(&self, origin: &OriginKey) -> Option<usize> {
         match &self.index {
             Some(index) => index.get(origin).map(|&i| i as usize),
-            None => self.keys.iter().position(|k| k == origin),
+            None => self.keys.position(*origin),
         }
     }
 
@@ -87,14 +179,10 @@ impl OriginMap {
     }
 
     fn push(&mut self, origin: OriginKey, entry: OriginEntry) -> usize {
-        let len = self.keys.len();
-        if len == self.keys.capacity() {
-            // Grown by half, not doubled: the arrays are most of the state.
-            let more = super::grow::growth(len);
-            self.keys.reserve_exact(more);
-            self.entries.reserve_exact(more);
-        }
+        let len = self.entries.len();
+        // Grown by half, not doubled: the arrays are most of the state.
         self.keys.push(origin);
+        super::grow::room_for_one(&mut self.entries);
         self.entries.push(entry);
         if let Some(index) = &mut self.index {
             index.insert(origin, len as u32);
@@ -111,7 +199,7 @@ impl OriginMap {
         if let Some(index) = &mut self.index {
             index.remove(origin);
             if let Some(moved) = self.keys.get(i) {
-                index.insert(*moved, i as u32);
+                index.insert(moved, i as u32);
             }
         }
         Some(entry)
@@ -120,35 +208,36 @@ impl OriginMap {
     /// Keeps the origins `keep` says to, in their order; frees room once most is unused.
     pub(super) fn retain(&mut self, mut keep: impl FnMut(&OriginKey, &mut OriginEntry) -> bool) {
         let mut kept = 0;
-        for i in 0..self.keys.len() {
-            if keep(&self.keys[i], &mut self.entries[i]) {
+        for i in 0..self.entries.len() {
+            let Some(origin) = self.keys.get(i) else { break };
+            if keep(&origin, &mut self.entries[i]) {
                 self.keys.swap(kept, i);
                 self.entries.swap(kept, i);
                 kept += 1;
             }
         }
-        if kept == self.keys.len() {
+        if kept == self.entries.len() {
             return;
         }
         self.keys.truncate(kept);
         self.entries.truncate(kept);
-        if self.keys.capacity() > 2 * kept + 2 {
-            self.keys.shrink_to_fit();
+        if self.entries.capacity() > 2 * kept + 2 {
             self.entries.shrink_to_fit();
         }
         self.reindex();
     }
 
     fn reindex(&mut self) {
-        self.index = (self.keys.len() > LINEAR).then(|| {
-            let mut index = FxHashMap::with_capacity_and_hasher(self.keys.len(), Default::default());
-            index.extend(self.keys.iter().enumerate().map(|(i, &k)| (k, i as u32)));
+        self.index = (self.len() > LINEAR).then(|| {
+            let mut index = FxHashMap::with_capacity_and_hasher(self.len(), Default::default());
+            index.extend(self.iter().enumerate().map(|(i, (k, _))| (k, i as u32)));
             Box::new(index)
         });
     }
 
-    pub(super) fn iter(&self) -> impl Iterator<Item = (&OriginKey, &OriginEntry)> {
-        self.keys.iter().zip(&self.entries)
+    /// The origins and their entries, in arrival order.
+    pub(super) fn iter(&self) -> Iter<'_> {
+        Iter { keys: &self.keys, entries: self.entries.iter().enumerate() }
     }
 
     pub(super) fn values(&self) -> std::slice::Iter<'_, OriginEntry> {
@@ -160,19 +249,39 @@ impl OriginMap {
     }
 }
 
+/// [`OriginMap::iter`]: each origin (by value: narrow ones are widened) with its entry.
+pub(super) struct Iter<'a> {
+    keys: &'a Keys,
+    entries: std::iter::Enumerate<std::slice::Iter<'a, OriginEntry>>,
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = (OriginKey, &'a OriginEntry);
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        let (i, e) = self.entries.next()?;
+        Some((self.keys.get(i)?, e))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.entries.size_hint()
+    }
+}
+
 impl<'a> IntoIterator for &'a OriginMap {
-    type Item = (&'a OriginKey, &'a OriginEntry);
-    type IntoIter = std::iter::Zip<std::slice::Iter<'a, OriginKey>, std::slice::Iter<'a, OriginEntry>>;
+    type Item = (OriginKey, &'a OriginEntry);
+    type IntoIter = Iter<'a>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.keys.iter().zip(&self.entries)
+        self.iter()
     }
 }
 
 /// The same origins with the same entries, in any order.
 impl PartialEq for OriginMap {
     fn eq(&self, other: &Self) -> bool {
-        self.len() == other.len() && self.iter().all(|(k, v)| other.get(k) == Some(v))
+        self.len() == other.len() && self.iter().all(|(k, v)| other.get(&k) == Some(v))
     }
 }
 
@@ -181,7 +290,7 @@ impl Serialize for OriginMap {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(self.len()))?;
         for (k, v) in self {
-            map.serialize_entry(k, v)?;
+            map.serialize_entry(&k, v)?;
         }
         map.end()
     }
@@ -224,10 +333,12 @@ mod tests {
         /// Any sequence of inserts, removals and retains leaves the same origins and entries
         /// as a hash table given it, across the linear and the indexed sizes.
         #[test]
-        fn behaves_as_a_hash_table(ops in proptest::collection::vec((0u8..4, 0u128..80, 0i64..1000), 0..400)) {
+        fn behaves_as_a_hash_table(ops in proptest::collection::vec((0u8..4, 0u128..90, 0i64..1000), 0..400)) {
             let mut map = OriginMap::default();
             let mut want: HashMap<OriginKey, OriginEntry> = HashMap::new();
             for (op, k, t) in ops {
+                // Some origins wide (an IPv6 prefix, an AS): the keys widen at the first.
+                let k = if k >= 80 { (k - 79) << 100 } else { k };
                 match op {
                     0 => {
                         let (e, new) = map.get_or_insert_with(k, || entry(t));
@@ -246,12 +357,12 @@ mod tests {
                 prop_assert!(map.len() <= LINEAR || map.index.is_some());
                 if let Some(index) = &map.index {
                     prop_assert_eq!(index.len(), map.len());
-                    prop_assert!(map.keys.iter().enumerate().all(|(i, k)| index.get(k) == Some(&(i as u32))));
+                    prop_assert!(map.iter().enumerate().all(|(i, (k, _))| index.get(&k) == Some(&(i as u32))));
                 }
                 for (k, v) in &want {
                     prop_assert_eq!(map.get(k), Some(v));
                 }
-                prop_assert!(map.iter().all(|(k, v)| want.get(k) == Some(v)));
+                prop_assert!(map.iter().all(|(k, v)| want.get(&k) == Some(v)));
             }
         }
     }
@@ -264,11 +375,35 @@ mod tests {
         }
         let json = serde_json::to_string(&map).expect("serializes");
         let back: OriginMap = serde_json::from_str(&json).expect("reads back");
-        assert_eq!(back.keys, map.keys);
+        let order = |m: &OriginMap| m.iter().map(|(k, _)| k).collect::<Vec<_>>();
+        assert_eq!(order(&back), order(&map));
         // What the hash table wrote reads as the same map.
-        let table: FxHashMap<OriginKey, OriginEntry> = map.iter().map(|(k, v)| (*k, v.clone())).collect();
+        let table: FxHashMap<OriginKey, OriginEntry> = map.iter().map(|(k, v)| (k, v.clone())).collect();
         let from_table: OriginMap = serde_json::from_str(&serde_json::to_string(&table).expect("json")).expect("reads");
         assert_eq!(from_table, map);
         assert!(OriginMap::default().is_empty());
+    }
+
+    /// IPv4 origins take 8 bytes until the first wide one; then every origin is kept wide,
+    /// in the same order, and each is still found.
+    #[test]
+    fn keys_are_narrow_until_a_wide_origin_comes() {
+        let v4 = |i: u128| 0xffff_0a00_0000 | i << 8;
+        let mut map = OriginMap::default();
+        for i in 0..40 {
+            map.insert(v4(i), entry(i as i64));
+        }
+        assert!(matches!(map.keys, Keys::Narrow(_)));
+        assert_eq!(map.get(&(v4(3) | 1 << 64)), None, "a wide origin is never a narrow one's twin");
+        let wide = 0x2001_0db8u128 << 96;
+        map.insert(wide, entry(99));
+        assert!(matches!(map.keys, Keys::Wide(_)));
+        let order: Vec<OriginKey> = map.iter().map(|(k, _)| k).collect();
+        assert_eq!(order, (0..40).map(v4).chain([wide]).collect::<Vec<_>>());
+        assert!((0..40).all(|i| map.get(&v4(i)).map(|e| e.first_seen) == Some(i as i64)));
+        assert_eq!(map.remove(&v4(0)).map(|e| e.first_seen), Some(0));
+        assert_eq!(map.get(&wide).map(|e| e.first_seen), Some(99));
+        map.retain(|k, _| *k != wide);
+        assert_eq!((map.len(), map.get(&wide).is_none(), map.get(&v4(5)).is_some()), (39, true, true));
     }
 }

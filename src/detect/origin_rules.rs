@@ -27,7 +27,7 @@ impl Ctx {
             // Evict the least recently seen sixteenth at once: amortized O(log n) per insert.
             // Origins holding evidence of a theft in progress last (bound.rs: misses cost more).
             let mut by_age: Vec<(bool, Nanos, OriginKey)> =
-                key.origins.iter().map(|(k, v)| (v.evidence().is_some(), v.last_seen, *k)).collect();
+                key.origins.iter().map(|(k, v)| (v.evidence().is_some(), v.last_seen, k)).collect();
             by_age.sort_unstable();
             let n = (cfg.max_origins_per_key / 16).max(1).min(by_age.len());
             for (_, _, k) in &by_age[..n] {
@@ -135,7 +135,7 @@ impl Ctx {
             .origins
             .iter()
             .filter(|(_, o)| o.last_seen > since && o.unfamiliar_at(t, cfg.familiar_after.0))
-            .map(|(k, o)| (o.bytes, *k))
+            .map(|(k, o)| (o.bytes, k))
             .collect();
         if contributing.len() < 2 || contributing.iter().any(|&(b, _)| b >= thr) {
             return created; // one origin explains it: unfamiliar_origin_volume covers that

@@ -56,13 +56,13 @@ impl Ctx {
                 continue;
             }
             // An AS origin (asn granularity) is its AS, with the TSV's name; no country.
-            let info = match self.asn_of_origin(*origin) {
+            let info = match self.asn_of_origin(origin) {
                 Some(asn) => OriginInfo {
                     asn: Some(asn),
                     as_name: enrich.as_name(asn).map(str::to_string),
                     ..OriginInfo::default()
                 },
-                None => enrich.lookup(evidence::ip_from_bits(*origin)),
+                None => enrich.lookup(evidence::ip_from_bits(origin)),
             };
             if let Some(asn) = info.asn {
                 let shown = match &info.as_name {

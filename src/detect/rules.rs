@@ -99,9 +99,11 @@ impl Ctx {
         let first = out.len();
         self.newest = self.newest.max(e.time);
         self.apply_rules(account, acct, e, out);
-        if acct.resource.is_some() {
-            for a in &mut out[first..] {
-                a.resource.clone_from(&acct.resource);
+        if out.len() > first {
+            if let Some(resource) = acct.resource.as_deref().and_then(AzureResource::parse) {
+                for a in &mut out[first..] {
+                    a.resource = Some(resource.clone());
+                }
             }
         }
         if out.len() > first {
