@@ -8,7 +8,7 @@
 //! cache lines of addresses, read in order), through a hash index beyond: a spray of
 //! thousands of origins costs what a hash table costs. An origin takes 8 bytes while every
 //! origin of the key is an IPv4 address or prefix (the high 64 bits of its key are clear), 16
-//! from the first that is not ([`Keys`]).
+//! from the first that is not (the map is no bigger for it: see `OriginMap::keys`).
 //!
 //! Iteration is in arrival order (a removal moves the last origin into the gap). Nothing the
 //! detector outputs depends on it: every list built from the origins is sorted, every count
@@ -25,102 +25,35 @@ use std::fmt;
 /// Origins searched one by one; past this many a key keeps a hash index of them.
 const LINEAR: usize = 32;
 
-/// A key's origins in arrival order: 8 bytes each while every one has its high 64 bits clear
-/// (IPv4 addresses and prefixes, `::ffff:a.b.c.d`, the most common origins by far), 16 from
-/// the first one that does not (IPv6, an AS at `origin_granularity = "asn"`).
-#[derive(Clone, Debug)]
-enum Keys {
-    Narrow(Vec<u64>),
-    Wide(Vec<OriginKey>),
-}
-
-impl Default for Keys {
-    fn default() -> Self {
-        Keys::Narrow(Vec::new())
-    }
-}
-
-/// `origin` as a narrow key, when it is one.
+/// `origin` as a narrow key (one word), when it is one.
 #[inline]
 fn narrow(origin: OriginKey) -> Option<u64> {
     u64::try_from(origin).ok()
 }
 
-impl Keys {
-    #[inline]
-    fn get(&self, i: usize) -> Option<OriginKey> {
-        match self {
-            Keys::Narrow(v) => v.get(i).map(|&k| OriginKey::from(k)),
-            Keys::Wide(v) => v.get(i).copied(),
-        }
-    }
-
-    #[inline]
-    fn position(&self, origin: OriginKey) -> Option<usize> {
-        match self {
-            Keys::Narrow(v) => {
-                let k = narrow(origin)?;
-                v.iter().position(|&x| x == k)
-            }
-            Keys::Wide(v) => v.iter().position(|&x| x == origin),
-        }
-    }
-
-    /// Appends `origin`, widening the keys first when it is not narrow; grows by half.
-    fn push(&mut self, origin: OriginKey) {
-        if let (Keys::Narrow(v), None) = (&*self, narrow(origin)) {
-            let mut wide = Vec::with_capacity(v.capacity());
-            wide.extend(v.iter().map(|&k| OriginKey::from(k)));
-            *self = Keys::Wide(wide);
-        }
-        match self {
-            Keys::Narrow(v) => {
-                super::grow::room_for_one(v);
-                v.push(origin as u64);
-            }
-            Keys::Wide(v) => {
-                super::grow::room_for_one(v);
-                v.push(origin);
-            }
-        }
-    }
-
-    fn swap_remove(&mut self, i: usize) {
-        match self {
-            Keys::Narrow(v) => drop(v.swap_remove(i)),
-            Keys::Wide(v) => drop(v.swap_remove(i)),
-        }
-    }
-
-    fn swap(&mut self, a: usize, b: usize) {
-        match self {
-            Keys::Narrow(v) => v.swap(a, b),
-            Keys::Wide(v) => v.swap(a, b),
-        }
-    }
-
-    /// Keeps the first `len`; frees the room once most of it is unused.
-    fn truncate(&mut self, len: usize) {
-        fn cut<T>(v: &mut Vec<T>, len: usize) {
-            v.truncate(len);
-            if v.capacity() > 2 * len + 2 {
-                v.shrink_to_fit();
-            }
-        }
-        match self {
-            Keys::Narrow(v) => cut(v, len),
-            Keys::Wide(v) => cut(v, len),
-        }
-    }
-}
-
 #[derive(Clone, Debug, Default)]
 pub(super) struct OriginMap {
-    keys: Keys,
+    /// The origins in arrival order: one word each while every origin's high 64 bits are
+    /// clear (IPv4 addresses and prefixes, `::ffff:a.b.c.d`, by far the most common), two
+    /// (low, high) each from the first that is not (IPv6, an AS at `origin_granularity =
+    /// "asn"`). The lengths tell which: `keys` holds as many words as `entries` has entries,
+    /// or twice as many ([`OriginMap::wide`]), so the map is no bigger for it.
+    keys: Vec<u64>,
     /// The entries, in the order of `keys`.
     entries: Vec<OriginEntry>,
     /// Where each origin is, while there are more than [`LINEAR`].
     index: Option<Box<FxHashMap<OriginKey, u32>>>,
+}
+
+/// The origin at `i` of `keys` (two words each when `wide`).
+#[inline]
+fn key_at(keys: &[u64], wide: bool, i: usize) -> Option<OriginKey> {
+    if wide {
+        let (lo, hi) = (keys.get(2 * i)?, keys.get(2 * i + 1)?);
+        Some(OriginKey::from(*hi) << 64 | OriginKey::from(*lo))
+    } else {
+        keys.get(i).map(|&k| OriginKey::from(k))
+    }
 }
 
 impl OriginMap {
@@ -133,10 +66,23 @@ impl OriginMap {
         self.entries.is_empty()
     }
 
+    /// Whether the origins take two words each.
+    #[inline]
+    fn wide(&self) -> bool {
+        self.keys.len() > self.entries.len()
+    }
+
     fn position(&self, origin: &OriginKey) -> Option<usize> {
         match &self.index {
             Some(index) => index.get(origin).map(|&i| i as usize),
-            None => self.keys.position(*origin),
+            None if self.wide() => {
+                let (lo, hi) = (*origin as u64, (*origin >> 64) as u64);
+                self.keys.chunks_exact(2).position(|w| w[0] == lo && w[1] == hi)
+            }
+            None => {
+                let k = narrow(*origin)?;
+                self.keys.iter().position(|&x| x == k)
+            }
         }
     }
 
@@ -180,9 +126,25 @@ impl OriginMap {
 
     fn push(&mut self, origin: OriginKey, entry: OriginEntry) -> usize {
         let len = self.entries.len();
+        let wide = self.wide() || narrow(origin).is_none();
+        if wide && !self.wide() && len > 0 {
+            // The first wide origin: every origin takes two words from now on.
+            let mut words = Vec::with_capacity(2 * self.keys.capacity());
+            words.extend(self.keys.iter().flat_map(|&k| [k, 0]));
+            self.keys = words;
+        }
         // Grown by half, not doubled: the arrays are most of the state.
-        self.keys.push(origin);
-        super::grow::room_for_one(&mut self.entries);
+        if len == self.entries.capacity() {
+            let more = super::grow::growth(len);
+            self.entries.reserve_exact(more);
+            let words = if wide { 2 * (len + more) } else { len + more };
+            self.keys.reserve_exact(words.saturating_sub(self.keys.len()));
+        }
+        if wide {
+            self.keys.extend([origin as u64, (origin >> 64) as u64]);
+        } else {
+            self.keys.push(origin as u64);
+        }
         self.entries.push(entry);
         if let Some(index) = &mut self.index {
             index.insert(origin, len as u32);
@@ -194,11 +156,18 @@ impl OriginMap {
 
     pub(super) fn remove(&mut self, origin: &OriginKey) -> Option<OriginEntry> {
         let i = self.position(origin)?;
-        self.keys.swap_remove(i);
+        let wide = self.wide();
+        if wide {
+            let last = self.keys.len() - 2;
+            self.keys.copy_within(last.., 2 * i);
+            self.keys.truncate(last);
+        } else {
+            self.keys.swap_remove(i);
+        }
         let entry = self.entries.swap_remove(i);
         if let Some(index) = &mut self.index {
             index.remove(origin);
-            if let Some(moved) = self.keys.get(i) {
+            if let Some(moved) = key_at(&self.keys, wide, i) {
                 index.insert(moved, i as u32);
             }
         }
@@ -207,21 +176,27 @@ impl OriginMap {
 
     /// Keeps the origins `keep` says to, in their order; frees room once most is unused.
     pub(super) fn retain(&mut self, mut keep: impl FnMut(&OriginKey, &mut OriginEntry) -> bool) {
+        let (wide, len) = (self.wide(), self.entries.len());
+        let width = if wide { 2 } else { 1 };
         let mut kept = 0;
-        for i in 0..self.entries.len() {
-            let Some(origin) = self.keys.get(i) else { break };
+        for i in 0..len {
+            let Some(origin) = key_at(&self.keys, wide, i) else { break };
             if keep(&origin, &mut self.entries[i]) {
-                self.keys.swap(kept, i);
+                for w in 0..width {
+                    self.keys.swap(width * kept + w, width * i + w);
+                }
                 self.entries.swap(kept, i);
                 kept += 1;
             }
         }
-        if kept == self.entries.len() {
+        if kept == len {
             return;
         }
-        self.keys.truncate(kept);
+        // Wide keys stay wide while any origin is left (an empty map is narrow again).
+        self.keys.truncate(width * kept);
         self.entries.truncate(kept);
         if self.entries.capacity() > 2 * kept + 2 {
+            self.keys.shrink_to_fit();
             self.entries.shrink_to_fit();
         }
         self.reindex();
@@ -237,7 +212,7 @@ impl OriginMap {
 
     /// The origins and their entries, in arrival order.
     pub(super) fn iter(&self) -> Iter<'_> {
-        Iter { keys: &self.keys, entries: self.entries.iter().enumerate() }
+        Iter { keys: &self.keys, wide: self.wide(), entries: self.entries.iter().enumerate() }
     }
 
     pub(super) fn values(&self) -> std::slice::Iter<'_, OriginEntry> {
@@ -249,9 +224,10 @@ impl OriginMap {
     }
 }
 
-/// [`OriginMap::iter`]: each origin (by value: narrow ones are widened) with its entry.
+/// [`OriginMap::iter`]: each origin (by value: it may be kept in one word) with its entry.
 pub(super) struct Iter<'a> {
-    keys: &'a Keys,
+    keys: &'a [u64],
+    wide: bool,
     entries: std::iter::Enumerate<std::slice::Iter<'a, OriginEntry>>,
 }
 
@@ -261,7 +237,7 @@ impl<'a> Iterator for Iter<'a> {
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         let (i, e) = self.entries.next()?;
-        Some((self.keys.get(i)?, e))
+        Some((key_at(self.keys, self.wide, i)?, e))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -355,6 +331,7 @@ mod tests {
                 }
                 prop_assert_eq!(map.len(), want.len());
                 prop_assert!(map.len() <= LINEAR || map.index.is_some());
+                prop_assert!(map.keys.len() == map.len() || map.keys.len() == 2 * map.len());
                 if let Some(index) = &map.index {
                     prop_assert_eq!(index.len(), map.len());
                     prop_assert!(map.iter().enumerate().all(|(i, (k, _))| index.get(&k) == Some(&(i as u32))));
@@ -393,11 +370,11 @@ mod tests {
         for i in 0..40 {
             map.insert(v4(i), entry(i as i64));
         }
-        assert!(matches!(map.keys, Keys::Narrow(_)));
+        assert!(!map.wide() && map.keys.len() == 40);
         assert_eq!(map.get(&(v4(3) | 1 << 64)), None, "a wide origin is never a narrow one's twin");
         let wide = 0x2001_0db8u128 << 96;
         map.insert(wide, entry(99));
-        assert!(matches!(map.keys, Keys::Wide(_)));
+        assert!(map.wide() && map.keys.len() == 82);
         let order: Vec<OriginKey> = map.iter().map(|(k, _)| k).collect();
         assert_eq!(order, (0..40).map(v4).chain([wide]).collect::<Vec<_>>());
         assert!((0..40).all(|i| map.get(&v4(i)).map(|e| e.first_seen) == Some(i as i64)));
@@ -405,5 +382,9 @@ mod tests {
         assert_eq!(map.get(&wide).map(|e| e.first_seen), Some(99));
         map.retain(|k, _| *k != wide);
         assert_eq!((map.len(), map.get(&wide).is_none(), map.get(&v4(5)).is_some()), (39, true, true));
+        map.retain(|_, _| false);
+        assert!(!map.wide() && map.is_empty(), "an empty map is narrow again");
+        map.insert(wide, entry(7));
+        assert!(map.wide() && map.get(&wide).is_some() && map.get(&(wide as u64 as u128)).is_none());
     }
 }

@@ -310,6 +310,7 @@ mod tests {
     fn the_most_numerous_records_keep_their_sizes() {
         use std::mem::size_of;
         assert_eq!(size_of::<OriginEntry>(), 40);
+        assert_eq!(size_of::<OriginMap>(), 56, "two arrays and the index: no more for wide origins");
         assert_eq!(size_of::<super::super::volume::DaySummary>(), 24);
         assert_eq!(size_of::<smallvec::SmallVec<[(Sym, u64); 1]>>(), size_of::<Vec<(Sym, u64)>>());
     }
