@@ -463,7 +463,13 @@ fn run_service(config: &std::path::Path, model: Option<PathBuf>, role: Option<Ro
         cfg.service.role = r.into();
     }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let stats = rt.block_on(exfilwatch::service::run(cfg, shutdown_signal()))?;
+    // The handlers are installed now, before the service connects and restores its state: a
+    // signal during start-up is a clean stop too, not the default action's kill.
+    let shutdown = {
+        let _rt = rt.enter();
+        shutdown_signal()?
+    };
+    let stats = rt.block_on(exfilwatch::service::run(cfg, shutdown))?;
     let alerts: u64 = stats.alerts.values().sum();
     let d = &stats.detector;
     tracing::info!(
@@ -476,20 +482,18 @@ fn run_service(config: &std::path::Path, model: Option<PathBuf>, role: Option<Ro
     Ok(ExitCode::SUCCESS)
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Catches SIGINT and SIGTERM from now on (inside a runtime); the future completes on the
+/// first of them.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).context("catching SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("catching SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
+    })
 }
 
 fn event_time(flag: &str, v: &Option<String>) -> Result<Option<i64>> {

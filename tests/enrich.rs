@@ -338,8 +338,7 @@ impl Service {
 
     /// SIGTERM, and the service exits cleanly.
     fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        sample::sigterm(&mut self.child);
         assert!(self.child.wait().unwrap().success());
     }
 }

@@ -70,8 +70,7 @@ fn run_with_config(cfg: &Path, env: &[(&str, &str)]) -> Child {
 }
 
 fn terminate(mut child: Child) {
-    let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    sample::sigterm(&mut child);
     let end = Instant::now() + Duration::from_secs(40);
     loop {
         if let Some(status) = child.try_wait().unwrap() {

@@ -563,7 +563,7 @@ fn bad_messages_on_the_raw_topic_are_dead_lettered_with_their_reason_and_change_
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned().into_bytes();
     let bad: Vec<(Vec<u8>, &str)> = bad.into_iter().map(|(p, r)| (text(&p), r)).collect();
     kafka_client::read_until(&b, &dead_topic, Duration::from_secs(60), |m| bad.iter().all(|(p, _)| m.contains(p)));
-    assert!(Command::new("kill").args(["-TERM", &svc.id().to_string()]).status().unwrap().success());
+    sample::sigterm(&mut svc);
     let status = svc.wait().unwrap();
     assert!(status.success(), "exfilwatch run exited with {status}");
     assert_eq!(by_id(&kafka_client::read_all(&b, &alerts_topic)), expected, "alerts equal replay's");

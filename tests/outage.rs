@@ -204,8 +204,7 @@ fn wait_for(child: &mut Child, within: Duration, what: &str, mut cond: impl FnMu
 }
 
 fn terminate(mut child: Child) {
-    let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    sample::sigterm(&mut child);
     let end = Instant::now() + Duration::from_secs(40);
     while Instant::now() < end {
         if let Some(status) = child.try_wait().unwrap() {

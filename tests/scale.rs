@@ -158,8 +158,7 @@ impl Instance {
     }
 
     fn terminate(&mut self) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        sample::sigterm(&mut self.child);
         let end = Instant::now() + Duration::from_secs(40);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {

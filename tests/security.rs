@@ -168,8 +168,7 @@ fn poll(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
 
 /// SIGTERM, then the process's exit (which must be a success) and its output.
 fn terminate(mut child: Child) -> Output {
-    let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    sample::sigterm(&mut child);
     let end = Instant::now() + Duration::from_secs(40);
     while child.try_wait().unwrap().is_none() {
         assert!(Instant::now() < end, "exfilwatch run did not stop within 40 s of SIGTERM");

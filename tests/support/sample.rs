@@ -143,6 +143,30 @@ pub fn wait_for(deadline: Duration, what: &str, mut cond: impl FnMut() -> bool) 
     }
 }
 
+/// Sends SIGTERM to `child` once it catches the signal (Linux: the `SigCgt` mask of
+/// `/proc/<pid>/status`), so that the signal asks the service to drain and stop instead of
+/// killing a process still starting (a run that finds nothing left to do may be stopped a few
+/// milliseconds after its start). Fails if the child exits first or never catches it.
+pub fn sigterm(child: &mut std::process::Child) {
+    const SIGTERM_BIT: u64 = 1 << (15 - 1);
+    let status = format!("/proc/{}/status", child.id());
+    let caught = || {
+        std::fs::read_to_string(&status).ok().and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("SigCgt:").and_then(|m| u64::from_str_radix(m.trim(), 16).ok()))
+        })
+    };
+    let end = Instant::now() + Duration::from_secs(60);
+    while caught().unwrap_or(0) & SIGTERM_BIT == 0 {
+        if let Some(exit) = child.try_wait().expect("the child's status") {
+            panic!("the process exited ({exit}) before it caught SIGTERM");
+        }
+        assert!(Instant::now() < end, "the process did not catch SIGTERM within 60 s of its start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs").success());
+}
+
 pub fn unique(name: &str) -> String {
     let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     format!("{name}-{}-{n}", std::process::id())
