@@ -105,8 +105,6 @@ impl Ctx {
                     a.resource = Some(resource.clone());
                 }
             }
-        }
-        if out.len() > first {
             if let Some(enrich) = self.enrich.clone() {
                 let key = acct.keys.get(&e.cred);
                 let usual = key.map(|k| self.usual_owners(&enrich, k, e.time)).unwrap_or_default();
