@@ -32,47 +32,35 @@ impl Ctx {
             return; // familiar to this key, or judged by an analyst
         }
         if acct.unfamiliar.len() >= self.cfg.max_origins_per_key && !acct.unfamiliar.contains_key(&origin) {
-            acct.unfamiliar.retain(|_, o| t < o.first_seen + familiar_after);
+            acct.unfamiliar.retain(|_, o| t < o.first_seen() + familiar_after);
             if acct.unfamiliar.len() >= self.cfg.max_origins_per_key {
                 return; // bounded: a spray this wide trips unfamiliar_origins_aggregate
             }
         }
         let keys = &acct.keys;
-        let fresh = || AccountOrigin {
-            first_seen: t,
-            familiar: keys
+        let fresh = || {
+            let familiar = keys
                 .iter()
-                .any(|(c, k)| *c != cred && k.origins.get(&origin).is_some_and(|o| t >= o.first_seen + familiar_after)),
-            bytes: 0,
-            keys: smallvec::SmallVec::new(),
-            mark_level: 0,
-            mark_epoch: 0,
-            mark_at: 0,
+                .any(|(c, k)| *c != cred && k.origins.get(&origin).is_some_and(|o| t >= o.first_seen + familiar_after));
+            Tally::new(t, cred, familiar)
         };
-        let entry = match acct.unfamiliar.entry(origin) {
+        let tally = match acct.unfamiliar.entry(origin) {
             Entry::Occupied(o) => {
-                let entry = o.into_mut();
-                if t >= entry.first_seen + familiar_after {
+                let tally = o.into_mut();
+                if t >= tally.first_seen() + familiar_after {
                     // Its tally is over: a read by a key that still finds the origin
                     // unfamiliar starts a new one now, not once a sweep has dropped the old.
-                    *entry = fresh();
+                    *tally = fresh();
                 }
-                entry
+                tally
             }
             Entry::Vacant(v) => v.insert(fresh()),
         };
-        if entry.familiar {
+        if tally.familiar() {
             return;
         }
-        entry.bytes += s.bytes;
-        match entry.keys.iter().position(|(c, _)| *c == cred) {
-            Some(i) => entry.keys[i].1 += s.bytes,
-            None if entry.keys.len() < ACCOUNT_ORIGIN_KEYS => {
-                super::grow::room_for_one_small(&mut entry.keys);
-                entry.keys.push((cred, s.bytes))
-            }
-            None => {}
-        }
+        // One key so far: its own rules see everything.
+        let Some(entry) = tally.add(cred, s.bytes, ACCOUNT_ORIGIN_KEYS) else { return };
         if entry.keys.len() < 2 {
             return;
         }

@@ -209,7 +209,7 @@ impl Detector {
                 evidence_created: (acct.evidence_created != Nanos::MIN).then_some(acct.evidence_created),
                 unfamiliar_origins: (!acct.unfamiliar.is_empty()).then(|| {
                     let mut v: Vec<(u128, super::AccountOrigin)> =
-                        acct.unfamiliar.iter().map(|(o, e)| (*o, e.clone())).collect();
+                        acct.unfamiliar.iter().map(|(o, e)| (*o, e.clone().into())).collect();
                     v.sort_by_key(|x| x.0);
                     v
                 }),
@@ -319,7 +319,13 @@ impl Detector {
                 released: a.released.unwrap_or(Nanos::MIN),
                 keys: FxHashMap::default(),
                 evidence_created: a.evidence_created.unwrap_or(Nanos::MIN),
-                unfamiliar: a.unfamiliar_origins.clone().unwrap_or_default().into_iter().collect(),
+                unfamiliar: a
+                    .unfamiliar_origins
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(o, e)| (o, e.into()))
+                    .collect(),
                 resource: match &a.resource_id {
                     None => None,
                     Some(id) => Some(

@@ -81,7 +81,7 @@ use reorder::ArrivalIndex;
 use rules::reached_level;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
-use state::{AccountState, Ev, KeyState, Mark, OriginEntry, OriginEntryFields};
+use state::{AccountState, Ev, KeyState, Mark, OriginEntry, OriginEntryFields, Tally};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 

@@ -1,7 +1,8 @@
 //! The detector's state: per account ([`AccountState`], with its reorder queue of [`Ev`]s and
-//! the origins no key of it knows, [`AccountOrigin`]), per key ([`KeyState`]) and per origin of
-//! a key ([`OriginEntry`]), and the dedup marks of key-level conditions ([`Mark`]). Plain data:
-//! the rules that update it are `rules.rs` and the files it names; snapshots serialize it as is.
+//! the origins no key of it knows, [`AccountOrigin`], kept compact as a [`Tally`]), per key
+//! ([`KeyState`]) and per origin of a key ([`OriginEntry`]), and the dedup marks of key-level
+//! conditions ([`Mark`]). Plain data: the rules that update it are `rules.rs` and the files it
+//! names; snapshots serialize it as is.
 
 use super::origin_map::OriginMap;
 use super::{evidence::Gathered, Evidence, OriginKey, OriginWindow, SlidingSum, Sym, VerdictKind, VolumeHistory};
@@ -259,7 +260,7 @@ pub(super) struct AccountState {
     /// Origins unfamiliar to the whole account while keys read from them
     /// (`unfamiliar_origin_account_volume`); each leaves `familiar_after` after its first read.
     #[serde(default)]
-    pub(super) unfamiliar: FxHashMap<OriginKey, AccountOrigin>,
+    pub(super) unfamiliar: FxHashMap<OriginKey, Tally>,
     /// Where the account is in Azure: from the first record that names it (an account's
     /// name is its DNS name, unique in Azure), stamped on every alert of the account. Kept as
     /// its resource id alone (lowercased, as [`crate::alert::AzureResource::parse`] leaves it): the
@@ -300,6 +301,124 @@ pub struct AccountOrigin {
     pub(super) mark_at: Nanos,
 }
 
+/// An [`AccountOrigin`] as the accounts table keeps it: while one key has read the origin (the
+/// common case: most new origins are one key's), its first read, that key and its bytes in 24
+/// bytes; from the second key on, the whole tally, boxed. A slot of the table is 48 bytes
+/// instead of 80. Written and read as the [`AccountOrigin`] it stands for, as snapshots and
+/// models always had it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(from = "AccountOrigin", into = "AccountOrigin")]
+pub(super) enum Tally {
+    /// Nothing alerted yet. `familiar`: some key of the account knew the origin when the tally
+    /// was made (then nothing is counted: `bytes` is 0); otherwise `cred` read all `bytes`.
+    One {
+        first_seen: Nanos,
+        bytes: u64,
+        cred: Sym,
+        familiar: bool,
+    },
+    Many(Box<AccountOrigin>),
+}
+
+impl Tally {
+    /// A new tally of a read by `cred` at `first_seen`, nothing counted yet.
+    pub(super) fn new(first_seen: Nanos, cred: Sym, familiar: bool) -> Self {
+        Tally::One { first_seen, bytes: 0, cred: if familiar { 0 } else { cred }, familiar }
+    }
+
+    pub(super) fn first_seen(&self) -> Nanos {
+        match self {
+            Tally::One { first_seen, .. } => *first_seen,
+            Tally::Many(m) => m.first_seen,
+        }
+    }
+
+    pub(super) fn familiar(&self) -> bool {
+        match self {
+            Tally::One { familiar, .. } => *familiar,
+            Tally::Many(m) => m.familiar,
+        }
+    }
+
+    /// Bytes the account's keys read from the origin since `first_seen`.
+    #[cfg(test)]
+    pub(super) fn bytes(&self) -> u64 {
+        match self {
+            Tally::One { bytes, .. } => *bytes,
+            Tally::Many(m) => m.bytes,
+        }
+    }
+
+    /// Counts a read of `bytes` by `cred` (of an origin not familiar to the account); the whole
+    /// tally once two keys or more have read it, `None` while one has. Keys past `max_keys`
+    /// count in the bytes without being named.
+    pub(super) fn add(&mut self, cred: Sym, bytes: u64, max_keys: usize) -> Option<&mut AccountOrigin> {
+        match *self {
+            Tally::One { cred: c, bytes: ref mut b, .. } if c == cred => {
+                *b += bytes;
+                return None;
+            }
+            Tally::One { first_seen, bytes: b, cred: c, familiar } => {
+                *self = Tally::Many(Box::new(AccountOrigin {
+                    first_seen,
+                    familiar,
+                    bytes: b,
+                    keys: smallvec::smallvec![(c, b)],
+                    mark_level: 0,
+                    mark_epoch: 0,
+                    mark_at: 0,
+                }));
+            }
+            Tally::Many(_) => {}
+        }
+        let Tally::Many(m) = self else { return None };
+        m.bytes += bytes;
+        match m.keys.iter().position(|(c, _)| *c == cred) {
+            Some(i) => m.keys[i].1 += bytes,
+            None if m.keys.len() < max_keys => {
+                super::grow::room_for_one_small(&mut m.keys);
+                m.keys.push((cred, bytes))
+            }
+            None => {}
+        }
+        Some(m)
+    }
+}
+
+impl From<Tally> for AccountOrigin {
+    fn from(t: Tally) -> Self {
+        match t {
+            Tally::One { first_seen, bytes, cred, familiar } => AccountOrigin {
+                first_seen,
+                familiar,
+                bytes,
+                keys: if familiar { smallvec::SmallVec::new() } else { smallvec::smallvec![(cred, bytes)] },
+                mark_level: 0,
+                mark_epoch: 0,
+                mark_at: 0,
+            },
+            Tally::Many(m) => *m,
+        }
+    }
+}
+
+impl From<AccountOrigin> for Tally {
+    /// Compact whenever the tally has the shape of one key's (or of a familiar origin's) and
+    /// never alerted; the whole of it otherwise.
+    fn from(o: AccountOrigin) -> Self {
+        let unmarked = o.mark_level == 0 && o.mark_epoch == 0 && o.mark_at == 0;
+        match (o.familiar, o.keys.as_slice()) {
+            (true, []) if unmarked && o.bytes == 0 => {
+                Tally::One { first_seen: o.first_seen, bytes: 0, cred: 0, familiar: true }
+            }
+            (false, &[(cred, b)]) if unmarked && b == o.bytes => {
+                Tally::One { first_seen: o.first_seen, bytes: b, cred, familiar: false }
+            }
+            _ => Tally::Many(Box::new(o)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,6 +432,8 @@ mod tests {
         assert_eq!(size_of::<OriginMap>(), 56, "two arrays and the index: no more for wide origins");
         assert_eq!(size_of::<super::super::volume::DaySummary>(), 24);
         assert_eq!(size_of::<smallvec::SmallVec<[(Sym, u64); 1]>>(), size_of::<Vec<(Sym, u64)>>());
+        assert_eq!(size_of::<Tally>(), 24, "one key's tally in 24 bytes");
+        assert_eq!(size_of::<(OriginKey, Tally)>(), 48, "a slot of an account's tallies");
     }
 
     /// An account keeps its resource as the id alone and writes it whole, as it always did.
@@ -337,6 +458,41 @@ mod tests {
         assert_eq!(serde_json::from_str::<Kept>(&serde_json::to_string(&none).expect("json")).expect("reads"), none);
         #[cfg(target_pointer_width = "64")]
         assert_eq!(std::mem::size_of::<AccountState>(), 160);
+    }
+
+    /// One key's tally stays compact, a second key makes it whole with both keys' bytes, and
+    /// either is written as the [`AccountOrigin`] it stands for and read back the same.
+    #[test]
+    fn a_tally_is_compact_until_a_second_key_reads_and_written_whole() {
+        let mut t = Tally::new(5, 7, false);
+        assert!(t.add(7, 100, 16).is_none());
+        assert!(t.add(7, 20, 16).is_none());
+        assert_eq!((t.first_seen(), t.familiar(), t.bytes()), (5, false, 120));
+        let whole = AccountOrigin::from(t.clone());
+        assert_eq!((whole.bytes, whole.keys.to_vec()), (120, vec![(7, 120)]));
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(json, serde_json::to_string(&whole).unwrap());
+        assert_eq!(serde_json::from_str::<Tally>(&json).unwrap(), t);
+
+        let many = t.add(9, 3, 16).expect("two keys: the whole tally");
+        assert_eq!((many.bytes, many.keys.to_vec()), (123, vec![(7, 120), (9, 3)]));
+        many.mark_level = 1;
+        assert!(matches!(t, Tally::Many(_)));
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(serde_json::from_str::<Tally>(&json).unwrap(), t);
+        assert_eq!(t.bytes(), 123);
+        // Past `max_keys`, a key counts in the bytes without a name.
+        let m = t.add(11, 1, 2).unwrap();
+        assert_eq!((m.bytes, m.keys.len()), (124, 2));
+
+        let familiar = Tally::new(5, 7, true);
+        let json = serde_json::to_string(&familiar).unwrap();
+        assert_eq!(json, serde_json::to_string(&AccountOrigin::from(familiar.clone())).unwrap());
+        assert!(json.contains("\"keys\":[]"), "{json}");
+        assert_eq!(serde_json::from_str::<Tally>(&json).unwrap(), familiar);
+        // A tally that alerted is whole even with one key named (a key past the 16 left).
+        let odd = AccountOrigin { mark_level: 2, ..AccountOrigin::from(Tally::new(1, 2, false)) };
+        assert!(matches!(Tally::from(odd), Tally::Many(_)));
     }
 
     /// Snapshots keep the flat shape of the entry from before its cold part was boxed, and an
