@@ -3,7 +3,6 @@
 //! it; and its alert.
 
 use super::*;
-use std::collections::hash_map::Entry;
 
 /// Keys named per account-level origin; reads by further keys still count in its bytes.
 const ACCOUNT_ORIGIN_KEYS: usize = 16;
@@ -32,7 +31,7 @@ impl Ctx {
             return; // familiar to this key, or judged by an analyst
         }
         if acct.unfamiliar.len() >= self.cfg.max_origins_per_key && !acct.unfamiliar.contains_key(&origin) {
-            acct.unfamiliar.retain(|_, o| t < o.first_seen() + familiar_after);
+            acct.unfamiliar.retain(|o| t < o.first_seen() + familiar_after);
             if acct.unfamiliar.len() >= self.cfg.max_origins_per_key {
                 return; // bounded: a spray this wide trips unfamiliar_origins_aggregate
             }
@@ -44,18 +43,12 @@ impl Ctx {
                 .any(|(c, k)| *c != cred && k.origins.get(&origin).is_some_and(|o| t >= o.first_seen + familiar_after));
             Tally::new(t, cred, familiar)
         };
-        let tally = match acct.unfamiliar.entry(origin) {
-            Entry::Occupied(o) => {
-                let tally = o.into_mut();
-                if t >= tally.first_seen() + familiar_after {
-                    // Its tally is over: a read by a key that still finds the origin
-                    // unfamiliar starts a new one now, not once a sweep has dropped the old.
-                    *tally = fresh();
-                }
-                tally
-            }
-            Entry::Vacant(v) => v.insert(fresh()),
-        };
+        let (tally, made) = acct.unfamiliar.get_or_insert_with(origin, &fresh);
+        if !made && t >= tally.first_seen() + familiar_after {
+            // Its tally is over: a read by a key that still finds the origin unfamiliar
+            // starts a new one now, not once a sweep has dropped the old.
+            *tally = fresh();
+        }
         if tally.familiar() {
             return;
         }

@@ -209,7 +209,7 @@ impl Detector {
                 evidence_created: (acct.evidence_created != Nanos::MIN).then_some(acct.evidence_created),
                 unfamiliar_origins: (!acct.unfamiliar.is_empty()).then(|| {
                     let mut v: Vec<(u128, super::AccountOrigin)> =
-                        acct.unfamiliar.iter().map(|(o, e)| (*o, e.clone().into())).collect();
+                        acct.unfamiliar.iter().map(|(o, e)| (o, e.clone().into())).collect();
                     v.sort_by_key(|x| x.0);
                     v
                 }),

@@ -237,7 +237,7 @@ impl Detector {
                 released: Nanos::MIN,
                 keys: FxHashMap::default(),
                 evidence_created: Nanos::MIN,
-                unfamiliar: FxHashMap::default(),
+                unfamiliar: Default::default(),
                 resource: None,
             }),
         };

@@ -260,7 +260,7 @@ pub(super) struct AccountState {
     /// Origins unfamiliar to the whole account while keys read from them
     /// (`unfamiliar_origin_account_volume`); each leaves `familiar_after` after its first read.
     #[serde(default)]
-    pub(super) unfamiliar: FxHashMap<OriginKey, Tally>,
+    pub(super) unfamiliar: Tallies,
     /// Where the account is in Azure: from the first record that names it (an account's
     /// name is its DNS name, unique in Azure), stamped on every alert of the account. Kept as
     /// its resource id alone (lowercased, as [`crate::alert::AzureResource::parse`] leaves it): the
@@ -299,6 +299,90 @@ pub struct AccountOrigin {
     pub(super) mark_level: u8,
     pub(super) mark_epoch: u32,
     pub(super) mark_at: Nanos,
+}
+
+/// An account's [`Tally`]s by origin: an IPv4 origin (its high 64 bits clear, by far the most
+/// common) keyed by one word, in a slot of 32 bytes instead of 48; others (IPv6, an AS) in a
+/// table of their own, made when the first comes. Written and read as one map of origins, as
+/// before.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(super) struct Tallies {
+    narrow: FxHashMap<u64, Tally>,
+    wide: Option<Box<FxHashMap<OriginKey, Tally>>>,
+}
+
+impl Tallies {
+    pub(super) fn len(&self) -> usize {
+        self.narrow.len() + self.wide.as_ref().map_or(0, |w| w.len())
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(super) fn contains_key(&self, origin: &OriginKey) -> bool {
+        match u64::try_from(*origin) {
+            Ok(k) => self.narrow.contains_key(&k),
+            Err(_) => self.wide.as_ref().is_some_and(|w| w.contains_key(origin)),
+        }
+    }
+
+    /// The tally of `origin`, made by `new` when there is none (then also true).
+    pub(super) fn get_or_insert_with(&mut self, origin: OriginKey, new: impl FnOnce() -> Tally) -> (&mut Tally, bool) {
+        let mut made = false;
+        let tally = match u64::try_from(origin) {
+            Ok(k) => self.narrow.entry(k).or_insert_with(|| {
+                made = true;
+                new()
+            }),
+            Err(_) => self.wide.get_or_insert_with(Default::default).entry(origin).or_insert_with(|| {
+                made = true;
+                new()
+            }),
+        };
+        (tally, made)
+    }
+
+    pub(super) fn retain(&mut self, mut keep: impl FnMut(&Tally) -> bool) {
+        self.narrow.retain(|_, t| keep(t));
+        if let Some(w) = &mut self.wide {
+            w.retain(|_, t| keep(t));
+            if w.is_empty() {
+                self.wide = None;
+            }
+        }
+    }
+
+    /// Every origin's tally, IPv4 origins first (in no particular order).
+    pub(super) fn iter(&self) -> impl Iterator<Item = (OriginKey, &Tally)> {
+        let wide = self.wide.iter().flat_map(|w| w.iter().map(|(o, t)| (*o, t)));
+        self.narrow.iter().map(|(k, t)| (OriginKey::from(*k), t)).chain(wide)
+    }
+}
+
+impl FromIterator<(OriginKey, Tally)> for Tallies {
+    fn from_iter<I: IntoIterator<Item = (OriginKey, Tally)>>(it: I) -> Self {
+        let mut all = Tallies::default();
+        for (origin, tally) in it {
+            match u64::try_from(origin) {
+                Ok(k) => all.narrow.insert(k, tally),
+                Err(_) => all.wide.get_or_insert_with(Default::default).insert(origin, tally),
+            };
+        }
+        all
+    }
+}
+
+impl Serialize for Tallies {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Tallies {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(FxHashMap::<OriginKey, Tally>::deserialize(d)?.into_iter().collect())
+    }
 }
 
 /// An [`AccountOrigin`] as the accounts table keeps it: while one key has read the origin (the
@@ -433,7 +517,7 @@ mod tests {
         assert_eq!(size_of::<super::super::volume::DaySummary>(), 24);
         assert_eq!(size_of::<smallvec::SmallVec<[(Sym, u64); 1]>>(), size_of::<Vec<(Sym, u64)>>());
         assert_eq!(size_of::<Tally>(), 24, "one key's tally in 24 bytes");
-        assert_eq!(size_of::<(OriginKey, Tally)>(), 48, "a slot of an account's tallies");
+        assert_eq!(size_of::<(u64, Tally)>(), 32, "a slot of an account's tallies of IPv4 origins");
     }
 
     /// An account keeps its resource as the id alone and writes it whole, as it always did.
@@ -457,7 +541,7 @@ mod tests {
         let none = Kept { resource: None };
         assert_eq!(serde_json::from_str::<Kept>(&serde_json::to_string(&none).expect("json")).expect("reads"), none);
         #[cfg(target_pointer_width = "64")]
-        assert_eq!(std::mem::size_of::<AccountState>(), 160);
+        assert_eq!(std::mem::size_of::<AccountState>(), 168);
     }
 
     /// One key's tally stays compact, a second key makes it whole with both keys' bytes, and
@@ -493,6 +577,38 @@ mod tests {
         // A tally that alerted is whole even with one key named (a key past the 16 left).
         let odd = AccountOrigin { mark_level: 2, ..AccountOrigin::from(Tally::new(1, 2, false)) };
         assert!(matches!(Tally::from(odd), Tally::Many(_)));
+    }
+
+    /// IPv4 origins' tallies in the one-word table, others in the wide one (made when the first
+    /// comes, dropped when the last goes); written as the one map of origins snapshots had.
+    #[test]
+    fn tallies_key_ipv4_origins_by_one_word_and_write_one_map() {
+        let v4: OriginKey = 0xffff_c633_6407; // ::ffff:198.51.100.7
+        let v6: OriginKey = 0x2001_0db8 << 96 | 5;
+        let mut all = Tallies::default();
+        let (t, made) = all.get_or_insert_with(v4, || Tally::new(1, 7, false));
+        assert!(made);
+        t.add(7, 10, 16);
+        assert!(all.wide.is_none(), "no wide table before a wide origin");
+        all.get_or_insert_with(v6, || Tally::new(2, 8, false)).0.add(8, 20, 16);
+        let (t, made) = all.get_or_insert_with(v4, || Tally::new(9, 9, true));
+        assert!(!made && !t.familiar());
+        assert_eq!(
+            (all.len(), all.contains_key(&v4), all.contains_key(&v6), all.contains_key(&3)),
+            (2, true, true, false)
+        );
+
+        let json = serde_json::to_string(&all).unwrap();
+        let map: FxHashMap<OriginKey, AccountOrigin> = serde_json::from_str(&json).unwrap();
+        assert_eq!((map[&v4].bytes, map[&v6].bytes, map.len()), (10, 20, 2));
+        let back: Tallies = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, all);
+        let mut seen: Vec<OriginKey> = back.iter().map(|(o, _)| o).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, [v4, v6]);
+
+        all.retain(|t| t.first_seen() != 2);
+        assert!(all.wide.is_none() && all.len() == 1, "the wide table goes with its last tally");
     }
 
     /// Snapshots keep the flat shape of the entry from before its cold part was boxed, and an

@@ -1326,7 +1326,7 @@ fn what_is_over_is_dropped_within_the_hour() {
             let sym = d.ctx.syms.get(c).expect("a key");
             acct.keys[&sym].unfamiliar_origins.is_some()
         };
-        let mut tallies: Vec<Nanos> = acct.unfamiliar.values().map(|o| o.first_seen()).collect();
+        let mut tallies: Vec<Nanos> = acct.unfamiliar.iter().map(|(_, o)| o.first_seen()).collect();
         tallies.sort_unstable();
         (window("key:a"), window("key:b"), tallies)
     };
@@ -1349,8 +1349,8 @@ fn what_is_over_is_dropped_within_the_hour() {
     let (_, d) = run(cfg, &evs);
     let tallies: Vec<(Nanos, bool, u64)> = d.accounts["contoso".as_bytes()]
         .unfamiliar
-        .values()
-        .map(|o| (o.first_seen(), o.familiar(), o.bytes()))
+        .iter()
+        .map(|(_, o)| (o.first_seen(), o.familiar(), o.bytes()))
         .collect();
     // (key:a knows the origin by now: the new tally is of an origin familiar to the account.)
     assert_eq!(tallies, [(t0() + 2 * HOUR + 15 * MINUTE, true, 0)]);
