@@ -375,7 +375,12 @@ impl FromIterator<(OriginKey, Tally)> for Tallies {
 
 impl Serialize for Tallies {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_map(self.iter())
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.len()))?;
+        for (origin, tally) in self.iter() {
+            map.serialize_entry(&origin, tally)?;
+        }
+        map.end()
     }
 }
 
