@@ -24,6 +24,10 @@ pub(super) const AGENT_FAMILIES: usize = 8;
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AgentSeen(pub u32, pub i32, pub i32);
 
+/// A key's families: the first inline (most keys read with one application), no heap block
+/// for it; the same 24 bytes in the key's state as a `Vec`.
+pub(super) type Agents = smallvec::SmallVec<[AgentSeen; 1]>;
+
 /// The family of a user agent: FNV-1a (32-bit) of its lowercased product token.
 pub(super) fn family(ua: &str) -> u32 {
     let token = ua.trim_start().split(['/', ' ', '(', ';']).next().unwrap_or("");
@@ -40,7 +44,7 @@ fn minute(t: Nanos) -> i32 {
 }
 
 /// Notes a read with a user agent of `fam` at `t`.
-pub(super) fn observe(list: &mut Vec<AgentSeen>, fam: u32, t: Nanos) {
+pub(super) fn observe(list: &mut Agents, fam: u32, t: Nanos) {
     let m = minute(t);
     if let Some(a) = list.iter_mut().find(|a| a.0 == fam) {
         a.1 = a.1.min(m);
@@ -52,15 +56,15 @@ pub(super) fn observe(list: &mut Vec<AgentSeen>, fam: u32, t: Nanos) {
             list.swap_remove(i);
         }
     }
-    grow::room_for_one(list); // most keys use one or two families
+    grow::room_for_one_small(list); // most keys use one or two families
     list.push(AgentSeen(fam, m, m));
 }
 
 /// Forgets the families unused for `forget` at `t` (the sweep).
-pub(super) fn sweep(list: &mut Vec<AgentSeen>, t: Nanos, forget: Nanos) {
+pub(super) fn sweep(list: &mut Agents, t: Nanos, forget: Nanos) {
     list.retain(|a| t - i64::from(a.2) * MINUTE <= forget);
     if list.is_empty() {
-        *list = Vec::new(); // give the allocation back
+        *list = Agents::new(); // give the allocation back
     }
 }
 
@@ -104,7 +108,7 @@ mod tests {
         );
         assert_ne!(family("python-requests/2.25.1"), family("curl/7.68.0"));
         assert_ne!(family("azsdk-python-cosmos/4.5.1"), family("azsdk-js-cosmos/4.0.0"));
-        let mut list = Vec::new();
+        let mut list = Agents::new();
         for i in 0..AGENT_FAMILIES as i64 {
             observe(&mut list, family(&format!("tool{i}/1.0")), i * MINUTE);
         }

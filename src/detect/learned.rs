@@ -243,7 +243,7 @@ impl Detector {
                     window_evidence: key.window_evidence.as_deref().map(|(b, now, before)| {
                         Box::new((*b, now.evidence().into_owned(), before.evidence().into_owned()))
                     }),
-                    user_agents: key.agents.clone(),
+                    user_agents: key.agents.to_vec(),
                     volume_origins: key.volume_origins.clone(),
                     unfamiliar_origins: key.unfamiliar_origins.clone(),
                 });
@@ -399,7 +399,7 @@ impl Detector {
                 aggregate_checked_minute: k.aggregate_checked_minute.unwrap_or(i64::MIN),
                 // An hour's count of new origins: not part of a model.
                 spray: None,
-                agents: k.user_agents,
+                agents: k.user_agents.into(),
             };
             let acct = d
                 .accounts

@@ -204,8 +204,8 @@ pub(super) struct KeyState {
     pub(super) spray: Option<Box<Spray>>,
     /// The user-agent families the key used (`agents.rs`), at most
     /// [`super::agents::AGENT_FAMILIES`]; absent in checkpoints written before them.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(super) agents: Vec<super::agents::AgentSeen>,
+    #[serde(default, skip_serializing_if = "smallvec::SmallVec::is_empty")]
+    pub(super) agents: super::agents::Agents,
 }
 
 /// A key's new origins within the last [`super::spray_rule::SPRAY_WINDOW`] (`origin_spray`).
@@ -235,7 +235,7 @@ impl KeyState {
             volume_mark: None,
             aggregate_checked_minute: i64::MIN,
             spray: None,
-            agents: Vec::new(),
+            agents: Default::default(),
         }
     }
 }
@@ -522,6 +522,7 @@ mod tests {
         assert_eq!(size_of::<super::super::volume::DaySummary>(), 24);
         assert_eq!(size_of::<smallvec::SmallVec<[(Sym, u64); 1]>>(), size_of::<Vec<(Sym, u64)>>());
         assert_eq!(size_of::<Tally>(), 24, "one key's tally in 24 bytes");
+        assert_eq!(size_of::<super::super::agents::Agents>(), size_of::<Vec<super::super::AgentSeen>>());
         assert_eq!(size_of::<(u64, Tally)>(), 32, "a slot of an account's tallies of IPv4 origins");
     }
 
