@@ -27,7 +27,7 @@ const LINEAR: usize = 32;
 
 /// `origin` as a narrow key (one word), when it is one.
 #[inline]
-fn narrow(origin: OriginKey) -> Option<u64> {
+pub(super) fn narrow(origin: OriginKey) -> Option<u64> {
     u64::try_from(origin).ok()
 }
 

@@ -4,7 +4,7 @@
 //! conditions ([`Mark`]). Plain data: the rules that update it are `rules.rs` and the files it
 //! names; snapshots serialize it as is.
 
-use super::origin_map::OriginMap;
+use super::origin_map::{narrow, OriginMap};
 use super::{evidence::Gathered, Evidence, OriginKey, OriginWindow, SlidingSum, Sym, VerdictKind, VolumeHistory};
 use crate::time::Nanos;
 use rustc_hash::FxHashMap;
@@ -321,21 +321,21 @@ impl Tallies {
     }
 
     pub(super) fn contains_key(&self, origin: &OriginKey) -> bool {
-        match u64::try_from(*origin) {
-            Ok(k) => self.narrow.contains_key(&k),
-            Err(_) => self.wide.as_ref().is_some_and(|w| w.contains_key(origin)),
+        match narrow(*origin) {
+            Some(k) => self.narrow.contains_key(&k),
+            None => self.wide.as_ref().is_some_and(|w| w.contains_key(origin)),
         }
     }
 
     /// The tally of `origin`, made by `new` when there is none (then also true).
     pub(super) fn get_or_insert_with(&mut self, origin: OriginKey, new: impl FnOnce() -> Tally) -> (&mut Tally, bool) {
         let mut made = false;
-        let tally = match u64::try_from(origin) {
-            Ok(k) => self.narrow.entry(k).or_insert_with(|| {
+        let tally = match narrow(origin) {
+            Some(k) => self.narrow.entry(k).or_insert_with(|| {
                 made = true;
                 new()
             }),
-            Err(_) => self.wide.get_or_insert_with(Default::default).entry(origin).or_insert_with(|| {
+            None => self.wide.get_or_insert_with(Default::default).entry(origin).or_insert_with(|| {
                 made = true;
                 new()
             }),
@@ -364,9 +364,9 @@ impl FromIterator<(OriginKey, Tally)> for Tallies {
     fn from_iter<I: IntoIterator<Item = (OriginKey, Tally)>>(it: I) -> Self {
         let mut all = Tallies::default();
         for (origin, tally) in it {
-            match u64::try_from(origin) {
-                Ok(k) => all.narrow.insert(k, tally),
-                Err(_) => all.wide.get_or_insert_with(Default::default).insert(origin, tally),
+            match narrow(origin) {
+                Some(k) => all.narrow.insert(k, tally),
+                None => all.wide.get_or_insert_with(Default::default).insert(origin, tally),
             };
         }
         all
@@ -442,23 +442,12 @@ impl Tally {
     /// tally once two keys or more have read it, `None` while one has. Keys past `max_keys`
     /// count in the bytes without being named.
     pub(super) fn add(&mut self, cred: Sym, bytes: u64, max_keys: usize) -> Option<&mut AccountOrigin> {
-        match *self {
-            Tally::One { cred: c, bytes: ref mut b, .. } if c == cred => {
+        if let Tally::One { cred: c, bytes: b, .. } = self {
+            if *c == cred {
                 *b += bytes;
                 return None;
             }
-            Tally::One { first_seen, bytes: b, cred: c, familiar } => {
-                *self = Tally::Many(Box::new(AccountOrigin {
-                    first_seen,
-                    familiar,
-                    bytes: b,
-                    keys: smallvec::smallvec![(c, b)],
-                    mark_level: 0,
-                    mark_epoch: 0,
-                    mark_at: 0,
-                }));
-            }
-            Tally::Many(_) => {}
+            *self = Tally::Many(Box::new(AccountOrigin::from(self.clone())));
         }
         let Tally::Many(m) = self else { return None };
         m.bytes += bytes;
