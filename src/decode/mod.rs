@@ -363,23 +363,24 @@ impl Decoder {
     /// but checked and split with serde_json, and each record of it decoded on its own; a
     /// record larger than [`MAX_RECORD_BYTES`] is [`Malformed::TooLarge`]. Memory stays within
     /// the unit's own size and a small multiple of one record's.
-    pub fn decode<'s>(&'s mut self, unit: &[u8], mut emit: impl FnMut(Decoded<'s>)) {
+    pub fn decode<'s>(&'s mut self, unit: &'s [u8], mut emit: impl FnMut(Decoded<'s>)) {
         let unit = strip_bom(unit);
         if unit.len() > MAX_RECORD_BYTES && decode_large(unit, &mut emit) {
             return;
         }
         let Decoder { input, buffers, tape: stored, scan, scanner } = self;
-        input.clear();
-        input.extend_from_slice(unit);
-        if *scanner && scan.scan(input) {
-            let input: &'s [u8] = input;
-            match std::str::from_utf8(input) {
-                Ok(text) => scan.emit(text, &mut emit),
+        // The scanner reads the unit where it is (its items borrow from it); simd-json parses
+        // in place, so it gets a copy.
+        if *scanner && scan.scan(unit) {
+            match scan.text(unit) {
+                Some(text) => scan.emit(text, &mut emit),
                 // simd-json checks the whole unit's UTF-8 too.
-                Err(_) => emit(Decoded::Malformed { reason: Malformed::InvalidJson, index: None }),
+                None => emit(Decoded::Malformed { reason: Malformed::InvalidJson, index: None }),
             }
             return;
         }
+        input.clear();
+        input.extend_from_slice(unit);
         // The stored tape is empty; `Tape::reset` gives its allocation back a new lifetime.
         let mut t: simd_json::Tape<'s> = simd_json::Tape(std::mem::take(stored)).reset();
         if simd_json::fill_tape(input.as_mut_slice(), buffers, &mut t).is_ok() {

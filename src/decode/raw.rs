@@ -12,7 +12,8 @@
 //! Every leaf is lenient: a number where a string was expected, or the reverse, never fails the
 //! record; only the normalizer decides what is malformed, with a reason code. Both readers
 //! turn a leaf into a field through [`Value`] and [`RawRecord::from_fields`], so they agree.
-//! Strings borrow from the decoder's copy of the input (simd-json unescapes in place).
+//! Strings borrow from the decoder's copy of the input (simd-json unescapes in place); the
+//! scanner's borrow from the input itself.
 
 use simd_json::{Node, StaticNode};
 use std::borrow::Cow;

@@ -103,6 +103,11 @@ pub(super) struct Scan {
     /// whose elements are `items` (`None`: an element that is not an object).
     records: Option<bool>,
     items: Vec<Option<Obj>>,
+    /// The offsets of the unit's quotes, in order, when it is [`plain`]: every one of them
+    /// opens or closes a string, so a string's end is the next one, read without a search.
+    quotes: Vec<u32>,
+    /// The unit last scanned is plain ASCII (every byte below 0x80), so valid UTF-8.
+    ascii: bool,
 }
 
 impl Scan {
@@ -115,12 +120,14 @@ impl Scan {
         if u32::try_from(unit.len()).is_err() {
             return false;
         }
-        let mut c = Cursor { b: unit, i: 0, plain: plain(unit) };
+        let Scan { top, records, items, quotes, ascii } = self;
+        let (plain, is_ascii) = index_quotes(unit, quotes);
+        *ascii = is_ascii;
+        let mut c = Cursor { b: unit, i: 0, plain, quotes, q: 0 };
         c.ws();
         if c.peek() != Some(b'{') {
             return false;
         }
-        let Scan { top, records, items } = self;
         let read = c.object(0, |c, f, depth| match f {
             Field::Properties => c.properties(depth, &mut top.props),
             Field::Records if c.peek() == Some(b'[') => {
@@ -150,6 +157,19 @@ impl Scan {
         }
         c.ws();
         c.i == unit.len()
+    }
+
+    /// The unit last scanned (`unit`) as text, or `None` when it is not UTF-8. A plain ASCII
+    /// unit (nearly every one) is not checked again: the scan saw every byte below 0x80.
+    pub(super) fn text<'u>(&self, unit: &'u [u8]) -> Option<&'u str> {
+        if self.ascii {
+            debug_assert!(unit.is_ascii());
+            // SAFETY: `self.ascii` was set by the scan of this very unit (the caller passes the
+            // unit it scanned), and holds only when every byte of it is below 0x80: ASCII, which
+            // is valid UTF-8.
+            return Some(unsafe { std::str::from_utf8_unchecked(unit) });
+        }
+        std::str::from_utf8(unit).ok()
     }
 
     /// The items of the unit last scanned (`text` is that unit, checked as UTF-8): what
@@ -219,24 +239,113 @@ fn find_stop(b: &[u8], i: usize) -> usize {
     )
 }
 
-/// The first quote at or after `i`: [`find_stop`] for a unit without backslashes and control
-/// characters ([`plain`]).
-#[inline(always)]
-fn find_quote(b: &[u8], i: usize) -> usize {
-    find(b, i, |w| zero_bytes(w ^ (ONES * b'"' as u64)), |c| c == b'"')
+/// Whether `unit` is plain: neither a backslash nor a control character (a line of JSON nearly
+/// always), and whether it is ASCII. A plain unit's strings end at their next quote, and
+/// `quotes` is set to the offsets of all its quotes (empty when it is not plain). One pass
+/// over the unit, 64 bytes at a time (SSE2 on x86_64: four 16-byte compares a block), then
+/// one step per quote.
+fn index_quotes(unit: &[u8], quotes: &mut Vec<u32>) -> (bool, bool) {
+    quotes.clear();
+    let mut blocks = unit.chunks_exact(64);
+    let (mut bad, mut high) = (0u64, 0u64);
+    let mut base = 0u32;
+    for block in &mut blocks {
+        let m = block_masks(block);
+        bad |= m.bad;
+        high |= m.high;
+        push_bits(quotes, base, m.quotes);
+        base += 64;
+    }
+    let m = tail_masks(blocks.remainder());
+    bad |= m.bad;
+    high |= m.high;
+    push_bits(quotes, base, m.quotes);
+    if bad != 0 {
+        quotes.clear();
+    }
+    (bad == 0, high == 0)
 }
 
-/// Whether `unit` has neither a backslash nor a control character (a line of JSON nearly
-/// always): its strings then end at their next quote. One pass the compiler vectorizes.
-fn plain(unit: &[u8]) -> bool {
-    unit.iter().fold(0u8, |seen, &c| seen | u8::from(c == b'\\') | u8::from(c < 0x20)) == 0
+/// A block's bytes of three kinds, as bit masks (bit `k`: byte `k`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Masks {
+    /// Quotes.
+    quotes: u64,
+    /// Backslashes and control characters (below 0x20).
+    bad: u64,
+    /// Bytes from 0x80 (not ASCII).
+    high: u64,
+}
+
+/// The offsets `base + k` of the bits `k` set in `mask`, appended in order.
+#[inline(always)]
+fn push_bits(quotes: &mut Vec<u32>, base: u32, mut mask: u64) {
+    while mask != 0 {
+        quotes.push(base + mask.trailing_zeros());
+        mask &= mask - 1;
+    }
+}
+
+/// A block's [`Masks`] (at most 64 bytes), one byte at a time: for the tail of a unit, and the
+/// reference the vector version is tested against.
+#[inline]
+fn tail_masks(block: &[u8]) -> Masks {
+    let mut m = Masks { quotes: 0, bad: 0, high: 0 };
+    for (k, &c) in block.iter().enumerate().take(64) {
+        m.quotes |= u64::from(c == b'"') << k;
+        m.bad |= u64::from(c == b'\\' || c < 0x20) << k;
+        m.high |= u64::from(c >= 0x80) << k;
+    }
+    m
+}
+
+/// [`tail_masks`] of a whole 64-byte block.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn block_masks(block: &[u8]) -> Masks {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+    };
+    debug_assert_eq!(block.len(), 64);
+    let mut m = Masks { quotes: 0, bad: 0, high: 0 };
+    for (k, lane) in block.chunks_exact(16).enumerate() {
+        // SAFETY: SSE2 is part of x86_64's baseline, so these intrinsics are always available;
+        // the load reads the 16 bytes of `lane` (unaligned loads allowed).
+        let (q, b, h) = unsafe {
+            let v = _mm_loadu_si128(lane.as_ptr().cast::<__m128i>());
+            let q = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+            let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+            // c <= 0x1f exactly when min(c, 0x1f) == c (unsigned).
+            let control = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1f)), v);
+            // A byte's high bit is what `movemask` takes: the bytes from 0x80.
+            (
+                _mm_movemask_epi8(q) as u16,
+                _mm_movemask_epi8(_mm_or_si128(backslash, control)) as u16,
+                _mm_movemask_epi8(v) as u16,
+            )
+        };
+        m.quotes |= u64::from(q) << (16 * k);
+        m.bad |= u64::from(b) << (16 * k);
+        m.high |= u64::from(h) << (16 * k);
+    }
+    m
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn block_masks(block: &[u8]) -> Masks {
+    tail_masks(block)
 }
 
 struct Cursor<'b> {
     b: &'b [u8],
     i: usize,
-    /// [`plain`] holds for `b`.
+    /// `b` is plain ([`index_quotes`]).
     plain: bool,
+    /// When `plain`, the offsets of `b`'s quotes ([`index_quotes`]), and how many of them are
+    /// behind `i` (`q`): only [`Cursor::string`] moves past a quote.
+    quotes: &'b [u32],
+    q: usize,
 }
 
 impl Cursor<'_> {
@@ -266,9 +375,22 @@ impl Cursor<'_> {
     /// character gives up.
     #[inline(always)]
     fn string(&mut self) -> Scanned<(u32, u32)> {
+        if self.plain {
+            // Every quote of a plain unit opens or closes a string, and every one before `i`
+            // has been read: this string is the next two.
+            let (Some(&open), Some(&close)) = (self.quotes.get(self.q), self.quotes.get(self.q + 1)) else {
+                return Err(GiveUp);
+            };
+            if open as usize != self.i {
+                return Err(GiveUp);
+            }
+            self.q += 2;
+            self.i = close as usize + 1;
+            return Ok((open + 1, close));
+        }
         self.eat(b'"')?;
         let start = self.i;
-        self.i = if self.plain { find_quote(self.b, self.i) } else { find_stop(self.b, self.i) };
+        self.i = find_stop(self.b, self.i);
         if self.peek() != Some(b'"') {
             return Err(GiveUp);
         }
@@ -476,5 +598,31 @@ impl Cursor<'_> {
         self.object(depth, |c, f, depth| c.field(depth, fields.slot(f)))?;
         *props = Some(fields);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The vector masks are the byte-at-a-time ones, and the index lists every quote of a
+        /// plain unit, whatever its length (whole blocks and a tail).
+        #[test]
+        fn the_quote_index_is_every_quote_of_a_plain_unit(
+            unit in proptest::collection::vec(prop_oneof![Just(b'"'), Just(b'\\'), Just(b'\n'), Just(0x1f_u8), Just(0x20_u8), Just(0x7f_u8), Just(0x80_u8), Just(0xff_u8), any::<u8>()], 0..300),
+        ) {
+            for block in unit.chunks_exact(64) {
+                prop_assert_eq!(block_masks(block), tail_masks(block));
+            }
+            let mut quotes = vec![7];
+            let (plain, ascii) = index_quotes(&unit, &mut quotes);
+            prop_assert_eq!(plain, !unit.iter().any(|&c| c == b'\\' || c < 0x20));
+            prop_assert_eq!(ascii, unit.is_ascii());
+            let expected: Vec<u32> =
+                if plain { (0..unit.len() as u32).filter(|&i| unit[i as usize] == b'"').collect() } else { Vec::new() };
+            prop_assert_eq!(quotes, expected);
+        }
     }
 }

@@ -1,9 +1,11 @@
 use super::*;
 use crate::time::format_rfc3339;
 
-/// Decodes `bytes` with a decoder that lives as long as the test (events borrow from it).
+/// Decodes `bytes` with a decoder and a copy of them that live as long as the test (events
+/// borrow from either).
 fn decode_unit(bytes: &[u8], emit: impl FnMut(Decoded<'static>)) {
     let decoder: &'static mut Decoder = Box::leak(Box::new(Decoder::new()));
+    let bytes: &'static [u8] = Box::leak(bytes.into());
     decoder.decode(bytes, emit);
 }
 
