@@ -316,7 +316,7 @@ pub enum Decoded<'a> {
 
 /// Decodes units. Holds the buffers simd-json parses into and the direct scanner's notes
 /// (`scan.rs`), so that decoding allocates nothing per record once warm; events borrow from
-/// them until the next call.
+/// them, or from the unit, until the next call.
 pub struct Decoder {
     input: Vec<u8>,
     buffers: simd_json::Buffers,

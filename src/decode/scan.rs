@@ -1,9 +1,11 @@
 //! The direct scanner: a unit read straight from its bytes, without simd-json's tape.
 //!
 //! Nearly every unit is a record, or an envelope of records, whose values are plain strings
-//! and small numbers. [`Scan::scan`] checks such a unit as JSON in one pass and notes, for each
-//! field the decoder reads, where its value is: nothing is copied, unescaped or put on a tape.
-//! Only then are the records normalized, from those notes.
+//! and small numbers. [`Scan::scan`] first indexes the unit's quotes in one vector pass (when
+//! it has no backslash or control character, each string ends at the next quote), then checks
+//! it as JSON in one pass and notes, for each field the decoder reads, where its value is:
+//! nothing is copied, unescaped or put on a tape. Only then are the records normalized, from
+//! those notes.
 //!
 //! The scanner reads a strict subset of JSON and gives up on anything outside it: a string
 //! with an escape or a control character, a number with an exponent, more than 18 digits
@@ -103,8 +105,9 @@ pub(super) struct Scan {
     /// whose elements are `items` (`None`: an element that is not an object).
     records: Option<bool>,
     items: Vec<Option<Obj>>,
-    /// The offsets of the unit's quotes, in order, when it is [`plain`]: every one of them
-    /// opens or closes a string, so a string's end is the next one, read without a search.
+    /// The offsets of the unit's quotes, in order, when it is plain ([`index_quotes`]): every
+    /// one of them opens or closes a string, so a string's end is the next one, read without a
+    /// search.
     quotes: Vec<u32>,
     /// The unit last scanned is plain ASCII (every byte below 0x80), so valid UTF-8.
     ascii: bool,
