@@ -88,7 +88,7 @@ impl Ctx {
         level: u8,
     ) -> Alert {
         let t = s.time;
-        let ev = key.origins.get(&origin).and_then(|o| o.evidence());
+        let ev = key.origins.evidence(&origin);
         let origin_ref = self.origin_ref(origin, ev, s.ip);
         // The keys by bytes, ties by name; the alert's credential is the one that read the most.
         let mut keys: Vec<(String, u64)> =

@@ -218,14 +218,14 @@ impl Ctx {
                 if allow.network(*o, self.origin_len(*o), t) {
                     return Some(AllowReason::Cidr);
                 }
-                let ev = key.origins.get(o).and_then(|e| e.evidence());
+                let ev = key.origins.evidence(o);
                 self.agents_allowed([ev], t).then_some(AllowReason::UserAgent)
             }
             Subject::Origins(list) => {
                 if !list.is_empty() && list.iter().all(|&(_, o)| allow.network(o, self.origin_len(o), t)) {
                     return Some(AllowReason::Cidr);
                 }
-                let evs = list.iter().map(|(_, o)| key.origins.get(o).and_then(|e| e.evidence()));
+                let evs = list.iter().map(|(_, o)| key.origins.evidence(o));
                 self.agents_allowed(evs, t).then_some(AllowReason::UserAgent)
             }
             Subject::Window => {

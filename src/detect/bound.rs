@@ -30,10 +30,10 @@ impl KeyState {
         if self.unfamiliar.sum() >= cfg.unfamiliar_bytes.0 / origin_rules::EVIDENCE_SHARE {
             class = 1;
         }
-        for o in self.origins.values() {
+        for (k, o) in &self.origins {
             match o.verdict {
                 Some(VerdictKind::Malicious) => return 2,
-                _ if o.evidence().is_some() && o.unfamiliar_at(now, cfg.familiar_after.0) => class = 1,
+                _ if self.origins.evidence(&k).is_some() && o.unfamiliar_at(now, cfg.familiar_after.0) => class = 1,
                 _ => {}
             }
         }

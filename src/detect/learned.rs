@@ -260,8 +260,8 @@ impl Detector {
                         requests: e.requests,
                         mark_level: e.mark_level,
                         mark_epoch: e.mark_epoch,
-                        mark_at: e.mark_at(),
-                        evidence: e.evidence().map(|ev| Box::new(ev.clone())),
+                        mark_at: key.origins.mark_at(&o),
+                        evidence: key.origins.evidence(&o).map(|ev| Box::new(ev.clone())),
                     });
                 }
                 for d in days {
@@ -431,7 +431,7 @@ impl Detector {
             let key = d.accounts.get_mut(o.account.as_bytes()).and_then(|a| a.keys.get_mut(&c)).ok_or_else(|| {
                 invalid(format!("origin {} of an unknown key {}/{}", o.origin, o.account, o.credential))
             })?;
-            let entry = OriginEntry::from_fields(OriginEntryFields {
+            let fields = OriginEntryFields {
                 first_seen: o.first_seen,
                 last_seen: o.last_seen,
                 bytes: o.bytes,
@@ -441,8 +441,8 @@ impl Detector {
                 mark_at: o.mark_at,
                 evidence: o.evidence,
                 verdict: None,
-            });
-            if key.origins.insert(origin, entry).is_some() {
+            };
+            if key.origins.insert_fields(origin, fields) {
                 return Err(invalid(format!("{}/{}: origin {} appears twice", o.account, o.credential, o.origin)));
             }
             d.ctx.stats.origins_tracked += 1;

@@ -10,12 +10,17 @@
 //! origin of the key is an IPv4 address or prefix (the high 64 bits of its key are clear), 16
 //! from the first that is not (the map is no bigger for it: see `OriginMap::keys`).
 //!
+//! What few pairs use (the time of their last alert, itemized evidence: [`OriginCold`]) is
+//! kept beside the arrays, by origin, in a table made when the first is set: an entry is 32
+//! bytes, not 40 with a pointer of its own.
+//!
 //! Iteration is in arrival order (a removal moves the last origin into the gap). Nothing the
 //! detector outputs depends on it: every list built from the origins is sorted, every count
 //! and sum is order-free. Snapshots keep the order (a map in it); equality ignores it.
 
-use super::state::OriginEntry;
-use super::OriginKey;
+use super::state::{OriginCold, OriginEntry, OriginEntryFields};
+use super::{Evidence, OriginKey};
+use crate::time::Nanos;
 use rustc_hash::FxHashMap;
 use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
@@ -43,6 +48,8 @@ pub(super) struct OriginMap {
     entries: Vec<OriginEntry>,
     /// Where each origin is, while there are more than [`LINEAR`].
     index: Option<Box<FxHashMap<OriginKey, u32>>>,
+    /// The rarely set parts of entries, by origin (none of defaults; only origins in the map).
+    cold: Option<Box<FxHashMap<OriginKey, OriginCold>>>,
 }
 
 /// The origin at `i` of `keys` (two words each when `wide`).
@@ -53,6 +60,18 @@ fn key_at(keys: &[u64], wide: bool, i: usize) -> Option<OriginKey> {
         Some(OriginKey::from(*hi) << 64 | OriginKey::from(*lo))
     } else {
         keys.get(i).map(|&k| OriginKey::from(k))
+    }
+}
+
+/// Where `origin` is in `keys` (two words each when `wide`), searched in order.
+#[inline]
+fn key_position(keys: &[u64], wide: bool, origin: &OriginKey) -> Option<usize> {
+    if wide {
+        let (lo, hi) = (*origin as u64, (*origin >> 64) as u64);
+        keys.chunks_exact(2).position(|w| w[0] == lo && w[1] == hi)
+    } else {
+        let k = narrow(*origin)?;
+        keys.iter().position(|&x| x == k)
     }
 }
 
@@ -75,14 +94,7 @@ impl OriginMap {
     fn position(&self, origin: &OriginKey) -> Option<usize> {
         match &self.index {
             Some(index) => index.get(origin).map(|&i| i as usize),
-            None if self.wide() => {
-                let (lo, hi) = (*origin as u64, (*origin >> 64) as u64);
-                self.keys.chunks_exact(2).position(|w| w[0] == lo && w[1] == hi)
-            }
-            None => {
-                let k = narrow(*origin)?;
-                self.keys.iter().position(|&x| x == k)
-            }
+            None => key_position(&self.keys, self.wide(), origin),
         }
     }
 
@@ -165,6 +177,7 @@ impl OriginMap {
             self.keys.swap_remove(i);
         }
         let entry = self.entries.swap_remove(i);
+        self.forget_cold(origin);
         if let Some(index) = &mut self.index {
             index.remove(origin);
             if let Some(moved) = key_at(&self.keys, wide, i) {
@@ -192,6 +205,10 @@ impl OriginMap {
         if kept == len {
             return;
         }
+        if let Some(mut cold) = self.cold.take() {
+            cold.retain(|o, _| key_position(&self.keys[..width * kept], wide, o).is_some());
+            self.cold = (!cold.is_empty()).then_some(cold);
+        }
         // Wide keys stay wide while any origin is left (an empty map is narrow again).
         self.keys.truncate(width * kept);
         self.entries.truncate(kept);
@@ -200,6 +217,95 @@ impl OriginMap {
             self.entries.shrink_to_fit();
         }
         self.reindex();
+    }
+
+    /// Sets the entry of `origin` and its rarely set part from their fields (a snapshot's, a
+    /// model's row), returning whether it replaces one.
+    pub(super) fn insert_fields(&mut self, origin: OriginKey, fields: OriginEntryFields<Box<Evidence>>) -> bool {
+        let (entry, cold) = OriginEntry::from_fields(fields);
+        let replaced = self.insert(origin, entry).is_some();
+        self.forget_cold(&origin);
+        if !cold.is_default() {
+            self.cold.get_or_insert_with(Default::default).insert(origin, cold);
+        }
+        replaced
+    }
+
+    fn cold_of(&self, origin: &OriginKey) -> Option<&OriginCold> {
+        self.cold.as_ref()?.get(origin)
+    }
+
+    /// The rarely set part of `origin` (in the map), made of defaults first when there is none.
+    fn cold_mut(&mut self, origin: OriginKey) -> &mut OriginCold {
+        debug_assert!(self.contains_key(&origin), "a cold part only for an origin of the map");
+        self.cold.get_or_insert_with(Default::default).entry(origin).or_default()
+    }
+
+    /// Drops the rarely set part of `origin` when it holds only defaults.
+    fn tidy(&mut self, origin: &OriginKey) {
+        if let Some(cold) = &mut self.cold {
+            if cold.get(origin).is_some_and(OriginCold::is_default) {
+                cold.remove(origin);
+            }
+            if cold.is_empty() {
+                self.cold = None;
+            }
+        }
+    }
+
+    /// Drops the rarely set part of `origin` (an origin forgotten and seen again).
+    pub(super) fn forget_cold(&mut self, origin: &OriginKey) {
+        if let Some(cold) = &mut self.cold {
+            cold.remove(origin);
+            if cold.is_empty() {
+                self.cold = None;
+            }
+        }
+    }
+
+    /// When `origin` last alerted (0: never).
+    pub(super) fn mark_at(&self, origin: &OriginKey) -> Nanos {
+        self.cold_of(origin).map_or(0, |c| c.mark_at)
+    }
+
+    pub(super) fn set_mark_at(&mut self, origin: OriginKey, t: Nanos) {
+        self.cold_mut(origin).mark_at = t;
+        self.tidy(&origin);
+    }
+
+    /// The itemized evidence of `origin`, kept while it is new.
+    pub(super) fn evidence(&self, origin: &OriginKey) -> Option<&Evidence> {
+        self.cold_of(origin)?.evidence.as_deref()
+    }
+
+    /// The evidence of `origin` (in the map), made empty first when it has none.
+    pub(super) fn evidence_or_new(&mut self, origin: OriginKey) -> &mut Evidence {
+        self.cold_mut(origin).evidence.get_or_insert_with(Default::default)
+    }
+
+    pub(super) fn drop_evidence(&mut self, origin: &OriginKey) {
+        if let Some(c) = self.cold.as_mut().and_then(|c| c.get_mut(origin)) {
+            c.evidence = None;
+            self.tidy(origin);
+        }
+    }
+
+    /// Drops the evidence of every origin whose entry `stale` says is past needing it.
+    pub(super) fn drop_evidence_where(&mut self, mut stale: impl FnMut(&OriginEntry) -> bool) {
+        let Some(mut cold) = self.cold.take() else { return };
+        for (origin, c) in cold.iter_mut() {
+            if c.evidence.is_some() && self.get(origin).is_some_and(&mut stale) {
+                c.evidence = None;
+            }
+        }
+        cold.retain(|_, c| !c.is_default());
+        self.cold = (!cold.is_empty()).then_some(cold);
+    }
+
+    /// Whether no origin has a rarely set part.
+    #[cfg(test)]
+    pub(super) fn cold_is_empty(&self) -> bool {
+        self.cold.is_none()
     }
 
     fn reindex(&mut self) {
@@ -217,10 +323,6 @@ impl OriginMap {
 
     pub(super) fn values(&self) -> std::slice::Iter<'_, OriginEntry> {
         self.entries.iter()
-    }
-
-    pub(super) fn values_mut(&mut self) -> std::slice::IterMut<'_, OriginEntry> {
-        self.entries.iter_mut()
     }
 }
 
@@ -257,7 +359,12 @@ impl<'a> IntoIterator for &'a OriginMap {
 /// The same origins with the same entries, in any order.
 impl PartialEq for OriginMap {
     fn eq(&self, other: &Self) -> bool {
-        self.len() == other.len() && self.iter().all(|(k, v)| other.get(&k) == Some(v))
+        self.len() == other.len()
+            && self.iter().all(|(k, v)| {
+                other.get(&k) == Some(v)
+                    && self.mark_at(&k) == other.mark_at(&k)
+                    && self.evidence(&k) == other.evidence(&k)
+            })
     }
 }
 
@@ -266,7 +373,7 @@ impl Serialize for OriginMap {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(self.len()))?;
         for (k, v) in self {
-            map.serialize_entry(&k, v)?;
+            map.serialize_entry(&k, &v.fields(self.mark_at(&k), self.evidence(&k)))?;
         }
         map.end()
     }
@@ -284,9 +391,9 @@ impl<'de> Deserialize<'de> for OriginMap {
 
             fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<OriginMap, A::Error> {
                 let mut map = OriginMap::default();
-                while let Some((k, v)) = access.next_entry::<OriginKey, OriginEntry>()? {
+                while let Some((k, v)) = access.next_entry::<OriginKey, OriginEntryFields<Box<Evidence>>>()? {
                     // A key given twice: the last wins, as in a hash table.
-                    map.insert(k, v);
+                    map.insert_fields(k, v);
                 }
                 Ok(map)
             }
@@ -355,7 +462,7 @@ mod tests {
         let order = |m: &OriginMap| m.iter().map(|(k, _)| k).collect::<Vec<_>>();
         assert_eq!(order(&back), order(&map));
         // What the hash table wrote reads as the same map.
-        let table: FxHashMap<OriginKey, OriginEntry> = map.iter().map(|(k, v)| (k, v.clone())).collect();
+        let table: FxHashMap<OriginKey, _> = map.iter().map(|(k, v)| (k, v.fields(0, None))).collect();
         let from_table: OriginMap = serde_json::from_str(&serde_json::to_string(&table).expect("json")).expect("reads");
         assert_eq!(from_table, map);
         assert!(OriginMap::default().is_empty());
@@ -386,5 +493,36 @@ mod tests {
         assert!(!map.wide() && map.is_empty(), "an empty map is narrow again");
         map.insert(wide, entry(7));
         assert!(map.wide() && map.get(&wide).is_some() && map.get(&(wide as u64 as u128)).is_none());
+    }
+
+    /// The rarely set parts stay with their origins through removals (which move the last
+    /// origin into the gap), retains and the index past [`LINEAR`], and go with them.
+    #[test]
+    fn cold_parts_follow_their_origins_and_go_with_them() {
+        let mut map = OriginMap::default();
+        let n = LINEAR as u128 + 8;
+        for k in 0..n {
+            map.insert(k, entry(k as i64));
+        }
+        for k in (0..n).step_by(3) {
+            map.set_mark_at(k, 1000 + k as i64);
+        }
+        map.evidence_or_new(4);
+        map.remove(&0);
+        map.remove(&3);
+        map.retain(|k, _| k % 2 == 0 || *k == 9);
+        for k in 0..n {
+            let kept = k != 0 && k != 3 && (k % 2 == 0 || k == 9);
+            assert_eq!(map.contains_key(&k), kept, "{k}");
+            let mark = if kept && k % 3 == 0 { 1000 + k as i64 } else { 0 };
+            assert_eq!(map.mark_at(&k), mark, "{k}");
+            assert_eq!(map.evidence(&k).is_some(), k == 4, "{k}");
+        }
+        let left = map.cold.as_ref().map_or(0, |c| c.len());
+        assert_eq!(left, map.iter().filter(|(k, _)| k % 3 == 0 || *k == 4).count(), "no cold part of a gone origin");
+        map.drop_evidence_where(|e| e.first_seen == 4);
+        assert!(map.evidence(&4).is_none());
+        map.retain(|_, _| false);
+        assert!(map.cold_is_empty());
     }
 }

@@ -27,7 +27,7 @@ impl Ctx {
             // Evict the least recently seen sixteenth at once: amortized O(log n) per insert.
             // Origins holding evidence of a theft in progress last (bound.rs: misses cost more).
             let mut by_age: Vec<(bool, Nanos, OriginKey)> =
-                key.origins.iter().map(|(k, v)| (v.evidence().is_some(), v.last_seen, k)).collect();
+                key.origins.iter().map(|(k, v)| (key.origins.evidence(&k).is_some(), v.last_seen, k)).collect();
             by_age.sort_unstable();
             let n = (cfg.max_origins_per_key / 16).max(1).min(by_age.len());
             for (_, _, k) in &by_age[..n] {
@@ -37,9 +37,10 @@ impl Ctx {
             self.stats.origins_tracked -= n as u64;
         }
         let (entry, mut is_new) = key.origins.get_or_insert_with(origin, || OriginEntry::new(t));
+        let forgotten = !is_new && t - entry.last_seen > cfg.history_window.0;
         if is_new {
             self.stats.origins_tracked += 1;
-        } else if t - entry.last_seen > cfg.history_window.0 {
+        } else if forgotten {
             // Unused for the whole history window: forgotten, new again.
             *entry = OriginEntry::new(t);
             is_new = true;
@@ -51,18 +52,23 @@ impl Ctx {
         entry.last_seen = entry.last_seen.max(t);
         entry.bytes += s.bytes;
         entry.requests = entry.requests.saturating_add(1);
-        let malicious = entry.verdict == Some(VerdictKind::Malicious);
-        let unfamiliar = verdict::unfamiliar_now(cfg, &mut self.stats, entry, t);
+        let (malicious, bytes) = (entry.verdict == Some(VerdictKind::Malicious), entry.bytes);
+        if forgotten {
+            // Its time of last alert and its evidence go with it.
+            key.origins.forget_cold(&origin);
+        }
+        let unfamiliar = verdict::unfamiliar_now(cfg, &mut self.stats, &mut key.origins, origin, t);
         if !unfamiliar {
-            entry.drop_evidence();
+            key.origins.drop_evidence(&origin);
             return false;
         }
         // Door keeper: itemized evidence only once an origin has read a 1/1024 share of the
         // threshold. Most new origins are one-off and small; they never pay for it.
         let mut created = false;
-        if entry.evidence().is_some() || entry.bytes >= cfg.unfamiliar_bytes.0 / EVIDENCE_SHARE {
-            created = entry.evidence().is_none();
-            entry.evidence_or_new().add(s);
+        let has_evidence = key.origins.evidence(&origin).is_some();
+        if has_evidence || bytes >= cfg.unfamiliar_bytes.0 / EVIDENCE_SHARE {
+            created = !has_evidence;
+            key.origins.evidence_or_new(origin).add(s);
         }
         key.unfamiliar.add(t, s.bytes, cfg.aggregate_window.0);
         if let Some(ip) = s.ip {
@@ -88,11 +94,12 @@ impl Ctx {
 
         // unfamiliar_origin_volume: cumulative bytes since the origin's first request.
         let cfg = &self.cfg;
+        let mark_at = key.origins.mark_at(&origin);
         let Some(entry) = key.origins.get_mut(&origin) else {
             return created;
         };
         let thr = cfg.unfamiliar_bytes.0;
-        if entry.mark_level > 0 && t - entry.mark_at() >= cfg.realert.0 {
+        if entry.mark_level > 0 && t - mark_at >= cfg.realert.0 {
             entry.mark_level = 0;
             entry.mark_epoch = entry.mark_epoch.wrapping_add(1);
         }
@@ -103,7 +110,7 @@ impl Ctx {
                 self.stats.alerts_suppressed_learning += 1;
             } else {
                 entry.mark_level = level + 1;
-                entry.set_mark_at(t);
+                key.origins.set_mark_at(origin, t);
                 let a = self.origin_volume_alert(account, cred, key, origin, s, level);
                 self.emit(a, cred, key, allow::Subject::Origin(origin), t, out);
             }
@@ -220,7 +227,7 @@ impl Ctx {
         let t = s.time;
         let credential = self.syms.name(cred).to_string();
         let (first_seen, bytes, epoch, ev, requests) = match key.origins.get(&origin) {
-            Some(o) => (o.first_seen, o.bytes, o.mark_epoch, o.evidence(), o.requests as u64),
+            Some(o) => (o.first_seen, o.bytes, o.mark_epoch, key.origins.evidence(&origin), o.requests as u64),
             None => (t, 0, 0, None, 0),
         };
         let origin_ref = self.origin_ref(origin, ev, s.ip);
@@ -290,7 +297,7 @@ impl Ctx {
         let mut requests = 0u64;
         for &(_, o) in contributing {
             requests += key.origins.get(&o).map_or(0, |e| e.requests as u64);
-            if let Some(ev) = key.origins.get(&o).and_then(|e| e.evidence()) {
+            if let Some(ev) = key.origins.evidence(&o) {
                 merged.merge(ev);
             }
         }

@@ -229,11 +229,7 @@ impl Ctx {
             let gone = (before - k.origins.len()) as u64;
             stats.origins_expired += gone;
             stats.origins_tracked -= gone;
-            for o in k.origins.values_mut() {
-                if o.evidence().is_some() && t >= o.first_seen + familiar_after {
-                    o.drop_evidence();
-                }
-            }
+            k.origins.drop_evidence_where(|o| t >= o.first_seen + familiar_after);
             drop_idle_windows(k, t, aggregate_window, volume_window);
             agents::sweep(&mut k.agents, t, forget);
             true

@@ -38,11 +38,11 @@ pub(super) struct Mark {
     pub(super) since: Nanos,
 }
 
-/// A (key, origin) pair: 40 bytes, the most numerous record of the state. What few origins
-/// use (the time of the last alert, itemized evidence) is in a box of its own, [`OriginCold`];
-/// snapshots write the fields flat, as they always did ([`OriginEntryFields`]).
-#[derive(Clone, Debug, Deserialize)]
-#[serde(from = "OriginEntryFields<Box<Evidence>>")]
+/// A (key, origin) pair: 32 bytes, the most numerous record of the state. What few origins
+/// use (the time of the last alert, itemized evidence) is kept beside the pairs, by origin, in
+/// the key's [`OriginMap`] ([`OriginCold`]); snapshots write the fields flat, as they always
+/// did ([`OriginEntryFields`]).
+#[derive(Clone, Debug, PartialEq)]
 pub(super) struct OriginEntry {
     pub(super) first_seen: Nanos,
     pub(super) last_seen: Nanos,
@@ -52,62 +52,31 @@ pub(super) struct OriginEntry {
     pub(super) mark_epoch: u16,
     /// An analyst's verdict on it (the detector's list of verdicts is the truth; see verdict.rs).
     pub(super) verdict: Option<VerdictKind>,
-    /// Present while the origin has alerted or holds evidence; never holds defaults only.
-    cold: Option<Box<OriginCold>>,
 }
 
-/// The rarely set part of an [`OriginEntry`].
-#[derive(Clone, Debug, Default)]
-struct OriginCold {
-    mark_at: Nanos,
+/// The rarely set part of an [`OriginEntry`], kept by its [`OriginMap`] while not default.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(super) struct OriginCold {
+    pub(super) mark_at: Nanos,
     /// Present while the origin is unfamiliar (and has read its share: `origin_rules.rs`).
-    evidence: Option<Box<Evidence>>,
+    pub(super) evidence: Option<Box<Evidence>>,
+}
+
+impl OriginCold {
+    /// Nothing set: not kept.
+    pub(super) fn is_default(&self) -> bool {
+        self.mark_at == 0 && self.evidence.is_none()
+    }
 }
 
 impl OriginEntry {
     pub(super) fn new(t: Nanos) -> Self {
-        OriginEntry {
-            first_seen: t,
-            last_seen: t,
-            bytes: 0,
-            requests: 0,
-            mark_level: 0,
-            mark_epoch: 0,
-            verdict: None,
-            cold: None,
-        }
+        OriginEntry { first_seen: t, last_seen: t, bytes: 0, requests: 0, mark_level: 0, mark_epoch: 0, verdict: None }
     }
 
-    /// When the origin last alerted (0: never).
-    pub(super) fn mark_at(&self) -> Nanos {
-        self.cold.as_ref().map_or(0, |c| c.mark_at)
-    }
-
-    pub(super) fn set_mark_at(&mut self, t: Nanos) {
-        self.cold.get_or_insert_with(Default::default).mark_at = t;
-        self.tidy();
-    }
-
-    /// Itemized evidence, kept while the origin is new.
-    pub(super) fn evidence(&self) -> Option<&Evidence> {
-        self.cold.as_ref().and_then(|c| c.evidence.as_deref())
-    }
-
-    /// The origin's evidence, made empty first when it has none.
-    pub(super) fn evidence_or_new(&mut self) -> &mut Evidence {
-        self.cold.get_or_insert_with(Default::default).evidence.get_or_insert_with(Default::default)
-    }
-
-    pub(super) fn drop_evidence(&mut self) {
-        if let Some(c) = &mut self.cold {
-            c.evidence = None;
-            self.tidy();
-        }
-    }
-
-    /// An entry from its fields (a snapshot's, a model's row).
-    pub(super) fn from_fields(f: OriginEntryFields<Box<Evidence>>) -> Self {
-        let mut e = OriginEntry {
+    /// An entry and its rarely set part from their fields (a snapshot's, a model's row).
+    pub(super) fn from_fields(f: OriginEntryFields<Box<Evidence>>) -> (Self, OriginCold) {
+        let e = OriginEntry {
             first_seen: f.first_seen,
             last_seen: f.last_seen,
             bytes: f.bytes,
@@ -115,31 +84,28 @@ impl OriginEntry {
             mark_level: f.mark_level,
             mark_epoch: f.mark_epoch,
             verdict: f.verdict,
-            cold: Some(Box::new(OriginCold { mark_at: f.mark_at, evidence: f.evidence })),
         };
-        e.tidy();
-        e
+        (e, OriginCold { mark_at: f.mark_at, evidence: f.evidence })
     }
 
-    /// No box of defaults.
-    fn tidy(&mut self) {
-        if self.cold.as_ref().is_some_and(|c| c.mark_at == 0 && c.evidence.is_none()) {
-            self.cold = None;
+    /// The fields of this entry and its rarely set part, as snapshots write them.
+    pub(super) fn fields<'e>(&self, mark_at: Nanos, evidence: Option<&'e Evidence>) -> OriginEntryFields<&'e Evidence> {
+        OriginEntryFields {
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+            bytes: self.bytes,
+            requests: self.requests,
+            mark_level: self.mark_level,
+            mark_epoch: self.mark_epoch,
+            mark_at,
+            evidence,
+            verdict: self.verdict,
         }
     }
 }
 
-impl PartialEq for OriginEntry {
-    fn eq(&self, o: &Self) -> bool {
-        (self.first_seen, self.last_seen, self.bytes, self.requests, self.mark_level, self.mark_epoch, self.verdict)
-            == (o.first_seen, o.last_seen, o.bytes, o.requests, o.mark_level, o.mark_epoch, o.verdict)
-            && self.mark_at() == o.mark_at()
-            && self.evidence() == o.evidence()
-    }
-}
-
-/// An [`OriginEntry`]'s fields, flat, in the order snapshots write them: `E` is `&Evidence`
-/// when written, `Box<Evidence>` when read.
+/// An [`OriginEntry`]'s fields with its [`OriginCold`]'s, flat, in the order snapshots write
+/// them: `E` is `&Evidence` when written, `Box<Evidence>` when read.
 #[derive(Serialize, Deserialize)]
 pub(super) struct OriginEntryFields<E> {
     pub(super) first_seen: Nanos,
@@ -152,29 +118,6 @@ pub(super) struct OriginEntryFields<E> {
     pub(super) evidence: Option<E>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) verdict: Option<VerdictKind>,
-}
-
-impl From<OriginEntryFields<Box<Evidence>>> for OriginEntry {
-    fn from(f: OriginEntryFields<Box<Evidence>>) -> Self {
-        OriginEntry::from_fields(f)
-    }
-}
-
-impl Serialize for OriginEntry {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        OriginEntryFields {
-            first_seen: self.first_seen,
-            last_seen: self.last_seen,
-            bytes: self.bytes,
-            requests: self.requests,
-            mark_level: self.mark_level,
-            mark_epoch: self.mark_epoch,
-            mark_at: self.mark_at(),
-            evidence: self.evidence(),
-            verdict: self.verdict,
-        }
-        .serialize(s)
-    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -506,8 +449,8 @@ mod tests {
     #[cfg(target_pointer_width = "64")]
     fn the_most_numerous_records_keep_their_sizes() {
         use std::mem::size_of;
-        assert_eq!(size_of::<OriginEntry>(), 40);
-        assert_eq!(size_of::<OriginMap>(), 56, "two arrays and the index: no more for wide origins");
+        assert_eq!(size_of::<OriginEntry>(), 32, "no pointer to its rarely set part");
+        assert_eq!(size_of::<OriginMap>(), 64, "two arrays, the index and the rarely set parts");
         assert_eq!(size_of::<super::super::volume::DaySummary>(), 24);
         assert_eq!(size_of::<smallvec::SmallVec<[(Sym, u64); 1]>>(), size_of::<Vec<(Sym, u64)>>());
         assert_eq!(size_of::<Tally>(), 24, "one key's tally in 24 bytes");
@@ -606,34 +549,37 @@ mod tests {
         assert!(all.wide.is_none() && all.len() == 1, "the wide table goes with its last tally");
     }
 
-    /// Snapshots keep the flat shape of the entry from before its cold part was boxed, and an
-    /// entry holds no box of defaults, whatever order its cold fields were set and cleared in.
+    /// Snapshots keep the flat shape of the entry from before its cold part was set apart, and
+    /// a map keeps no cold part of defaults, whatever order its fields were set and cleared in.
     #[test]
-    fn origin_entry_snapshots_are_flat_and_cold_boxes_tidy() {
-        let mut e = OriginEntry::new(7);
-        assert!(e.cold.is_none());
-        e.evidence_or_new();
-        e.set_mark_at(9);
-        e.drop_evidence();
-        assert_eq!((e.mark_at(), e.evidence().is_none()), (9, true));
-        let text = serde_json::to_string(&e).unwrap();
+    fn origin_entry_snapshots_are_flat_and_cold_parts_tidy() {
+        let mut m = OriginMap::default();
+        m.insert(5, OriginEntry::new(7));
+        assert!(m.cold_is_empty());
+        m.evidence_or_new(5);
+        m.set_mark_at(5, 9);
+        m.drop_evidence(&5);
+        assert_eq!((m.mark_at(&5), m.evidence(&5).is_none()), (9, true));
+        let text = serde_json::to_string(&m).unwrap();
         let fields =
             ["first_seen", "last_seen", "bytes", "requests", "mark_level", "mark_epoch", "mark_at", "evidence"];
         let at: Vec<usize> = fields.iter().map(|f| text.find(&format!("\"{f}\":")).unwrap()).collect();
         assert!(at.windows(2).all(|w| w[0] < w[1]), "{text}");
         assert!(!text.contains("verdict") && !text.contains("cold"), "{text}");
-        let back: OriginEntry = serde_json::from_str(&text).unwrap();
-        assert_eq!(back, e);
-        assert_eq!(back.mark_at(), 9);
+        let back: OriginMap = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.mark_at(&5), 9);
 
-        let mut plain = OriginEntry::new(7);
-        plain.evidence_or_new();
-        plain.drop_evidence();
-        assert!(plain.cold.is_none(), "no box once evidence is dropped and no alert was marked");
-        let old = r#"{"first_seen":1,"last_seen":2,"bytes":3,"requests":4,"mark_level":0,"mark_epoch":0,"mark_at":0,"evidence":null}"#;
-        let read: OriginEntry = serde_json::from_str(old).unwrap();
-        assert!(read.cold.is_none());
-        assert_eq!((read.first_seen, read.last_seen, read.bytes, read.requests), (1, 2, 3, 4));
+        let mut plain = OriginMap::default();
+        plain.insert(5, OriginEntry::new(7));
+        plain.evidence_or_new(5);
+        plain.drop_evidence(&5);
+        assert!(plain.cold_is_empty(), "no cold part once evidence is dropped and no alert was marked");
+        let old = r#"{"5":{"first_seen":1,"last_seen":2,"bytes":3,"requests":4,"mark_level":0,"mark_epoch":0,"mark_at":0,"evidence":null}}"#;
+        let read: OriginMap = serde_json::from_str(old).unwrap();
+        assert!(read.cold_is_empty());
+        let e = read.get(&5).unwrap();
+        assert_eq!((e.first_seen, e.last_seen, e.bytes, e.requests), (1, 2, 3, 4));
         assert_eq!(serde_json::to_string(&read).unwrap(), old);
     }
 }

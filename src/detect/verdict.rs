@@ -17,6 +17,7 @@
 //! A later verdict on the same (account, credential, origin) replaces an earlier one. The
 //! verdicts are part of the detector's state: snapshots and models carry them.
 
+use super::origin_map::OriginMap;
 use super::*;
 use crate::time::parse_timestamp;
 
@@ -215,17 +216,24 @@ impl OriginEntry {
 }
 
 /// [`OriginEntry::unfamiliar_at`] for the origin rules, at the moment a request updated the
-/// entry: a benign origin that would still be new by time and reaches a rule level is counted
-/// as a suppressed alert (once per level).
-pub(super) fn unfamiliar_now(cfg: &DetectConfig, stats: &mut DetectorStats, e: &mut OriginEntry, t: Nanos) -> bool {
+/// entry of `origin` in `origins`: a benign origin that would still be new by time and reaches
+/// a rule level is counted as a suppressed alert (once per level).
+pub(super) fn unfamiliar_now(
+    cfg: &DetectConfig,
+    stats: &mut DetectorStats,
+    origins: &mut OriginMap,
+    origin: OriginKey,
+    t: Nanos,
+) -> bool {
+    let Some(e) = origins.get_mut(&origin) else { return false };
     if e.verdict == Some(VerdictKind::Benign) && t < e.first_seen + cfg.familiar_after.0 {
         if let Some(level) = reached_level(e.bytes, cfg.unfamiliar_bytes.0, cfg.escalation_factor, e.mark_level) {
             stats.suppressed.verdict_benign += 1;
             e.mark_level = level + 1;
-            e.set_mark_at(t);
+            origins.set_mark_at(origin, t);
         }
     }
-    e.unfamiliar_at(t, cfg.familiar_after.0)
+    origins.get(&origin).is_some_and(|e| e.unfamiliar_at(t, cfg.familiar_after.0))
 }
 
 impl Ctx {
@@ -298,16 +306,18 @@ impl Ctx {
     }
 }
 
-/// The entry of `origin` in the key (account, credential), when the detector has one.
-fn origin_entry<'a>(
+/// The origins of the key (account, credential), when the detector has that key and `origin`
+/// among them.
+fn origins_with<'a>(
     accounts: &'a mut FxHashMap<NameKey, AccountState>,
     syms: &Interner,
     account: &str,
     cred: &str,
     origin: OriginKey,
-) -> Option<&'a mut OriginEntry> {
+) -> Option<&'a mut OriginMap> {
     let c = syms.get(cred)?;
-    accounts.get_mut(account.as_bytes())?.keys.get_mut(&c)?.origins.get_mut(&origin)
+    let origins = &mut accounts.get_mut(account.as_bytes())?.keys.get_mut(&c)?.origins;
+    origins.contains_key(&origin).then_some(origins)
 }
 
 impl Detector {
@@ -336,10 +346,12 @@ impl Detector {
             bytes: 0,
         });
         self.ctx.stats.verdicts_applied += 1;
-        if let Some(e) = origin_entry(&mut self.accounts, &self.ctx.syms, account, &v.credential, origin) {
-            e.verdict = Some(v.verdict);
+        if let Some(origins) = origins_with(&mut self.accounts, &self.ctx.syms, account, &v.credential, origin) {
+            if let Some(e) = origins.get_mut(&origin) {
+                e.verdict = Some(v.verdict);
+            }
             if v.verdict == VerdictKind::Benign {
-                e.drop_evidence();
+                origins.drop_evidence(&origin);
             }
         }
         self.bound_state();
@@ -375,7 +387,8 @@ impl Detector {
                 LearnedStateError::Invalid(format!("verdict on {:?}: origin is not a network", r.origin))
             })?;
             let origin = self.ctx.origin_of(bits);
-            if let Some(e) = origin_entry(&mut self.accounts, &self.ctx.syms, &r.account, &r.credential, origin) {
+            let origins = origins_with(&mut self.accounts, &self.ctx.syms, &r.account, &r.credential, origin);
+            if let Some(e) = origins.and_then(|m| m.get_mut(&origin)) {
                 e.verdict = Some(r.verdict);
             }
             self.ctx.set_verdict(Standing {
