@@ -53,11 +53,14 @@ impl Ctx {
         entry.bytes += s.bytes;
         entry.requests = entry.requests.saturating_add(1);
         let (malicious, bytes) = (entry.verdict == Some(VerdictKind::Malicious), entry.bytes);
+        let (unfamiliar, marked) = verdict::unfamiliar_now(cfg, &mut self.stats, entry, t);
         if forgotten {
             // Its time of last alert and its evidence go with it.
             key.origins.forget_cold(&origin);
         }
-        let unfamiliar = verdict::unfamiliar_now(cfg, &mut self.stats, &mut key.origins, origin, t);
+        if marked {
+            key.origins.set_mark_at(origin, t);
+        }
         if !unfamiliar {
             key.origins.drop_evidence(&origin);
             return false;

@@ -216,24 +216,24 @@ impl OriginEntry {
 }
 
 /// [`OriginEntry::unfamiliar_at`] for the origin rules, at the moment a request updated the
-/// entry of `origin` in `origins`: a benign origin that would still be new by time and reaches
-/// a rule level is counted as a suppressed alert (once per level).
+/// entry: a benign origin that would still be new by time and reaches a rule level is counted
+/// as a suppressed alert (once per level). Also whether it was: the caller then marks the
+/// time of that alert (`OriginMap::set_mark_at`).
 pub(super) fn unfamiliar_now(
     cfg: &DetectConfig,
     stats: &mut DetectorStats,
-    origins: &mut OriginMap,
-    origin: OriginKey,
+    e: &mut OriginEntry,
     t: Nanos,
-) -> bool {
-    let Some(e) = origins.get_mut(&origin) else { return false };
+) -> (bool, bool) {
+    let mut marked = false;
     if e.verdict == Some(VerdictKind::Benign) && t < e.first_seen + cfg.familiar_after.0 {
         if let Some(level) = reached_level(e.bytes, cfg.unfamiliar_bytes.0, cfg.escalation_factor, e.mark_level) {
             stats.suppressed.verdict_benign += 1;
             e.mark_level = level + 1;
-            origins.set_mark_at(origin, t);
+            marked = true;
         }
     }
-    origins.get(&origin).is_some_and(|e| e.unfamiliar_at(t, cfg.familiar_after.0))
+    (e.unfamiliar_at(t, cfg.familiar_after.0), marked)
 }
 
 impl Ctx {
