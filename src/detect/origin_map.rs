@@ -125,7 +125,8 @@ impl OriginMap {
         }
     }
 
-    /// Sets the entry of `origin`, returning the one it replaces.
+    /// Sets the entry of `origin`, returning the one it replaces (its rarely set part, if any,
+    /// stays: [`OriginMap::insert_fields`] sets both).
     pub(super) fn insert(&mut self, origin: OriginKey, entry: OriginEntry) -> Option<OriginEntry> {
         match self.position(&origin) {
             Some(i) => Some(std::mem::replace(&mut self.entries[i], entry)),
