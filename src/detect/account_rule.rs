@@ -43,7 +43,7 @@ impl Ctx {
                 .any(|(c, k)| *c != cred && k.origins.get(&origin).is_some_and(|o| t >= o.first_seen + familiar_after));
             Tally::new(t, cred, familiar)
         };
-        let (tally, made) = acct.unfamiliar.get_or_insert_with(origin, &fresh);
+        let (tally, made) = acct.unfamiliar.get_or_insert_with(origin, fresh);
         if !made && t >= tally.first_seen() + familiar_after {
             // Its tally is over: a read by a key that still finds the origin unfamiliar
             // starts a new one now, not once a sweep has dropped the old.
