@@ -7,7 +7,7 @@
 //! re-alert a new id), escalating (critical) at each power of `escalation_factor` times the
 //! threshold, like `unfamiliar_origins_aggregate`.
 
-use super::state::Spray;
+use super::state::{Spray, SprayState};
 use super::*;
 use crate::time::HOUR;
 
@@ -30,13 +30,7 @@ impl Ctx {
             return;
         }
         let t = s.time;
-        let sp = key.spray.get_or_insert_with(Default::default);
-        let minute = t.div_euclid(MINUTE);
-        if sp.window.newest_minute().is_none_or(|m| minute - m >= SPRAY_WINDOW / MINUTE) {
-            sp.evidence = Gathered::default(); // the window slid empty: a new count
-        }
-        sp.window.add(t, 1, SPRAY_WINDOW);
-        sp.evidence.add(s);
+        let Some(sp) = add_new_origin(&mut key.spray, s) else { return }; // one: `n` is at least 1
         let count = sp.window.sum();
         if count <= n {
             return;
@@ -63,7 +57,7 @@ impl Ctx {
             return;
         }
         let a = self.spray_alert(account, cred, key, count, t, level, m);
-        let Some(sp) = key.spray.as_deref() else { return };
+        let Some(SprayState::Many(sp)) = key.spray.as_deref() else { return };
         self.emit(a, cred, key, allow::Subject::Spray(&sp.evidence.evidence()), t, out);
     }
 
@@ -71,7 +65,10 @@ impl Ctx {
     fn spray_alert(&self, account: &str, cred: Sym, key: &KeyState, count: u64, t: Nanos, level: u8, m: Mark) -> Alert {
         let credential = self.syms.name(cred).to_string();
         let empty = Spray::default();
-        let sp = key.spray.as_deref().unwrap_or(&empty);
+        let sp = match key.spray.as_deref() {
+            Some(SprayState::Many(sp)) => sp,
+            _ => &empty, // an alert is of a window of more than one origin
+        };
         let ev = &*sp.evidence.evidence();
         // A sample of the new origins: the addresses whose first requests read the most.
         let origins: Vec<OriginRef> = ev
@@ -118,5 +115,77 @@ impl Ctx {
     }
 }
 
+/// Counts a new origin whose first request is `s` in the key's window `slot`: the window with
+/// more than one origin, or `None` while it holds one (its request alone, in place).
+fn add_new_origin<'a>(slot: &'a mut Option<Box<SprayState>>, s: &Sample) -> Option<&'a mut Spray> {
+    let minute = s.time.div_euclid(MINUTE);
+    let slid_empty = |newest: i64| minute - newest >= SPRAY_WINDOW / MINUTE;
+    if slot.is_none() {
+        *slot = Some(Box::new(SprayState::One(*s)));
+        return None;
+    }
+    let state = slot.as_deref_mut()?;
+    if let SprayState::One(first) = state {
+        if slid_empty(first.time.div_euclid(MINUTE)) {
+            *first = *s; // a new count of one
+            return None;
+        }
+        *state = SprayState::Many(Spray::of_one(first));
+    }
+    let SprayState::Many(sp) = state else { return None };
+    if sp.window.newest_minute().is_none_or(slid_empty) {
+        sp.evidence = Gathered::default(); // the window slid empty: a new count
+    }
+    sp.window.add(s.time, 1, SPRAY_WINDOW);
+    sp.evidence.add(s);
+    Some(sp)
+}
+
 /// Addresses an `origin_spray` alert shows (its evidence sketch holds that many).
 const CAPACITY_SHOWN: usize = sketch::CAPACITY;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample(time: Nanos, ip: u8) -> Sample {
+        Sample { time, ip: Some(u128::from(ip)), bytes: u64::from(ip) * 10, op: 1, ua: 2, db: 3, coll: 4, activity: 5 }
+    }
+
+    proptest! {
+        /// The window held as one request while it has one origin is the window the plain
+        /// [`Spray`] keeps, after every new origin: in order, out of order, and after gaps that
+        /// slide it empty.
+        #[test]
+        fn the_window_of_one_is_the_plain_window(
+            steps in proptest::collection::vec((-70i64..140, any::<u8>()), 1..40),
+        ) {
+            let mut slot = None;
+            let mut plain = Spray::default();
+            let mut t = 1_000 * HOUR;
+            for (minutes, ip) in steps {
+                t += minutes * MINUTE / 2;
+                let s = sample(t, ip);
+                // The window as it was kept before `SprayState`.
+                if plain.window.newest_minute().is_none_or(|m| t.div_euclid(MINUTE) - m >= SPRAY_WINDOW / MINUTE) {
+                    plain.evidence = Gathered::default();
+                }
+                plain.window.add(t, 1, SPRAY_WINDOW);
+                plain.evidence.add(&s);
+                let many = add_new_origin(&mut slot, &s).map(|sp| sp.window.sum());
+                match many {
+                    Some(count) => prop_assert_eq!(count, plain.window.sum()),
+                    None => prop_assert_eq!(plain.window.sum(), 1),
+                }
+                let Some(state) = slot.as_deref() else { return Err(TestCaseError::fail("no window")) };
+                prop_assert_eq!(&Spray::from(state.clone()), &plain);
+                // Written as the plain window, and read back as the same window.
+                let json = serde_json::to_string(state).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(&json, &serde_json::to_string(&plain).map_err(|e| TestCaseError::fail(e.to_string()))?);
+                let back: SprayState = serde_json::from_str(&json).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(&back, state);
+            }
+        }
+    }
+}

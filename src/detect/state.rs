@@ -5,7 +5,10 @@
 //! names; snapshots serialize it as is.
 
 use super::origin_map::{narrow, OriginMap};
-use super::{evidence::Gathered, Evidence, OriginKey, OriginWindow, SlidingSum, Sym, VerdictKind, VolumeHistory};
+use super::{
+    evidence::{Gathered, Sample},
+    Evidence, OriginKey, OriginWindow, SlidingSum, Sym, VerdictKind, VolumeHistory,
+};
 use crate::time::Nanos;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -144,7 +147,7 @@ pub(super) struct KeyState {
     pub(super) aggregate_checked_minute: i64,
     /// `origin_spray`: new origins in the last hour (kept until the key is idle that long).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(super) spray: Option<Box<Spray>>,
+    pub(super) spray: Option<Box<SprayState>>,
     /// The user-agent families the key used (`agents.rs`), at most
     /// [`super::agents::AGENT_FAMILIES`]; absent in checkpoints written before them.
     #[serde(default, skip_serializing_if = "smallvec::SmallVec::is_empty")]
@@ -160,6 +163,51 @@ pub(super) struct Spray {
     /// key sees a new origin now and then: compact while they are few).
     pub(super) evidence: Gathered,
     pub(super) mark: Option<Mark>,
+}
+
+/// A key's [`Spray`], held as its first new origin's request alone while that is all the
+/// window holds: nearly every key meets a new origin now and then, and the window is dropped
+/// an hour after the key's last read, so this is made and dropped about once per new origin.
+/// `One` is one heap block where a [`Spray`] of one origin is three (its box, its minute and
+/// its sample). Written and read as the [`Spray`] it stands for.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(from = "Spray", into = "Spray")]
+pub(super) enum SprayState {
+    /// One new origin in the window (its minute is the request's), no alert marked.
+    One(Sample),
+    Many(Spray),
+}
+
+impl Spray {
+    /// The window of one new origin whose first request is `s`.
+    pub(super) fn of_one(s: &Sample) -> Self {
+        let mut sp = Spray::default();
+        sp.window.add(s.time, 1, super::spray_rule::SPRAY_WINDOW);
+        sp.evidence.add(s);
+        sp
+    }
+}
+
+impl From<Spray> for SprayState {
+    fn from(sp: Spray) -> Self {
+        SprayState::Many(sp)
+    }
+}
+
+impl From<SprayState> for Spray {
+    fn from(state: SprayState) -> Self {
+        match state {
+            SprayState::One(s) => Spray::of_one(&s),
+            SprayState::Many(sp) => sp,
+        }
+    }
+}
+
+impl PartialEq for SprayState {
+    /// The same window, however it is held.
+    fn eq(&self, other: &Self) -> bool {
+        Spray::from(self.clone()) == Spray::from(other.clone())
+    }
 }
 
 impl KeyState {
