@@ -31,7 +31,7 @@ impl Ctx {
             return; // familiar to this key, or judged by an analyst
         }
         if acct.unfamiliar.len() >= self.cfg.max_origins_per_key && !acct.unfamiliar.contains_key(&origin) {
-            acct.unfamiliar.retain(|o| t < o.first_seen() + familiar_after);
+            acct.unfamiliar.expire(t, familiar_after);
             if acct.unfamiliar.len() >= self.cfg.max_origins_per_key {
                 return; // bounded: a spray this wide trips unfamiliar_origins_aggregate
             }

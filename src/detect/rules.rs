@@ -142,7 +142,7 @@ impl Ctx {
             acct.next_sweep = t + SWEEP_EVERY;
         } else if hour_turned {
             let familiar_after = self.cfg.familiar_after.0;
-            acct.unfamiliar.retain(|o| t < o.first_seen() + familiar_after);
+            acct.unfamiliar.expire(t, familiar_after);
             for k in acct.keys.values_mut() {
                 self.drop_idle_windows(k, t);
             }
@@ -212,7 +212,7 @@ impl Ctx {
     fn sweep(&mut self, acct: &mut AccountState, t: Nanos) {
         let forget = self.cfg.history_window.0;
         let familiar_after = self.cfg.familiar_after.0;
-        acct.unfamiliar.retain(|o| t < o.first_seen() + familiar_after);
+        acct.unfamiliar.expire(t, familiar_after);
         let (aggregate_window, volume_window) = (self.cfg.aggregate_window.0, self.cfg.volume_window.0);
         let stats = &mut self.stats;
         acct.keys.retain(|_, k| {

@@ -296,10 +296,27 @@ pub struct AccountOrigin {
 /// common) keyed by one word, in a slot of 32 bytes instead of 48; others (IPv6, an AS) in a
 /// table of their own, made when the first comes. Written and read as one map of origins, as
 /// before.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug)]
 pub(super) struct Tallies {
     narrow: FxHashMap<u64, Tally>,
     wide: Option<Box<FxHashMap<OriginKey, Tally>>>,
+    /// At most the oldest tally's `first_seen` (`Nanos::MAX` when there is none): until
+    /// `familiar_after` past it, [`Tallies::expire`] has nothing to drop and reads no slot.
+    /// A tally started again later (`account_rule`) leaves it lower than need be, never higher.
+    oldest: Nanos,
+}
+
+impl Default for Tallies {
+    fn default() -> Self {
+        Tallies { narrow: FxHashMap::default(), wide: None, oldest: Nanos::MAX }
+    }
+}
+
+impl PartialEq for Tallies {
+    /// The same tallies (the bound is a cache of them).
+    fn eq(&self, other: &Self) -> bool {
+        self.narrow == other.narrow && self.wide == other.wide
+    }
 }
 
 impl Tallies {
@@ -331,17 +348,34 @@ impl Tallies {
                 new()
             }),
         };
+        if made {
+            self.oldest = self.oldest.min(tally.first_seen());
+        }
         (tally, made)
     }
 
-    pub(super) fn retain(&mut self, mut keep: impl FnMut(&Tally) -> bool) {
-        self.narrow.retain(|_, t| keep(t));
+    /// Drops the tallies over at `t`: those whose first read is `familiar_after` old or more.
+    pub(super) fn expire(&mut self, t: Nanos, familiar_after: Nanos) {
+        if t < self.oldest.saturating_add(familiar_after) {
+            return; // none is that old yet
+        }
+        let mut oldest = Nanos::MAX;
+        let mut keep = |tally: &Tally| {
+            let first_seen = tally.first_seen();
+            let keep = t < first_seen + familiar_after;
+            if keep {
+                oldest = oldest.min(first_seen);
+            }
+            keep
+        };
+        self.narrow.retain(|_, tally| keep(tally));
         if let Some(w) = &mut self.wide {
-            w.retain(|_, t| keep(t));
+            w.retain(|_, tally| keep(tally));
             if w.is_empty() {
                 self.wide = None;
             }
         }
+        self.oldest = oldest;
     }
 
     /// Every origin's tally, IPv4 origins first (in no particular order).
@@ -355,6 +389,7 @@ impl FromIterator<(OriginKey, Tally)> for Tallies {
     fn from_iter<I: IntoIterator<Item = (OriginKey, Tally)>>(it: I) -> Self {
         let mut all = Tallies::default();
         for (origin, tally) in it {
+            all.oldest = all.oldest.min(tally.first_seen());
             match narrow(origin) {
                 Some(k) => all.narrow.insert(k, tally),
                 None => all.wide.get_or_insert_with(Default::default).insert(origin, tally),
@@ -527,7 +562,7 @@ mod tests {
         let none = Kept { resource: None };
         assert_eq!(serde_json::from_str::<Kept>(&serde_json::to_string(&none).expect("json")).expect("reads"), none);
         #[cfg(target_pointer_width = "64")]
-        assert_eq!(std::mem::size_of::<AccountState>(), 168);
+        assert_eq!(std::mem::size_of::<AccountState>(), 176);
     }
 
     /// One key's tally stays compact, a second key makes it whole with both keys' bytes, and
@@ -593,8 +628,55 @@ mod tests {
         seen.sort_unstable();
         assert_eq!(seen, [v4, v6]);
 
-        all.retain(|t| t.first_seen() != 2);
-        assert!(all.wide.is_none() && all.len() == 1, "the wide table goes with its last tally");
+        all.expire(1 + 10, 10);
+        assert!(all.wide.is_some() && all.len() == 1 && all.contains_key(&v6), "over: the older one");
+        all.expire(2 + 10, 10);
+        assert!(all.wide.is_none() && all.is_empty(), "the wide table goes with its last tally");
+    }
+
+    proptest::proptest! {
+        /// `expire` drops what a plain pass over every tally drops, however the tallies came
+        /// (in any order, some started anew later, some read back from a snapshot), and
+        /// reads no slot before the oldest is over.
+        #[test]
+        fn expiry_drops_exactly_the_tallies_that_are_over(
+            steps in proptest::collection::vec((0u8..4, 0u8..24, 0i64..100), 1..60),
+            familiar_after in 1i64..40,
+        ) {
+            let mut all = Tallies::default();
+            let mut plain: FxHashMap<OriginKey, Nanos> = FxHashMap::default();
+            let mut now = 0;
+            for (what, origin, at) in steps {
+                // Wide origins too; times out of order.
+                let origin: OriginKey = if origin % 3 == 0 { (1 << 100) | OriginKey::from(origin) } else { OriginKey::from(origin) };
+                match what {
+                    0 | 1 => {
+                        let (tally, made) = all.get_or_insert_with(origin, || Tally::new(at, 1, false));
+                        if made {
+                            plain.insert(origin, at);
+                        } else if what == 1 && at > tally.first_seen() {
+                            *tally = Tally::new(at, 1, false); // started anew (account_rule)
+                            plain.insert(origin, at);
+                        }
+                    }
+                    2 => {
+                        now = now.max(at);
+                        all.expire(now, familiar_after);
+                        plain.retain(|_, first_seen| now < *first_seen + familiar_after);
+                    }
+                    _ => {
+                        let json = serde_json::to_string(&all).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+                        all = serde_json::from_str(&json).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+                    }
+                }
+                let mut held: Vec<(OriginKey, Nanos)> = all.iter().map(|(o, t)| (o, t.first_seen())).collect();
+                held.sort_unstable();
+                let mut want: Vec<(OriginKey, Nanos)> = plain.iter().map(|(o, t)| (*o, *t)).collect();
+                want.sort_unstable();
+                proptest::prop_assert_eq!(held, want);
+                proptest::prop_assert!(all.iter().all(|(_, t)| all.oldest <= t.first_seen()), "the bound is a lower bound");
+            }
+        }
     }
 
     /// Snapshots keep the flat shape of the entry from before its cold part was set apart, and
