@@ -2,13 +2,17 @@
 
 use crate::time::{Nanos, MINUTE};
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
+use smallvec::SmallVec;
 
 /// Bytes per minute for the minutes inside the window; the newest minute seen defines its end.
-/// Bounded by the window length in minutes; empty minutes take no space.
+/// Bounded by the window length in minutes; empty minutes take no space. The first minute is
+/// inline: a key read now and then (most keys) has one minute in its window at a time, and a
+/// heap block of its own was one more cold block to read at every read. Written and read as
+/// the list of (minute, bytes) it always was.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct SlidingSum {
-    buckets: VecDeque<(i64, u64)>,
+    /// (minute, bytes), oldest first.
+    buckets: SmallVec<[(i64, u64); 1]>,
     sum: u64,
 }
 
@@ -19,12 +23,12 @@ impl SlidingSum {
 
     /// The newest non-empty minute (minute number).
     pub fn newest_minute(&self) -> Option<i64> {
-        self.buckets.back().map(|&(m, _)| m)
+        self.buckets.last().map(|&(m, _)| m)
     }
 
     /// Start of the oldest minute still in the window.
     pub fn start(&self) -> Option<Nanos> {
-        self.buckets.front().map(|&(m, _)| m * MINUTE)
+        self.buckets.first().map(|&(m, _)| m * MINUTE)
     }
 
     /// Adds `bytes` at time `t` and slides the window (`window` long) to end at the newest
@@ -33,29 +37,36 @@ impl SlidingSum {
     pub fn add(&mut self, t: Nanos, bytes: u64, window: Nanos) {
         let m = t.div_euclid(MINUTE);
         let span = (window / MINUTE).max(1);
-        let newest = self.buckets.back().map_or(m, |&(b, _)| b.max(m));
-        while let Some(&(b, v)) = self.buckets.front() {
-            if b > newest - span {
-                break;
-            }
-            self.sum -= v;
-            self.buckets.pop_front();
+        let newest = self.buckets.last().map_or(m, |&(b, _)| b.max(m));
+        // The minutes that slid out, dropped at once (one move of the rest).
+        let out = self.buckets.iter().take_while(|&&(b, _)| b <= newest - span).count();
+        if out == self.buckets.len() && self.buckets.spilled() {
+            // Slid empty: the heap block goes (the next minute is inline again).
+            *self = SlidingSum::default();
+        } else if out > 0 {
+            self.sum -= self.buckets[..out].iter().map(|&(_, v)| v).sum::<u64>();
+            self.buckets.drain(..out);
         }
         if bytes == 0 || m <= newest - span {
             return;
         }
         self.sum += bytes;
-        super::grow::room_for_one_in(&mut self.buckets);
-        match self.buckets.back_mut() {
+        match self.buckets.last_mut() {
             Some(back) if back.0 == m => back.1 += bytes,
             Some(back) if back.0 > m => {
                 let i = self.buckets.partition_point(|&(b, _)| b < m);
                 match self.buckets.get_mut(i) {
                     Some(slot) if slot.0 == m => slot.1 += bytes,
-                    _ => self.buckets.insert(i, (m, bytes)),
+                    _ => {
+                        super::grow::room_for_one_small(&mut self.buckets);
+                        self.buckets.insert(i, (m, bytes))
+                    }
                 }
             }
-            _ => self.buckets.push_back((m, bytes)),
+            _ => {
+                super::grow::room_for_one_small(&mut self.buckets);
+                self.buckets.push((m, bytes))
+            }
         }
     }
 
@@ -74,7 +85,7 @@ impl SlidingSum {
             }
             sum = sum.checked_add(b)?;
         }
-        Some(SlidingSum { buckets: buckets.into(), sum })
+        Some(SlidingSum { buckets: SmallVec::from_vec(buckets), sum })
     }
 
     pub fn clear(&mut self) {
@@ -105,5 +116,58 @@ mod tests {
         assert_eq!(s.start(), Some(30 * MINUTE));
         s.add(10 * HOUR, 0, HOUR);
         assert_eq!(s.sum(), 0);
+    }
+
+    proptest::proptest! {
+        /// The same window, minute for minute, as the `VecDeque` it was held in before (kept
+        /// here as the reference), and written as the same list.
+        #[test]
+        fn the_inline_window_is_the_plain_window(
+            steps in proptest::collection::vec((-90i64..150, 0u64..4, 0usize..3), 1..80),
+        ) {
+            use std::collections::VecDeque;
+            let mut s = SlidingSum::default();
+            let mut plain: VecDeque<(i64, u64)> = VecDeque::new();
+            let mut plain_sum = 0u64;
+            let mut t = 1_000 * HOUR;
+            for (half_minutes, bytes, w) in steps {
+                t += half_minutes * MINUTE / 2;
+                let window = [MINUTE, HOUR, 3 * HOUR][w];
+                s.add(t, bytes, window);
+                // The window as `SlidingSum::add` kept it in a `VecDeque`.
+                let m = t.div_euclid(MINUTE);
+                let span = (window / MINUTE).max(1);
+                let newest = plain.back().map_or(m, |&(b, _)| b.max(m));
+                while let Some(&(b, v)) = plain.front() {
+                    if b > newest - span {
+                        break;
+                    }
+                    plain_sum -= v;
+                    plain.pop_front();
+                }
+                if bytes > 0 && m > newest - span {
+                    plain_sum += bytes;
+                    match plain.back_mut() {
+                        Some(back) if back.0 == m => back.1 += bytes,
+                        Some(back) if back.0 > m => {
+                            let i = plain.partition_point(|&(b, _)| b < m);
+                            match plain.get_mut(i) {
+                                Some(slot) if slot.0 == m => slot.1 += bytes,
+                                _ => plain.insert(i, (m, bytes)),
+                            }
+                        }
+                        _ => plain.push_back((m, bytes)),
+                    }
+                }
+                proptest::prop_assert_eq!(s.buckets().collect::<Vec<_>>(), plain.iter().copied().collect::<Vec<_>>());
+                proptest::prop_assert_eq!(s.sum(), plain_sum);
+                proptest::prop_assert_eq!(s.newest_minute(), plain.back().map(|b| b.0));
+                let json = serde_json::to_string(&s).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+                let want = serde_json::json!({ "buckets": plain, "sum": plain_sum }).to_string();
+                proptest::prop_assert_eq!(&json, &want);
+                let back: SlidingSum = serde_json::from_str(&json).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+                proptest::prop_assert_eq!(back, s.clone());
+            }
+        }
     }
 }
