@@ -636,8 +636,8 @@ mod tests {
 
     proptest::proptest! {
         /// `expire` drops what a plain pass over every tally drops, however the tallies came
-        /// (in any order, some started anew later, some read back from a snapshot), and
-        /// reads no slot before the oldest is over.
+        /// (in any order, some started anew later, some read back from a snapshot), and its
+        /// bound is never above the oldest tally's first read.
         #[test]
         fn expiry_drops_exactly_the_tallies_that_are_over(
             steps in proptest::collection::vec((0u8..4, 0u8..24, 0i64..100), 1..60),
