@@ -38,13 +38,18 @@ impl SlidingSum {
         let m = t.div_euclid(MINUTE);
         let span = (window / MINUTE).max(1);
         let newest = self.buckets.last().map_or(m, |&(b, _)| b.max(m));
-        // The minutes that slid out, dropped at once (one move of the rest).
-        let out = self.buckets.iter().take_while(|&&(b, _)| b <= newest - span).count();
+        // The minutes that slid out and their bytes, in one pass; dropped at once (one move of
+        // the rest).
+        let (mut out, mut gone) = (0, 0);
+        for &(_, v) in self.buckets.iter().take_while(|&&(b, _)| b <= newest - span) {
+            out += 1;
+            gone += v;
+        }
         if out == self.buckets.len() && self.buckets.spilled() {
             // Slid empty: the heap block goes (the next minute is inline again).
             *self = SlidingSum::default();
         } else if out > 0 {
-            self.sum -= self.buckets[..out].iter().map(|&(_, v)| v).sum::<u64>();
+            self.sum -= gone;
             self.buckets.drain(..out);
         }
         if bytes == 0 || m <= newest - span {
