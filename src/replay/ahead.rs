@@ -6,8 +6,8 @@
 //! hands them to decode threads; a decoded chunk comes back with its events packed
 //! ([`Packed`]) and is consumed in the stream's order, unit by unit. Decoding is a pure
 //! function of a unit's bytes, so a unit decoded here gives what the reading thread's own
-//! decoder gives. While a stream is being consumed, up to `threads` chunks of it are read
-//! ahead, within a budget of chunks for all streams.
+//! decoder gives. While a stream is being consumed, up to [`AHEAD_PER_THREAD`] chunks per
+//! decode thread of it are read ahead, within a budget of chunks for all streams.
 
 use crate::decode::{Category, Decoded, Decoder, Malformed};
 use crate::replay::packed::Packed;
@@ -26,6 +26,12 @@ use std::time::Duration;
 pub const CHUNK_BYTES: usize = 1 << 20;
 /// Units per chunk at most.
 const CHUNK_UNITS: usize = 4096;
+/// Chunks of a stream read ahead per decode thread. A thread decodes a chunk in about a
+/// millisecond, less than a scheduler's time slice: with one chunk ahead per thread, the
+/// decode threads ran dry whenever the reading thread was not on a core, and the reading
+/// thread waited for them whenever it was (`--threads 2` on the typical file: 0.90 of the
+/// time with three ahead, BENCHMARKS.md).
+const AHEAD_PER_THREAD: usize = 3;
 
 /// A decoded record of a unit.
 pub enum Item {
@@ -130,7 +136,8 @@ pub struct ReadAhead {
 impl ReadAhead {
     pub fn new(readers: Vec<UnitReader>, threads: usize) -> Result<Self, ShardError> {
         let threads = threads.max(1);
-        let budget = 2 * threads + 2;
+        let per_stream = AHEAD_PER_THREAD * threads;
+        let budget = per_stream + threads + 2;
         // Unbounded: what is sent is bounded by `budget` (and one chunk per stream besides).
         let (job_tx, job_rx) = channel::<Chunk>();
         let (done_tx, done) = channel::<Chunk>();
@@ -160,7 +167,7 @@ impl ReadAhead {
             outstanding: 0,
             spare: Vec::new(),
             budget,
-            per_stream: threads,
+            per_stream,
             chunk_bytes,
         })
     }
