@@ -29,8 +29,8 @@ const CHUNK_UNITS: usize = 4096;
 /// Chunks of a stream read ahead per decode thread. A thread decodes a chunk in about a
 /// millisecond, less than a scheduler's time slice: with one chunk ahead per thread, the
 /// decode threads ran dry whenever the reading thread was not on a core, and the reading
-/// thread waited for them whenever it was (`--threads 2` on the typical file: 0.90 of the
-/// time with three ahead, BENCHMARKS.md).
+/// thread waited for them whenever it was (`--threads 2` on the typical file: 0.88 of the
+/// time with three ahead, paired: BENCHMARKS.md).
 const AHEAD_PER_THREAD: usize = 3;
 
 /// A decoded record of a unit.
