@@ -12,9 +12,9 @@
 use crate::decode::{Category, Decoded, Decoder, Malformed};
 use crate::replay::packed::Packed;
 use crate::replay::shards::ShardError;
-use crate::sources::file::InputFault;
+use crate::sources::file::{frame_lines, Framing, InputFault, MappedRange};
 use crate::sources::UnitReader;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
@@ -24,8 +24,11 @@ use std::time::Duration;
 
 /// Bytes of units per chunk (one stream).
 pub const CHUNK_BYTES: usize = 1 << 20;
-/// Units per chunk at most.
+/// Units per chunk at most, when the reading thread frames them.
 const CHUNK_UNITS: usize = 4096;
+/// Units per chunk at most, when a decode thread frames them in place (the rest of its range
+/// goes in a chunk of its own): bounds a chunk's list of units on a file of tiny records.
+const FRAMED_UNITS: usize = 16_384;
 /// Chunks of a stream read ahead per decode thread. A thread decodes a chunk in about a
 /// millisecond, less than a scheduler's time slice: with one chunk ahead per thread, the
 /// decode threads ran dry whenever the reading thread was not on a core, and the reading
@@ -46,6 +49,7 @@ pub enum Item {
 
 /// A unit of a chunk.
 pub struct UnitMeta {
+    /// In [`Chunk::bytes`], or in the mapped file when the chunk is a range of it.
     pub bytes: Range<usize>,
     pub line: u64,
     /// Index in [`Chunk::sources`].
@@ -57,10 +61,25 @@ pub struct UnitMeta {
     pub faults: Vec<InputFault>,
 }
 
-/// Units of one stream, in order.
+/// Units of one stream, in order: copied into `bytes` by the reading thread, or, in a mapped
+/// file that holds one JSON value per line, a range of the file (`map`, `range`) that the
+/// decode thread frames into units in place ([`frame_lines`]). A range's units get their line
+/// numbers and the bytes read before them (blank lines at the end of the range before) when
+/// they are consumed, in order ([`ReadAhead::advance`]).
 pub struct Chunk {
     id: u64,
     pub bytes: Vec<u8>,
+    map: Option<Arc<memmap2::Mmap>>,
+    range: Range<usize>,
+    /// Lines of the file before the range, when the reader knew (else: those of the ranges
+    /// before it).
+    lines_before: Option<u64>,
+    /// The file's place in its stream, to read on from a line that opens a multi-line value.
+    next_file: usize,
+    /// How the range's framing ended.
+    framing: Framing,
+    /// Units the range's framing gives at most.
+    max_units: usize,
     pub sources: Vec<String>,
     pub units: Vec<UnitMeta>,
     /// Per unit, its records in `items`: written by the decode thread, apart from `units`,
@@ -92,17 +111,32 @@ fn decode_chunks(jobs: Jobs, done: Sender<Chunk>) {
         };
         let Ok(mut chunk) = job else { return };
         // Its lists come empty (`ReadAhead::dispatch`).
-        let Chunk { bytes, units, unit_items, items, events, .. } = &mut chunk;
-        for u in units.iter() {
-            let start = items.len();
-            if !u.too_large {
-                decoder.decode(&bytes[u.bytes.clone()], |d| match d {
+        let Chunk { bytes, map, range, framing, max_units, units, unit_items, items, events, .. } = &mut chunk;
+        if let Some(data) = map.as_deref().and_then(|m| m.get(range.clone())) {
+            let base = range.start;
+            *framing = frame_lines(data, *max_units, |r, line, read| {
+                let start = items.len();
+                decoder.decode(&data[r.clone()], |d| match d {
                     Decoded::Event(ev) => items.push(Item::Event(events.push(&ev))),
                     Decoded::Skipped(c) => items.push(Item::Skipped(c)),
                     Decoded::Malformed { reason, index } => items.push(Item::Malformed { reason, index }),
                 });
+                unit_items.push(start..items.len());
+                let bytes = base + r.start..base + r.end;
+                units.push(UnitMeta { bytes, line, source: 0, too_large: false, read, faults: Vec::new() });
+            });
+        } else {
+            for u in units.iter() {
+                let start = items.len();
+                if !u.too_large {
+                    decoder.decode(&bytes[u.bytes.clone()], |d| match d {
+                        Decoded::Event(ev) => items.push(Item::Event(events.push(&ev))),
+                        Decoded::Skipped(c) => items.push(Item::Skipped(c)),
+                        Decoded::Malformed { reason, index } => items.push(Item::Malformed { reason, index }),
+                    });
+                }
+                unit_items.push(start..items.len());
             }
-            unit_items.push(start..items.len());
         }
         if done.send(chunk).is_err() {
             return;
@@ -122,6 +156,15 @@ pub struct ReadAhead {
     ended: Vec<bool>,
     /// Per stream: the chunk being consumed and its next unit.
     current: Vec<Option<(Chunk, usize)>>,
+    /// Per stream: lines of the file before the range being consumed (ranges' line numbers
+    /// are counted from their start).
+    line_base: Vec<u64>,
+    /// Per stream: bytes read after the last unit consumed (blank lines at the end of a
+    /// range), counted toward the next.
+    carry: Vec<u64>,
+    /// Chunks sent before their stream was read again from an earlier place: dropped on
+    /// arrival.
+    discard: FxHashSet<u64>,
     next_id: u64,
     /// Chunks sent and not yet consumed.
     outstanding: usize,
@@ -131,10 +174,23 @@ pub struct ReadAhead {
     budget: usize,
     per_stream: usize,
     chunk_bytes: usize,
+    framed_units: usize,
 }
 
 impl ReadAhead {
     pub fn new(readers: Vec<UnitReader>, threads: usize) -> Result<Self, ShardError> {
+        // Many streams merged: smaller chunks, so that what waits decoded stays small.
+        let chunk_bytes = (16 * CHUNK_BYTES / readers.len().max(1)).clamp(64 << 10, CHUNK_BYTES);
+        Self::sized(readers, threads, chunk_bytes, FRAMED_UNITS)
+    }
+
+    /// With chunks of about `chunk_bytes`, a range's framing capped at `framed_units` units.
+    fn sized(
+        readers: Vec<UnitReader>,
+        threads: usize,
+        chunk_bytes: usize,
+        framed_units: usize,
+    ) -> Result<Self, ShardError> {
         let threads = threads.max(1);
         let per_stream = AHEAD_PER_THREAD * threads;
         let budget = per_stream + threads + 2;
@@ -152,8 +208,6 @@ impl ReadAhead {
             handles.push(h);
         }
         let n = readers.len();
-        // Many streams merged: smaller chunks, so that what waits decoded stays small.
-        let chunk_bytes = (16 * CHUNK_BYTES / n.max(1)).clamp(64 << 10, CHUNK_BYTES);
         Ok(ReadAhead {
             readers,
             jobs: Some(job_tx),
@@ -163,12 +217,16 @@ impl ReadAhead {
             queued: (0..n).map(|_| VecDeque::new()).collect(),
             ended: vec![false; n],
             current: (0..n).map(|_| None).collect(),
+            line_base: vec![0; n],
+            carry: vec![0; n],
+            discard: FxHashSet::default(),
             next_id: 0,
             outstanding: 0,
             spare: Vec::new(),
             budget,
             per_stream,
             chunk_bytes,
+            framed_units,
         })
     }
 
@@ -176,13 +234,20 @@ impl ReadAhead {
         self.readers.len()
     }
 
-    /// Reads the next chunk of stream `i` and sends it to be decoded.
-    fn dispatch(&mut self, i: usize) -> Result<(), ShardError> {
-        let reader = &mut self.readers[i];
-        let mut chunk = match self.spare.pop() {
+    /// An empty chunk (a consumed one, emptied, when there is one) with the next id.
+    fn fresh_chunk(&mut self) -> Chunk {
+        let id = self.next_id;
+        self.next_id += 1;
+        match self.spare.pop() {
             Some(mut c) => {
-                c.id = self.next_id;
+                c.id = id;
                 c.bytes.clear();
+                c.map = None;
+                c.range = 0..0;
+                c.lines_before = None;
+                c.next_file = 0;
+                c.framing = Framing::default();
+                c.max_units = self.framed_units;
                 c.sources.clear();
                 c.units.clear();
                 c.items.clear();
@@ -192,8 +257,14 @@ impl ReadAhead {
                 c
             }
             None => Chunk {
-                id: self.next_id,
+                id,
                 bytes: Vec::with_capacity(self.chunk_bytes + (64 << 10)),
+                map: None,
+                range: 0..0,
+                lines_before: None,
+                next_file: 0,
+                framing: Framing::default(),
+                max_units: self.framed_units,
                 sources: Vec::new(),
                 units: Vec::new(),
                 unit_items: Vec::new(),
@@ -201,8 +272,32 @@ impl ReadAhead {
                 events: Packed::default(),
                 end: None,
             },
-        };
-        self.next_id += 1;
+        }
+    }
+
+    /// A chunk of a range of a mapped file, to be framed and decoded in place.
+    fn range_chunk(&mut self, r: MappedRange) -> Chunk {
+        let mut chunk = self.fresh_chunk();
+        let records = (r.range.len() / 256).max(1);
+        chunk.events.reserve(records, r.range.len() / 4);
+        chunk.items.reserve(records);
+        chunk.map = Some(r.map);
+        chunk.range = r.range;
+        chunk.lines_before = r.lines_before;
+        chunk.next_file = r.next_file;
+        chunk.sources.push(r.source);
+        chunk
+    }
+
+    /// Reads the next chunk of stream `i` and sends it to be decoded: a range of the mapped
+    /// file when the reader can give one, else units it reads and copies.
+    fn dispatch(&mut self, i: usize) -> Result<(), ShardError> {
+        if let Some(r) = self.readers[i].next_range(self.chunk_bytes) {
+            let chunk = self.range_chunk(r);
+            return self.send(i, chunk, false);
+        }
+        let mut chunk = self.fresh_chunk();
+        let reader = &mut self.readers[i];
         while chunk.bytes.len() < self.chunk_bytes && chunk.units.len() < CHUNK_UNITS {
             let before = reader.bytes_read;
             let Some(unit) = reader.next_unit() else {
@@ -228,10 +323,24 @@ impl ReadAhead {
                 m.read = reader.bytes_read - before;
                 m.faults = reader.take_faults();
             }
+            if reader.can_range() {
+                // The rest of this file goes in ranges.
+                break;
+            }
         }
         chunk.events.reserve(chunk.units.len(), chunk.bytes.len() / 4);
         chunk.items.reserve(chunk.units.len());
-        self.queued[i].push_back(chunk.id);
+        self.send(i, chunk, false)
+    }
+
+    /// Sends `chunk` of stream `i` to be decoded, to be consumed after the stream's chunks
+    /// sent before (or, `first`, before them).
+    fn send(&mut self, i: usize, chunk: Chunk, first: bool) -> Result<(), ShardError> {
+        if first {
+            self.queued[i].push_front(chunk.id);
+        } else {
+            self.queued[i].push_back(chunk.id);
+        }
         self.outstanding += 1;
         let sent = match &self.jobs {
             Some(tx) => tx.send(chunk).is_ok(),
@@ -241,6 +350,57 @@ impl ReadAhead {
             Ok(())
         } else {
             Err(ShardError("the decode threads are gone".into()))
+        }
+    }
+
+    /// Done with `done` of stream `i`: a range's lines and trailing bytes counted, its pages
+    /// given back, and what its framing stopped at read on; then kept for reuse.
+    fn finish(&mut self, i: usize, done: Chunk) -> Result<(), ShardError> {
+        if let Some(map) = &done.map {
+            self.line_base[i] += done.framing.lines;
+            self.carry[i] += done.framing.tail;
+            let used = done.framing.stop.map_or(done.range.end, |at| done.range.start + at);
+            release(map, done.range.start..used);
+            match done.framing.stop {
+                Some(at) if done.framing.opens => {
+                    // A multi-line value: the reader reads the file on from that line, line
+                    // by line; what was sent of the stream after this chunk is dropped.
+                    for id in std::mem::take(&mut self.queued[i]) {
+                        if let Some(c) = self.arrived.remove(&id) {
+                            self.outstanding -= 1;
+                            self.recycle(c);
+                        } else {
+                            self.discard.insert(id);
+                        }
+                    }
+                    self.ended[i] = false;
+                    let source = done.sources.first().cloned().unwrap_or_default();
+                    let at = done.range.start + at;
+                    self.readers[i].resume_at(map.clone(), source, done.next_file, at, self.line_base[i]);
+                }
+                Some(at) => {
+                    // Its units were capped: the rest of the range next, before the chunks after.
+                    let rest = MappedRange {
+                        map: map.clone(),
+                        range: done.range.start + at..done.range.end,
+                        lines_before: None,
+                        source: done.sources.first().cloned().unwrap_or_default(),
+                        next_file: done.next_file,
+                    };
+                    let chunk = self.range_chunk(rest);
+                    self.send(i, chunk, true)?;
+                }
+                None => {}
+            }
+        }
+        self.recycle(done);
+        Ok(())
+    }
+
+    fn recycle(&mut self, mut c: Chunk) {
+        c.map = None; // the file is unmapped once no chunk holds it
+        if self.spare.len() < self.budget {
+            self.spare.push(c);
         }
     }
 
@@ -257,6 +417,10 @@ impl ReadAhead {
                 return Ok(c);
             }
             match self.done.recv_timeout(Duration::from_millis(200)) {
+                Ok(c) if self.discard.remove(&c.id) => {
+                    self.outstanding -= 1;
+                    self.recycle(c);
+                }
                 Ok(c) => {
                     self.arrived.insert(c.id, c);
                 }
@@ -275,16 +439,18 @@ impl ReadAhead {
     pub fn advance(&mut self, i: usize) -> Result<Step, ShardError> {
         loop {
             if let Some((chunk, next)) = &mut self.current[i] {
-                if *next < chunk.units.len() {
+                if let Some(u) = chunk.units.get_mut(*next) {
+                    if chunk.map.is_some() {
+                        u.line += self.line_base[i];
+                    }
+                    u.read += std::mem::take(&mut self.carry[i]);
                     *next += 1;
                     self.prefetch(i)?;
                     return Ok(Step::Unit);
                 }
                 let end = chunk.end.take();
                 if let Some((done, _)) = self.current[i].take() {
-                    if self.spare.len() < self.budget {
-                        self.spare.push(done);
-                    }
+                    self.finish(i, done)?;
                 }
                 if let Some(faults) = end {
                     return Ok(Step::End(faults));
@@ -299,6 +465,9 @@ impl ReadAhead {
             let Some(id) = self.queued[i].pop_front() else { continue };
             let chunk = self.wait_for(id)?;
             self.outstanding -= 1;
+            if let (Some(_), Some(lines)) = (&chunk.map, chunk.lines_before) {
+                self.line_base[i] = lines;
+            }
             self.current[i] = Some((chunk, 0));
         }
     }
@@ -324,6 +493,30 @@ impl ReadAhead {
     }
 }
 
+impl Chunk {
+    /// The bytes of one of its units.
+    pub fn unit_bytes(&self, u: &UnitMeta) -> &[u8] {
+        let data = match &self.map {
+            Some(m) => &m[..],
+            None => &self.bytes[..],
+        };
+        data.get(u.bytes.clone()).unwrap_or_default()
+    }
+}
+
+/// Gives the pages of `range` of a mapped file back to the kernel (all but the one it ends in,
+/// which the next range starts in), so that the process's resident memory stays that of its
+/// state, not of the file (the pages stay in the page cache).
+fn release(map: &memmap2::Mmap, range: Range<usize>) {
+    const PAGE: usize = 4096;
+    let (from, to) = (range.start / PAGE * PAGE, range.end / PAGE * PAGE);
+    if to > from {
+        // SAFETY: the map is a private, read-only mapping of a file, never written: a page
+        // given back is read again from the file, with the same bytes, if it is touched again.
+        let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, to - from) };
+    }
+}
+
 impl Drop for ReadAhead {
     fn drop(&mut self) {
         // The decode threads end once the jobs are gone (and a decoded chunk has nowhere to go).
@@ -331,5 +524,126 @@ impl Drop for ReadAhead {
         for h in self.handles.drain(..) {
             let _ = h.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::InputStream;
+    use std::io::Write;
+    use std::path::PathBuf;
+
+    /// (source, line, bytes, bytes read, faults) of every unit, then the faults at the end.
+    type Seen = (Vec<(String, u64, Vec<u8>, u64, usize)>, usize);
+
+    fn read_here(files: &[PathBuf]) -> Seen {
+        let mut r = UnitReader::new(InputStream::Files(files.to_vec()), 1 << 20);
+        let mut units = Vec::new();
+        loop {
+            let before = r.bytes_read;
+            let Some(u) = r.next_unit() else { break };
+            let (source, line, bytes) = (u.source.to_string(), u.line, u.bytes.to_vec());
+            units.push((source, line, bytes, r.bytes_read - before, r.take_faults().len()));
+        }
+        (units, r.take_faults().len())
+    }
+
+    fn read_ahead(files: &[PathBuf], threads: usize, chunk_bytes: usize, framed_units: usize) -> Seen {
+        let reader = UnitReader::new(InputStream::Files(files.to_vec()), 1 << 20);
+        let mut a = ReadAhead::sized(vec![reader], threads, chunk_bytes, framed_units).unwrap();
+        let mut units = Vec::new();
+        loop {
+            match a.advance(0).unwrap() {
+                Step::End(faults) => return (units, faults.len()),
+                Step::Unit => {
+                    let (chunk, u, _) = a.unit(0).unwrap();
+                    let source = chunk.sources[u.source].clone();
+                    let seen = (source, u.line, chunk.unit_bytes(u).to_vec(), u.read, 0);
+                    units.push(seen);
+                    let faults = a.take_faults(0).len();
+                    if let Some(last) = units.last_mut() {
+                        last.4 = faults;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Lines of every kind the framing meets: records, blank and whitespace lines, CRLF, a
+    /// pretty-printed value, a line that opens a value that never closes.
+    fn text(seed: u64, records: usize, multi_line_at: Option<usize>) -> String {
+        let mut x = seed;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut t = String::new();
+        for i in 0..records {
+            if Some(i) == multi_line_at {
+                t.push_str("{\n  \"time\": \"2021-08-01T00:00:00Z\",\n  \"a\": [1,\n 2]\n}\n");
+                t.push_str("{\"cut\": 1,\n"); // opens, never closes: given back alone
+            }
+            match next() % 9 {
+                0 => t.push('\n'),
+                1 => t.push_str("  \t \r\n"),
+                2 => t.push_str(&format!("{{\"n\": {i}}}\r\n")),
+                _ => t.push_str(&format!("  {{\"n\": {i}, \"pad\": \"{}\"}}\n", "x".repeat((next() % 90) as usize))),
+            }
+        }
+        t
+    }
+
+    #[test]
+    fn ranges_framed_on_the_decode_threads_give_the_units_the_reader_gives() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, body: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, body).unwrap();
+            p
+        };
+        let gz = dir.path().join("c.json.gz");
+        let mut enc = flate2::write::GzEncoder::new(std::fs::File::create(&gz).unwrap(), Default::default());
+        enc.write_all(text(3, 200, Some(50)).as_bytes()).unwrap();
+        enc.finish().unwrap();
+        let plain = write("a.json", &text(1, 3000, None));
+        // The last line has no line end; blank lines end the file before it.
+        let multi = write("b.json", &(text(2, 3000, Some(1700)) + "\n\n{\"last\": 1}"));
+        let blank_end = write("d.json", &(text(4, 500, None) + "\n \n"));
+        let streams = [
+            vec![plain.clone()],
+            vec![multi.clone()],
+            vec![plain.clone(), multi.clone(), gz.clone(), blank_end.clone(), plain.clone()],
+            vec![blank_end.clone(), dir.path().join("missing.json"), gz.clone(), multi.clone()],
+        ];
+        for files in &streams {
+            let want = read_here(files);
+            assert!(want.0.len() > 400, "{files:?}");
+            for (threads, chunk_bytes, framed_units) in
+                [(2, 700, 1 << 20), (3, 4096, 7), (2, 1 << 20, 16_384), (1, 1, 2)]
+            {
+                let got = read_ahead(files, threads, chunk_bytes, framed_units);
+                assert_eq!(got.0.len(), want.0.len(), "{files:?} {chunk_bytes} {framed_units}");
+                for (g, w) in got.0.iter().zip(&want.0) {
+                    assert_eq!(g, w, "{files:?} {chunk_bytes} {framed_units}");
+                }
+                assert_eq!(got.1, want.1);
+            }
+        }
+    }
+
+    #[test]
+    fn framing_stops_at_a_line_that_opens_a_value_and_after_its_units() {
+        let data = b"\n{\"a\":1}\r\n  \n{\"b\":2}\n\n{\"c\":\n3}\n";
+        let mut seen = Vec::new();
+        let f = frame_lines(data, 10, |r, line, read| seen.push((data[r].to_vec(), line, read)));
+        assert_eq!(seen, vec![(b"{\"a\":1}".to_vec(), 2, 10), (b"{\"b\":2}".to_vec(), 4, 11)]);
+        assert_eq!(f, Framing { lines: 5, tail: 1, stop: Some(22), opens: true });
+        let f = frame_lines(data, 1, |_, _, _| {});
+        assert_eq!(f, Framing { lines: 2, tail: 0, stop: Some(10), opens: false });
+        let f = frame_lines(b"{}\n \n", 10, |_, _, _| {});
+        assert_eq!(f, Framing { lines: 2, tail: 2, stop: None, opens: false });
     }
 }

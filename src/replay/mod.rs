@@ -412,7 +412,7 @@ fn run<E: Engine>(
                 }
                 if let Some((chunk, u, items)) = a.unit(idx) {
                     let at = UnitAt {
-                        bytes: &chunk.bytes[u.bytes.clone()],
+                        bytes: chunk.unit_bytes(u),
                         source: chunk.sources.get(u.source).map_or("", |s| s.as_str()),
                         line: u.line,
                     };

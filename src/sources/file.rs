@@ -25,7 +25,9 @@ use crate::decode::Malformed;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -203,7 +205,7 @@ pub fn open_file(path: &Path) -> io::Result<Opened> {
 }
 
 /// The bytes being read: the mapped file, or the block buffer.
-fn buf<'x>(map: &'x Option<memmap2::Mmap>, block: &'x [u8]) -> &'x [u8] {
+fn buf<'x>(map: &'x Option<Arc<memmap2::Mmap>>, block: &'x [u8]) -> &'x [u8] {
     match map {
         Some(m) => m,
         None => block,
@@ -222,6 +224,8 @@ pub struct Unit<'a> {
 }
 
 const BLOCK: usize = 4 << 20;
+/// Pages of a mapped file are given back in steps of this many bytes.
+const RELEASE_STEP: usize = 2 << 20;
 
 /// Reads units from a stream of files (or stdin).
 ///
@@ -230,8 +234,14 @@ pub struct UnitReader {
     stream: InputStream,
     next_file: usize,
     reader: Option<Box<dyn Read + Send>>,
-    /// The current file, when it is mapped (then `reader` is unused).
-    map: Option<memmap2::Mmap>,
+    /// The current file, when it is mapped (then `reader` is unused); shared with the ranges
+    /// of it handed out to be framed elsewhere ([`UnitReader::next_range`]).
+    map: Option<Arc<memmap2::Mmap>>,
+    /// The lines of the current file are read here to its end (it has a line that opens a
+    /// multi-line value): no more ranges of it.
+    lines_only: bool,
+    /// `line_no` is not known: ranges of the current file were handed out since it was.
+    lines_handed_out: bool,
     /// How much of the map has been handed back to the kernel (see `release_read`).
     released: usize,
     eof: bool,
@@ -266,6 +276,8 @@ impl UnitReader {
             next_file: 0,
             reader: None,
             map: None,
+            lines_only: false,
+            lines_handed_out: false,
             released: 0,
             eof: false,
             name: String::new(),
@@ -344,7 +356,9 @@ impl UnitReader {
                 match opened {
                     Opened::Mapped(m) => {
                         let _ = m.advise(memmap2::Advice::Sequential);
-                        self.map = Some(m);
+                        self.map = Some(Arc::new(m));
+                        self.lines_only = false;
+                        self.lines_handed_out = false;
                         self.released = 0;
                         self.reader = Some(Box::new(io::empty()));
                         self.end = 0;
@@ -372,9 +386,8 @@ impl UnitReader {
     /// process's resident memory stays that of its state, not of the file (the pages stay in
     /// the page cache).
     fn release_read(&mut self) {
-        const STEP: usize = 2 << 20;
         if let Some(m) = &self.map {
-            let upto = self.pos / STEP * STEP;
+            let upto = self.pos / RELEASE_STEP * RELEASE_STEP;
             if upto > self.released {
                 // SAFETY: nothing borrows the map below `pos`: a `Unit` borrows the reader
                 // mutably, so none is alive while a line is read, and multi-line units and
@@ -540,6 +553,123 @@ impl UnitReader {
             return Some(Unit { bytes: &self.doc[s..e], line: line_no, source: &self.name, too_large });
         }
     }
+}
+
+/// A range of a mapped file, cut at a line end, whose lines are framed elsewhere
+/// ([`frame_lines`]), in place: [`UnitReader::next_range`].
+pub struct MappedRange {
+    pub map: Arc<memmap2::Mmap>,
+    pub range: Range<usize>,
+    /// Lines of the file before the range, when the reader knows (it read them itself);
+    /// `None`: as many as the file's ranges handed out before this one hold.
+    pub lines_before: Option<u64>,
+    /// The file's name, and the reader's place in its stream (for [`UnitReader::resume_at`]).
+    pub source: String,
+    pub next_file: usize,
+}
+
+impl UnitReader {
+    /// Whether the next units can be handed out as a [`MappedRange`]: in a mapped file, with no
+    /// line to read again and no multi-line value met in the file.
+    pub fn can_range(&self) -> bool {
+        self.map.as_ref().is_some_and(|m| self.pos < m.len())
+            && self.table.is_none()
+            && self.pending.is_empty()
+            && !self.lines_only
+            && self.reader.is_some()
+    }
+
+    /// The next range of about `max` bytes of the mapped file being read, ending at a line end
+    /// (or the file's end), when [`UnitReader::can_range`]; else `None` (then
+    /// [`UnitReader::next_unit`]: it also moves to the next file). Only the bytes near the cut
+    /// are read here.
+    pub fn next_range(&mut self, max: usize) -> Option<MappedRange> {
+        if !self.can_range() {
+            return None;
+        }
+        let map = self.map.clone()?;
+        let (start, len) = (self.pos, map.len());
+        let mut cut = start.saturating_add(max.max(1)).min(len);
+        if cut < len {
+            cut = match memchr::memrchr(b'\n', &map[start..cut]) {
+                Some(i) => start + i + 1,
+                // A line longer than `max`: to its end.
+                None => memchr::memchr(b'\n', &map[cut..]).map_or(len, |i| cut + i + 1),
+            };
+        }
+        self.pos = cut;
+        let lines_before = (!self.lines_handed_out).then_some(self.line_no);
+        self.lines_handed_out = true;
+        // Its pages are given back by whoever frames it, once used.
+        self.released = self.released.max(cut.div_ceil(RELEASE_STEP) * RELEASE_STEP);
+        Some(MappedRange { map, range: start..cut, lines_before, source: self.name.clone(), next_file: self.next_file })
+    }
+
+    /// Reads on from `at` in the file of a range handed out before (`map`, `source`,
+    /// `next_file` as the range gave them), line by line to the file's end, with `line_no`
+    /// lines of it before `at`: the range's framing met a line that opens a multi-line value.
+    /// What was read past `at` is forgotten (the caller drops what it made of it).
+    pub fn resume_at(&mut self, map: Arc<memmap2::Mmap>, source: String, next_file: usize, at: usize, line_no: u64) {
+        self.map = Some(map);
+        self.name = source;
+        self.next_file = next_file;
+        self.reader = Some(Box::new(io::empty()));
+        self.table = None;
+        self.pending.clear();
+        self.faults.clear();
+        self.end = 0;
+        self.pos = at;
+        self.eof = true;
+        self.line_no = line_no;
+        self.lines_only = true;
+        self.lines_handed_out = false;
+        self.released = at / RELEASE_STEP * RELEASE_STEP;
+    }
+}
+
+/// How [`frame_lines`] ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Framing {
+    /// Lines framed (blank ones included), before `stop`.
+    pub lines: u64,
+    /// Bytes after the last unit, before `stop` or the end (blank lines): they count toward
+    /// the next unit's bytes read.
+    pub tail: u64,
+    /// Where framing stopped before the end: at a line that opens a multi-line value
+    /// (`opens`), or after `max_units` units.
+    pub stop: Option<usize>,
+    pub opens: bool,
+}
+
+/// Frames the lines of `data` (whole lines: a range of [`UnitReader::next_range`]) as
+/// [`UnitReader::next_unit`] does, one JSON value per line: `unit(bytes, line, read)` for each,
+/// with the unit's bytes (trimmed), its 1-based line in `data` and the bytes read for it (the
+/// blank lines before it included). Stops at a line that opens a multi-line value (the reader
+/// reads on from there) or after `max_units` units.
+pub fn frame_lines(data: &[u8], max_units: usize, mut unit: impl FnMut(Range<usize>, u64, u64)) -> Framing {
+    let (mut pos, mut from, mut lines, mut units) = (0usize, 0usize, 0u64, 0usize);
+    while pos < data.len() {
+        if units == max_units {
+            return Framing { lines, tail: 0, stop: Some(pos), opens: false };
+        }
+        let end = memchr::memchr(b'\n', &data[pos..]).map_or(data.len(), |i| pos + i + 1);
+        let line = &data[pos..end];
+        let (s, e) = span(line);
+        if s == e {
+            lines += 1;
+            pos = end;
+            continue;
+        }
+        if matches!(line[e - 1], b'{' | b'[' | b',' | b':') {
+            return Framing { lines, tail: (pos - from) as u64, stop: Some(pos), opens: true };
+        }
+        lines += 1;
+        unit(pos + s..pos + e, lines, (end - from) as u64);
+        units += 1;
+        pos = end;
+        from = end;
+    }
+    Framing { lines, tail: (pos - from) as u64, stop: None, opens: false }
 }
 
 /// A table file refused when opened (`unreadable_input`) or stopped at a bad row
