@@ -24,7 +24,6 @@ use crate::time::{Nanos, MINUTE};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use smallvec::SmallVec;
-use std::collections::VecDeque;
 
 /// Counters per evidence list (operations, collections, user agents, addresses) and per
 /// origin window. Alerts show five of each; eight keep those five exact whenever at most eight
@@ -191,8 +190,10 @@ pub struct OriginWindow {
     /// unfamiliar origin, then went idle), and a counter of its own on the heap was one more
     /// cold block to free when the window is dropped.
     slots: SmallVec<[OriginSlot; 1]>,
-    /// (minute, counter, bytes), minutes in non-decreasing order.
-    minutes: VecDeque<(i64, u8, u64)>,
+    /// (minute, counter, bytes), minutes in non-decreasing order. The first inline: a window
+    /// made by one read and dropped when its key has been idle that long (most windows of a
+    /// large fleet) is then one heap block, not two.
+    minutes: SmallVec<[(i64, u8, u64); 1]>,
     /// Newest minute seen: the window's end.
     newest: Option<i64>,
     total: u64,
@@ -218,15 +219,20 @@ impl OriginWindow {
         let span = (window / MINUTE).max(1);
         let newest = self.newest.map_or(m, |n| n.max(m));
         self.newest = Some(newest);
-        while let Some(&(b, slot, v)) = self.minutes.front() {
-            if b > newest - span {
-                break;
-            }
+        // The minutes that slid out, dropped at once (one move of the rest).
+        let mut out = 0;
+        for &(_, slot, v) in self.minutes.iter().take_while(|e| e.0 <= newest - span) {
             if let Some(s) = self.slots.get_mut(slot as usize) {
                 s.bytes -= v;
             }
             self.total -= v;
-            self.minutes.pop_front();
+            out += 1;
+        }
+        if out == self.minutes.len() && self.minutes.spilled() {
+            // Slid empty: the heap block goes (the next minute is inline again).
+            self.minutes = SmallVec::new();
+        } else if out > 0 {
+            self.minutes.drain(..out);
         }
         if bytes == 0 || m <= newest - span {
             return;
@@ -254,7 +260,7 @@ impl OriginWindow {
         s.addresses.add(ip, bytes);
         self.total += bytes;
         // Entries of minute m lie just before the insertion point; at most CAPACITY of them.
-        let at = match self.minutes.back() {
+        let at = match self.minutes.last() {
             // In time order (nearly always): the end, without a search.
             Some(last) if last.0 > m => self.minutes.partition_point(|e| e.0 <= m),
             _ => self.minutes.len(),
@@ -267,7 +273,7 @@ impl OriginWindow {
                 return;
             }
         }
-        super::grow::room_for_one_in(&mut self.minutes);
+        super::grow::room_for_one_small(&mut self.minutes);
         self.minutes.insert(at, (m, i as u8, bytes));
     }
 
@@ -279,7 +285,7 @@ impl OriginWindow {
     /// Every origin with bytes in the window is named with exactly its own bytes: no counter
     /// holds bytes it inherited from an origin it took over from.
     pub fn exact(&self) -> bool {
-        let oldest = self.minutes.front().map_or(i64::MAX, |e| e.0);
+        let oldest = self.minutes.first().map_or(i64::MAX, |e| e.0);
         self.slots.iter().all(|s| s.bytes == 0 || s.inherited_until.is_none_or(|m| m < oldest))
     }
 
@@ -471,6 +477,93 @@ mod tests {
                     prop_assert_eq!(e, w);
                 }
             }
+        }
+
+        /// The window with its first minute inline is the window as it was kept in a
+        /// `VecDeque` (`Plain`, the former `OriginWindow::add`): the same minutes, counters,
+        /// listing and JSON after every read, in order, out of order, past the window and
+        /// with more origins than counters.
+        #[test]
+        fn the_inline_minutes_are_the_plain_window(
+            steps in proptest::collection::vec((-90i64..150, 0u64..4, 0u128..12, 0usize..3), 1..80),
+        ) {
+            let mut w = OriginWindow::default();
+            let mut plain = Plain::default();
+            let mut t = 1_000 * HOUR;
+            for (half_minutes, bytes, origin, window) in steps {
+                t += half_minutes * MINUTE / 2;
+                let window = [MINUTE, HOUR, 3 * HOUR][window];
+                w.add(t, origin, origin << 8, bytes, window);
+                plain.add(t, origin, origin << 8, bytes, window);
+                let json = serde_json::to_string(&w).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(&json, &serde_json::to_string(&plain).map_err(|e| TestCaseError::fail(e.to_string()))?);
+                prop_assert_eq!(w.total(), plain.total);
+                prop_assert!(w.is_consistent());
+                let back: OriginWindow = serde_json::from_str(&json).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(&back, &w);
+                prop_assert_eq!(back.top(CAPACITY), w.top(CAPACITY));
+            }
+        }
+    }
+
+    #[derive(Default, Serialize)]
+    struct Plain {
+        slots: Vec<OriginSlot>,
+        minutes: std::collections::VecDeque<(i64, u8, u64)>,
+        newest: Option<i64>,
+        total: u64,
+    }
+
+    impl Plain {
+        fn add(&mut self, t: Nanos, origin: u128, ip: u128, bytes: u64, window: Nanos) {
+            let m = t.div_euclid(MINUTE);
+            let span = (window / MINUTE).max(1);
+            let newest = self.newest.map_or(m, |n| n.max(m));
+            self.newest = Some(newest);
+            while let Some(&(b, slot, v)) = self.minutes.front() {
+                if b > newest - span {
+                    break;
+                }
+                self.slots[slot as usize].bytes -= v;
+                self.total -= v;
+                self.minutes.pop_front();
+            }
+            if bytes == 0 || m <= newest - span {
+                return;
+            }
+            let (origin, ip) = (Addr::from(origin), Addr::from(ip));
+            let i = match self.slots.iter().position(|s| s.origin == origin) {
+                Some(i) => i,
+                None if self.slots.len() < CAPACITY => {
+                    self.slots.push(OriginSlot { origin, ..OriginSlot::default() });
+                    self.slots.len() - 1
+                }
+                None => {
+                    let min = (0..self.slots.len()).min_by_key(|&i| self.slots[i].bytes).unwrap_or(0);
+                    let s = &mut self.slots[min];
+                    s.origin = origin;
+                    s.addresses = TopK::default();
+                    s.inherited_until = (s.bytes > 0).then_some(newest);
+                    min
+                }
+            };
+            let s = &mut self.slots[i];
+            s.bytes += bytes;
+            s.addresses.add(ip, bytes);
+            self.total += bytes;
+            let at = match self.minutes.back() {
+                Some(last) if last.0 > m => self.minutes.partition_point(|e| e.0 <= m),
+                _ => self.minutes.len(),
+            };
+            let mut j = at;
+            while j > 0 && self.minutes[j - 1].0 == m {
+                j -= 1;
+                if self.minutes[j].1 as usize == i {
+                    self.minutes[j].2 += bytes;
+                    return;
+                }
+            }
+            self.minutes.insert(at, (m, i as u8, bytes));
         }
     }
 }
