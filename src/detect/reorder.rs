@@ -59,7 +59,16 @@ impl Ctx {
             self.process(name, acct, &e, out);
             return;
         }
-        let time = e.time;
+        if e.time > acct.max_time {
+            // What the new watermark releases goes first: all of it is older than `e`, so the
+            // order is the one of inserting `e` first, and an account whose events come far
+            // apart keeps one waiting, not two.
+            acct.max_time = e.time;
+            let watermark = acct.max_time - self.cfg.max_out_of_order.0;
+            while acct.queue.front().is_some_and(|q| q.time < watermark) {
+                self.release_next(name, acct, out);
+            }
+        }
         // Insert in time order; equal times keep arrival order. The queue grows from one
         // event (most accounts have one or two waiting; a first push would make room for four).
         self.arrivals.add(e.arrived);
@@ -70,13 +79,6 @@ impl Ctx {
                 acct.queue.insert(i, e);
             }
             _ => acct.queue.push_back(e),
-        }
-        if time > acct.max_time {
-            acct.max_time = time;
-            let watermark = acct.max_time - self.cfg.max_out_of_order.0;
-            while acct.queue.front().is_some_and(|q| q.time < watermark) {
-                self.release_next(name, acct, out);
-            }
         }
     }
 

@@ -401,6 +401,29 @@ fn release_held_processes_what_waited_and_later_older_records_are_late() {
 }
 
 #[test]
+fn an_account_whose_records_come_far_apart_keeps_one_waiting() {
+    let cred = "key:primarymasterkey";
+    let mut d = Detector::new(origin_cfg());
+    let mut out = Vec::new();
+    let start = t0() + 2 * DAY;
+    // An hour apart (far past max_out_of_order): each record releases the one before it
+    // before it is queued, so the queue never holds two.
+    for i in 0..5 {
+        d.ingest_at(&ev(start + i * HOUR, "contoso", cred, "10.0.0.5", 1), i, &mut out);
+        let acct = d.accounts.get("contoso".as_bytes()).unwrap();
+        assert_eq!((acct.queue.len(), acct.queue.capacity()), (1, 1), "record {i}");
+        assert_eq!(acct.queue.front().map(|q| q.time), Some(start + i * HOUR));
+        assert_eq!(d.oldest_queued_arrival(), Some(i), "the released record's arrival left");
+    }
+    // One out of order within max_out_of_order still waits, in time order.
+    d.ingest_at(&ev(start + 4 * HOUR - MINUTE, "contoso", cred, "10.0.0.5", 1), 9, &mut out);
+    let acct = d.accounts.get("contoso".as_bytes()).unwrap();
+    let times: Vec<Nanos> = acct.queue.iter().map(|q| q.time).collect();
+    assert_eq!(times, vec![start + 4 * HOUR - MINUTE, start + 4 * HOUR]);
+    assert_eq!(d.stats().late_events, 0);
+}
+
+#[test]
 fn oldest_queued_arrival_follows_the_queues() {
     let cred = "key:primarymasterkey";
     let mut d = Detector::new(origin_cfg());
