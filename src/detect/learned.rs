@@ -268,7 +268,7 @@ impl Detector {
                     st.volume_days.push(VolumeDayRow {
                         account: account.clone(),
                         credential: cred.to_string(),
-                        day: *d,
+                        day: d,
                     });
                 }
                 for (kind, sum) in [(WindowKind::Volume, &key.volume), (WindowKind::Unfamiliar, &key.unfamiliar)] {

@@ -20,12 +20,11 @@ use crate::config::DetectConfig;
 use crate::time::{day_of, Nanos, DAY, HOUR};
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, StudentsT};
-use std::collections::VecDeque;
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
 pub struct DaySummary {
-    /// Days since 1970-01-01 (`i32`: a day of history is 24 bytes, not 32; an `i64` of
-    /// nanoseconds spans ±106,752 days).
+    /// Days since 1970-01-01 (`i32`: an `i64` of nanoseconds spans ±106,752 days). A key's
+    /// finished days are kept packed ([`PackedDays`]), the day in progress as this.
     pub day: i32,
     pub peak: u64,
     pub total: u64,
@@ -103,7 +102,7 @@ const LEVEL_GAP: f64 = std::f64::consts::LN_2;
 /// gap between their median log peaks when that gap is at least [`LEVEL_GAP`] (busy days and
 /// quiet days, whatever the key's time zone and rhythm), else every day. Every day of the week
 /// needs a day of history first.
-fn comparable_days(days: &VecDeque<DaySummary>, day: i64) -> DayMask {
+fn comparable_days(days: &[DaySummary], day: i64) -> DayMask {
     let mut by_weekday: [Vec<f64>; 7] = Default::default();
     for d in days.iter().filter(|d| d.peak > 0) {
         by_weekday[DayMask::weekday(d.day.into()) as usize].push((d.peak as f64).ln());
@@ -162,11 +161,139 @@ impl PeakModel {
     }
 }
 
+/// A key's finished days, oldest first, packed: per day the difference of its day number from
+/// the day before (zigzag), its active hours, then its peak and total bytes (LEB128 varints):
+/// about 10 bytes a day where a [`DaySummary`] takes 24, and the days are most of a key's state
+/// once it has a month of history. Read whole when the model is fitted (once a day per key)
+/// and when an alert is made; written when a day ends. Written and read as the list of days.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PackedDays {
+    bytes: Box<[u8]>,
+    len: u32,
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(b: &[u8], at: &mut usize) -> u64 {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let Some(&byte) = b.get(*at) else { break };
+        *at += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            break;
+        }
+    }
+    v
+}
+
+impl PackedDays {
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Appends `d` (after `prev`, the day number of the last day, 0 for the first) to `out`.
+    fn put(out: &mut Vec<u8>, d: &DaySummary, prev: i32) {
+        let delta = i64::from(d.day) - i64::from(prev);
+        put_varint(out, ((delta << 1) ^ (delta >> 63)) as u64);
+        out.push(d.active_hours);
+        put_varint(out, d.peak);
+        put_varint(out, d.total);
+    }
+
+    /// The days, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = DaySummary> + '_ {
+        let (mut at, mut prev) = (0usize, 0i64);
+        (0..self.len).map(move |_| {
+            let z = get_varint(&self.bytes, &mut at);
+            let day = prev + ((z >> 1) as i64 ^ -((z & 1) as i64));
+            prev = day;
+            let active_hours = self.bytes.get(at).copied().unwrap_or(0);
+            at += 1;
+            let peak = get_varint(&self.bytes, &mut at);
+            let total = get_varint(&self.bytes, &mut at);
+            DaySummary { day: day as i32, peak, total, active_hours }
+        })
+    }
+
+    pub fn to_vec(&self) -> Vec<DaySummary> {
+        self.iter().collect()
+    }
+
+    pub fn last(&self) -> Option<DaySummary> {
+        self.iter().last()
+    }
+
+    fn set(&mut self, days: &[DaySummary]) {
+        let mut out = Vec::with_capacity(days.len() * 12);
+        let mut prev = 0;
+        for d in days {
+            Self::put(&mut out, d, prev);
+            prev = d.day;
+        }
+        self.bytes = out.into_boxed_slice();
+        self.len = days.len() as u32;
+    }
+
+    /// Appends a day.
+    pub fn push(&mut self, d: DaySummary) {
+        let prev = self.last().map_or(0, |l| l.day);
+        let mut out = std::mem::take(&mut self.bytes).into_vec();
+        out.reserve_exact(12);
+        Self::put(&mut out, &d, prev);
+        self.bytes = out.into_boxed_slice();
+        self.len += 1;
+    }
+
+    /// Drops the first days while they are before `oldest`.
+    pub fn drop_before(&mut self, oldest: i64) {
+        if self.iter().next().is_some_and(|d| i64::from(d.day) < oldest) {
+            let kept: Vec<DaySummary> = self.iter().skip_while(|d| i64::from(d.day) < oldest).collect();
+            self.set(&kept);
+        }
+    }
+
+    /// Adds `bytes` to the total of day `day`, if it is kept.
+    pub fn add_to_total(&mut self, day: i32, bytes: u64) {
+        let mut days = self.to_vec();
+        if let Some(d) = days.iter_mut().find(|d| d.day == day) {
+            d.total += bytes;
+            self.set(&days);
+        }
+    }
+}
+
+impl From<Vec<DaySummary>> for PackedDays {
+    fn from(days: Vec<DaySummary>) -> Self {
+        let mut p = PackedDays::default();
+        p.set(&days);
+        p
+    }
+}
+
+impl Serialize for PackedDays {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for PackedDays {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::<DaySummary>::deserialize(d).map(PackedDays::from)
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct VolumeHistory {
     today: Option<DaySummary>,
     hours_today: u32,
-    days: VecDeque<DaySummary>,
+    days: PackedDays,
     model: Option<PeakModel>,
 }
 
@@ -187,18 +314,18 @@ impl VolumeHistory {
 
     /// The parts, for a model: the day in progress, its active clock hours (a bit per hour),
     /// the finished days oldest first, and the fitted model.
-    pub fn parts(&self) -> (Option<DaySummary>, u32, &VecDeque<DaySummary>, Option<&PeakModel>) {
-        (self.today, self.hours_today, &self.days, self.model.as_ref())
+    pub fn parts(&self) -> (Option<DaySummary>, u32, Vec<DaySummary>, Option<&PeakModel>) {
+        (self.today, self.hours_today, self.days.to_vec(), self.model.as_ref())
     }
 
     /// Fits the peak model again (a restored history under other volume settings).
     pub fn refit(&mut self, cfg: &DetectConfig, tq: &mut TQuantiles) {
-        let day = match (self.today, self.days.back()) {
+        let day = match (self.today, self.days.last()) {
             (Some(t), _) => i64::from(t.day),
             (None, Some(last)) => i64::from(last.day) + 1,
             (None, None) => return,
         };
-        self.model = fit(&self.days, day, cfg, tq);
+        self.model = fit(&self.days.to_vec(), day, cfg, tq);
     }
 
     /// Rebuilds a history from [`VolumeHistory::parts`]; `None` unless the finished days are
@@ -228,25 +355,20 @@ impl VolumeHistory {
             Some(today) if today.day == day => {}
             Some(today) if today.day > day => {
                 // A late record from an earlier day: its bytes join that day's total.
-                if let Some(d) = self.days.iter_mut().find(|d| d.day == day) {
-                    d.total += bytes;
-                }
+                self.days.add_to_total(day, bytes);
                 return false;
             }
             _ => {
                 if let Some(done) = self.today.take() {
                     if done.total > 0 {
-                        super::grow::room_for_one_in(&mut self.days);
-                        self.days.push_back(DaySummary { active_hours: self.hours_today.count_ones() as u8, ..done });
+                        self.days.push(DaySummary { active_hours: self.hours_today.count_ones() as u8, ..done });
                     }
                 }
                 let oldest = i64::from(day) - (cfg.history_window.0 / DAY).max(MIN_HISTORY_DAYS);
-                while self.days.front().is_some_and(|d| i64::from(d.day) < oldest) {
-                    self.days.pop_front();
-                }
+                self.days.drop_before(oldest);
                 self.today = Some(DaySummary { day, peak: 0, total: 0, active_hours: 0 });
                 self.hours_today = 0;
-                self.model = fit(&self.days, day.into(), cfg, tq);
+                self.model = fit(&self.days.to_vec(), day.into(), cfg, tq);
                 rolled = true;
             }
         }
@@ -297,7 +419,7 @@ pub const MAX_GROWTH: f64 = 4.0;
 /// it (a whole week, moved inside the history at its ends), between 1 and [`MAX_GROWTH`]; with
 /// under two weeks of history, no growth. A month-end batch that grows with the data (3x a month)
 /// is then compared with last month's batch as it would read today, not as it read then.
-pub fn grown_max_peak(days: &VecDeque<DaySummary>) -> f64 {
+pub fn grown_max_peak(days: &[DaySummary]) -> f64 {
     let peaks: Vec<(i64, u64)> = days.iter().filter(|d| d.peak > 0).map(|d| (i64::from(d.day), d.peak)).collect();
     let (Some(&(first, _)), Some(&(last, _))) = (peaks.first(), peaks.last()) else { return 0.0 };
     // The level of the seven days from `from`: always a whole week, so that a weekly rhythm
@@ -330,7 +452,7 @@ pub fn grown_max_peak(days: &VecDeque<DaySummary>) -> f64 {
 /// log peaks, kept above `volume_min_ratio` x the highest peak of the whole history (scaled by
 /// the key's growth since, [`grown_max_peak`]), below `volume_max_ratio` x the highest peak, and
 /// never below `volume_min_bytes`.
-pub fn fit(days: &VecDeque<DaySummary>, day: i64, cfg: &DetectConfig, tq: &mut TQuantiles) -> Option<PeakModel> {
+pub fn fit(days: &[DaySummary], day: i64, cfg: &DetectConfig, tq: &mut TQuantiles) -> Option<PeakModel> {
     let min_days = (cfg.volume_min_history_days as usize).max(2);
     let all: Vec<u64> = days.iter().filter(|d| d.peak > 0).map(|d| d.peak).collect();
     if all.len() < min_days {
@@ -370,6 +492,7 @@ pub fn fit(days: &VecDeque<DaySummary>, day: i64, cfg: &DetectConfig, tq: &mut T
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::VecDeque;
 
     const MIB: u64 = 1 << 20;
     const GIB: u64 = 1 << 30;
@@ -377,7 +500,7 @@ mod tests {
     const MONDAY: i64 = 18_841;
 
     /// Days `first..` with the given peaks (total 4x the peak over 10 active hours).
-    fn days_from(first: i64, peaks: &[u64]) -> VecDeque<DaySummary> {
+    fn days_from(first: i64, peaks: &[u64]) -> Vec<DaySummary> {
         peaks
             .iter()
             .enumerate()
@@ -385,13 +508,13 @@ mod tests {
             .collect()
     }
 
-    fn days(peaks: &[u64]) -> VecDeque<DaySummary> {
+    fn days(peaks: &[u64]) -> Vec<DaySummary> {
         days_from(MONDAY, peaks)
     }
 
     /// The model for the day after the history.
-    fn fit_(d: &VecDeque<DaySummary>, cfg: &DetectConfig) -> Option<PeakModel> {
-        let next = d.back().map_or(MONDAY, |l| i64::from(l.day) + 1);
+    fn fit_(d: &[DaySummary], cfg: &DetectConfig) -> Option<PeakModel> {
+        let next = d.last().map_or(MONDAY, |l| i64::from(l.day) + 1);
         fit(d, next, cfg, &mut TQuantiles::default())
     }
 
@@ -409,7 +532,7 @@ mod tests {
     }
 
     /// Four weeks from a Monday: weekday peaks 160-250 MiB, weekend peaks about 20 MiB.
-    fn weekly_rhythm() -> VecDeque<DaySummary> {
+    fn weekly_rhythm() -> Vec<DaySummary> {
         let peaks: Vec<u64> = (0..28u64)
             .map(|i| {
                 if is_weekend(MONDAY + i as i64) {
@@ -624,5 +747,60 @@ mod tests {
         let cfg = DetectConfig::default();
         let m = fit_(&days(&[MIB, MIB, MIB, MIB]), &cfg).unwrap();
         assert_eq!(m.threshold, GIB);
+    }
+
+    proptest::proptest! {
+        /// The packed days are the list of days they stand for, through every change the
+        /// history makes (a day appended, the first days dropped, a late total added), and
+        /// written as that list: days far apart, before 1970, in any order, any byte count.
+        #[test]
+        fn packed_days_are_the_plain_list(
+            steps in proptest::collection::vec(
+                (0u8..4, -3i32..40, 0u8..25, proptest::prelude::any::<u64>(), 0u32..70),
+                1..60,
+            ),
+        ) {
+            let mut packed = PackedDays::default();
+            let mut plain: VecDeque<DaySummary> = VecDeque::new();
+            let mut day = -20_000i32;
+            for (op, gap, hours, bytes, size) in steps {
+                let scale = 1u64.checked_shl(size).unwrap_or(u64::MAX);
+                let bytes = bytes % scale;
+                match op {
+                    0 | 1 => {
+                        day = day.saturating_add(gap);
+                        let d = DaySummary { day, peak: bytes / 3, total: bytes, active_hours: hours };
+                        packed.push(d);
+                        plain.push_back(d);
+                    }
+                    2 => {
+                        let oldest = i64::from(day) - i64::from(gap);
+                        packed.drop_before(oldest);
+                        while plain.front().is_some_and(|d| i64::from(d.day) < oldest) {
+                            plain.pop_front();
+                        }
+                    }
+                    _ => {
+                        let late = day.saturating_sub(gap);
+                        let add = bytes % (1 << 20);
+                        if let Some(d) = plain.iter_mut().find(|d| d.day == late) {
+                            if let Some(total) = d.total.checked_add(add) {
+                                d.total = total;
+                                packed.add_to_total(late, add);
+                            }
+                        }
+                    }
+                }
+                let want: Vec<DaySummary> = plain.iter().copied().collect();
+                proptest::prop_assert_eq!(packed.to_vec(), want.clone());
+                proptest::prop_assert_eq!(packed.len(), want.len());
+                proptest::prop_assert_eq!(packed.last(), want.last().copied());
+                let json = serde_json::to_string(&packed).unwrap();
+                proptest::prop_assert_eq!(&json, &serde_json::to_string(&want).unwrap());
+                let back: PackedDays = serde_json::from_str(&json).unwrap();
+                proptest::prop_assert_eq!(&back, &packed);
+                proptest::prop_assert_eq!(PackedDays::from(want), packed.clone());
+            }
+        }
     }
 }
