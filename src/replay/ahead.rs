@@ -12,7 +12,7 @@
 use crate::decode::{Category, Decoded, Decoder, Malformed};
 use crate::replay::packed::Packed;
 use crate::replay::shards::ShardError;
-use crate::sources::file::{frame_lines, Framing, InputFault, MappedRange};
+use crate::sources::file::{frame_lines, give_back, Framing, InputFault, MappedRange};
 use crate::sources::UnitReader;
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::VecDeque;
@@ -102,6 +102,15 @@ pub enum Step {
 
 type Jobs = Arc<Mutex<Receiver<Chunk>>>;
 
+/// A decoded record kept in its chunk: an event packed, the rest as it is.
+fn keep(items: &mut Vec<Item>, events: &mut Packed, d: Decoded<'_>) {
+    items.push(match d {
+        Decoded::Event(ev) => Item::Event(events.push(&ev)),
+        Decoded::Skipped(c) => Item::Skipped(c),
+        Decoded::Malformed { reason, index } => Item::Malformed { reason, index },
+    });
+}
+
 fn decode_chunks(jobs: Jobs, done: Sender<Chunk>) {
     let mut decoder = Decoder::new();
     loop {
@@ -116,11 +125,7 @@ fn decode_chunks(jobs: Jobs, done: Sender<Chunk>) {
             let base = range.start;
             *framing = frame_lines(data, *max_units, |r, line, read| {
                 let start = items.len();
-                decoder.decode(&data[r.clone()], |d| match d {
-                    Decoded::Event(ev) => items.push(Item::Event(events.push(&ev))),
-                    Decoded::Skipped(c) => items.push(Item::Skipped(c)),
-                    Decoded::Malformed { reason, index } => items.push(Item::Malformed { reason, index }),
-                });
+                decoder.decode(&data[r.clone()], |d| keep(items, events, d));
                 unit_items.push(start..items.len());
                 let bytes = base + r.start..base + r.end;
                 units.push(UnitMeta { bytes, line, source: 0, too_large: false, read, faults: Vec::new() });
@@ -129,11 +134,7 @@ fn decode_chunks(jobs: Jobs, done: Sender<Chunk>) {
             for u in units.iter() {
                 let start = items.len();
                 if !u.too_large {
-                    decoder.decode(&bytes[u.bytes.clone()], |d| match d {
-                        Decoded::Event(ev) => items.push(Item::Event(events.push(&ev))),
-                        Decoded::Skipped(c) => items.push(Item::Skipped(c)),
-                        Decoded::Malformed { reason, index } => items.push(Item::Malformed { reason, index }),
-                    });
+                    decoder.decode(&bytes[u.bytes.clone()], |d| keep(items, events, d));
                 }
                 unit_items.push(start..items.len());
             }
@@ -360,7 +361,7 @@ impl ReadAhead {
             self.line_base[i] += done.framing.lines;
             self.carry[i] += done.framing.tail;
             let used = done.framing.stop.map_or(done.range.end, |at| done.range.start + at);
-            release(map, done.range.start..used);
+            give_back(map, done.range.start..used);
             match done.framing.stop {
                 Some(at) if done.framing.opens => {
                     // A multi-line value: the reader reads the file on from that line, line
@@ -501,19 +502,6 @@ impl Chunk {
             None => &self.bytes[..],
         };
         data.get(u.bytes.clone()).unwrap_or_default()
-    }
-}
-
-/// Gives the pages of `range` of a mapped file back to the kernel (all but the one it ends in,
-/// which the next range starts in), so that the process's resident memory stays that of its
-/// state, not of the file (the pages stay in the page cache).
-fn release(map: &memmap2::Mmap, range: Range<usize>) {
-    const PAGE: usize = 4096;
-    let (from, to) = (range.start / PAGE * PAGE, range.end / PAGE * PAGE);
-    if to > from {
-        // SAFETY: the map is a private, read-only mapping of a file, never written: a page
-        // given back is read again from the file, with the same bytes, if it is touched again.
-        let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, to - from) };
     }
 }
 

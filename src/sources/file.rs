@@ -389,12 +389,8 @@ impl UnitReader {
         if let Some(m) = &self.map {
             let upto = self.pos / RELEASE_STEP * RELEASE_STEP;
             if upto > self.released {
-                // SAFETY: nothing borrows the map below `pos`: a `Unit` borrows the reader
-                // mutably, so none is alive while a line is read, and multi-line units and
-                // pending lines are copies. Pages before `pos` are never read again.
-                let _ = unsafe {
-                    m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, self.released, upto - self.released)
-                };
+                // Pages before `pos` are not read again.
+                give_back(m, self.released..upto);
                 self.released = upto;
             }
         }
@@ -505,8 +501,7 @@ impl UnitReader {
             if trimmed.is_empty() {
                 continue;
             }
-            let opens = matches!(trimmed.last(), Some(b'{' | b'[' | b',' | b':'));
-            if !opens || from_pending {
+            if !opens_value(trimmed) || from_pending {
                 let (s, e) = span(line);
                 let bytes = if from_pending {
                     &self.line[s..e]
@@ -660,7 +655,7 @@ pub fn frame_lines(data: &[u8], max_units: usize, mut unit: impl FnMut(Range<usi
             pos = end;
             continue;
         }
-        if matches!(line[e - 1], b'{' | b'[' | b',' | b':') {
+        if opens_value(&line[s..e]) {
             return Framing { lines, tail: (pos - from) as u64, stop: Some(pos), opens: true };
         }
         lines += 1;
@@ -670,6 +665,26 @@ pub fn frame_lines(data: &[u8], max_units: usize, mut unit: impl FnMut(Range<usi
         from = end;
     }
     Framing { lines, tail: (pos - from) as u64, stop: None, opens: false }
+}
+
+/// Whether a (trimmed, non-blank) line visibly opens a multi-line value: it ends with `{`, `[`,
+/// `,` or `:` (the pre-2018 pretty-printed blob).
+fn opens_value(trimmed: &[u8]) -> bool {
+    matches!(trimmed.last(), Some(b'{' | b'[' | b',' | b':'))
+}
+
+/// Gives the whole pages of `range` of a mapped file back to the kernel (the page `range`
+/// ends in stays), so that the process's resident memory stays that of its state, not of the
+/// file (the pages stay in the page cache).
+pub fn give_back(map: &memmap2::Mmap, range: Range<usize>) {
+    const PAGE: usize = 4096;
+    let (from, to) = (range.start / PAGE * PAGE, range.end / PAGE * PAGE);
+    if to > from {
+        // SAFETY: the map is a private, read-only mapping of a file, never written: a page
+        // given back holds the same bytes when touched again (read again from the file), so
+        // nothing that borrows it sees a change.
+        let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, to - from) };
+    }
 }
 
 /// A table file refused when opened (`unreadable_input`) or stopped at a bad row
