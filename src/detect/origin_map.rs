@@ -3,12 +3,14 @@
 //! A key reads from a handful of origins, and a fleet has hundreds of thousands of keys. A
 //! hash table per key kept each pair in a 64-byte slot at between 44% and 88% load (a table of
 //! 16 slots for 9 to 14 origins, of 32 for 15 to 28), plus its control bytes. Here the origins
-//! and their entries are two arrays in the order the origins came, grown by half (1, 2, 3, 4,
-//! 6, 9, 13, ...), searched from the start while there are at most [`LINEAR`] of them (a few
+//! and their entries are two arrays in the order the origins came, grown by a quarter (1, 2,
+//! ..., 8, 10, 12, 15, 18, 22, ...: a tenth of the room unused on average, where growing by half
+//! left a fifth), searched from the start while there are at most [`LINEAR`] of them (a few
 //! cache lines of addresses, read in order), through a hash index beyond: a spray of
-//! thousands of origins costs what a hash table costs. An origin takes 8 bytes while every
-//! origin of the key is an IPv4 address or prefix (the high 64 bits of its key are clear), 16
-//! from the first that is not (the map is no bigger for it: see `OriginMap::keys`).
+//! thousands of origins costs what a hash table costs. An origin takes 4 bytes while every
+//! origin of the key is an IPv4 address or prefix (`::ffff:a.b.c.d`: its low 32 bits), 8 from
+//! the first that is not but has its high 64 bits clear, 16 from the first wider (the map is no
+//! bigger for it: see `OriginMap::keys`).
 //!
 //! What few pairs use (the time of their last alert, itemized evidence: [`OriginCold`]) is
 //! kept beside the arrays, by origin, in a table made when the first is set: an entry is 32
@@ -36,14 +38,42 @@ pub(super) fn narrow(origin: OriginKey) -> Option<u64> {
     u64::try_from(origin).ok()
 }
 
+/// The high bits of an IPv4 origin (`::ffff:a.b.c.d`, its address or prefix in the low 32).
+const V4_MAPPED: OriginKey = 0xffff << 32;
+
+/// How many 32-bit words `origin` takes: 1 for an IPv4 address or prefix (its low 32 bits),
+/// 2 when its high 64 bits are clear, else 4.
+#[inline]
+fn width_of(origin: OriginKey) -> usize {
+    if origin >> 32 == V4_MAPPED >> 32 {
+        1
+    } else if origin >> 64 == 0 {
+        2
+    } else {
+        4
+    }
+}
+
+/// `origin` as `width` words, low first.
+#[inline]
+fn words_of(origin: OriginKey, width: usize) -> [u32; 4] {
+    let w = [origin as u32, (origin >> 32) as u32, (origin >> 64) as u32, (origin >> 96) as u32];
+    if width == 1 {
+        [w[0], 0, 0, 0]
+    } else {
+        w
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub(super) struct OriginMap {
-    /// The origins in arrival order: one word each while every origin's high 64 bits are
-    /// clear (IPv4 addresses and prefixes, `::ffff:a.b.c.d`, by far the most common), two
-    /// (low, high) each from the first that is not (IPv6, an AS at `origin_granularity =
-    /// "asn"`). The lengths tell which: `keys` holds as many words as `entries` has entries,
-    /// or twice as many ([`OriginMap::wide`]), so the map is no bigger for it.
-    keys: Vec<u64>,
+    /// The origins in arrival order, in 32-bit words: one each while every origin of the key
+    /// is an IPv4 address or prefix (`::ffff:a.b.c.d`, by far the most common: its low 32
+    /// bits), two from the first that is not but whose high 64 bits are clear, four from the
+    /// first wider (IPv6, an AS at `origin_granularity = "asn"`). The lengths tell which:
+    /// `keys` holds one, two or four words per entry ([`OriginMap::width`]), so the map is no
+    /// bigger for it.
+    keys: Vec<u32>,
     /// The entries, in the order of `keys`.
     entries: Vec<OriginEntry>,
     /// Where each origin is, while there are more than [`LINEAR`].
@@ -52,26 +82,27 @@ pub(super) struct OriginMap {
     cold: Option<Box<FxHashMap<OriginKey, OriginCold>>>,
 }
 
-/// The origin at `i` of `keys` (two words each when `wide`).
+/// The origin at `i` of `keys` (`width` words each).
 #[inline]
-fn key_at(keys: &[u64], wide: bool, i: usize) -> Option<OriginKey> {
-    if wide {
-        let (lo, hi) = (keys.get(2 * i)?, keys.get(2 * i + 1)?);
-        Some(OriginKey::from(*hi) << 64 | OriginKey::from(*lo))
-    } else {
-        keys.get(i).map(|&k| OriginKey::from(k))
-    }
+fn key_at(keys: &[u32], width: usize, i: usize) -> Option<OriginKey> {
+    let w = keys.get(width * i..width * (i + 1))?;
+    Some(match w {
+        [a] => V4_MAPPED | OriginKey::from(*a),
+        _ => w.iter().rev().fold(0, |k, &x| k << 32 | OriginKey::from(x)),
+    })
 }
 
-/// Where `origin` is in `keys` (two words each when `wide`), searched in order.
+/// Where `origin` is in `keys` (`width` words each), searched in order.
 #[inline]
-fn key_position(keys: &[u64], wide: bool, origin: &OriginKey) -> Option<usize> {
-    if wide {
-        let (lo, hi) = (*origin as u64, (*origin >> 64) as u64);
-        keys.chunks_exact(2).position(|w| w[0] == lo && w[1] == hi)
-    } else {
-        let k = narrow(*origin)?;
-        keys.iter().position(|&x| x == k)
+fn key_position(keys: &[u32], width: usize, origin: &OriginKey) -> Option<usize> {
+    if width_of(*origin) > width {
+        return None;
+    }
+    let w = words_of(*origin, width);
+    match width {
+        1 => keys.iter().position(|&x| x == w[0]),
+        2 => keys.chunks_exact(2).position(|k| k[0] == w[0] && k[1] == w[1]),
+        _ => keys.chunks_exact(4).position(|k| k == w),
     }
 }
 
@@ -85,16 +116,16 @@ impl OriginMap {
         self.entries.is_empty()
     }
 
-    /// Whether the origins take two words each.
+    /// The words each origin takes (1 in an empty map).
     #[inline]
-    fn wide(&self) -> bool {
-        self.keys.len() > self.entries.len()
+    fn width(&self) -> usize {
+        self.keys.len().checked_div(self.entries.len()).unwrap_or(1)
     }
 
     fn position(&self, origin: &OriginKey) -> Option<usize> {
         match &self.index {
             Some(index) => index.get(origin).map(|&i| i as usize),
-            None => key_position(&self.keys, self.wide(), origin),
+            None => key_position(&self.keys, self.width(), origin),
         }
     }
 
@@ -139,25 +170,23 @@ impl OriginMap {
 
     fn push(&mut self, origin: OriginKey, entry: OriginEntry) -> usize {
         let len = self.entries.len();
-        let wide = self.wide() || narrow(origin).is_none();
-        if wide && !self.wide() && len > 0 {
-            // The first wide origin: every origin takes two words from now on.
-            let mut words = Vec::with_capacity(2 * self.keys.capacity());
-            words.extend(self.keys.iter().flat_map(|&k| [k, 0]));
+        let width = self.width().max(width_of(origin));
+        if width > self.width() && len > 0 {
+            // The first wider origin: every origin takes as many words from now on.
+            let mut words = Vec::with_capacity(width * self.entries.capacity());
+            for i in 0..len {
+                let k = key_at(&self.keys, self.width(), i).unwrap_or_default();
+                words.extend_from_slice(&words_of(k, width)[..width]);
+            }
             self.keys = words;
         }
-        // Grown by half, not doubled: the arrays are most of the state.
+        // Grown by a quarter, not doubled: the arrays are most of the state.
         if len == self.entries.capacity() {
-            let more = super::grow::growth(len);
-            self.entries.reserve_exact(more);
-            let words = if wide { 2 * (len + more) } else { len + more };
-            self.keys.reserve_exact(words.saturating_sub(self.keys.len()));
+            self.entries.reserve_exact((len / 4).max(1));
         }
-        if wide {
-            self.keys.extend([origin as u64, (origin >> 64) as u64]);
-        } else {
-            self.keys.push(origin as u64);
-        }
+        let words = width * self.entries.capacity();
+        self.keys.reserve_exact(words.saturating_sub(self.keys.len()));
+        self.keys.extend_from_slice(&words_of(origin, width)[..width]);
         self.entries.push(entry);
         if let Some(index) = &mut self.index {
             index.insert(origin, len as u32);
@@ -169,19 +198,15 @@ impl OriginMap {
 
     pub(super) fn remove(&mut self, origin: &OriginKey) -> Option<OriginEntry> {
         let i = self.position(origin)?;
-        let wide = self.wide();
-        if wide {
-            let last = self.keys.len() - 2;
-            self.keys.copy_within(last.., 2 * i);
-            self.keys.truncate(last);
-        } else {
-            self.keys.swap_remove(i);
-        }
+        let width = self.width();
+        let last = self.keys.len() - width;
+        self.keys.copy_within(last.., width * i);
+        self.keys.truncate(last);
         let entry = self.entries.swap_remove(i);
         self.forget_cold(origin);
         if let Some(index) = &mut self.index {
             index.remove(origin);
-            if let Some(moved) = key_at(&self.keys, wide, i) {
+            if let Some(moved) = key_at(&self.keys, width, i) {
                 index.insert(moved, i as u32);
             }
         }
@@ -190,11 +215,10 @@ impl OriginMap {
 
     /// Keeps the origins `keep` says to, in their order; frees room once most is unused.
     pub(super) fn retain(&mut self, mut keep: impl FnMut(&OriginKey, &mut OriginEntry) -> bool) {
-        let (wide, len) = (self.wide(), self.entries.len());
-        let width = if wide { 2 } else { 1 };
+        let (width, len) = (self.width(), self.entries.len());
         let mut kept = 0;
         for i in 0..len {
-            let Some(origin) = key_at(&self.keys, wide, i) else { break };
+            let Some(origin) = key_at(&self.keys, width, i) else { break };
             if keep(&origin, &mut self.entries[i]) {
                 for w in 0..width {
                     self.keys.swap(width * kept + w, width * i + w);
@@ -207,10 +231,10 @@ impl OriginMap {
             return;
         }
         if let Some(mut cold) = self.cold.take() {
-            cold.retain(|o, _| key_position(&self.keys[..width * kept], wide, o).is_some());
+            cold.retain(|o, _| key_position(&self.keys[..width * kept], width, o).is_some());
             self.cold = (!cold.is_empty()).then_some(cold);
         }
-        // Wide keys stay wide while any origin is left (an empty map is narrow again).
+        // The keys stay as wide while any origin is left (an empty map is narrow again).
         self.keys.truncate(width * kept);
         self.entries.truncate(kept);
         if self.entries.capacity() > 2 * kept + 2 {
@@ -319,7 +343,7 @@ impl OriginMap {
 
     /// The origins and their entries, in arrival order.
     pub(super) fn iter(&self) -> Iter<'_> {
-        Iter { keys: &self.keys, wide: self.wide(), entries: self.entries.iter().enumerate() }
+        Iter { keys: &self.keys, width: self.width(), entries: self.entries.iter().enumerate() }
     }
 
     pub(super) fn values(&self) -> std::slice::Iter<'_, OriginEntry> {
@@ -329,8 +353,8 @@ impl OriginMap {
 
 /// [`OriginMap::iter`]: each origin (by value: it may be kept in one word) with its entry.
 pub(super) struct Iter<'a> {
-    keys: &'a [u64],
-    wide: bool,
+    keys: &'a [u32],
+    width: usize,
     entries: std::iter::Enumerate<std::slice::Iter<'a, OriginEntry>>,
 }
 
@@ -340,7 +364,7 @@ impl<'a> Iterator for Iter<'a> {
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         let (i, e) = self.entries.next()?;
-        Some((key_at(self.keys, self.wide, i)?, e))
+        Some((key_at(self.keys, self.width, i)?, e))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -421,8 +445,13 @@ mod tests {
             let mut map = OriginMap::default();
             let mut want: HashMap<OriginKey, OriginEntry> = HashMap::new();
             for (op, k, t) in ops {
-                // Some origins wide (an IPv6 prefix, an AS): the keys widen at the first.
-                let k = if k >= 80 { (k - 79) << 100 } else { k };
+                // IPv4 origins (one word), others whose high 64 bits are clear (two) and wide
+                // ones (an IPv6 prefix, an AS: four): the keys widen at the first of each.
+                let k = match k {
+                    0..40 => V4_MAPPED | k << 8,
+                    40..80 => k,
+                    _ => (k - 79) << 100,
+                };
                 match op {
                     0 => {
                         let (e, new) = map.get_or_insert_with(k, || entry(t));
@@ -439,7 +468,7 @@ mod tests {
                 }
                 prop_assert_eq!(map.len(), want.len());
                 prop_assert!(map.len() <= LINEAR || map.index.is_some());
-                prop_assert!(map.keys.len() == map.len() || map.keys.len() == 2 * map.len());
+                prop_assert!([1, 2, 4].iter().any(|w| map.keys.len() == w * map.len()));
                 if let Some(index) = &map.index {
                     prop_assert_eq!(index.len(), map.len());
                     prop_assert!(map.iter().enumerate().all(|(i, (k, _))| index.get(&k) == Some(&(i as u32))));
@@ -469,31 +498,37 @@ mod tests {
         assert!(OriginMap::default().is_empty());
     }
 
-    /// IPv4 origins take 8 bytes until the first wide one; then every origin is kept wide,
-    /// in the same order, and each is still found.
+    /// IPv4 origins take 4 bytes until the first other one; then every origin is kept as
+    /// wide as the widest (8 bytes while the high 64 bits of each are clear, 16 from the first
+    /// that is not), in the same order, and each is still found.
     #[test]
-    fn keys_are_narrow_until_a_wide_origin_comes() {
-        let v4 = |i: u128| 0xffff_0a00_0000 | i << 8;
+    fn keys_are_narrow_until_a_wider_origin_comes() {
+        let v4 = |i: u128| V4_MAPPED | 0x0a00_0000 | i << 8;
         let mut map = OriginMap::default();
         for i in 0..40 {
             map.insert(v4(i), entry(i as i64));
         }
-        assert!(!map.wide() && map.keys.len() == 40);
-        assert_eq!(map.get(&(v4(3) | 1 << 64)), None, "a wide origin is never a narrow one's twin");
+        assert!(map.width() == 1 && map.keys.len() == 40);
+        assert_eq!(map.get(&(v4(3) & 0xffff_ffff)), None, "an IPv4 origin is never a two-word one's twin");
+        assert_eq!(map.get(&(v4(3) | 1 << 64)), None, "nor a wide one's");
+        let mid = 0x0a00_0300u128;
+        map.insert(mid, entry(98));
+        assert!(map.width() == 2 && map.keys.len() == 82);
         let wide = 0x2001_0db8u128 << 96;
         map.insert(wide, entry(99));
-        assert!(map.wide() && map.keys.len() == 82);
+        assert!(map.width() == 4 && map.keys.len() == 168);
         let order: Vec<OriginKey> = map.iter().map(|(k, _)| k).collect();
-        assert_eq!(order, (0..40).map(v4).chain([wide]).collect::<Vec<_>>());
+        assert_eq!(order, (0..40).map(v4).chain([mid, wide]).collect::<Vec<_>>());
         assert!((0..40).all(|i| map.get(&v4(i)).map(|e| e.first_seen) == Some(i as i64)));
+        assert_eq!(map.get(&mid).map(|e| e.first_seen), Some(98));
         assert_eq!(map.remove(&v4(0)).map(|e| e.first_seen), Some(0));
         assert_eq!(map.get(&wide).map(|e| e.first_seen), Some(99));
         map.retain(|k, _| *k != wide);
-        assert_eq!((map.len(), map.get(&wide).is_none(), map.get(&v4(5)).is_some()), (39, true, true));
+        assert_eq!((map.len(), map.get(&wide).is_none(), map.get(&v4(5)).is_some()), (40, true, true));
         map.retain(|_, _| false);
-        assert!(!map.wide() && map.is_empty(), "an empty map is narrow again");
+        assert!(map.width() == 1 && map.is_empty(), "an empty map is narrow again");
         map.insert(wide, entry(7));
-        assert!(map.wide() && map.get(&wide).is_some() && map.get(&(wide as u64 as u128)).is_none());
+        assert!(map.width() == 4 && map.get(&wide).is_some() && map.get(&(wide as u64 as u128)).is_none());
     }
 
     /// The rarely set parts stay with their origins through removals (which move the last
