@@ -213,7 +213,7 @@ impl Detector {
                     v.sort_by_key(|x| x.0);
                     v
                 }),
-                resource_id: acct.resource.as_deref().map(str::to_string),
+                resource_id: acct.resource.as_ref().map(super::state::ResourceId::text),
             });
             let mut keys: Vec<(&str, &KeyState)> = acct.keys.iter().map(|(c, k)| (ctx.syms.name(*c), &**k)).collect();
             keys.sort_by(|a, b| a.0.cmp(b.0));
@@ -328,14 +328,13 @@ impl Detector {
                     .collect(),
                 resource: match &a.resource_id {
                     None => None,
-                    Some(id) => Some(
-                        AzureResource::parse(id)
+                    Some(id) => Some(super::state::ResourceId::new(
+                        &AzureResource::parse(id)
                             .ok_or_else(|| {
                                 invalid(format!("account {:?}: {id:?} is not an Azure resource id", a.account))
                             })?
-                            .id
-                            .into_boxed_str(),
-                    ),
+                            .id,
+                    )),
                 },
             };
             if d.accounts.insert(NameKey::new(&a.account), acct).is_some() {

@@ -242,7 +242,7 @@ impl Detector {
             }),
         };
         if acct.resource.is_none() && !ev.resource_id.is_empty() {
-            acct.resource = AzureResource::parse(&ev.resource_id).map(|r| r.id.into_boxed_str());
+            acct.resource = AzureResource::parse(&ev.resource_id).map(|r| state::ResourceId::new(&r.id));
         }
         ctx.enqueue(&ev.account, acct, e, out);
         self.bound_state();

@@ -100,7 +100,7 @@ impl Ctx {
         self.newest = self.newest.max(e.time);
         self.apply_rules(account, acct, e, out);
         if out.len() > first {
-            if let Some(resource) = acct.resource.as_deref().and_then(AzureResource::parse) {
+            if let Some(resource) = acct.resource.as_ref().and_then(|id| AzureResource::parse(&id.text())) {
                 for a in &mut out[first..] {
                     a.resource = Some(resource.clone());
                 }

@@ -254,26 +254,81 @@ pub(super) struct AccountState {
     pub(super) unfamiliar: Tallies,
     /// Where the account is in Azure: from the first record that names it (an account's
     /// name is its DNS name, unique in Azure), stamped on every alert of the account. Kept as
-    /// its resource id alone (lowercased, as [`crate::alert::AzureResource::parse`] leaves it): the
-    /// subscription and the group are parts of it, given back by the same parse when an alert
-    /// is stamped. That is 16 bytes in the accounts table instead of 72, and one heap block
-    /// instead of three; snapshots still write the whole [`crate::alert::AzureResource`].
+    /// its resource id alone (lowercased, as [`crate::alert::AzureResource::parse`] leaves it,
+    /// packed: [`ResourceId`]): the subscription and the group are parts of it, given back by
+    /// the same parse when an alert is stamped. That is 16 bytes in the accounts table instead
+    /// of 72, and one small heap block instead of three; snapshots still write the whole
+    /// [`crate::alert::AzureResource`].
     #[serde(default, skip_serializing_if = "Option::is_none", with = "resource_id")]
-    pub(super) resource: Option<Box<str>>,
+    pub(super) resource: Option<ResourceId>,
+}
+
+/// A resource id (lowercased), packed when it has the usual form of a Cosmos DB account's,
+/// `/subscriptions/{guid}/resourcegroups/{group}/providers/microsoft.documentdb/databaseaccounts/{name}`:
+/// the subscription as its 16 bytes, the group and the name, about 35 bytes where the text is
+/// about 130 (a heap block of 48 instead of 144 for each account). Any other id is kept as
+/// its text. Packed only when it unpacks to the same text.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct ResourceId(Box<[u8]>);
+
+/// The parts of the usual id around the subscription, the group and the name.
+const ID_SUBSCRIPTION: &str = "/subscriptions/";
+const ID_GROUP: &str = "/resourcegroups/";
+const ID_ACCOUNT: &str = "/providers/microsoft.documentdb/databaseaccounts/";
+/// The first byte of a packed id (a resource id's text starts with `/`).
+const PACKED: u8 = 0;
+
+impl ResourceId {
+    pub(super) fn new(id: &str) -> Self {
+        ResourceId::pack(id).unwrap_or_else(|| ResourceId(id.as_bytes().into()))
+    }
+
+    /// `[PACKED, subscription (16, big-endian), group length, group, name]`, when that
+    /// unpacks to `id`.
+    fn pack(id: &str) -> Option<Self> {
+        let rest = id.strip_prefix(ID_SUBSCRIPTION)?;
+        let (sub, rest) = rest.split_at_checked(36)?;
+        let (group, name) = rest.strip_prefix(ID_GROUP)?.split_once(ID_ACCOUNT)?;
+        let group_len = u8::try_from(group.len()).ok()?;
+        let mut b = Vec::with_capacity(18 + group.len() + name.len());
+        b.push(PACKED);
+        b.extend_from_slice(&super::parse_guid(sub).to_be_bytes());
+        b.push(group_len);
+        b.extend_from_slice(group.as_bytes());
+        b.extend_from_slice(name.as_bytes());
+        let packed = ResourceId(b.into_boxed_slice());
+        (packed.text() == id).then_some(packed)
+    }
+
+    /// The id's text.
+    pub(super) fn text(&self) -> String {
+        let b = &self.0;
+        let unpacked = (b.first() == Some(&PACKED))
+            .then(|| {
+                let sub = u128::from_be_bytes(b.get(1..17)?.try_into().ok()?);
+                let group_len = usize::from(*b.get(17)?);
+                let group = std::str::from_utf8(b.get(18..18 + group_len)?).ok()?;
+                let name = std::str::from_utf8(b.get(18 + group_len..)?).ok()?;
+                Some(format!("{ID_SUBSCRIPTION}{}{ID_GROUP}{group}{ID_ACCOUNT}{name}", super::format_guid(sub)))
+            })
+            .flatten();
+        unpacked.unwrap_or_else(|| String::from_utf8_lossy(b).into_owned())
+    }
 }
 
 /// [`AccountState::resource`] written and read as the [`crate::alert::AzureResource`] it
 /// stands for.
 mod resource_id {
+    use super::ResourceId;
     use crate::alert::AzureResource;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(id: &Option<Box<str>>, s: S) -> Result<S::Ok, S::Error> {
-        id.as_deref().and_then(AzureResource::parse).serialize(s)
+    pub(super) fn serialize<S: Serializer>(id: &Option<ResourceId>, s: S) -> Result<S::Ok, S::Error> {
+        id.as_ref().and_then(|id| AzureResource::parse(&id.text())).serialize(s)
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<str>>, D::Error> {
-        Ok(Option::<AzureResource>::deserialize(d)?.map(|r| r.id.into_boxed_str()))
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ResourceId>, D::Error> {
+        Ok(Option::<AzureResource>::deserialize(d)?.map(|r| ResourceId::new(&r.id)))
     }
 }
 
@@ -298,7 +353,7 @@ pub struct AccountOrigin {
 /// before.
 #[derive(Clone, Debug)]
 pub(super) struct Tallies {
-    narrow: FxHashMap<u64, Tally>,
+    narrow: Narrow,
     wide: Option<Box<FxHashMap<OriginKey, Tally>>>,
     /// At most the oldest tally's `first_seen` (`Nanos::MAX` when there is none): until
     /// `familiar_after` past it, [`Tallies::expire`] has nothing to drop and reads no slot.
@@ -306,16 +361,98 @@ pub(super) struct Tallies {
     oldest: Nanos,
 }
 
+/// The tallies of IPv4 origins: a list searched in order while there are at most
+/// [`FEW_TALLIES`] (an account holds a handful at a time: the origins its keys met in the last
+/// `familiar_after`), a hash table from the first past it. A list of 4 to 7 tallies takes 128
+/// to 224 bytes, the table 280.
+#[derive(Clone, Debug)]
+enum Narrow {
+    Few(Vec<(u64, Tally)>),
+    Many(FxHashMap<u64, Tally>),
+}
+
+/// Tallies of IPv4 origins searched in order; past this many, a hash table.
+const FEW_TALLIES: usize = 32;
+
+impl Narrow {
+    fn len(&self) -> usize {
+        match self {
+            Narrow::Few(v) => v.len(),
+            Narrow::Many(m) => m.len(),
+        }
+    }
+
+    fn get(&self, k: u64) -> Option<&Tally> {
+        match self {
+            Narrow::Few(v) => v.iter().find(|(o, _)| *o == k).map(|(_, t)| t),
+            Narrow::Many(m) => m.get(&k),
+        }
+    }
+
+    /// The tally of `k`, made by `new` when there is none (then also true).
+    fn get_or_insert_with(&mut self, k: u64, new: impl FnOnce() -> Tally) -> (&mut Tally, bool) {
+        let at = match self {
+            Narrow::Few(v) => v.iter().position(|(o, _)| *o == k),
+            Narrow::Many(_) => None,
+        };
+        if at.is_none() && matches!(self, Narrow::Few(v) if v.len() >= FEW_TALLIES) {
+            if let Narrow::Few(v) = std::mem::replace(self, Narrow::Many(FxHashMap::default())) {
+                *self = Narrow::Many(v.into_iter().collect());
+            }
+        }
+        match (self, at) {
+            (Narrow::Few(v), Some(i)) => (&mut v[i].1, false),
+            (Narrow::Few(v), None) => {
+                if v.len() == v.capacity() {
+                    v.reserve_exact((v.len() / 4).max(1));
+                }
+                v.push((k, new()));
+                let i = v.len() - 1;
+                (&mut v[i].1, true)
+            }
+            (Narrow::Many(m), _) => {
+                let mut made = false;
+                let t = m.entry(k).or_insert_with(|| {
+                    made = true;
+                    new()
+                });
+                (t, made)
+            }
+        }
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&Tally) -> bool) {
+        match self {
+            Narrow::Few(v) => {
+                v.retain(|(_, t)| keep(t));
+                if v.capacity() > 2 * v.len() + 2 {
+                    v.shrink_to_fit();
+                }
+            }
+            Narrow::Many(m) => m.retain(|_, t| keep(t)),
+        }
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = (u64, &Tally)> + '_> {
+        match self {
+            Narrow::Few(v) => Box::new(v.iter().map(|(k, t)| (*k, t))),
+            Narrow::Many(m) => Box::new(m.iter().map(|(k, t)| (*k, t))),
+        }
+    }
+}
+
 impl Default for Tallies {
     fn default() -> Self {
-        Tallies { narrow: FxHashMap::default(), wide: None, oldest: Nanos::MAX }
+        Tallies { narrow: Narrow::Few(Vec::new()), wide: None, oldest: Nanos::MAX }
     }
 }
 
 impl PartialEq for Tallies {
-    /// The same tallies (the bound is a cache of them).
+    /// The same tallies (the bound is a cache of them), however they are held.
     fn eq(&self, other: &Self) -> bool {
-        self.narrow == other.narrow && self.wide == other.wide
+        self.narrow.len() == other.narrow.len()
+            && self.narrow.iter().all(|(k, t)| other.narrow.get(k) == Some(t))
+            && self.wide == other.wide
     }
 }
 
@@ -330,23 +467,23 @@ impl Tallies {
 
     pub(super) fn contains_key(&self, origin: &OriginKey) -> bool {
         match narrow(*origin) {
-            Some(k) => self.narrow.contains_key(&k),
+            Some(k) => self.narrow.get(k).is_some(),
             None => self.wide.as_ref().is_some_and(|w| w.contains_key(origin)),
         }
     }
 
     /// The tally of `origin`, made by `new` when there is none (then also true).
     pub(super) fn get_or_insert_with(&mut self, origin: OriginKey, new: impl FnOnce() -> Tally) -> (&mut Tally, bool) {
-        let mut made = false;
-        let tally = match narrow(origin) {
-            Some(k) => self.narrow.entry(k).or_insert_with(|| {
-                made = true;
-                new()
-            }),
-            None => self.wide.get_or_insert_with(Default::default).entry(origin).or_insert_with(|| {
-                made = true;
-                new()
-            }),
+        let (tally, made) = match narrow(origin) {
+            Some(k) => self.narrow.get_or_insert_with(k, new),
+            None => {
+                let mut made = false;
+                let t = self.wide.get_or_insert_with(Default::default).entry(origin).or_insert_with(|| {
+                    made = true;
+                    new()
+                });
+                (t, made)
+            }
         };
         if made {
             self.oldest = self.oldest.min(tally.first_seen());
@@ -368,7 +505,7 @@ impl Tallies {
             }
             keep
         };
-        self.narrow.retain(|_, tally| keep(tally));
+        self.narrow.retain(&mut keep);
         if let Some(w) = &mut self.wide {
             w.retain(|_, tally| keep(tally));
             if w.is_empty() {
@@ -381,7 +518,7 @@ impl Tallies {
     /// Every origin's tally, IPv4 origins first (in no particular order).
     pub(super) fn iter(&self) -> impl Iterator<Item = (OriginKey, &Tally)> {
         let wide = self.wide.iter().flat_map(|w| w.iter().map(|(o, t)| (*o, t)));
-        self.narrow.iter().map(|(k, t)| (OriginKey::from(*k), t)).chain(wide)
+        self.narrow.iter().map(|(k, t)| (OriginKey::from(k), t)).chain(wide)
     }
 }
 
@@ -391,8 +528,15 @@ impl FromIterator<(OriginKey, Tally)> for Tallies {
         for (origin, tally) in it {
             all.oldest = all.oldest.min(tally.first_seen());
             match narrow(origin) {
-                Some(k) => all.narrow.insert(k, tally),
-                None => all.wide.get_or_insert_with(Default::default).insert(origin, tally),
+                Some(k) => {
+                    let (slot, made) = all.narrow.get_or_insert_with(k, || tally.clone());
+                    if !made {
+                        *slot = tally; // a key given twice: the last wins, as in a hash table
+                    }
+                }
+                None => {
+                    all.wide.get_or_insert_with(Default::default).insert(origin, tally);
+                }
             };
         }
         all
@@ -547,11 +691,11 @@ mod tests {
         #[derive(Debug, PartialEq, Serialize, Deserialize)]
         struct Kept {
             #[serde(with = "super::resource_id")]
-            resource: Option<Box<str>>,
+            resource: Option<ResourceId>,
         }
         let id = "/SUBSCRIPTIONS/AB-12/resourceGroups/RG-1/providers/Microsoft.DocumentDB/databaseAccounts/Acct/";
         let whole = crate::alert::AzureResource::parse(id).expect("a resource id");
-        let kept = Kept { resource: Some(whole.id.clone().into_boxed_str()) };
+        let kept = Kept { resource: Some(ResourceId::new(&whole.id)) };
         let json = serde_json::to_value(&kept).expect("serializes");
         assert_eq!(json["resource"], serde_json::to_value(&whole).expect("serializes"));
         assert_eq!(
@@ -563,6 +707,71 @@ mod tests {
         assert_eq!(serde_json::from_str::<Kept>(&serde_json::to_string(&none).expect("json")).expect("reads"), none);
         #[cfg(target_pointer_width = "64")]
         assert_eq!(std::mem::size_of::<AccountState>(), 176);
+    }
+
+    /// An id of the usual form is packed and unpacks to its text; any other is kept whole.
+    #[test]
+    fn a_resource_id_is_packed_when_it_unpacks_to_itself() {
+        let usual = "/subscriptions/bf9fb88e-9d37-4236-ae2f-c1181834462d/resourcegroups/rg-bench/providers/microsoft.documentdb/databaseaccounts/acct09388";
+        let packed = ResourceId::new(usual);
+        assert_eq!(packed.0.first(), Some(&PACKED));
+        assert!(packed.0.len() < 40, "{} bytes", packed.0.len());
+        assert_eq!(packed.text(), usual);
+        for other in [
+            // Upper-case digits, a GUID without hyphens, another provider, no name, no group.
+            "/subscriptions/BF9FB88E-9D37-4236-AE2F-C1181834462D/resourcegroups/rg/providers/microsoft.documentdb/databaseaccounts/a",
+            "/subscriptions/bf9fb88e9d374236ae2fc1181834462d0000/resourcegroups/rg/providers/microsoft.documentdb/databaseaccounts/a",
+            "/subscriptions/bf9fb88e-9d37-4236-ae2f-c1181834462d/resourcegroups/rg/providers/microsoft.storage/storageaccounts/a",
+            "/subscriptions/bf9fb88e-9d37-4236-ae2f-c1181834462d/resourcegroups/rg/providers/microsoft.documentdb/databaseaccounts",
+            "/subscriptions/ab-12/resourcegroups/rg-1/providers/microsoft.documentdb/databaseaccounts/acct",
+            "/subscriptions/bf9fb88e-9d37-4236-ae2f-c1181834462d",
+            "",
+        ] {
+            let kept = ResourceId::new(other);
+            assert_eq!(kept.text(), other);
+            assert_ne!(kept.0.first(), Some(&PACKED), "{other}");
+        }
+        let long_group = format!("/subscriptions/bf9fb88e-9d37-4236-ae2f-c1181834462d/resourcegroups/{}/providers/microsoft.documentdb/databaseaccounts/a", "g".repeat(300));
+        assert_eq!(ResourceId::new(&long_group).text(), long_group);
+    }
+
+    proptest::proptest! {
+        /// Tallies made, found and expired hold what a hash table given the same would, as a
+        /// list and past [`FEW_TALLIES`] as a table; their size bound stays at most the oldest.
+        #[test]
+        fn tallies_are_a_hash_table_of_origins(ops in proptest::collection::vec((0u8..5, 0u128..90, 0i64..1000), 0..300)) {
+            let mut tallies = Tallies::default();
+            let mut want: std::collections::HashMap<OriginKey, Nanos> = std::collections::HashMap::new();
+            let mut clock = 0;
+            for (op, k, t) in ops {
+                // IPv4 origins (one word) and a few wide ones.
+                let origin = if k < 80 { 0xffff_0000_0000 | k << 8 } else { (k - 79) << 100 };
+                clock += t % 7;
+                if op == 0 {
+                    let familiar_after = 200 + t;
+                    tallies.expire(clock, familiar_after);
+                    want.retain(|_, first| clock < *first + familiar_after);
+                } else {
+                    let (tally, made) = tallies.get_or_insert_with(origin, || Tally::new(clock, 3, false));
+                    proptest::prop_assert_eq!(made, !want.contains_key(&origin));
+                    proptest::prop_assert_eq!(tally.first_seen(), *want.entry(origin).or_insert(clock));
+                }
+                proptest::prop_assert_eq!(tallies.len(), want.len());
+                proptest::prop_assert!(want.values().all(|f| tallies.oldest <= *f));
+                let mut held: Vec<(OriginKey, Nanos)> = tallies.iter().map(|(o, t)| (o, t.first_seen())).collect();
+                let mut wanted: Vec<(OriginKey, Nanos)> = want.iter().map(|(o, f)| (*o, *f)).collect();
+                held.sort_unstable();
+                wanted.sort_unstable();
+                proptest::prop_assert_eq!(held, wanted);
+                let agree = |k: u128| {
+                    let o = if k < 80 { 0xffff_0000_0000 | k << 8 } else { (k - 79) << 100 };
+                    tallies.contains_key(&o) == want.contains_key(&o)
+                };
+                proptest::prop_assert!((0..90u128).all(agree));
+                let back: Tallies = tallies.iter().map(|(o, t)| (o, t.clone())).collect();
+                proptest::prop_assert!(back == tallies);
+            }
+        }
     }
 
     /// One key's tally stays compact, a second key makes it whole with both keys' bytes, and
