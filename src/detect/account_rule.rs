@@ -40,7 +40,7 @@ impl Ctx {
         let fresh = || {
             let familiar = keys
                 .iter()
-                .any(|(c, k)| *c != cred && k.origins.get(&origin).is_some_and(|o| t >= o.first_seen + familiar_after));
+                .any(|(c, k)| c != cred && k.origins.get(&origin).is_some_and(|o| t >= o.first_seen + familiar_after));
             Tally::new(t, cred, familiar)
         };
         let (tally, made) = acct.unfamiliar.get_or_insert_with(origin, fresh);

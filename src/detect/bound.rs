@@ -56,7 +56,7 @@ impl Detector {
         let mut order: Vec<(u8, Nanos, usize, Sym)> = Vec::new();
         for (i, name) in names.iter().enumerate() {
             let acct = &self.accounts[*name];
-            for (&cred, k) in &acct.keys {
+            for (cred, k) in &acct.keys {
                 order.push((k.eviction_class(acct.max_time, cfg), k.last_seen, i, cred));
             }
         }
@@ -132,7 +132,7 @@ impl Detector {
         let cfg = &self.ctx.cfg;
         let mut out = Vec::with_capacity(self.ctx.stats.keys_tracked as usize);
         for (name, acct) in &self.accounts {
-            for (&cred, k) in &acct.keys {
+            for (cred, k) in &acct.keys {
                 out.push(EvictionCandidate {
                     class: k.eviction_class(acct.max_time, cfg),
                     last_seen: k.last_seen,

@@ -215,7 +215,7 @@ impl Detector {
                 }),
                 resource_id: acct.resource.as_ref().map(super::state::ResourceId::text),
             });
-            let mut keys: Vec<(&str, &KeyState)> = acct.keys.iter().map(|(c, k)| (ctx.syms.name(*c), &**k)).collect();
+            let mut keys: Vec<(&str, &KeyState)> = acct.keys.iter().map(|(c, k)| (ctx.syms.name(c), k)).collect();
             keys.sort_by(|a, b| a.0.cmp(b.0));
             for (cred, key) in keys {
                 let (today, hours_today, days, peak_model) = key.history.parts();
@@ -317,7 +317,7 @@ impl Detector {
                 next_sweep: a.next_sweep,
                 queue: VecDeque::new(),
                 released: a.released.unwrap_or(Nanos::MIN),
-                keys: FxHashMap::default(),
+                keys: Default::default(),
                 evidence_created: a.evidence_created.unwrap_or(Nanos::MIN),
                 unfamiliar: a
                     .unfamiliar_origins
@@ -404,7 +404,7 @@ impl Detector {
                 .accounts
                 .get_mut(k.account.as_bytes())
                 .ok_or_else(|| invalid(format!("key {}/{} of an unknown account", k.account, k.credential)))?;
-            if acct.keys.insert(c, Box::new(key)).is_some() {
+            if acct.keys.insert(c, key) {
                 return Err(invalid(format!("key {}/{} appears twice", k.account, k.credential)));
             }
             d.ctx.stats.keys_tracked += 1;

@@ -38,6 +38,7 @@ mod clock;
 mod evidence;
 mod grow;
 mod intern;
+mod key_table;
 mod learned;
 mod origin_map;
 mod origin_rules;
@@ -235,7 +236,7 @@ impl Detector {
                 next_sweep: e.time + SWEEP_EVERY,
                 queue: VecDeque::new(),
                 released: Nanos::MIN,
-                keys: FxHashMap::default(),
+                keys: Default::default(),
                 evidence_created: Nanos::MIN,
                 unfamiliar: Default::default(),
                 resource: None,

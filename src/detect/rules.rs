@@ -150,9 +150,9 @@ impl Ctx {
         let cfg = &self.cfg;
         let learning = t < acct.first_seen + cfg.learning_period.0;
 
-        let key = acct.keys.entry(e.cred).or_insert_with(|| {
+        let key = acct.keys.get_or_insert_with(e.cred, || {
             self.stats.keys_tracked += 1;
-            Box::new(KeyState::new(t))
+            KeyState::new(t)
         });
         key.first_seen = key.first_seen.min(t);
         key.last_seen = key.last_seen.max(t);

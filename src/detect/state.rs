@@ -243,8 +243,9 @@ pub(super) struct AccountState {
     /// Newest event time processed from the queue: an event older than it is late.
     pub(super) released: Nanos,
     /// Boxed: a key's state is about 350 bytes and most accounts have a few keys, so a table
-    /// of inline entries (at least four slots) spent more on empty slots than on keys.
-    pub(super) keys: FxHashMap<Sym, Box<KeyState>>,
+    /// of inline entries (at least four slots) spent more on empty slots than on keys. A list
+    /// while they are few ([`super::key_table`]).
+    pub(super) keys: super::key_table::KeyTable,
     /// When evidence was last created in this account: until `familiar_after` after it, a
     /// sweep may have evidence to drop.
     pub(super) evidence_created: Nanos,
