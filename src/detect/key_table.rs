@@ -1,5 +1,5 @@
-//! An account's keys ([`KeyTable`]): a list searched in order while they are few, a hash
-//! table past [`FEW_KEYS`].
+//! An account's keys ([`KeyTable`]): a [`FewMap`], a list searched in order while they are
+//! few, a hash table past [`FEW_KEYS`].
 //!
 //! Most accounts are read with one to four credentials (the two account keys, a read-only
 //! key, an identity or two). A hash table of two boxed keys takes a 96-byte heap block (four
@@ -13,6 +13,7 @@
 //! keys is sorted. Snapshots write the keys as the map they always were; equality ignores the
 //! order.
 
+use super::few_map::{self, FewMap};
 use super::intern::Sym;
 use super::state::KeyState;
 use rustc_hash::FxHashMap;
@@ -21,70 +22,34 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// Keys searched one by one; past this many an account keeps a hash table of them.
 const FEW_KEYS: usize = 16;
 
-#[derive(Clone, Debug)]
-pub(super) enum KeyTable {
-    Few(Vec<(Sym, Box<KeyState>)>),
-    Many(FxHashMap<Sym, Box<KeyState>>),
-}
-
-impl Default for KeyTable {
-    fn default() -> Self {
-        KeyTable::Few(Vec::new())
-    }
-}
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(super) struct KeyTable(FewMap<Sym, Box<KeyState>, FEW_KEYS>);
 
 impl KeyTable {
     pub(super) fn len(&self) -> usize {
-        match self {
-            KeyTable::Few(v) => v.len(),
-            KeyTable::Many(m) => m.len(),
-        }
+        self.0.len()
     }
 
     pub(super) fn get(&self, cred: &Sym) -> Option<&KeyState> {
-        match self {
-            KeyTable::Few(v) => v.iter().find(|(c, _)| c == cred).map(|(_, k)| &**k),
-            KeyTable::Many(m) => m.get(cred).map(|k| &**k),
-        }
+        self.0.get(cred).map(|k| &**k)
     }
 
     pub(super) fn get_mut(&mut self, cred: &Sym) -> Option<&mut KeyState> {
-        match self {
-            KeyTable::Few(v) => v.iter_mut().find(|(c, _)| c == cred).map(|(_, k)| &mut **k),
-            KeyTable::Many(m) => m.get_mut(cred).map(|k| &mut **k),
-        }
+        self.0.get_mut(cred).map(|k| &mut **k)
     }
 
     /// The key of `cred`, made by `new` when there is none.
     pub(super) fn get_or_insert_with(&mut self, cred: Sym, new: impl FnOnce() -> KeyState) -> &mut KeyState {
-        let at = match self {
-            KeyTable::Few(v) => v.iter().position(|(c, _)| *c == cred),
-            KeyTable::Many(_) => None,
-        };
-        if at.is_none() && matches!(self, KeyTable::Few(v) if v.len() >= FEW_KEYS) {
-            if let KeyTable::Few(v) = std::mem::replace(self, KeyTable::Many(FxHashMap::default())) {
-                *self = KeyTable::Many(v.into_iter().collect());
-            }
-        }
-        match (self, at) {
-            (KeyTable::Few(v), Some(i)) => &mut v[i].1,
-            (KeyTable::Few(v), None) => {
-                super::grow::room_for_one(v);
-                v.push((cred, Box::new(new())));
-                let i = v.len() - 1;
-                &mut v[i].1
-            }
-            (KeyTable::Many(m), _) => m.entry(cred).or_insert_with(|| Box::new(new())),
-        }
+        self.0.get_or_insert_with(cred, || Box::new(new())).0
     }
 
     /// Sets the key of `cred`, returning whether it replaces one.
     pub(super) fn insert(&mut self, cred: Sym, key: KeyState) -> bool {
         let mut key = Some(key);
-        let slot = self.get_or_insert_with(cred, || key.take().unwrap_or_else(|| KeyState::new(0)));
+        let (slot, _) = self.0.get_or_insert_with(cred, || Box::new(key.take().unwrap_or_else(|| KeyState::new(0))));
         match key {
             Some(key) => {
-                *slot = key;
+                **slot = key;
                 true
             }
             None => false,
@@ -92,20 +57,11 @@ impl KeyTable {
     }
 
     pub(super) fn remove(&mut self, cred: &Sym) -> Option<Box<KeyState>> {
-        match self {
-            KeyTable::Few(v) => {
-                let i = v.iter().position(|(c, _)| c == cred)?;
-                Some(v.swap_remove(i).1)
-            }
-            KeyTable::Many(m) => m.remove(cred),
-        }
+        self.0.remove(cred)
     }
 
     pub(super) fn retain(&mut self, mut keep: impl FnMut(&Sym, &mut KeyState) -> bool) {
-        match self {
-            KeyTable::Few(v) => v.retain_mut(|(c, k)| keep(c, k)),
-            KeyTable::Many(m) => m.retain(|c, k| keep(c, k)),
-        }
+        self.0.retain(|c, k| keep(c, k))
     }
 
     pub(super) fn clear(&mut self) {
@@ -114,64 +70,31 @@ impl KeyTable {
 
     /// Gives back the room of keys that left.
     pub(super) fn shrink_to_fit(&mut self) {
-        match self {
-            KeyTable::Few(v) => v.shrink_to_fit(),
-            KeyTable::Many(m) => m.shrink_to_fit(),
-        }
+        self.0.shrink_to_fit()
     }
 
     pub(super) fn iter(&self) -> Iter<'_> {
-        match self {
-            KeyTable::Few(v) => Iter::Few(v.iter()),
-            KeyTable::Many(m) => Iter::Many(m.iter()),
-        }
+        Iter(self.0.iter())
     }
 
     pub(super) fn values(&self) -> impl Iterator<Item = &KeyState> {
         self.iter().map(|(_, k)| k)
     }
 
-    pub(super) fn values_mut(&mut self) -> ValuesMut<'_> {
-        match self {
-            KeyTable::Few(v) => ValuesMut::Few(v.iter_mut()),
-            KeyTable::Many(m) => ValuesMut::Many(m.values_mut()),
-        }
+    pub(super) fn for_each_mut(&mut self, mut f: impl FnMut(&mut KeyState)) {
+        self.0.for_each_mut(|k| f(k))
     }
 }
 
 /// [`KeyTable::iter`]: each credential with its key.
-pub(super) enum Iter<'a> {
-    Few(std::slice::Iter<'a, (Sym, Box<KeyState>)>),
-    Many(std::collections::hash_map::Iter<'a, Sym, Box<KeyState>>),
-}
+pub(super) struct Iter<'a>(few_map::Iter<'a, Sym, Box<KeyState>>);
 
 impl<'a> Iterator for Iter<'a> {
     type Item = (Sym, &'a KeyState);
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        match self {
-            Iter::Few(i) => i.next().map(|(c, k)| (*c, &**k)),
-            Iter::Many(i) => i.next().map(|(c, k)| (*c, &**k)),
-        }
-    }
-}
-
-/// [`KeyTable::values_mut`].
-pub(super) enum ValuesMut<'a> {
-    Few(std::slice::IterMut<'a, (Sym, Box<KeyState>)>),
-    Many(std::collections::hash_map::ValuesMut<'a, Sym, Box<KeyState>>),
-}
-
-impl<'a> Iterator for ValuesMut<'a> {
-    type Item = &'a mut KeyState;
-
-    #[inline]
-    fn next(&mut self) -> Option<Self::Item> {
-        match self {
-            ValuesMut::Few(i) => i.next().map(|(_, k)| &mut **k),
-            ValuesMut::Many(i) => i.next().map(|k| &mut **k),
-        }
+        self.0.next().map(|(c, k)| (c, &**k))
     }
 }
 
@@ -181,13 +104,6 @@ impl<'a> IntoIterator for &'a KeyTable {
 
     fn into_iter(self) -> Iter<'a> {
         self.iter()
-    }
-}
-
-/// The same keys with the same states, in any order.
-impl PartialEq for KeyTable {
-    fn eq(&self, other: &Self) -> bool {
-        self.len() == other.len() && self.iter().all(|(c, k)| other.get(&c) == Some(k))
     }
 }
 

@@ -36,6 +36,7 @@ mod allow;
 mod bound;
 mod clock;
 mod evidence;
+mod few_map;
 mod grow;
 mod intern;
 mod key_table;

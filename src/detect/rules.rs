@@ -143,9 +143,7 @@ impl Ctx {
         } else if hour_turned {
             let familiar_after = self.cfg.familiar_after.0;
             acct.unfamiliar.expire(t, familiar_after);
-            for k in acct.keys.values_mut() {
-                self.drop_idle_windows(k, t);
-            }
+            acct.keys.for_each_mut(|k| self.drop_idle_windows(k, t));
         }
         let cfg = &self.cfg;
         let learning = t < acct.first_seen + cfg.learning_period.0;

@@ -4,6 +4,7 @@
 //! conditions ([`Mark`]). Plain data: the rules that update it are `rules.rs` and the files it
 //! names; snapshots serialize it as is.
 
+use super::few_map::FewMap;
 use super::origin_map::{narrow, OriginMap};
 use super::{
     evidence::{Gathered, Sample},
@@ -365,95 +366,22 @@ pub(super) struct Tallies {
 /// The tallies of IPv4 origins: a list searched in order while there are at most
 /// [`FEW_TALLIES`] (an account holds a handful at a time: the origins its keys met in the last
 /// `familiar_after`), a hash table from the first past it. A list of 4 to 7 tallies takes 128
-/// to 224 bytes, the table 280.
-#[derive(Clone, Debug)]
-enum Narrow {
-    Few(Vec<(u64, Tally)>),
-    Many(FxHashMap<u64, Tally>),
-}
+/// to 224 bytes, the table 288.
+type Narrow = FewMap<u64, Tally, FEW_TALLIES>;
 
 /// Tallies of IPv4 origins searched in order; past this many, a hash table.
 const FEW_TALLIES: usize = 32;
 
-impl Narrow {
-    fn len(&self) -> usize {
-        match self {
-            Narrow::Few(v) => v.len(),
-            Narrow::Many(m) => m.len(),
-        }
-    }
-
-    fn get(&self, k: u64) -> Option<&Tally> {
-        match self {
-            Narrow::Few(v) => v.iter().find(|(o, _)| *o == k).map(|(_, t)| t),
-            Narrow::Many(m) => m.get(&k),
-        }
-    }
-
-    /// The tally of `k`, made by `new` when there is none (then also true).
-    fn get_or_insert_with(&mut self, k: u64, new: impl FnOnce() -> Tally) -> (&mut Tally, bool) {
-        let at = match self {
-            Narrow::Few(v) => v.iter().position(|(o, _)| *o == k),
-            Narrow::Many(_) => None,
-        };
-        if at.is_none() && matches!(self, Narrow::Few(v) if v.len() >= FEW_TALLIES) {
-            if let Narrow::Few(v) = std::mem::replace(self, Narrow::Many(FxHashMap::default())) {
-                *self = Narrow::Many(v.into_iter().collect());
-            }
-        }
-        match (self, at) {
-            (Narrow::Few(v), Some(i)) => (&mut v[i].1, false),
-            (Narrow::Few(v), None) => {
-                if v.len() == v.capacity() {
-                    v.reserve_exact((v.len() / 4).max(1));
-                }
-                v.push((k, new()));
-                let i = v.len() - 1;
-                (&mut v[i].1, true)
-            }
-            (Narrow::Many(m), _) => {
-                let mut made = false;
-                let t = m.entry(k).or_insert_with(|| {
-                    made = true;
-                    new()
-                });
-                (t, made)
-            }
-        }
-    }
-
-    fn retain(&mut self, mut keep: impl FnMut(&Tally) -> bool) {
-        match self {
-            Narrow::Few(v) => {
-                v.retain(|(_, t)| keep(t));
-                if v.capacity() > 2 * v.len() + 2 {
-                    v.shrink_to_fit();
-                }
-            }
-            Narrow::Many(m) => m.retain(|_, t| keep(t)),
-        }
-    }
-
-    fn iter(&self) -> Box<dyn Iterator<Item = (u64, &Tally)> + '_> {
-        match self {
-            Narrow::Few(v) => Box::new(v.iter().map(|(k, t)| (*k, t))),
-            Narrow::Many(m) => Box::new(m.iter().map(|(k, t)| (*k, t))),
-        }
-    }
-}
-
 impl Default for Tallies {
     fn default() -> Self {
-        Tallies { narrow: Narrow::Few(Vec::new()), wide: None, oldest: Nanos::MAX }
+        Tallies { narrow: FewMap::default(), wide: None, oldest: Nanos::MAX }
     }
 }
 
 impl PartialEq for Tallies {
     /// The same tallies (the bound is a cache of them), however they are held.
     fn eq(&self, other: &Self) -> bool {
-        self.narrow.len() == other.narrow.len()
-            && self.narrow.iter().all(|(k, t)| other.narrow.get(k) == Some(t))
-            && self.wide == other.wide
+        self.narrow == other.narrow && self.wide == other.wide
     }
 }
 
@@ -468,7 +396,7 @@ impl Tallies {
 
     pub(super) fn contains_key(&self, origin: &OriginKey) -> bool {
         match narrow(*origin) {
-            Some(k) => self.narrow.get(k).is_some(),
+            Some(k) => self.narrow.get(&k).is_some(),
             None => self.wide.as_ref().is_some_and(|w| w.contains_key(origin)),
         }
     }
@@ -506,7 +434,7 @@ impl Tallies {
             }
             keep
         };
-        self.narrow.retain(&mut keep);
+        self.narrow.retain(|_, tally| keep(tally));
         if let Some(w) = &mut self.wide {
             w.retain(|_, tally| keep(tally));
             if w.is_empty() {
