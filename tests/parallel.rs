@@ -205,3 +205,57 @@ fn train_writes_the_same_model_and_replay_from_it_the_same_output_with_every_thr
     ]);
     assert!(from.alerts.contains("\"rule\":\"unfamiliar_origin_volume\""), "{}", from.summary);
 }
+
+#[test]
+fn strict_delivers_the_alerts_of_every_record_before_the_damage() {
+    // A file cut after `n` records, then a damaged line: `--strict` stops there, having
+    // delivered what every record before the damage raised, in order (a prefix of what the
+    // whole file raises). The cuts that matter are just after a record that raised an alert,
+    // when that record may still wait in one thread's run or a detect thread's batch: for the
+    // first alerts, the cut is found by halving (the smallest that delivers the alert), and at
+    // every cut tried one thread and two deliver the same.
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("bench.jsonl");
+    let o = gen_logs()
+        .args(["bench", "--records", "40000", "--keys", "300", "--origins-per-key", "4", "--thefts", "8", "--out"])
+        .arg(&logs)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(&logs).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let whole = replay(dir.path(), 1, &[logs.as_os_str(), os("-q")]);
+    assert_eq!(whole.code, Some(0), "{}", whole.summary);
+    let cut = dir.path().join("cut.jsonl");
+    // The alerts `--strict` delivers on the first `n` records and the damage; the same with
+    // one thread and two.
+    let strict = |n: usize| -> usize {
+        std::fs::write(&cut, format!("{}\n{{\"time\": \"damaged\n", lines[..n].join("\n"))).unwrap();
+        let one = replay(dir.path(), 1, &[cut.as_os_str(), os("-q"), os("--strict")]);
+        let two = replay(dir.path(), 2, &[cut.as_os_str(), os("-q"), os("--strict")]);
+        assert_eq!(one.code, Some(1), "{}", one.summary);
+        assert!(one.alerts == two.alerts, "cut at {n}: one thread and two delivered different alerts");
+        assert!(whole.alerts.starts_with(&one.alerts), "cut at {n}: not what the whole file raised first");
+        one.alerts.lines().count()
+    };
+    let mut found = 0;
+    let (mut lo, mut had) = (1, strict(1));
+    for hi in (5_000..lines.len()).step_by(5_000) {
+        let has = strict(hi);
+        if has > had && found < 3 {
+            // The smallest cut in (lo, hi] that delivers more than `lo` did.
+            let (mut a, mut b) = (lo, hi);
+            while b - a > 1 {
+                let m = (a + b) / 2;
+                if strict(m) > had {
+                    b = m;
+                } else {
+                    a = m;
+                }
+            }
+            found += 1;
+        }
+        (lo, had) = (hi, has);
+    }
+    assert!(found > 0, "no alert before the last cut to look at");
+}

@@ -118,6 +118,14 @@ impl<K: Copy + Eq + Hash, V, const FEW: usize> FewMap<K, V, FEW> {
         }
     }
 
+    /// Where the list's first entry is (a hint for a prefetch); `None` for a table or an empty list.
+    pub(super) fn list_start(&self) -> Option<*const (K, V)> {
+        match self {
+            FewMap::Few(v) if !v.is_empty() => Some(v.as_ptr()),
+            _ => None,
+        }
+    }
+
     pub(super) fn for_each_mut(&mut self, mut f: impl FnMut(&mut V)) {
         match self {
             FewMap::Few(v) => v.iter_mut().for_each(|(_, e)| f(e)),

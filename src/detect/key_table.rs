@@ -81,6 +81,11 @@ impl KeyTable {
         self.iter().map(|(_, k)| k)
     }
 
+    /// Where the list's first slot is (a hint for a prefetch); `None` for a table.
+    pub(super) fn first_slot(&self) -> Option<*const u8> {
+        self.0.list_start().map(|p| p.cast())
+    }
+
     pub(super) fn for_each_mut(&mut self, mut f: impl FnMut(&mut KeyState)) {
         self.0.for_each_mut(|k| f(k))
     }

@@ -44,6 +44,7 @@ mod learned;
 mod origin_map;
 mod origin_rules;
 mod owners;
+mod prefetch;
 mod reorder;
 mod rules;
 mod sketch;

@@ -112,6 +112,11 @@ impl OriginMap {
         self.entries.len()
     }
 
+    /// Where the origins and their entries start (a hint for a prefetch).
+    pub(super) fn arrays(&self) -> (*const u32, *const OriginEntry) {
+        (self.keys.as_ptr(), self.entries.as_ptr())
+    }
+
     #[cfg(test)]
     pub(super) fn is_empty(&self) -> bool {
         self.entries.is_empty()

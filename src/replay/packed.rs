@@ -82,6 +82,11 @@ impl Packed {
         self.events.len() - 1
     }
 
+    /// The account of the event at `i`.
+    pub fn account(&self, i: usize) -> Option<&str> {
+        self.arena.get(self.events.get(i)?.strs[0].clone())
+    }
+
     /// The event at `i` (from [`Packed::push`]), borrowing its strings.
     pub fn get(&self, i: usize) -> Option<Event<'_>> {
         let f = self.events.get(i)?;

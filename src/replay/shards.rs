@@ -40,6 +40,9 @@ pub const EPOCH: u64 = 4096;
 pub const LAG: u64 = 4;
 /// An eviction more than this much event time after the previous one starts a new spell.
 const SPELL_GAP: Nanos = crate::time::HOUR;
+/// How many items ahead of the one being ingested a detect thread takes each step of bringing
+/// an event's state into cache (`detect/prefetch.rs`): its account, its keys, their windows.
+const PREFETCH_AHEAD: [usize; 3] = [8, 4, 2];
 
 /// The shard of an account (FNV-1a of its name).
 pub fn shard_of(account: &str) -> usize {
@@ -140,6 +143,43 @@ impl ShardSet {
             Some(Some(d)) => d,
             // The router sends a thread only its own shards.
             _ => unreachable!("shard {s} routed to a thread that does not own it"),
+        }
+    }
+
+    /// Ingests the batch's items in order, their alerts numbered (appended to `alerts`), and
+    /// empties it. The state of the events a few items ahead is brought into cache while
+    /// one is ingested (`detect/prefetch.rs`).
+    fn run(&mut self, batch: &mut Batch, alerts: &mut Vec<(u64, Alert)>, scratch: &mut Vec<Alert>) {
+        for j in 0..batch.items.len() {
+            self.prefetch(batch, j + PREFETCH_AHEAD[0], Detector::prefetch_account);
+            self.prefetch(batch, j + PREFETCH_AHEAD[1], Detector::prefetch_keys);
+            self.prefetch(batch, j + PREFETCH_AHEAD[2], Detector::prefetch_windows);
+            let (seq, s, w) = std::mem::replace(&mut batch.items[j], (0, 0, Work::Event(usize::MAX)));
+            match w {
+                Work::Event(i) => {
+                    if let Some(ev) = batch.events.get(i) {
+                        self.shard(s).ingest(&ev, scratch);
+                    }
+                }
+                Work::Verdict(v) => {
+                    if !apply(self.shard(s), &v, scratch) {
+                        self.verdict_failures += 1;
+                    }
+                }
+            }
+            alerts.extend(scratch.drain(..).map(|a| (seq, a)));
+        }
+        batch.items.clear();
+        batch.events.clear();
+    }
+
+    /// A step of [`Detector`]'s prefetch (`step`) for the event at `j` of the batch, if any.
+    #[inline]
+    fn prefetch(&self, batch: &Batch, j: usize, step: fn(&Detector, &str)) {
+        if let Some((_, s, Work::Event(i))) = batch.items.get(j) {
+            if let (Some(Some(d)), Some(account)) = (self.shards.get(*s), batch.events.account(*i)) {
+                step(d, account);
+            }
         }
     }
 
@@ -267,12 +307,24 @@ fn split(detector: Detector) -> (Vec<Detector>, u64) {
     (shards, cap)
 }
 
-/// The shards on the reading thread (`--threads 1`).
+/// The shards on the reading thread (`--threads 1`). Items are ingested in runs of
+/// [`LOCAL_RUN`], as a detect thread ingests its batch, so that the state of the next few is
+/// brought into cache while one is ingested; their alerts are handed out after the run.
 pub(super) struct Local {
     set: ShardSet,
     bound: Bound,
     seq: u64,
+    /// Items not yet ingested.
+    batch: Batch,
+    /// Alerts of the items ingested, not yet handed out, with their item numbers.
+    alerts: Vec<(u64, Alert)>,
+    scratch: Vec<Alert>,
+    /// The first item of the current unit.
+    cutoff: u64,
 }
+
+/// Items a [`Local`] ingests at once (a divisor of [`EPOCH`]).
+const LOCAL_RUN: usize = 64;
 
 impl Local {
     pub(super) fn new(detector: Detector) -> Self {
@@ -281,12 +333,18 @@ impl Local {
             set: ShardSet { shards: shards.into_iter().map(Some).collect(), verdict_failures: 0 },
             bound: Bound::new(cap),
             seq: 0,
+            batch: Batch::with_capacity(LOCAL_RUN),
+            alerts: Vec::new(),
+            scratch: Vec::new(),
+            cutoff: 0,
         }
     }
 
-    /// Before each item: the epoch boundary's bookkeeping.
-    fn next_item(&mut self) {
+    /// Before each item: the epoch boundary's bookkeeping (on the state of every item before
+    /// it). Returns the item's number.
+    fn next_item(&mut self) -> u64 {
         if self.seq > 0 && self.seq % EPOCH == 0 {
+            self.ingest_waiting();
             let k = self.seq / EPOCH;
             self.bound.measured(k - 1, self.set.state_bytes());
             if self.bound.due(k) {
@@ -295,6 +353,19 @@ impl Local {
             }
         }
         self.seq += 1;
+        self.seq - 1
+    }
+
+    /// Takes an item; ingests the run once it is whole.
+    fn push(&mut self, seq: u64, s: usize, w: Work) {
+        self.batch.items.push((seq, s, w));
+        if self.batch.items.len() >= LOCAL_RUN {
+            self.ingest_waiting();
+        }
+    }
+
+    fn ingest_waiting(&mut self) {
+        self.set.run(&mut self.batch, &mut self.alerts, &mut self.scratch);
     }
 
     fn evict_if_over(&mut self) {
@@ -317,23 +388,36 @@ impl Drop for Local {
 }
 
 impl Engine for Local {
-    fn event(&mut self, ev: Event<'_>, out: &mut Vec<Alert>) {
-        self.next_item();
-        self.set.shard(shard_of(&ev.account)).ingest(&ev, out);
+    fn unit_start(&mut self) {
+        self.cutoff = self.seq;
     }
 
-    fn verdict(&mut self, v: &Verdict, out: &mut Vec<Alert>) {
-        self.next_item();
-        if !apply(self.set.shard(shard_of(&v.account)), v, out) {
-            self.set.verdict_failures += 1;
-        }
+    fn event(&mut self, ev: Event<'_>, _out: &mut Vec<Alert>) {
+        let seq = self.next_item();
+        let i = self.batch.events.push(&ev);
+        self.push(seq, shard_of(&ev.account), Work::Event(i));
+    }
+
+    fn verdict(&mut self, v: &Verdict, _out: &mut Vec<Alert>) {
+        let seq = self.next_item();
+        self.push(seq, shard_of(&v.account), Work::Verdict(Box::new(v.clone())));
+    }
+
+    fn ready(&mut self, out: &mut Vec<Alert>) -> Result<(), ShardError> {
+        out.extend(self.alerts.drain(..).map(|(_, a)| a));
+        Ok(())
     }
 
     fn abort(&mut self, out: &mut Vec<Alert>) {
         out.clear();
+        self.ingest_waiting();
+        let cutoff = self.cutoff;
+        out.extend(self.alerts.drain(..).filter(|(seq, _)| *seq < cutoff).map(|(_, a)| a));
     }
 
     fn finish(&mut self, out: &mut Vec<Alert>) -> Result<(), ShardError> {
+        self.ingest_waiting();
+        out.extend(self.alerts.drain(..).map(|(_, a)| a));
         let mut lists = self.set.finish();
         lists.sort_by(|a, b| a.0.cmp(&b.0));
         out.extend(lists.into_iter().flat_map(|(_, l)| l));
@@ -412,23 +496,8 @@ fn work(worker: usize, mut set: ShardSet, rx: Receiver<Msg>, tx: SyncSender<Repl
         let reply = match msg {
             Msg::Epoch(epoch, mut batch) => {
                 let mut alerts = Vec::new();
-                for (seq, s, w) in batch.items.drain(..) {
-                    match w {
-                        Work::Event(i) => {
-                            if let Some(ev) = batch.events.get(i) {
-                                set.shard(s).ingest(&ev, &mut scratch);
-                            }
-                        }
-                        Work::Verdict(v) => {
-                            if !apply(set.shard(s), &v, &mut scratch) {
-                                set.verdict_failures += 1;
-                            }
-                        }
-                    }
-                    alerts.extend(scratch.drain(..).map(|a| (seq, a)));
-                }
+                set.run(&mut batch, &mut alerts, &mut scratch);
                 let failures = std::mem::take(&mut set.verdict_failures);
-                batch.events.clear();
                 Reply::Epoch { worker, epoch, alerts, state: set.state_bytes(), stats: set.stats(), failures, batch }
             }
             Msg::Candidates => Reply::Candidates { list: set.candidates(), newest: set.newest() },
