@@ -40,8 +40,9 @@ pub const EPOCH: u64 = 4096;
 pub const LAG: u64 = 4;
 /// An eviction more than this much event time after the previous one starts a new spell.
 const SPELL_GAP: Nanos = crate::time::HOUR;
-/// How many items ahead of the one being ingested a detect thread takes each step of bringing
-/// an event's state into cache (`detect/prefetch.rs`): its account, its keys, their windows.
+/// How many items ahead of the one being ingested (in a detect thread's batch, or one thread's
+/// run) each step of bringing an event's state into cache is taken (`detect/prefetch.rs`): its
+/// account, its keys, their windows.
 const PREFETCH_AHEAD: [usize; 3] = [8, 4, 2];
 
 /// The shard of an account (FNV-1a of its name).
