@@ -80,6 +80,15 @@ impl<K: Copy + Eq + Hash, V, const FEW: usize> FewMap<K, V, FEW> {
         }
     }
 
+    /// Sets the entry of `k`, returning the one it replaces (as a hash table's `insert`).
+    pub(super) fn insert(&mut self, k: K, v: V) -> Option<V> {
+        if let Some(slot) = self.get_mut(&k) {
+            return Some(std::mem::replace(slot, v));
+        }
+        self.get_or_insert_with(k, || v);
+        None
+    }
+
     pub(super) fn remove(&mut self, k: &K) -> Option<V> {
         match self {
             FewMap::Few(v) => {

@@ -45,15 +45,7 @@ impl KeyTable {
 
     /// Sets the key of `cred`, returning whether it replaces one.
     pub(super) fn insert(&mut self, cred: Sym, key: KeyState) -> bool {
-        let mut key = Some(key);
-        let (slot, _) = self.0.get_or_insert_with(cred, || Box::new(key.take().unwrap_or_else(|| KeyState::new(0))));
-        match key {
-            Some(key) => {
-                **slot = key;
-                true
-            }
-            None => false,
-        }
+        self.0.insert(cred, Box::new(key)).is_some()
     }
 
     pub(super) fn remove(&mut self, cred: &Sym) -> Option<Box<KeyState>> {
@@ -81,9 +73,9 @@ impl KeyTable {
         self.iter().map(|(_, k)| k)
     }
 
-    /// Where the list's first slot is (a hint for a prefetch); `None` for a table.
-    pub(super) fn first_slot(&self) -> Option<*const u8> {
-        self.0.list_start().map(|p| p.cast())
+    /// Where the list's first slot is (a hint for a prefetch); `None` for a table or no key.
+    pub(super) fn first_slot(&self) -> Option<*const (Sym, Box<KeyState>)> {
+        self.0.list_start()
     }
 
     pub(super) fn for_each_mut(&mut self, mut f: impl FnMut(&mut KeyState)) {

@@ -49,7 +49,9 @@ impl Detector {
             if let Some(q) = acct.queue.front() {
                 line(q);
             }
-            acct.keys.prefetch_list();
+            if let Some(first) = acct.keys.first_slot() {
+                line(first);
+            }
         }
     }
 
@@ -62,7 +64,9 @@ impl Detector {
             all_lines(k);
         }
         if let Some(k) = acct.queue.front().and_then(|q| acct.keys.get(&q.cred)) {
-            k.origins.prefetch();
+            let (origins, entries) = k.origins.arrays();
+            line(origins);
+            line(entries);
         }
     }
 
@@ -84,25 +88,5 @@ impl Detector {
                 line(&**w);
             }
         }
-    }
-}
-
-impl super::key_table::KeyTable {
-    /// Prefetches the list of keys (a table's are left alone).
-    #[inline]
-    pub(super) fn prefetch_list(&self) {
-        if let Some(first) = self.first_slot() {
-            line(first);
-        }
-    }
-}
-
-impl super::origin_map::OriginMap {
-    /// Prefetches the first line of the origins and of their entries.
-    #[inline]
-    pub(super) fn prefetch(&self) {
-        let (keys, entries) = self.arrays();
-        line(keys);
-        line(entries);
     }
 }

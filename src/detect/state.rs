@@ -458,10 +458,7 @@ impl FromIterator<(OriginKey, Tally)> for Tallies {
             all.oldest = all.oldest.min(tally.first_seen());
             match narrow(origin) {
                 Some(k) => {
-                    let (slot, made) = all.narrow.get_or_insert_with(k, || tally.clone());
-                    if !made {
-                        *slot = tally; // a key given twice: the last wins, as in a hash table
-                    }
+                    all.narrow.insert(k, tally);
                 }
                 None => {
                     all.wide.get_or_insert_with(Default::default).insert(origin, tally);
